@@ -1,0 +1,33 @@
+# Quick start (as root, on a fresh Debian/Ubuntu machine):
+#   make run    install what is missing, then run netwatchd in the foreground on config/netwatchd.yaml
+#   make test   install what is missing, then run the whole test suite
+PREFIX ?= /opt/netwatchd
+SYSCONFDIR ?= /etc
+UNITDIR ?= /etc/systemd/system
+DBUS_POLICYDIR ?= /usr/share/dbus-1/system.d
+PYTEST_ARGS ?=
+
+.PHONY: run test setup setup-test install uninstall bench
+
+setup:
+	@scripts/setup.sh
+
+setup-test:
+	@scripts/setup.sh --test
+
+run: setup
+	@scripts/system-bus.sh
+	exec .venv/bin/netwatchd --config config/netwatchd.yaml
+
+test: setup-test
+	.venv/bin/python -m pytest $(PYTEST_ARGS)
+
+bench: setup
+	.venv/bin/python bench/connect_bench.py
+
+# The package into its own venv, the unit, the bus policy, the config if absent.
+install: setup
+	@scripts/install.sh "$(PREFIX)" "$(SYSCONFDIR)" "$(UNITDIR)" "$(DBUS_POLICYDIR)"
+
+uninstall:
+	@scripts/install.sh --uninstall "$(PREFIX)" "$(SYSCONFDIR)" "$(UNITDIR)" "$(DBUS_POLICYDIR)"

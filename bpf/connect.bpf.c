@@ -1,0 +1,225 @@
+/* netwatchd connect path: counts every connect() per process in the kernel and sends one record
+ * per call through a ring buffer without waking user space.
+ *
+ *   cgroup connect4/6   notes the destination and the transport read from the socket
+ *   sys_exit_connect    counts the outcome per (tgid, comm) and emits the record; for what the
+ *                       cgroup hook never sees (unix sockets, early failures) it reads the
+ *                       caller's sockaddr itself
+ *   cgroup sendmsg4/6   counts and records unconnected UDP sends
+ *
+ * Settings arrive as -D cflags from netwatchd/connect_probe.py:
+ *   NW_MAX_PROCS, NW_PENDING_SLOTS (power of two), NW_RING_PAGES, NW_RECORD_EVENTS (0: counts
+ *   only, no per-connect records). The sendmsg hooks are attached only when UDP sends are traced.
+ * Only tracepoints, cgroup hooks, helpers and uapi types: it loads whatever the kernel headers. */
+#include <linux/errno.h>
+#include <linux/in.h>
+#include <linux/in6.h>
+#include <linux/socket.h>
+#include <linux/un.h>
+#include "netwatch.h"
+
+#ifndef AF_INET
+#define AF_INET 2
+#endif
+#ifndef AF_INET6
+#define AF_INET6 10
+#endif
+#ifndef AF_UNIX
+#define AF_UNIX 1
+#endif
+#define NW_SOCK_STREAM 1
+#define NW_SOCK_DGRAM 2
+
+BPF_HASH(proc_counts, struct nw_proc_key, struct nw_proc_counts, NW_MAX_PROCS);
+BPF_ARRAY(pending, struct nw_pending, NW_PENDING_SLOTS);
+BPF_RINGBUF_OUTPUT(events, NW_RING_PAGES);
+/* [0] records that found the ring full, [1] processes that found proc_counts full. */
+BPF_PERCPU_ARRAY(losses, u64, 2);
+
+static __always_inline void count_loss(int which)
+{
+    u64 *v = losses.lookup(&which);
+    if (v)
+        (*v)++;
+}
+
+static __always_inline struct nw_proc_counts *proc_counters(struct nw_proc_key *key)
+{
+    struct nw_proc_counts *c = proc_counts.lookup(key);
+    if (c)
+        return c;
+    struct nw_proc_counts zero = {};
+    proc_counts.update(key, &zero); /* may race with another thread: both see one entry */
+    c = proc_counts.lookup(key);
+    if (!c)
+        count_loss(1);
+    return c;
+}
+
+static __always_inline u8 transport_of(u32 type, u32 protocol)
+{
+    if (type == NW_SOCK_STREAM && (protocol == IPPROTO_TCP || protocol == 0))
+        return NW_TRANSPORT_TCP;
+    if (type == NW_SOCK_DGRAM && (protocol == IPPROTO_UDP || protocol == 0))
+        return NW_TRANSPORT_UDP;
+    return NW_TRANSPORT_OTHER;
+}
+
+/* The cgroup hook runs inside connect() for inet sockets only: it sees the destination as the
+ * kernel copied it, and the socket's type and protocol. */
+static __always_inline int note_inet_connect(struct bpf_sock_addr *ctx, u16 family)
+{
+    u32 tid = (u32)bpf_get_current_pid_tgid();
+    u32 slot = tid & (NW_PENDING_SLOTS - 1);
+    struct nw_pending *p = pending.lookup(&slot);
+    if (!p)
+        return 1;
+    p->tid = tid;
+    p->family = family;
+    p->port = ntohs((u16)ctx->user_port);
+    p->transport = transport_of(ctx->type, ctx->protocol);
+    if (family == AF_INET) {
+        u32 a4 = ctx->user_ip4;
+        __builtin_memcpy(p->addr, &a4, 4);
+    } else {
+        u32 a6[4] = {ctx->user_ip6[0], ctx->user_ip6[1], ctx->user_ip6[2], ctx->user_ip6[3]};
+        __builtin_memcpy(p->addr, a6, 16);
+    }
+    return 1; /* never change the verdict */
+}
+
+int nw_connect4(struct bpf_sock_addr *ctx) { return note_inet_connect(ctx, AF_INET); }
+int nw_connect6(struct bpf_sock_addr *ctx) { return note_inet_connect(ctx, AF_INET6); }
+
+/* No cgroup hook ran (unix socket, or connect() failed before reaching the socket): read the
+ * caller's sockaddr through the syscall's saved registers. Rare, so its cost stays off the
+ * common path; a second tracepoint on sys_enter_connect would cost every connect. */
+static long (*nw_task_pt_regs)(void *task) = (void *)BPF_FUNC_task_pt_regs;
+static void *(*nw_current_task_btf)(void) = (void *)BPF_FUNC_get_current_task_btf;
+
+static __always_inline void read_user_sockaddr(struct nw_conn_event *e)
+{
+    struct pt_regs *regs = (struct pt_regs *)nw_task_pt_regs(nw_current_task_btf());
+    u64 uaddr = 0, ulen = 0;
+    bpf_probe_read_kernel(&uaddr, sizeof(uaddr), &PT_REGS_PARM2(regs));
+    bpf_probe_read_kernel(&ulen, sizeof(ulen), &PT_REGS_PARM3(regs));
+    u16 family = 0;
+    if (bpf_probe_read_user(&family, sizeof(family), (void *)uaddr) != 0)
+        return;
+    e->family = family;
+    if (family == AF_UNIX) {
+        e->transport = NW_TRANSPORT_OTHER; /* neither TCP nor UDP, whatever its type */
+        /* sun_path follows the 2-byte family; an abstract name starts with a 0 byte. */
+        long n = (long)(u32)ulen - 2;
+        if (n > NW_PATH_LEN)
+            n = NW_PATH_LEN;
+        if (n > 0 && bpf_probe_read_user(e->path, n & (NW_PATH_LEN * 2 - 1), (void *)(uaddr + 2)) == 0)
+            e->path_len = n;
+    } else if (family == AF_INET) {
+        struct sockaddr_in sin = {};
+        bpf_probe_read_user(&sin, sizeof(sin), (void *)uaddr);
+        e->port = ntohs(sin.sin_port);
+        __builtin_memcpy(e->addr, &sin.sin_addr, 4);
+    } else if (family == AF_INET6) {
+        struct sockaddr_in6 sin6 = {};
+        bpf_probe_read_user(&sin6, sizeof(sin6), (void *)uaddr);
+        e->port = ntohs(sin6.sin6_port);
+        __builtin_memcpy(e->addr, &sin6.sin6_addr, 16);
+    }
+}
+
+TRACEPOINT_PROBE(syscalls, sys_exit_connect)
+{
+    u64 id = bpf_get_current_pid_tgid();
+    u32 tid = (u32)id;
+    long ret = args->ret;
+    struct nw_proc_key key = {.tgid = id >> 32};
+    bpf_get_current_comm(&key.comm, sizeof(key.comm));
+
+    struct nw_proc_counts *c = proc_counters(&key);
+    if (c) {
+        if (ret == 0)
+            __sync_fetch_and_add(&c->succeeded, 1);
+        else if (ret == -EINPROGRESS)
+            __sync_fetch_and_add(&c->in_progress, 1);
+        else
+            __sync_fetch_and_add(&c->failed, 1);
+    }
+
+    if (!NW_RECORD_EVENTS)
+        return 0;
+    struct nw_conn_event *e = events.ringbuf_reserve(sizeof(struct nw_conn_event));
+    if (!e) {
+        count_loss(0);
+        return 0;
+    }
+    e->boot_ns = bpf_ktime_get_boot_ns();
+    e->tgid = key.tgid;
+    e->tid = tid;
+    e->uid = (u32)bpf_get_current_uid_gid();
+    e->ret = ret;
+    e->kind = NW_KIND_CONNECT;
+    e->port = 0;
+    e->path_len = 0;
+    __builtin_memcpy(e->comm, key.comm, NW_COMM_LEN);
+    u32 slot = tid & (NW_PENDING_SLOTS - 1);
+    struct nw_pending *p = pending.lookup(&slot);
+    if (p && p->tid == tid) {
+        e->family = p->family;
+        e->port = p->port;
+        e->transport = p->transport;
+        __builtin_memcpy(e->addr, p->addr, 16);
+        p->tid = 0; /* consumed */
+    } else {
+        e->family = 0;
+        e->transport = NW_TRANSPORT_UNKNOWN;
+        read_user_sockaddr(e);
+    }
+    events.ringbuf_submit(e, BPF_RB_NO_WAKEUP);
+    return 0;
+}
+
+static __always_inline int record_udp_send(struct bpf_sock_addr *ctx, u16 family)
+{
+    u64 id = bpf_get_current_pid_tgid();
+    struct nw_proc_key key = {.tgid = id >> 32};
+    bpf_get_current_comm(&key.comm, sizeof(key.comm));
+    struct nw_proc_counts *c = proc_counters(&key);
+    if (c)
+        __sync_fetch_and_add(&c->udp_sends, 1);
+
+    if (!NW_RECORD_EVENTS)
+        return 1;
+    struct nw_conn_event *e = events.ringbuf_reserve(sizeof(struct nw_conn_event));
+    if (!e) {
+        count_loss(0);
+        return 1;
+    }
+    e->boot_ns = bpf_ktime_get_boot_ns();
+    e->tgid = key.tgid;
+    e->tid = (u32)id;
+    e->uid = (u32)bpf_get_current_uid_gid();
+    e->ret = 0;
+    e->family = family;
+    e->port = ntohs((u16)ctx->user_port);
+    e->kind = NW_KIND_UDP_SEND;
+    e->transport = transport_of(ctx->type, ctx->protocol);
+    e->path_len = 0;
+    __builtin_memcpy(e->comm, key.comm, NW_COMM_LEN);
+    if (family == AF_INET) {
+        u32 a4 = ctx->user_ip4;
+        __builtin_memcpy(e->addr, &a4, 4);
+    } else {
+        u32 a6[4];
+        a6[0] = ctx->user_ip6[0];
+        a6[1] = ctx->user_ip6[1];
+        a6[2] = ctx->user_ip6[2];
+        a6[3] = ctx->user_ip6[3];
+        __builtin_memcpy(e->addr, a6, 16);
+    }
+    events.ringbuf_submit(e, BPF_RB_NO_WAKEUP);
+    return 1;
+}
+
+int nw_sendmsg4(struct bpf_sock_addr *ctx) { return record_udp_send(ctx, AF_INET); }
+int nw_sendmsg6(struct bpf_sock_addr *ctx) { return record_udp_send(ctx, AF_INET6); }

@@ -1,0 +1,159 @@
+"""The YAML configuration, turned once into typed, validated objects.
+
+Every key has a default here; config/netwatchd.yaml documents the same defaults and a unit test
+keeps the two equal. Unknown keys and bad values raise ConfigError naming the file, the key path
+and what is wrong, so `netwatchd --check-config FILE` can print one useful line.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+import yaml
+
+DEFAULT_CONFIG_PATH = "/etc/netwatchd/netwatchd.yaml"
+MAX_SUMMARY_WINDOW_SEC = 3600
+
+
+class ConfigError(Exception):
+    """A configuration file that cannot be used; the message names file, key and problem."""
+
+    def __init__(self, source: str, key_path: str, problem: str):
+        self.source = source
+        self.key_path = key_path
+        self.problem = problem
+        where = f"{source}: {key_path}: " if key_path else f"{source}: "
+        super().__init__(where + problem)
+
+
+@dataclass(frozen=True)
+class IntRange:
+    """Bounds of an integer setting, used by the validator and shown in its messages."""
+
+    low: int
+    high: int
+
+
+@dataclass(frozen=True)
+class ConnectionsConfig:
+    # Longest window Summary accepts; per-second counts are kept this long.
+    max_window_sec: int = field(default=3600, metadata={"range": IntRange(1, MAX_SUMMARY_WINDOW_SEC)})
+    # Recent per-connect records kept for ListConnections (newest first).
+    recent_records: int = field(default=10000, metadata={"range": IntRange(1, 1_000_000)})
+    # Send one ring-buffer record per connect (ListConnections). Counts never need them.
+    record_events: bool = True
+    # Count and record unconnected UDP sends (sendto/sendmsg with an address) as their own kind.
+    trace_udp_sends: bool = True
+    # Processes tracked at once by the kernel's per-process counters.
+    max_processes: int = field(default=16384, metadata={"range": IntRange(64, 1_048_576)})
+    # Ring buffer between kernel and daemon, in KiB: a power of two, at least one page.
+    ring_buffer_kib: int = field(default=4096, metadata={"range": IntRange(4, 262144), "power_of_two": True})
+    # How often the ring buffer is drained, in milliseconds.
+    poll_interval_ms: int = field(default=100, metadata={"range": IntRange(10, 10000)})
+
+
+@dataclass(frozen=True)
+class DaemonConfig:
+    # Seconds between reads of the kernel counters (the resolution of Summary windows).
+    tick_interval_sec: float = field(default=1.0, metadata={"float_range": (0.05, 60.0)})
+    # Log level: debug, info, notice, warning, error.
+    log_level: str = field(default="info", metadata={"choices": ("debug", "info", "notice", "warning", "error")})
+    connections: ConnectionsConfig = field(default_factory=ConnectionsConfig)
+
+
+def load_config(path: str) -> DaemonConfig:
+    """Read and validate a YAML file; raises ConfigError with the path in the message."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+    except OSError as e:
+        raise ConfigError(path, "", f"cannot read: {e.strerror}") from None
+    return parse_config(text, path)
+
+
+def parse_config(text: str, source: str = "<string>") -> DaemonConfig:
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise ConfigError(source, "", f"malformed YAML: {where}{problem}") from None
+    if data is None:
+        data = {}
+    return _build(DaemonConfig, data, source, "")
+
+
+def _build(cls: type, data: Any, source: str, prefix: str):
+    if not isinstance(data, Mapping):
+        raise ConfigError(source, prefix or "(top level)", f"expected a mapping, got {_type_name(data)}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    for key in data:
+        if key not in fields:
+            path = _join(prefix, str(key))
+            known = ", ".join(sorted(fields))
+            raise ConfigError(source, path, f"unknown key (known keys here: {known})")
+    values = {}
+    for name, f in fields.items():
+        if name not in data:
+            continue
+        path = _join(prefix, name)
+        values[name] = _convert(f, data[name], source, path)
+    return cls(**values)
+
+
+def _convert(f: dataclasses.Field, value: Any, source: str, path: str):
+    default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+    meta = f.metadata
+    if dataclasses.is_dataclass(default):
+        return _build(type(default), value, source, path)
+    if isinstance(default, bool):
+        if not isinstance(value, bool):
+            raise ConfigError(source, path, f"expected true or false, got {_show(value)}")
+        return value
+    if isinstance(default, int):
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(source, path, f"expected an integer, got {_show(value)}")
+        bounds = meta.get("range")
+        if bounds and not bounds.low <= value <= bounds.high:
+            raise ConfigError(source, path, f"{value} is out of range {bounds.low}..{bounds.high}")
+        if meta.get("power_of_two") and value & (value - 1):
+            raise ConfigError(source, path, f"{value} is not a power of two")
+        return value
+    if isinstance(default, float):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(source, path, f"expected a number, got {_show(value)}")
+        low, high = meta["float_range"]
+        if not low <= value <= high:
+            raise ConfigError(source, path, f"{value} is out of range {low}..{high}")
+        return float(value)
+    if isinstance(default, str):
+        if not isinstance(value, str):
+            raise ConfigError(source, path, f"expected a string, got {_show(value)}")
+        choices = meta.get("choices")
+        if choices and value not in choices:
+            raise ConfigError(source, path, f"{value!r} is not one of {', '.join(choices)}")
+        return value
+    raise TypeError(f"no converter for {path}")  # a programming error, not a user's
+
+
+def _join(prefix: str, key: str) -> str:
+    return f"{prefix}.{key}" if prefix else key
+
+
+def _type_name(value: Any) -> str:
+    return {list: "a list", dict: "a mapping", str: "a string", type(None): "nothing"}.get(
+        type(value), type(value).__name__
+    )
+
+
+def _show(value: Any) -> str:
+    if isinstance(value, (list, dict)) or value is None:
+        return _type_name(value)
+    return repr(value)
+
+
+def as_dict(config: DaemonConfig) -> dict:
+    """Plain nested dict of a config, for logging and for comparing with the documented file."""
+    return dataclasses.asdict(config)

@@ -1,0 +1,108 @@
+"""The connect engine: kernel counters and records in, Summary and ListConnections out.
+
+Pure apart from the probe it is given (anything with drain / read_counters / delete_counters /
+losses), so unit tests drive it with a fake probe and a fake clock.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import time
+from typing import Any, Callable, Dict, List, Tuple
+
+from . import queries
+from .config import ConnectionsConfig
+from .connect_history import ConnectHistory, CounterDeltas
+from .connect_record import MalformedEvent, decode_event
+from .recent_connections import RecentConnections
+
+log = logging.getLogger(__name__)
+
+
+def process_gone(pid: int) -> bool:
+    return not os.path.exists(f"/proc/{pid}")
+
+
+def boot_to_realtime_ns() -> int:
+    """Offset from CLOCK_BOOTTIME (BPF timestamps) to wall-clock time."""
+    return time.clock_gettime_ns(time.CLOCK_REALTIME) - time.clock_gettime_ns(time.CLOCK_BOOTTIME)
+
+
+class ConnectMonitor:
+    def __init__(
+        self,
+        probe,
+        cfg: ConnectionsConfig,
+        clock: Callable[[], float] = time.time,
+        is_gone: Callable[[int], bool] = process_gone,
+    ):
+        self.probe = probe
+        self.cfg = cfg
+        self.clock = clock
+        self.is_gone = is_gone
+        self.history = ConnectHistory(cfg.max_window_sec)
+        self.deltas = CounterDeltas()
+        self.recent = RecentConnections(cfg.recent_records)
+        self.malformed_records = 0
+        self._boot_offset_ns = boot_to_realtime_ns()
+
+    def reconfigure(self, cfg: ConnectionsConfig) -> List[str]:
+        """Apply what can change live; returns the keys that need a restart to change."""
+        restart_keys = [
+            f"connections.{k}"
+            for k in ("max_processes", "ring_buffer_kib", "record_events")
+            if getattr(cfg, k) != getattr(self.cfg, k)
+        ]
+        if cfg.trace_udp_sends != self.cfg.trace_udp_sends:
+            self.probe.set_udp_sends(cfg.trace_udp_sends)
+        self.recent.resize(cfg.recent_records)
+        self.history.max_window_sec = cfg.max_window_sec
+        self.cfg = cfg
+        return restart_keys
+
+    # -- periodic work ---------------------------------------------------------------------
+    def poll(self) -> int:
+        """Move committed records from the ring buffer into the recent ring."""
+        raw = self.probe.drain()
+        for item in raw:
+            try:
+                self.recent.add(decode_event(item, self._boot_offset_ns))
+            except MalformedEvent as e:
+                self.malformed_records += 1
+                log.warning("dropped a malformed connect record: %s", e)
+        return len(raw)
+
+    def tick(self) -> None:
+        """Read the kernel's cumulative counters and file the increments under this second."""
+        now = int(self.clock())
+        snapshot = self.probe.read_counters()
+        # a process that stayed idle since the last read and no longer exists will never count
+        # again: read for the last time above, now free its kernel entry.
+        idle = self.deltas.unchanged_keys(snapshot)
+        self.history.record(now, self.deltas.update(snapshot))
+        gone = [key for key in idle if self.is_gone(key[0])]
+        if gone:
+            self.probe.delete_counters(gone)
+            self.deltas.forget(gone)
+        self.history.prune(now)
+
+    # -- queries ---------------------------------------------------------------------------
+    def summary(self, pid: int, command: str, duration_sec: int) -> Dict[str, Any]:
+        query = queries.check_summary(pid, command, duration_sec, self.cfg.max_window_sec)
+        self.tick()  # exact up to this moment, not up to the last tick
+        counts = self.history.summary(int(self.clock()), query.duration_sec, pid=query.pid, command=query.command)
+        commands = self.history.commands_of(query.pid) if query.pid else []
+        return queries.summary_answer(query, counts, commands)
+
+    def list_connections(self, pid: int, limit: int) -> Tuple[List[Dict[str, Any]], bool]:
+        effective = queries.check_list(pid, limit)
+        self.poll()
+        records, truncated = self.recent.newest(pid, effective)
+        return [queries.record_answer(r) for r in records], truncated
+
+    def events_lost(self) -> int:
+        ring_full, _ = self.probe.losses()
+        return ring_full + self.malformed_records
+
+    def processes_untracked(self) -> int:
+        return self.probe.losses()[1]

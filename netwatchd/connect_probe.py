@@ -1,0 +1,155 @@
+"""The connect-path BPF programs, loaded and read through bcc. The only module that imports bcc.
+
+Thin on purpose: compile bpf/connect.bpf.c with settings as -D flags, attach, and hand raw
+counters and raw records to the engine. Nothing here interprets them beyond the ctypes layout.
+"""
+from __future__ import annotations
+
+import ctypes
+import logging
+import os
+from pathlib import Path
+from typing import Dict, List, Tuple
+
+from . import bpf_links, kernel_env
+from .config import ConnectionsConfig
+from .connect_history import Counts, ProcKeyT
+from .connect_record import decode_comm
+
+log = logging.getLogger(__name__)
+
+BPF_DIR = Path(__file__).resolve().parent / "bpf"
+PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
+PENDING_SLOTS = 4096  # in-flight connect()s tracked by thread id; a power of two
+
+LOSS_RING_FULL = 0
+LOSS_PROCS_FULL = 1
+
+
+class ProbeError(RuntimeError):
+    """The BPF side could not be loaded or attached."""
+
+
+def bpf_source_dir() -> Path:
+    """bpf/ next to the package in a checkout, or the copy installed inside the package."""
+    checkout = Path(__file__).resolve().parent.parent / "bpf"
+    return checkout if (checkout / "connect.bpf.c").exists() else BPF_DIR
+
+
+def cflags_for(cfg: ConnectionsConfig, bpf_dir: Path) -> List[str]:
+    ring_pages = max(1, cfg.ring_buffer_kib * 1024 // PAGE_SIZE)
+    return [
+        f"-I{bpf_dir}",
+        f"-DNW_MAX_PROCS={cfg.max_processes}",
+        f"-DNW_PENDING_SLOTS={PENDING_SLOTS}",
+        f"-DNW_RING_PAGES={ring_pages}",
+        f"-DNW_RECORD_EVENTS={1 if cfg.record_events else 0}",
+    ]
+
+
+class ConnectProbe:
+    def __init__(self, cfg: ConnectionsConfig):
+        self.cfg = cfg
+        self._bpf = None
+        self._cgroup_fd = -1
+        self._links: Dict[str, int] = {}
+        self._raw: List[bytes] = []
+
+    # -- lifecycle -------------------------------------------------------------------------
+    def start(self) -> None:
+        kernel_env.ensure_tracefs()
+        kernel_env.kernel_headers()
+        from bcc import BPF  # imported late: bcc fixes the tracefs path when imported
+
+        bpf_dir = bpf_source_dir()
+        try:
+            # TRACEPOINT_PROBE programs attach while the module loads.
+            self._bpf = BPF(src_file=str(bpf_dir / "connect.bpf.c").encode(), cflags=cflags_for(self.cfg, bpf_dir))
+        except Exception as e:  # bcc raises bare Exception on compile/load errors
+            raise ProbeError(f"cannot load {bpf_dir / 'connect.bpf.c'}: {e}") from None
+        cgroup = kernel_env.cgroup2_root()
+        self._cgroup_fd = os.open(cgroup, os.O_RDONLY | os.O_DIRECTORY)
+        self._attach_cgroup("nw_connect4", bpf_links.CGROUP_INET4_CONNECT)
+        self._attach_cgroup("nw_connect6", bpf_links.CGROUP_INET6_CONNECT)
+        self.set_udp_sends(self.cfg.trace_udp_sends)
+        self._bpf["events"].open_ring_buffer(self._on_event)
+        log.info("connect probe attached: %s (cgroup %s)", ", ".join(self.attached_programs()), cgroup)
+
+    def stop(self) -> None:
+        for name in list(self._links):
+            self._detach(name)
+        if self._cgroup_fd >= 0:
+            os.close(self._cgroup_fd)
+            self._cgroup_fd = -1
+        if self._bpf is not None:
+            self._bpf.cleanup()
+            self._bpf = None
+
+    def set_udp_sends(self, enabled: bool) -> None:
+        """Attach or detach the unconnected-UDP-send hooks; used at start and on reload."""
+        hooks = (("nw_sendmsg4", bpf_links.CGROUP_UDP4_SENDMSG), ("nw_sendmsg6", bpf_links.CGROUP_UDP6_SENDMSG))
+        for name, attach_type in hooks:
+            if enabled and name not in self._links:
+                self._attach_cgroup(name, attach_type)
+            elif not enabled and name in self._links:
+                self._detach(name)
+
+    def attached_programs(self) -> List[str]:
+        tracepoints = ["sys_exit_connect"] if self._bpf is not None else []
+        return tracepoints + sorted(self._links)
+
+    def _attach_cgroup(self, name: str, attach_type: int) -> None:
+        from bcc import BPF
+
+        fn = self._bpf.load_func(name.encode(), BPF.CGROUP_SOCK_ADDR, attach_type=attach_type)
+        try:
+            self._links[name] = bpf_links.link_to_cgroup(fn.fd, self._cgroup_fd, attach_type, name)
+        except bpf_links.LinkError as e:
+            raise ProbeError(str(e)) from None
+
+    def _detach(self, name: str) -> None:
+        os.close(self._links.pop(name))
+
+    # -- reading ---------------------------------------------------------------------------
+    def _on_event(self, _ctx, data, size) -> None:
+        self._raw.append(ctypes.string_at(data, size))
+
+    def drain(self) -> List[bytes]:
+        """Raw records the kernel has committed since the last call (no wakeups involved)."""
+        self._bpf.ring_buffer_consume()
+        raw, self._raw = self._raw, []
+        return raw
+
+    def read_counters(self) -> Dict[ProcKeyT, Counts]:
+        table = self._bpf["proc_counts"]
+        out = {}
+        for k, v in _table_items(table):
+            out[(k.tgid, decode_comm(k.comm))] = Counts(v.succeeded, v.failed, v.in_progress, v.udp_sends)
+        return out
+
+    def delete_counters(self, keys: List[ProcKeyT]) -> None:
+        table = self._bpf["proc_counts"]
+        for tgid, comm in keys:
+            key = table.Key()
+            key.tgid = tgid
+            key.comm = comm.encode()[:15]
+            try:
+                del table[key]
+            except KeyError:
+                pass
+
+    def losses(self) -> Tuple[int, int]:
+        """(records that found the ring full, processes that found the counter map full)."""
+        table = self._bpf["losses"]
+        ring = sum(table[ctypes.c_int(LOSS_RING_FULL)])
+        procs = sum(table[ctypes.c_int(LOSS_PROCS_FULL)])
+        return int(ring), int(procs)
+
+
+def _table_items(table):
+    """Batch lookup where the kernel supports it (one syscall for the lot), else key by key."""
+    try:
+        return list(table.items_lookup_batch())
+    except Exception:
+        return [(k, table[k]) for k in table.keys()]
+

@@ -1,0 +1,145 @@
+"""netwatchd: the daemon's process model. Loads the probes, serves D-Bus, ticks, reloads, stops.
+
+    netwatchd --config FILE          run (systemd Type=notify; also fine in a terminal)
+    netwatchd --check-config FILE    validate a file and exit (0 valid, 78 invalid)
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+import time
+
+from . import __version__, logsetup
+from .config import DEFAULT_CONFIG_PATH, ConfigError, DaemonConfig, load_config
+from .connect_monitor import ConnectMonitor
+from .notify import Notifier, watchdog_interval_sec
+
+log = logging.getLogger("netwatchd")
+
+EXIT_CONFIG = 78  # EX_CONFIG; the unit's RestartPreventExitStatus stops a restart loop on it
+EXIT_FAILURE = 1
+
+
+class Daemon:
+    def __init__(self, config_path: str, cfg: DaemonConfig, probe=None):
+        self.config_path = config_path
+        self.cfg = cfg
+        self.started_at_usec = time.time_ns() // 1000
+        self.notifier = Notifier()
+        self._probe = probe
+        self.connects: ConnectMonitor | None = None
+        self._stop = asyncio.Event()
+        self._bus = None
+
+    def programs_attached(self) -> list:
+        return self._probe.attached_programs() if self._probe else []
+
+    def status_line(self) -> str:
+        c = self.connects
+        return "watching connect(): %d attempts, %d processes tracked, %d records lost" % (
+            c.history.total.attempts,
+            len(c.history),
+            c.events_lost(),
+        )
+
+    async def run(self) -> int:
+        from . import dbus_service
+        from .connect_probe import ConnectProbe
+
+        if self._probe is None:
+            self._probe = ConnectProbe(self.cfg.connections)
+        self._probe.start()
+        try:
+            self.connects = ConnectMonitor(self._probe, self.cfg.connections)
+            self._bus = await dbus_service.serve(self)
+            loop = asyncio.get_running_loop()
+            loop.add_signal_handler(signal.SIGTERM, self._stop.set)
+            loop.add_signal_handler(signal.SIGINT, self._stop.set)
+            loop.add_signal_handler(signal.SIGHUP, self.reload)
+            tasks = [asyncio.create_task(self._every(self._poll_interval, self.connects.poll)),
+                     asyncio.create_task(self._every(lambda: self.cfg.tick_interval_sec, self._tick))]
+            wd = watchdog_interval_sec()
+            if wd:
+                tasks.append(asyncio.create_task(self._every(lambda: wd, self.notifier.watchdog)))
+            # READY only now: programs attached, name owned.
+            self.notifier.ready(self.status_line())
+            log.info("netwatchd %s ready: %s", __version__, ", ".join(self.programs_attached()))
+            await self._stop.wait()
+            self.notifier.stopping()
+            log.info("stopping")
+            for t in tasks:
+                t.cancel()
+            self._bus.disconnect()
+        finally:
+            self._probe.stop()
+        return 0
+
+    def _poll_interval(self) -> float:
+        return self.cfg.connections.poll_interval_ms / 1000.0
+
+    async def _every(self, interval, fn) -> None:
+        while True:
+            await asyncio.sleep(interval())
+            try:
+                fn()
+            except Exception:  # one failed read must not end the loop (or starve the watchdog)
+                log.exception("periodic task %s failed", getattr(fn, "__name__", fn))
+
+    def _tick(self) -> None:
+        self.connects.tick()
+        self.notifier.status(self.status_line())
+
+    def reload(self) -> None:
+        """SIGHUP: re-read the file; a bad file is rejected and the running config stays."""
+        self.notifier.reloading()
+        try:
+            new = load_config(self.config_path)
+        except ConfigError as e:
+            log.error("reload rejected, keeping the running configuration: %s", e)
+        else:
+            restart_keys = self.connects.reconfigure(new.connections)
+            logsetup.set_level(new.log_level)
+            self.cfg = new
+            log.info("configuration reloaded from %s", self.config_path)
+            if restart_keys:
+                log.warning("changed settings that take effect on restart: %s", ", ".join(restart_keys))
+        self.notifier.ready(self.status_line())
+
+
+def parse_args(argv):
+    p = argparse.ArgumentParser(prog="netwatchd", description="eBPF network watcher daemon")
+    p.add_argument("--config", default=DEFAULT_CONFIG_PATH, help="YAML configuration file (default %(default)s)")
+    p.add_argument("--check-config", metavar="FILE", help="validate FILE and exit: 0 valid, 78 invalid")
+    p.add_argument("--version", action="version", version=f"netwatchd {__version__}")
+    return p.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    if args.check_config:
+        try:
+            load_config(args.check_config)
+        except ConfigError as e:
+            print(f"netwatchd: {e}", file=sys.stderr)
+            return EXIT_CONFIG
+        print(f"{args.check_config}: configuration is valid")
+        return 0
+    try:
+        cfg = load_config(args.config)
+    except ConfigError as e:
+        print(f"netwatchd: {e}", file=sys.stderr)
+        return EXIT_CONFIG
+    logsetup.setup_logging(cfg.log_level)
+    try:
+        return asyncio.run(Daemon(args.config, cfg).run())
+    except Exception as e:
+        log.error("netwatchd failed: %s", e)
+        print(f"netwatchd: {e}", file=sys.stderr)
+        return EXIT_FAILURE
+
+
+if __name__ == "__main__":
+    sys.exit(main())

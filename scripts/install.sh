@@ -1,0 +1,39 @@
+#!/bin/bash
+# make install / make uninstall: the package into its own venv, unit, bus policy, sysusers,
+# config (only if absent: an operator's file is never overwritten), then daemon-reload.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+uninstall=0
+[ "${1:-}" = "--uninstall" ] && { uninstall=1; shift; }
+prefix=$1 sysconfdir=$2 unitdir=$3 policydir=$4
+
+systemd_running() { [ -d /run/systemd/system ]; }
+
+if [ "$uninstall" = 1 ]; then
+  systemd_running && systemctl disable --now netwatchd.service 2>/dev/null || true
+  rm -rf "$prefix"
+  rm -f "$unitdir/netwatchd.service" "$policydir/org.netwatchd.Netwatchd1.conf" \
+        /usr/lib/sysusers.d/netwatchd.conf /usr/local/bin/netwatchctl
+  systemd_running && systemctl daemon-reload || true
+  echo "uninstalled (kept $sysconfdir/netwatchd and /var/lib/netwatchd)"
+  exit 0
+fi
+
+[ -x "$prefix/bin/python" ] || /usr/bin/python3 -m venv --system-site-packages "$prefix"
+"$prefix/bin/pip" install -q --disable-pip-version-check .
+install -D -m 0755 scripts/netwatchd-kernel-headers "$prefix/libexec/netwatchd-kernel-headers"
+install -D -m 0644 README.md "$prefix/share/doc/netwatchd/README.md"
+install -D -m 0644 systemd/netwatchd.service "$unitdir/netwatchd.service"
+sed -i "s#/opt/netwatchd#$prefix#g; s#/etc/netwatchd#$sysconfdir/netwatchd#g" "$unitdir/netwatchd.service"
+install -D -m 0644 systemd/org.netwatchd.Netwatchd1.conf "$policydir/org.netwatchd.Netwatchd1.conf"
+install -D -m 0644 systemd/netwatchd.sysusers.conf /usr/lib/sysusers.d/netwatchd.conf
+getent group netwatchd >/dev/null || groupadd --system netwatchd
+ln -sfn "$prefix/bin/netwatchctl" /usr/local/bin/netwatchctl
+if [ ! -e "$sysconfdir/netwatchd/netwatchd.yaml" ]; then
+  install -D -m 0644 config/netwatchd.yaml "$sysconfdir/netwatchd/netwatchd.yaml"
+fi
+if systemd_running; then
+  systemctl daemon-reload
+  busctl call org.freedesktop.DBus /org/freedesktop/DBus org.freedesktop.DBus ReloadConfig >/dev/null 2>&1 || true
+fi
+echo "installed netwatchd in $prefix; start it with: systemctl enable --now netwatchd"

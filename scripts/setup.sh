@@ -1,0 +1,40 @@
+#!/bin/bash
+# Installs what netwatchd needs on a Debian/Ubuntu machine, as root; quiet when all is there.
+#   scripts/setup.sh          run-time needs: distro packages, kernel headers, venv in .venv
+#   scripts/setup.sh --test   the same plus what the test suite drives (busctl, nspawn, ...)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+RUNTIME_PKGS="python3-bpfcc python3-venv python3-systemd dbus dbus-daemon libbpf1 iproute2 bpftool"
+TEST_PKGS="systemd systemd-container mmdebstrap util-linux procps"
+
+want="$RUNTIME_PKGS"
+[ "${1:-}" = "--test" ] && want="$want $TEST_PKGS"
+
+missing=()
+for p in $want; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'ok installed' || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  [ "$(id -u)" = 0 ] || { echo "setup: need root to install: ${missing[*]}" >&2; exit 1; }
+  echo "setup: installing ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+scripts/netwatchd-kernel-headers
+
+getent group netwatchd >/dev/null || groupadd --system netwatchd
+
+# bcc's Python module ships only as a distro package: the venv sees the system site packages.
+if [ ! -x .venv/bin/python ]; then
+  echo "setup: creating .venv from /usr/bin/python3"
+  /usr/bin/python3 -m venv --system-site-packages .venv
+fi
+stamp=.venv/.netwatchd-installed
+if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
+  echo "setup: installing netwatchd and its test extras into .venv"
+  .venv/bin/pip install -q --disable-pip-version-check -e '.[test]'
+  touch "$stamp"
+fi
