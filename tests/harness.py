@@ -1,0 +1,212 @@
+"""Real parts for integration tests and benchmarks: a private system bus, an sd_notify
+receiver, and netwatchd run as a separate process against them.
+
+Everything here is started by pid and stopped by that pid, even when a test fails.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Dict, List, Optional
+
+import yaml
+
+REPO = Path(__file__).resolve().parent.parent
+POLICY = REPO / "systemd" / "org.netwatchd.Netwatchd1.conf"
+BUS_NAME = "org.netwatchd.Netwatchd1"
+OBJECT_PATH = "/org/netwatchd/Netwatchd1"
+INTERFACE = "org.netwatchd.Netwatchd1.Manager"
+
+
+def venv_tool(name: str) -> str:
+    return str(Path(sys.executable).parent / name)
+
+
+class PrivateSystemBus:
+    """A dbus-daemon with the distro's system-bus semantics (deny by default, runs as
+    messagebus) and only this project's policy added, on a socket of its own."""
+
+    def __init__(self) -> None:
+        self.dir = Path(tempfile.mkdtemp(prefix="nwd-bus-"))
+        os.chmod(self.dir, 0o755)  # the daemon drops to messagebus; clients may be unprivileged
+        self.socket = self.dir / "system_bus_socket"
+        self.address = f"unix:path={self.socket}"
+        self.proc: Optional[subprocess.Popen] = None
+
+    def start(self) -> "PrivateSystemBus":
+        policy_dir = self.dir / "system.d"
+        policy_dir.mkdir()
+        shutil.copy(POLICY, policy_dir / POLICY.name)
+        conf = Path("/usr/share/dbus-1/system.conf").read_text()
+        conf = re.sub(r"<fork/>|<syslog/>|<pidfile>.*?</pidfile>|<standard_system_servicedirs/>", "", conf)
+        conf = re.sub(r"<servicehelper>.*?</servicehelper>", "", conf)
+        conf = re.sub(r"<listen>.*?</listen>", f"<listen>{self.address}</listen>", conf)
+        conf = re.sub(r"<includedir>.*?</includedir>", f"<includedir>{policy_dir}</includedir>", conf)
+        (self.dir / "system.conf").write_text(conf)
+        self.proc = subprocess.Popen(
+            ["dbus-daemon", f"--config-file={self.dir / 'system.conf'}", "--nofork", "--nosyslog"],
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=open(self.dir / "dbus.log", "wb"),
+        )
+        deadline = time.monotonic() + 10
+        while not self.socket.exists():
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError("dbus-daemon did not start: " + (self.dir / "dbus.log").read_text())
+            time.sleep(0.02)
+        return self
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc):
+        self.stop()
+
+
+class NotifyReceiver:
+    """Plays systemd's side of sd_notify: collects what the daemon sends."""
+
+    def __init__(self) -> None:
+        self.dir = Path(tempfile.mkdtemp(prefix="nwd-notify-"))
+        self.path = str(self.dir / "notify.sock")
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.bind(self.path)
+        self.messages: List[str] = []
+
+    def wait_for(self, needle: str, timeout: float, alive=None) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if any(needle in m.split("\n") for m in self.messages):
+                return True
+            if alive is not None and not alive():
+                return False
+            self.sock.settimeout(0.1)
+            try:
+                self.messages.append(self.sock.recv(4096).decode())
+            except socket.timeout:
+                pass
+        return any(needle in m.split("\n") for m in self.messages)
+
+    def close(self) -> None:
+        self.sock.close()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+class DaemonProcess:
+    """netwatchd in its own process, on a private bus, with a config the test wrote."""
+
+    def __init__(self, bus: PrivateSystemBus, config: Optional[Dict] = None, watchdog_usec: int = 0):
+        self.bus = bus
+        self.dir = Path(tempfile.mkdtemp(prefix="nwd-daemon-"))
+        self.config_path = self.dir / "netwatchd.yaml"
+        self.write_config(config or {})
+        self.notify = NotifyReceiver()
+        self.watchdog_usec = watchdog_usec
+        self.proc: Optional[subprocess.Popen] = None
+        self.log_path = self.dir / "daemon.log"
+        self.exec_time = 0.0
+        self.ready_time = 0.0
+
+    def write_config(self, config: Dict) -> None:
+        self.config_path.write_text(yaml.safe_dump(config))
+
+    def start(self, timeout: float = 90) -> "DaemonProcess":
+        env = dict(os.environ, DBUS_SYSTEM_BUS_ADDRESS=self.bus.address, NOTIFY_SOCKET=self.notify.path)
+        if self.watchdog_usec:
+            env["WATCHDOG_USEC"] = str(self.watchdog_usec)
+        self.exec_time = time.monotonic()
+        self.proc = subprocess.Popen(
+            [venv_tool("netwatchd"), "--config", str(self.config_path)],
+            env=env, stdin=subprocess.DEVNULL, stdout=open(self.log_path, "ab"), stderr=subprocess.STDOUT,
+        )
+        if not self.notify.wait_for("READY=1", timeout, alive=lambda: self.proc.poll() is None):
+            log = self.log()
+            self.stop()
+            raise RuntimeError(f"netwatchd did not become ready:\n{log}")
+        self.ready_time = time.monotonic()
+        return self
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def signal(self, sig: int) -> None:
+        self.proc.send_signal(sig)
+
+    def stop(self, timeout: float = 15) -> Optional[int]:
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        return self.proc.returncode
+
+    def cleanup(self) -> None:
+        self.stop()
+        self.notify.close()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc):
+        self.cleanup()
+
+    def busctl(self, *args: str, user: Optional[str] = None, check: bool = True) -> subprocess.CompletedProcess:
+        return busctl(self.bus, *args, user=user, check=check)
+
+    def call(self, method: str, signature: str = "", *args) -> object:
+        """Call a Manager method with busctl and return the decoded JSON `data`."""
+        out = self.busctl("--json=short", "call", BUS_NAME, OBJECT_PATH, INTERFACE, method, signature,
+                          *[str(a) for a in args]).stdout
+        return json.loads(out)["data"]
+
+    def get_property(self, name: str) -> object:
+        out = self.busctl("--json=short", "get-property", BUS_NAME, OBJECT_PATH, INTERFACE, name).stdout
+        return json.loads(out)["data"]
+
+
+def busctl(bus: PrivateSystemBus, *args: str, user: Optional[str] = None, check: bool = True):
+    cmd = ["busctl", f"--address={bus.address}", *args]
+    if user:
+        cmd = ["setpriv", f"--reuid={user}", f"--regid={user_group(user)}", "--clear-groups", *cmd]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=30)
+    if check and r.returncode != 0:
+        raise subprocess.CalledProcessError(r.returncode, cmd, r.stdout, r.stderr)
+    return r
+
+
+def user_group(user: str) -> str:
+    import grp
+    import pwd
+
+    return grp.getgrgid(pwd.getpwnam(user).pw_gid).gr_name
+
+
+def unvariant(record: Dict) -> Dict:
+    """{'pid': {'type': 'u', 'data': 1}} -> {'pid': 1}, as busctl --json prints a{sv}."""
+    return {k: v["data"] for k, v in record.items()}
