@@ -97,8 +97,9 @@ int nw_connect6(struct bpf_sock_addr *ctx) { return note_inet_connect(ctx, AF_IN
 static long (*nw_task_pt_regs)(void *task) = (void *)BPF_FUNC_task_pt_regs;
 static void *(*nw_current_task_btf)(void) = (void *)BPF_FUNC_get_current_task_btf;
 
-static __always_inline void read_user_sockaddr(struct nw_conn_event *e)
+static __always_inline void read_user_sockaddr(struct nw_conn_event_long *l)
 {
+    struct nw_conn_event *e = &l->ev;
     struct pt_regs *regs = (struct pt_regs *)nw_task_pt_regs(nw_current_task_btf());
     u64 uaddr = 0, ulen = 0;
     bpf_probe_read_kernel(&uaddr, sizeof(uaddr), &PT_REGS_PARM2(regs));
@@ -110,10 +111,10 @@ static __always_inline void read_user_sockaddr(struct nw_conn_event *e)
     if (family == AF_UNIX) {
         e->transport = NW_TRANSPORT_OTHER; /* neither TCP nor UDP, whatever its type */
         /* sun_path follows the 2-byte family; an abstract name starts with a 0 byte. */
-        long n = (long)(u32)ulen - 2;
+        u32 n = (u32)ulen > 2 ? (u32)ulen - 2 : 0;
         if (n > NW_PATH_LEN)
             n = NW_PATH_LEN;
-        if (n > 0 && bpf_probe_read_user(e->path, n & (NW_PATH_LEN * 2 - 1), (void *)(uaddr + 2)) == 0)
+        if (n > 0 && bpf_probe_read_user(l->path, n & 0xff, (void *)(uaddr + 2)) == 0)
             e->path_len = n;
     } else if (family == AF_INET) {
         struct sockaddr_in sin = {};
@@ -126,6 +127,19 @@ static __always_inline void read_user_sockaddr(struct nw_conn_event *e)
         e->port = ntohs(sin6.sin6_port);
         __builtin_memcpy(e->addr, &sin6.sin6_addr, 16);
     }
+}
+
+static __always_inline void fill_common(struct nw_conn_event *e, struct nw_proc_key *key, u32 tid, long ret)
+{
+    e->boot_ns = bpf_ktime_get_boot_ns();
+    e->tgid = key->tgid;
+    e->tid = tid;
+    e->uid = (u32)bpf_get_current_uid_gid();
+    e->ret = ret;
+    e->kind = NW_KIND_CONNECT;
+    e->port = 0;
+    e->path_len = 0;
+    __builtin_memcpy(e->comm, key->comm, NW_COMM_LEN);
 }
 
 TRACEPOINT_PROBE(syscalls, sys_exit_connect)
@@ -148,34 +162,33 @@ TRACEPOINT_PROBE(syscalls, sys_exit_connect)
 
     if (!NW_RECORD_EVENTS)
         return 0;
-    struct nw_conn_event *e = events.ringbuf_reserve(sizeof(struct nw_conn_event));
-    if (!e) {
-        count_loss(0);
-        return 0;
-    }
-    e->boot_ns = bpf_ktime_get_boot_ns();
-    e->tgid = key.tgid;
-    e->tid = tid;
-    e->uid = (u32)bpf_get_current_uid_gid();
-    e->ret = ret;
-    e->kind = NW_KIND_CONNECT;
-    e->port = 0;
-    e->path_len = 0;
-    __builtin_memcpy(e->comm, key.comm, NW_COMM_LEN);
     u32 slot = tid & (NW_PENDING_SLOTS - 1);
     struct nw_pending *p = pending.lookup(&slot);
     if (p && p->tid == tid) {
+        struct nw_conn_event *e = events.ringbuf_reserve(sizeof(struct nw_conn_event));
+        if (!e) {
+            count_loss(0);
+            return 0;
+        }
+        fill_common(e, &key, tid, ret);
         e->family = p->family;
         e->port = p->port;
         e->transport = p->transport;
         __builtin_memcpy(e->addr, p->addr, 16);
         p->tid = 0; /* consumed */
-    } else {
-        e->family = 0;
-        e->transport = NW_TRANSPORT_UNKNOWN;
-        read_user_sockaddr(e);
+        events.ringbuf_submit(e, BPF_RB_NO_WAKEUP);
+        return 0;
     }
-    events.ringbuf_submit(e, BPF_RB_NO_WAKEUP);
+    struct nw_conn_event_long *l = events.ringbuf_reserve(sizeof(struct nw_conn_event_long));
+    if (!l) {
+        count_loss(0);
+        return 0;
+    }
+    fill_common(&l->ev, &key, tid, ret);
+    l->ev.family = 0;
+    l->ev.transport = NW_TRANSPORT_UNKNOWN;
+    read_user_sockaddr(l);
+    events.ringbuf_submit(l, BPF_RB_NO_WAKEUP);
     return 0;
 }
 
@@ -195,17 +208,11 @@ static __always_inline int record_udp_send(struct bpf_sock_addr *ctx, u16 family
         count_loss(0);
         return 1;
     }
-    e->boot_ns = bpf_ktime_get_boot_ns();
-    e->tgid = key.tgid;
-    e->tid = (u32)id;
-    e->uid = (u32)bpf_get_current_uid_gid();
-    e->ret = 0;
+    fill_common(e, &key, (u32)id, 0);
+    e->kind = NW_KIND_UDP_SEND;
     e->family = family;
     e->port = ntohs((u16)ctx->user_port);
-    e->kind = NW_KIND_UDP_SEND;
     e->transport = transport_of(ctx->type, ctx->protocol);
-    e->path_len = 0;
-    __builtin_memcpy(e->comm, key.comm, NW_COMM_LEN);
     if (family == AF_INET) {
         u32 a4 = ctx->user_ip4;
         __builtin_memcpy(e->addr, &a4, 4);

@@ -4,7 +4,7 @@
 #define NETWATCH_H
 
 #define NW_COMM_LEN 16
-#define NW_PATH_LEN 64
+#define NW_PATH_LEN 108 /* sizeof(sun_path) */
 
 /* What a per-connect record describes. */
 #define NW_KIND_CONNECT 1
@@ -44,10 +44,14 @@ struct nw_conn_event {
     u8 path_len; /* unix: bytes of path used; first byte 0 = abstract */
     u8 pad;
     char comm[NW_COMM_LEN];
-    union {
-        u8 addr[16]; /* IPv4 in the first 4 bytes */
-        char path[NW_PATH_LEN];
-    };
+    u8 addr[16]; /* IPv4 in the first 4 bytes */
+};
+
+/* The rare record whose destination the cgroup hook did not see (unix sockets, early failures):
+ * the common record plus room for a unix path, so inet records stay small. */
+struct nw_conn_event_long {
+    struct nw_conn_event ev;
+    char path[NW_PATH_LEN];
 };
 
 /* What sys_enter_connect saw, completed by the cgroup hook, consumed by sys_exit_connect.
@@ -57,12 +61,8 @@ struct nw_pending {
     u16 family;
     u16 port;
     u8 transport;
-    u8 path_len;
-    u8 pad[2];
-    union {
-        u8 addr[16];
-        char path[NW_PATH_LEN];
-    };
+    u8 pad[3];
+    u8 addr[16];
 };
 
 #endif

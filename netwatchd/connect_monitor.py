@@ -69,7 +69,8 @@ class ConnectMonitor:
                 self.recent.add(decode_event(item, self._boot_offset_ns))
             except MalformedEvent as e:
                 self.malformed_records += 1
-                log.warning("dropped a malformed connect record: %s", e)
+                if self.malformed_records == 1 or self.malformed_records % 10000 == 0:
+                    log.warning("dropped malformed connect records (%d so far): %s", self.malformed_records, e)
         return len(raw)
 
     def tick(self) -> None:

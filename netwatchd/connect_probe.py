@@ -69,10 +69,11 @@ class ConnectProbe:
             raise ProbeError(f"cannot load {bpf_dir / 'connect.bpf.c'}: {e}") from None
         cgroup = kernel_env.cgroup2_root()
         self._cgroup_fd = os.open(cgroup, os.O_RDONLY | os.O_DIRECTORY)
-        self._attach_cgroup("nw_connect4", bpf_links.CGROUP_INET4_CONNECT)
-        self._attach_cgroup("nw_connect6", bpf_links.CGROUP_INET6_CONNECT)
+        if self.cfg.record_events:  # the connect hooks only add detail to records
+            self._attach_cgroup("nw_connect4", bpf_links.CGROUP_INET4_CONNECT)
+            self._attach_cgroup("nw_connect6", bpf_links.CGROUP_INET6_CONNECT)
         self.set_udp_sends(self.cfg.trace_udp_sends)
-        self._bpf["events"].open_ring_buffer(self._on_event)
+        self._bpf[b"events"].open_ring_buffer(self._on_event)
         log.info("connect probe attached: %s (cgroup %s)", ", ".join(self.attached_programs()), cgroup)
 
     def stop(self) -> None:
@@ -121,14 +122,14 @@ class ConnectProbe:
         return raw
 
     def read_counters(self) -> Dict[ProcKeyT, Counts]:
-        table = self._bpf["proc_counts"]
+        table = self._bpf[b"proc_counts"]
         out = {}
         for k, v in _table_items(table):
             out[(k.tgid, decode_comm(k.comm))] = Counts(v.succeeded, v.failed, v.in_progress, v.udp_sends)
         return out
 
     def delete_counters(self, keys: List[ProcKeyT]) -> None:
-        table = self._bpf["proc_counts"]
+        table = self._bpf[b"proc_counts"]
         for tgid, comm in keys:
             key = table.Key()
             key.tgid = tgid
@@ -140,7 +141,7 @@ class ConnectProbe:
 
     def losses(self) -> Tuple[int, int]:
         """(records that found the ring full, processes that found the counter map full)."""
-        table = self._bpf["losses"]
+        table = self._bpf[b"losses"]
         ring = sum(table[ctypes.c_int(LOSS_RING_FULL)])
         procs = sum(table[ctypes.c_int(LOSS_PROCS_FULL)])
         return int(ring), int(procs)

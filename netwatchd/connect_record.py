@@ -12,7 +12,7 @@ import socket
 from dataclasses import dataclass
 
 COMM_LEN = 16
-PATH_LEN = 64
+PATH_LEN = 108  # sizeof(sun_path)
 
 KIND_CONNECT = 1
 KIND_UDP_SEND = 2
@@ -35,12 +35,9 @@ class ProcCounts(ctypes.Structure):
     ]
 
 
-class _AddrOrPath(ctypes.Union):
-    _fields_ = [("addr", ctypes.c_uint8 * 16), ("path", ctypes.c_char * PATH_LEN)]
-
-
 class ConnEvent(ctypes.Structure):
-    _anonymous_ = ("dest",)
+    """struct nw_conn_event; a unix record (struct nw_conn_event_long) appends PATH_LEN bytes."""
+
     _fields_ = [
         ("boot_ns", ctypes.c_uint64),
         ("tgid", ctypes.c_uint32),
@@ -54,8 +51,16 @@ class ConnEvent(ctypes.Structure):
         ("path_len", ctypes.c_uint8),
         ("pad", ctypes.c_uint8),
         ("comm", ctypes.c_char * COMM_LEN),
-        ("dest", _AddrOrPath),
+        ("addr", ctypes.c_uint8 * 16),
     ]
+
+
+class ConnEventLong(ctypes.Structure):
+    _fields_ = [("ev", ConnEvent), ("path", ctypes.c_char * PATH_LEN)]
+
+
+EVENT_SIZE = ctypes.sizeof(ConnEvent)
+LONG_EVENT_SIZE = ctypes.sizeof(ConnEventLong)  # padded to 8 bytes, as the C compiler does
 
 
 @dataclass(frozen=True)
@@ -96,9 +101,9 @@ def outcome_of(kind: int, ret: int) -> str:
 
 def decode_event(raw: bytes, boot_to_realtime_ns: int) -> ConnectionRecord:
     """Decode one ring-buffer record; boot_to_realtime_ns converts CLOCK_BOOTTIME to wall time."""
-    if len(raw) < ctypes.sizeof(ConnEvent):
-        raise MalformedEvent(f"record of {len(raw)} bytes, expected {ctypes.sizeof(ConnEvent)}")
-    ev = ConnEvent.from_buffer_copy(raw[: ctypes.sizeof(ConnEvent)])
+    if len(raw) not in (EVENT_SIZE, LONG_EVENT_SIZE):
+        raise MalformedEvent(f"record of {len(raw)} bytes, expected {EVENT_SIZE} or {LONG_EVENT_SIZE}")
+    ev = ConnEvent.from_buffer_copy(raw[:EVENT_SIZE])
     return ConnectionRecord(
         timestamp_usec=(ev.boot_ns + boot_to_realtime_ns) // 1000,
         pid=ev.tgid,
@@ -108,7 +113,7 @@ def decode_event(raw: bytes, boot_to_realtime_ns: int) -> ConnectionRecord:
         kind=KIND_NAMES.get(ev.kind, f"kind{ev.kind}"),
         family=FAMILY_NAMES.get(ev.family, f"af{ev.family}"),
         transport=TRANSPORT_NAMES.get(ev.transport, "unknown"),
-        destination=_destination(ev),
+        destination=_destination(ev, raw[EVENT_SIZE:]),
         port=ev.port,
         return_code=ev.ret,
         outcome=outcome_of(ev.kind, ev.ret),
@@ -119,14 +124,14 @@ def decode_comm(comm: bytes) -> str:
     return comm.split(b"\0", 1)[0].decode("utf-8", "replace")
 
 
-def _destination(ev: ConnEvent) -> str:
+def _destination(ev: ConnEvent, path: bytes) -> str:
     raw = bytes(ev.addr)
     if ev.family == socket.AF_INET:
         return str(ipaddress.IPv4Address(raw[:4]))
     if ev.family == socket.AF_INET6:
         return str(ipaddress.IPv6Address(raw))
     if ev.family == socket.AF_UNIX:
-        return unix_path(ctypes.string_at(ctypes.addressof(ev) + ConnEvent.dest.offset, PATH_LEN), ev.path_len)
+        return unix_path(path, ev.path_len)
     return ""
 
 

@@ -1,0 +1,64 @@
+"""Per-process counts over time: deltas from cumulative kernel counters, windows, pruning."""
+from netwatchd.connect_history import ConnectHistory, CounterDeltas, Counts
+
+CURL = (100, "curl")
+CURL2 = (200, "curl")
+SSH = (100, "ssh")  # same pid after exec
+
+
+def test_deltas_from_cumulative_counters():
+    d = CounterDeltas()
+    assert d.update({CURL: Counts(2, 1, 0, 0)}) == {CURL: Counts(2, 1, 0, 0)}
+    assert d.update({CURL: Counts(2, 1, 0, 0)}) == {}
+    assert d.update({CURL: Counts(5, 1, 1, 3)}) == {CURL: Counts(3, 0, 1, 3)}
+
+
+def test_recreated_kernel_entry_counts_from_zero():
+    d = CounterDeltas()
+    d.update({CURL: Counts(10, 0, 0, 0)})
+    # the entry was deleted and re-created with fewer counts: all of them are new
+    assert d.update({CURL: Counts(2, 0, 0, 0)}) == {CURL: Counts(2, 0, 0, 0)}
+    d.forget([CURL])
+    assert d.update({CURL: Counts(3, 0, 0, 0)}) == {CURL: Counts(3, 0, 0, 0)}
+
+
+def test_unchanged_keys():
+    d = CounterDeltas()
+    d.update({CURL: Counts(1, 0, 0, 0), SSH: Counts(1, 0, 0, 0)})
+    assert d.unchanged_keys({CURL: Counts(1, 0, 0, 0), SSH: Counts(2, 0, 0, 0)}) == {CURL}
+
+
+def test_window_by_command_and_pid():
+    h = ConnectHistory(3600)
+    h.record(1000, {CURL: Counts(3, 1, 0, 0), CURL2: Counts(1, 0, 0, 0)})
+    h.record(1030, {CURL: Counts(1, 0, 1, 2), SSH: Counts(4, 0, 0, 0)})
+    assert h.summary(1030, 60, command="curl") == Counts(5, 1, 1, 2)
+    assert h.summary(1030, 60, command="curl").attempts == 7  # UDP sends are their own kind
+    assert h.summary(1030, 60, pid=100) == Counts(8, 1, 1, 2)  # curl then ssh: same pid
+    assert h.summary(1030, 10, command="curl") == Counts(1, 0, 1, 2)  # only second 1030
+    assert h.summary(1030, 30, command="curl") == Counts(1, 0, 1, 2)  # 1000 is 30 s old: outside
+    assert h.summary(1030, 31, command="curl") == Counts(5, 1, 1, 2)
+    assert h.summary(1030, 60, command="wget") == Counts()
+    assert h.commands_of(100) == ["curl", "ssh"]
+    assert h.total.attempts == 11
+
+
+def test_same_second_merges():
+    h = ConnectHistory(60)
+    h.record(5, {CURL: Counts(1, 0, 0, 0)})
+    h.record(5, {CURL: Counts(2, 0, 0, 0)})
+    assert h.summary(5, 1, command="curl") == Counts(3, 0, 0, 0)
+
+
+def test_prune_keeps_memory_flat_and_windows_exact():
+    h = ConnectHistory(100)
+    for second in range(0, 1000):
+        h.record(second, {CURL: Counts(1, 0, 0, 0)})
+        h.prune(second)
+    series = h._series[CURL]
+    assert len(series.seconds) <= 102
+    assert h.summary(999, 100, command="curl") == Counts(100, 0, 0, 0)
+    assert h.summary(999, 1, command="curl") == Counts(1, 0, 0, 0)
+    h.prune(2000)
+    assert len(h) == 0
+    assert h.summary(2000, 100, command="curl") == Counts()

@@ -1,0 +1,100 @@
+"""The connect engine with a fake probe and a fake clock: exactness, garbage collection,
+losses, live reconfiguration."""
+import dataclasses
+
+import pytest
+
+from netwatchd.config import ConnectionsConfig
+from netwatchd.connect_history import Counts
+from netwatchd.connect_monitor import ConnectMonitor
+from netwatchd.queries import InvalidQuery
+from tests.unit.test_connect_record import CASES, build_event
+
+
+class FakeProbe:
+    def __init__(self):
+        self.counters = {}
+        self.raw = []
+        self.deleted = []
+        self.ring_full = 0
+        self.udp_sends = None
+
+    def drain(self):
+        raw, self.raw = self.raw, []
+        return raw
+
+    def read_counters(self):
+        return dict(self.counters)
+
+    def delete_counters(self, keys):
+        self.deleted.extend(keys)
+        for k in keys:
+            self.counters.pop(k, None)
+
+    def losses(self):
+        return self.ring_full, 0
+
+    def set_udp_sends(self, enabled):
+        self.udp_sends = enabled
+
+
+class Clock:
+    def __init__(self, t=10_000.0):
+        self.t = t
+
+    def __call__(self):
+        return self.t
+
+
+@pytest.fixture
+def env():
+    probe, clock, alive = FakeProbe(), Clock(), {100, 200}
+    mon = ConnectMonitor(probe, ConnectionsConfig(), clock=clock, is_gone=lambda pid: pid not in alive)
+    return probe, clock, alive, mon
+
+
+def test_summary_reads_the_kernel_at_query_time(env):
+    probe, clock, _, mon = env
+    probe.counters[(100, "curl")] = Counts(4, 2, 1, 3)
+    # no tick happened yet: Summary itself reads the counters, so it is exact up to now
+    a = mon.summary(0, "curl", 60)
+    assert (a["total_attempts"], a["succeeded"], a["failed"], a["in_progress"], a["udp_sends"]) == (7, 4, 2, 1, 3)
+    clock.t += 61
+    probe.counters[(100, "curl")] = Counts(5, 2, 1, 3)
+    assert mon.summary(100, "", 60)["total_attempts"] == 1
+
+
+def test_dead_idle_processes_are_freed_after_their_last_read(env):
+    probe, clock, alive, mon = env
+    probe.counters[(200, "nc")] = Counts(1, 0, 0, 0)
+    mon.tick()
+    alive.discard(200)
+    probe.counters[(200, "nc")] = Counts(3, 0, 0, 0)  # counted after the last tick, then exited
+    clock.t += 1
+    mon.tick()  # changed since the last read: read it, keep it
+    assert probe.deleted == []
+    clock.t += 1
+    mon.tick()  # idle and gone: freed
+    assert probe.deleted == [(200, "nc")]
+    assert mon.summary(0, "nc", 60)["total_attempts"] == 3
+
+
+def test_records_and_losses(env):
+    probe, _, _, mon = env
+    probe.raw = [build_event(c["event"]) for c in CASES[:3]] + [b"short"]
+    probe.ring_full = 5
+    records, truncated = mon.list_connections(0, 2)
+    assert [r["command"] for r in records] == ["python3", "nc"] and truncated
+    records, truncated = mon.list_connections(7, 0)
+    assert [r["return_code"] for r in records] == [-115, -111] and not truncated
+    assert mon.events_lost() == 6  # 5 found the ring full + 1 malformed
+    with pytest.raises(InvalidQuery):
+        mon.list_connections(0, 1001)
+
+
+def test_reconfigure_applies_live_settings_and_names_the_rest(env):
+    probe, _, _, mon = env
+    new = dataclasses.replace(ConnectionsConfig(), trace_udp_sends=False, recent_records=5, max_processes=128)
+    assert mon.reconfigure(new) == ["connections.max_processes"]
+    assert probe.udp_sends is False
+    assert mon.recent.capacity == 5

@@ -1,0 +1,61 @@
+"""Decoding of ring-buffer records, driven by the cases in fixtures/conn_events.json."""
+import ctypes
+import json
+from pathlib import Path
+
+import pytest
+
+from netwatchd.connect_record import (
+    LONG_EVENT_SIZE,
+    ConnEvent,
+    MalformedEvent,
+    ProcCounts,
+    ProcKey,
+    decode_event,
+)
+
+CASES = json.loads((Path(__file__).parent / "fixtures" / "conn_events.json").read_text())
+
+
+def build_event(fields: dict) -> bytes:
+    ev = ConnEvent()
+    for name in ("boot_ns", "tgid", "tid", "uid", "ret", "family", "port", "kind", "transport"):
+        setattr(ev, name, fields[name])
+    ev.comm = fields["comm"].encode()
+    if "addr_hex" in fields:
+        raw = bytes.fromhex(fields["addr_hex"])
+        ctypes.memmove(ctypes.addressof(ev) + ConnEvent.addr.offset, raw, len(raw))
+    if "path" in fields or fields["family"] in (0, 1):  # records the socket hook did not see are long
+        path = fields.get("path", "").encode()
+        ev.path_len = fields.get("path_len", 0)
+        return bytes(ev) + path.ljust(LONG_EVENT_SIZE - len(bytes(ev)), b"\0")
+    return bytes(ev)
+
+
+def test_layout_matches_bpf_header():
+    # bpf/netwatch.h: struct nw_conn_event is 64 bytes (176 with a unix path), nw_proc_key 20,
+    # nw_proc_counts 32
+    assert ctypes.sizeof(ConnEvent) == 64 and LONG_EVENT_SIZE == 176
+    assert ConnEvent.comm.offset == 32 and ConnEvent.addr.offset == 48
+    assert ctypes.sizeof(ProcKey) == 20
+    assert ctypes.sizeof(ProcCounts) == 32
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c["about"] for c in CASES])
+def test_decode(case):
+    record = decode_event(build_event(case["event"]), boot_to_realtime_ns=1_000_000_000_000)
+    for field, expected in case["expect"].items():
+        assert getattr(record, field) == expected, field
+    assert record.timestamp_usec == (case["event"]["boot_ns"] + 1_000_000_000_000) // 1000
+
+
+def test_short_record_is_a_named_error():
+    with pytest.raises(MalformedEvent, match="record of 10 bytes, expected 64 or 176"):
+        decode_event(b"\0" * 10, 0)
+
+
+def test_unknown_family_and_kind_are_shown_not_fatal():
+    ev = json.loads(json.dumps(CASES[0]["event"]))
+    ev.update(family=17, kind=9, transport=200)
+    record = decode_event(build_event(ev), 0)
+    assert (record.family, record.kind, record.transport, record.destination) == ("af17", "kind9", "unknown", "")

@@ -1,0 +1,47 @@
+"""Argument checks behind InvalidArgs, and the answers' fields and messages."""
+import pytest
+
+from netwatchd.connect_history import Counts
+from netwatchd.queries import InvalidQuery, check_list, check_summary, summary_answer
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        ((5, "curl", 60), "either a pid or a command, not both"),
+        ((0, "", 60), "give a pid (non-zero) or a command name"),
+        ((0, "curl", 0), "duration_sec must be between 1 and 3600, got 0"),
+        ((0, "curl", 3601), "duration_sec must be between 1 and 3600, got 3601"),
+        ((0, "a" * 16, 60), "longer than 15 bytes"),
+        ((0, "cu\nrl", 60), "control characters"),
+    ],
+)
+def test_bad_summary_arguments(args, message):
+    with pytest.raises(InvalidQuery, match=message.replace("(", r"\(").replace(")", r"\)")):
+        check_summary(*args, max_window_sec=3600)
+
+
+def test_window_limit_follows_config():
+    with pytest.raises(InvalidQuery, match="between 1 and 60, got 61"):
+        check_summary(0, "curl", 61, max_window_sec=60)
+    assert check_summary(0, "curl", 60, max_window_sec=60).duration_sec == 60
+
+
+def test_list_limits():
+    assert check_list(0, 0) == 100
+    assert check_list(0, 1000) == 1000
+    with pytest.raises(InvalidQuery, match="limit must be at most 1000, got 1001"):
+        check_list(0, 1001)
+
+
+def test_summary_answer_fields_and_message():
+    q = check_summary(0, "curl", 60, 3600)
+    a = summary_answer(q, Counts(3, 1, 1, 2), [])
+    assert a["total_attempts"] == 5 and a["succeeded"] == 3 and a["failed"] == 1
+    assert a["in_progress"] == 1 and a["udp_sends"] == 2
+    assert a["message"] == (
+        "command 'curl' made 5 connection attempts in the last 60 s: 3 succeeded, 1 failed, "
+        "1 in progress; 2 unconnected UDP sends"
+    )
+    by_pid = summary_answer(check_summary(42, "", 10, 3600), Counts(1, 0, 0, 0), ["curl"])
+    assert by_pid["message"].startswith("pid 42 (curl) made 1 connection attempt in the last 10 s")
