@@ -2,10 +2,11 @@
  * per call through a ring buffer without waking user space.
  *
  *   cgroup connect4/6   notes the destination and the transport read from the socket
- *   sys_exit_connect    counts the outcome per (tgid, comm) and emits the record; for what the
+ *   sys_exit_connect    counts the outcome per process and emits the record; for what the
  *                       cgroup hook never sees (unix sockets, early failures) it reads the
  *                       caller's sockaddr itself
  *   cgroup sendmsg4/6   counts and records unconnected UDP sends
+ *   sched_process_exec  moves a process's counters under its old command name (rare)
  *
  * Settings arrive as -D cflags from netwatchd/connect_probe.py:
  *   NW_MAX_PROCS, NW_PENDING_SLOTS (power of two), NW_RING_PAGES, NW_RECORD_EVENTS (0: counts
@@ -30,7 +31,8 @@
 #define NW_SOCK_STREAM 1
 #define NW_SOCK_DGRAM 2
 
-BPF_HASH(proc_counts, struct nw_proc_key, struct nw_proc_counts, NW_MAX_PROCS);
+BPF_HASH(proc_counts, u32, struct nw_proc_entry, NW_MAX_PROCS);
+BPF_HASH(retired_counts, struct nw_retired_key, struct nw_proc_entry, NW_MAX_PROCS);
 BPF_ARRAY(pending, struct nw_pending, NW_PENDING_SLOTS);
 BPF_RINGBUF_OUTPUT(events, NW_RING_PAGES);
 /* [0] records that found the ring full, [1] processes that found proc_counts full. */
@@ -43,17 +45,56 @@ static __always_inline void count_loss(int which)
         (*v)++;
 }
 
-static __always_inline struct nw_proc_counts *proc_counters(struct nw_proc_key *key)
+static __always_inline struct nw_proc_entry *proc_entry(u32 tgid)
 {
-    struct nw_proc_counts *c = proc_counts.lookup(key);
+    struct nw_proc_entry *c = proc_counts.lookup(&tgid);
     if (c)
         return c;
-    struct nw_proc_counts zero = {};
-    proc_counts.update(key, &zero); /* may race with another thread: both see one entry */
-    c = proc_counts.lookup(key);
+    struct nw_proc_entry fresh = {};
+    bpf_get_current_comm(&fresh.comm, sizeof(fresh.comm));
+    proc_counts.insert(&tgid, &fresh); /* another thread may win the race: both use its entry */
+    c = proc_counts.lookup(&tgid);
     if (!c)
         count_loss(1);
     return c;
+}
+
+/* Copies an entry to retired_counts and restarts it at zero under the next generation. Called
+ * only when nothing else can be counting into it: at exec every other thread of the process is
+ * gone, and at fork the pid's previous owner is dead and reaped. */
+static __always_inline void retire(u32 tgid, struct nw_proc_entry *c)
+{
+    struct nw_retired_key key = {.tgid = tgid, .gen = c->gen};
+    if (retired_counts.update(&key, c) != 0) {
+        count_loss(1);
+        return; /* keep counting under the old generation rather than lose counts */
+    }
+    __builtin_memset(&c->counts, 0, sizeof(c->counts));
+    asm volatile("" ::: "memory");
+    c->gen += 1; /* last: a reader that sees the new gen sees zeroed counts */
+}
+
+TRACEPOINT_PROBE(sched, sched_process_exec)
+{
+    u32 tgid = bpf_get_current_pid_tgid() >> 32;
+    struct nw_proc_entry *c = proc_counts.lookup(&tgid);
+    if (c) {
+        retire(tgid, c);
+        bpf_get_current_comm(&c->comm, sizeof(c->comm)); /* already the new program's name */
+    }
+    return 0;
+}
+
+/* A new process whose pid still has an entry from a dead one must not inherit its command. */
+TRACEPOINT_PROBE(sched, sched_process_fork)
+{
+    u32 child = args->child_pid;
+    struct nw_proc_entry *c = proc_counts.lookup(&child);
+    if (c) {
+        retire(child, c);
+        bpf_get_current_comm(&c->comm, sizeof(c->comm)); /* the child starts with its parent's name */
+    }
+    return 0;
 }
 
 static __always_inline u8 transport_of(u32 type, u32 protocol)
@@ -129,36 +170,36 @@ static __always_inline void read_user_sockaddr(struct nw_conn_event_long *l)
     }
 }
 
-static __always_inline void fill_common(struct nw_conn_event *e, struct nw_proc_key *key, u32 tid, long ret)
+static __always_inline void fill_common(struct nw_conn_event *e, struct nw_proc_entry *c, u32 tgid, u32 tid,
+                                        long ret)
 {
     e->boot_ns = bpf_ktime_get_boot_ns();
-    e->tgid = key->tgid;
+    e->tgid = tgid;
     e->tid = tid;
     e->uid = (u32)bpf_get_current_uid_gid();
     e->ret = ret;
     e->kind = NW_KIND_CONNECT;
     e->port = 0;
     e->path_len = 0;
-    __builtin_memcpy(e->comm, key->comm, NW_COMM_LEN);
+    __builtin_memcpy(e->comm, c->comm, NW_COMM_LEN);
 }
 
 TRACEPOINT_PROBE(syscalls, sys_exit_connect)
 {
     u64 id = bpf_get_current_pid_tgid();
     u32 tid = (u32)id;
+    u32 tgid = id >> 32;
     long ret = args->ret;
-    struct nw_proc_key key = {.tgid = id >> 32};
-    bpf_get_current_comm(&key.comm, sizeof(key.comm));
 
-    struct nw_proc_counts *c = proc_counters(&key);
-    if (c) {
-        if (ret == 0)
-            __sync_fetch_and_add(&c->succeeded, 1);
-        else if (ret == -EINPROGRESS)
-            __sync_fetch_and_add(&c->in_progress, 1);
-        else
-            __sync_fetch_and_add(&c->failed, 1);
-    }
+    struct nw_proc_entry *c = proc_entry(tgid);
+    if (!c)
+        return 0; /* counted as untracked; without an entry there is no command for a record */
+    if (ret == 0)
+        __sync_fetch_and_add(&c->counts.succeeded, 1);
+    else if (ret == -EINPROGRESS)
+        __sync_fetch_and_add(&c->counts.in_progress, 1);
+    else
+        __sync_fetch_and_add(&c->counts.failed, 1);
 
     if (!NW_RECORD_EVENTS)
         return 0;
@@ -170,7 +211,7 @@ TRACEPOINT_PROBE(syscalls, sys_exit_connect)
             count_loss(0);
             return 0;
         }
-        fill_common(e, &key, tid, ret);
+        fill_common(e, c, tgid, tid, ret);
         e->family = p->family;
         e->port = p->port;
         e->transport = p->transport;
@@ -184,7 +225,7 @@ TRACEPOINT_PROBE(syscalls, sys_exit_connect)
         count_loss(0);
         return 0;
     }
-    fill_common(&l->ev, &key, tid, ret);
+    fill_common(&l->ev, c, tgid, tid, ret);
     l->ev.family = 0;
     l->ev.transport = NW_TRANSPORT_UNKNOWN;
     read_user_sockaddr(l);
@@ -195,11 +236,11 @@ TRACEPOINT_PROBE(syscalls, sys_exit_connect)
 static __always_inline int record_udp_send(struct bpf_sock_addr *ctx, u16 family)
 {
     u64 id = bpf_get_current_pid_tgid();
-    struct nw_proc_key key = {.tgid = id >> 32};
-    bpf_get_current_comm(&key.comm, sizeof(key.comm));
-    struct nw_proc_counts *c = proc_counters(&key);
-    if (c)
-        __sync_fetch_and_add(&c->udp_sends, 1);
+    u32 tgid = id >> 32;
+    struct nw_proc_entry *c = proc_entry(tgid);
+    if (!c)
+        return 1;
+    __sync_fetch_and_add(&c->counts.udp_sends, 1);
 
     if (!NW_RECORD_EVENTS)
         return 1;
@@ -208,7 +249,7 @@ static __always_inline int record_udp_send(struct bpf_sock_addr *ctx, u16 family
         count_loss(0);
         return 1;
     }
-    fill_common(e, &key, (u32)id, 0);
+    fill_common(e, c, tgid, (u32)id, 0);
     e->kind = NW_KIND_UDP_SEND;
     e->family = family;
     e->port = ntohs((u16)ctx->user_port);

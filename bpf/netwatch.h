@@ -16,18 +16,29 @@
 #define NW_TRANSPORT_UDP 2
 #define NW_TRANSPORT_OTHER 3
 
-/* Per-process counters, keyed by (tgid, comm): a process that execs gets a new key, so a
- * command's counts never absorb what its parent did under another name. */
-struct nw_proc_key {
-    u32 tgid;
-    char comm[NW_COMM_LEN];
-};
-
-struct nw_proc_counts {
+struct nw_counts {
     u64 succeeded;   /* connect() returned 0 */
     u64 failed;      /* connect() returned an error other than EINPROGRESS */
     u64 in_progress; /* non-blocking connect() returned EINPROGRESS */
     u64 udp_sends;   /* unconnected UDP sends with a destination address */
+};
+
+/* Live per-process counters, keyed by tgid. The command is read once, when the process first
+ * connects (bpf_get_current_comm costs as much as the rest of the hot path). */
+struct nw_proc_entry {
+    char comm[NW_COMM_LEN];
+    u32 gen; /* bumped when the entry is retired (exec, or its pid reused by a new process) */
+    u32 pad;
+    struct nw_counts counts;
+};
+
+/* When a process execs (new command) or its pid is reused, its entry is copied here under
+ * (tgid, gen) and restarted from zero with gen + 1. User space identifies counters by
+ * (tgid, gen): a read that catches an entry both live and retired sees one value twice (it
+ * takes it once), and never a count under the wrong command. */
+struct nw_retired_key {
+    u32 tgid;
+    u32 gen;
 };
 
 /* One connect() or unconnected UDP send, as it travels through the ring buffer. */

@@ -12,7 +12,8 @@ import bisect
 from dataclasses import dataclass
 from typing import Dict, Iterable, List, NamedTuple, Set, Tuple
 
-ProcKeyT = Tuple[int, str]  # (pid, command)
+ProcKeyT = Tuple[int, str]  # (pid, command): what Summary asks about
+CounterKeyT = Tuple[int, int]  # (pid, generation): how the kernel tells counters apart
 
 
 class Counts(NamedTuple):
@@ -42,30 +43,33 @@ ZERO = Counts()
 class CounterDeltas:
     """Turns cumulative kernel counters into increments since the previous read.
 
-    A kernel entry that was deleted (its process gone) and later re-created starts from zero
-    again: `forget` drops the remembered value so the new entry is not mistaken for a decrease.
+    Kernel counters only grow, so a smaller value can only be a read that raced with the
+    kernel moving an entry (see bpf/netwatch.h, retired_counts): it is ignored, and the next
+    consistent read yields the increment. Counters we delete are forgotten, so a re-created
+    one counts from zero.
     """
 
     def __init__(self) -> None:
-        self._last: Dict[ProcKeyT, Counts] = {}
+        self._last: Dict[CounterKeyT, Counts] = {}
 
-    def update(self, snapshot: Dict[ProcKeyT, Counts]) -> Dict[ProcKeyT, Counts]:
+    def update(self, snapshot: Dict[CounterKeyT, Counts]) -> Dict[CounterKeyT, Counts]:
         deltas = {}
         for key, now in snapshot.items():
             before = self._last.get(key, ZERO)
-            if now != before:
-                diff = now - before
-                if min(diff) < 0:  # re-created behind our back: everything it holds is new
-                    diff = now
+            if now == before:
+                continue
+            high = Counts(*(max(a, b) for a, b in zip(now, before)))
+            diff = high - before
+            if diff.any():
                 deltas[key] = diff
-                self._last[key] = now
+            self._last[key] = high
         return deltas
 
-    def forget(self, keys: Iterable[ProcKeyT]) -> None:
+    def forget(self, keys: Iterable[CounterKeyT]) -> None:
         for key in keys:
             self._last.pop(key, None)
 
-    def unchanged_keys(self, snapshot: Dict[ProcKeyT, Counts]) -> Set[ProcKeyT]:
+    def unchanged_keys(self, snapshot: Dict[CounterKeyT, Counts]) -> Set[CounterKeyT]:
         return {k for k, v in snapshot.items() if self._last.get(k) == v}
 
 

@@ -1,7 +1,7 @@
 """The connect engine: kernel counters and records in, Summary and ListConnections out.
 
-Pure apart from the probe it is given (anything with drain / read_counters / delete_counters /
-losses), so unit tests drive it with a fake probe and a fake clock.
+Pure apart from the probe it is given (anything with drain / read_counters / delete_processes /
+losses / set_udp_sends), so unit tests drive it with a fake probe and a fake clock.
 """
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from typing import Any, Callable, Dict, List, Tuple
 
 from . import queries
 from .config import ConnectionsConfig
-from .connect_history import ConnectHistory, CounterDeltas
+from .connect_history import ZERO, ConnectHistory, CounterDeltas, Counts, ProcKeyT
 from .connect_record import MalformedEvent, decode_event
 from .recent_connections import RecentConnections
 
@@ -77,15 +77,24 @@ class ConnectMonitor:
         """Read the kernel's cumulative counters and file the increments under this second."""
         now = int(self.clock())
         snapshot = self.probe.read_counters()
-        # a process that stayed idle since the last read and no longer exists will never count
-        # again: read for the last time above, now free its kernel entry.
-        idle = self.deltas.unchanged_keys(snapshot)
-        self.history.record(now, self.deltas.update(snapshot))
-        gone = [key for key in idle if self.is_gone(key[0])]
-        if gone:
-            self.probe.delete_counters(gone)
-            self.deltas.forget(gone)
+        counts = {key: value[1] for key, value in snapshot.items()}
+        idle = self.deltas.unchanged_keys(counts)
+        per_process: Dict[ProcKeyT, Counts] = {}
+        for key, delta in self.deltas.update(counts).items():
+            name = (key[0], snapshot[key][0])
+            per_process[name] = per_process.get(name, ZERO) + delta
+        self.history.record(now, per_process)
+        self._free_gone_processes(counts, idle)
         self.history.prune(now)
+
+    def _free_gone_processes(self, counts, idle) -> None:
+        """A process whose counters were all idle since the last read and that no longer exists
+        will never count again: it was read for the last time above; free its entries."""
+        busy = {key[0] for key in counts if key not in idle}
+        gone = {key[0] for key in idle if key[0] not in busy and self.is_gone(key[0])}
+        if gone:
+            self.probe.delete_processes(gone)
+            self.deltas.forget([key for key in counts if key[0] in gone])
 
     # -- queries ---------------------------------------------------------------------------
     def summary(self, pid: int, command: str, duration_sec: int) -> Dict[str, Any]:

@@ -9,11 +9,11 @@ import ctypes
 import logging
 import os
 from pathlib import Path
-from typing import Dict, List, Tuple
+from typing import Dict, List, Set, Tuple
 
 from . import bpf_links, kernel_env
 from .config import ConnectionsConfig
-from .connect_history import Counts, ProcKeyT
+from .connect_history import CounterKeyT, Counts
 from .connect_record import decode_comm
 
 log = logging.getLogger(__name__)
@@ -121,21 +121,35 @@ class ConnectProbe:
         raw, self._raw = self._raw, []
         return raw
 
-    def read_counters(self) -> Dict[ProcKeyT, Counts]:
-        table = self._bpf[b"proc_counts"]
-        out = {}
-        for k, v in _table_items(table):
-            out[(k.tgid, decode_comm(k.comm))] = Counts(v.succeeded, v.failed, v.in_progress, v.udp_sends)
+    def read_counters(self) -> Dict[CounterKeyT, Tuple[str, Counts]]:
+        """Every process's cumulative counters: {(pid, generation): (command, counts)}.
+
+        Live entries are read before retired ones: an entry retired in between then shows up
+        in both with the same value, and the larger (equal) one is kept — never the sum.
+        """
+        out: Dict[CounterKeyT, Tuple[str, Counts]] = {}
+        for tgid, entry in _table_items(self._bpf[b"proc_counts"]):
+            out[(int(getattr(tgid, "value", tgid)), entry.gen)] = (decode_comm(entry.comm), _counts(entry))
+        for key, entry in _table_items(self._bpf[b"retired_counts"]):
+            k = (key.tgid, key.gen)
+            counts = _counts(entry)
+            if k in out:
+                counts = Counts(*(max(a, b) for a, b in zip(out[k][1], counts)))
+            out[k] = (decode_comm(entry.comm), counts)
         return out
 
-    def delete_counters(self, keys: List[ProcKeyT]) -> None:
-        table = self._bpf[b"proc_counts"]
-        for tgid, comm in keys:
-            key = table.Key()
-            key.tgid = tgid
-            key.comm = comm.encode()[:15]
+    def delete_processes(self, pids: Set[int]) -> None:
+        """Free the counters of processes that are gone (after their last read)."""
+        live = self._bpf[b"proc_counts"]
+        for pid in pids:
             try:
-                del table[key]
+                del live[live.Key(pid)]
+            except KeyError:
+                pass
+        retired = self._bpf[b"retired_counts"]
+        for key in [k for k in retired.keys() if k.tgid in pids]:
+            try:
+                del retired[key]
             except KeyError:
                 pass
 
@@ -145,6 +159,11 @@ class ConnectProbe:
         ring = sum(table[ctypes.c_int(LOSS_RING_FULL)])
         procs = sum(table[ctypes.c_int(LOSS_PROCS_FULL)])
         return int(ring), int(procs)
+
+
+def _counts(entry) -> Counts:
+    c = entry.counts
+    return Counts(c.succeeded, c.failed, c.in_progress, c.udp_sends)
 
 
 def _table_items(table):

@@ -22,17 +22,20 @@ TRANSPORT_NAMES = {0: "unknown", 1: "tcp", 2: "udp", 3: "other"}
 FAMILY_NAMES = {socket.AF_INET: "inet", socket.AF_INET6: "inet6", socket.AF_UNIX: "unix", 0: "unspec"}
 
 
-class ProcKey(ctypes.Structure):
-    _fields_ = [("tgid", ctypes.c_uint32), ("comm", ctypes.c_char * COMM_LEN)]
-
-
-class ProcCounts(ctypes.Structure):
+class Counts4(ctypes.Structure):
     _fields_ = [
         ("succeeded", ctypes.c_uint64),
         ("failed", ctypes.c_uint64),
         ("in_progress", ctypes.c_uint64),
         ("udp_sends", ctypes.c_uint64),
     ]
+
+
+class ProcEntry(ctypes.Structure):
+    """struct nw_proc_entry: the value of proc_counts (key tgid) and of retired_counts."""
+
+    _fields_ = [("comm", ctypes.c_char * COMM_LEN), ("gen", ctypes.c_uint32), ("pad", ctypes.c_uint32),
+                ("counts", Counts4)]
 
 
 class ConnEvent(ctypes.Structure):

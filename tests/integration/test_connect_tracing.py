@@ -230,3 +230,40 @@ def test_counts_stay_exact_under_load_even_when_records_are_lost(unique_python):
         srv.close()
         refused.close()
         small.close()
+
+
+EXEC_CHILD = r'''
+import os, socket, sys
+port, n, then = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3:]
+for _ in range(n):
+    socket.create_connection(("127.0.0.1", port)).close()
+print(os.getpid(), flush=True)
+if then:
+    os.execv(then[0], then)
+'''
+
+
+def test_exec_splits_counts_between_the_old_and_the_new_command(probe, tmp_path):
+    """A process connects 3 times as one command, execs another that connects 5 times: each
+    name gets its own, the pid gets both."""
+    names = ["nwa" + secrets.token_hex(5), "nwb" + secrets.token_hex(5)]
+    paths = []
+    for name in names:
+        paths.append(str(tmp_path / name))
+        shutil.copy(os.path.realpath(sys.executable), paths[-1])
+    srv = socket.create_server(("127.0.0.1", 0), backlog=64)
+    try:
+        port = str(srv.getsockname()[1])
+        out = subprocess.run(
+            [paths[0], "-c", EXEC_CHILD, port, "3", paths[1], "-c", EXEC_CHILD, port, "5"],
+            capture_output=True, text=True, timeout=60,
+        )
+    finally:
+        srv.close()
+    assert out.returncode == 0, out.stderr
+    pid_before, pid_after = map(int, out.stdout.split())
+    assert pid_before == pid_after
+    assert probe.monitor.summary(0, names[0], 60)["total_attempts"] == 3
+    assert probe.monitor.summary(0, names[1], 60)["total_attempts"] == 5
+    by_pid = probe.monitor.summary(pid_before, "", 60)
+    assert by_pid["total_attempts"] == 8 and by_pid["commands"] == sorted(names)

@@ -4,28 +4,37 @@ from netwatchd.connect_history import ConnectHistory, CounterDeltas, Counts
 CURL = (100, "curl")
 CURL2 = (200, "curl")
 SSH = (100, "ssh")  # same pid after exec
+K1, K2 = (100, 0), (100, 1)  # kernel counter keys: (pid, generation)
 
 
 def test_deltas_from_cumulative_counters():
     d = CounterDeltas()
-    assert d.update({CURL: Counts(2, 1, 0, 0)}) == {CURL: Counts(2, 1, 0, 0)}
-    assert d.update({CURL: Counts(2, 1, 0, 0)}) == {}
-    assert d.update({CURL: Counts(5, 1, 1, 3)}) == {CURL: Counts(3, 0, 1, 3)}
+    assert d.update({K1: Counts(2, 1, 0, 0)}) == {K1: Counts(2, 1, 0, 0)}
+    assert d.update({K1: Counts(2, 1, 0, 0)}) == {}
+    assert d.update({K1: Counts(5, 1, 1, 3)}) == {K1: Counts(3, 0, 1, 3)}
 
 
-def test_recreated_kernel_entry_counts_from_zero():
+def test_a_read_that_raced_with_a_retire_is_ignored_not_double_counted():
     d = CounterDeltas()
-    d.update({CURL: Counts(10, 0, 0, 0)})
-    # the entry was deleted and re-created with fewer counts: all of them are new
-    assert d.update({CURL: Counts(2, 0, 0, 0)}) == {CURL: Counts(2, 0, 0, 0)}
-    d.forget([CURL])
-    assert d.update({CURL: Counts(3, 0, 0, 0)}) == {CURL: Counts(3, 0, 0, 0)}
+    d.update({K1: Counts(10, 0, 0, 0)})
+    # the read caught the live entry zeroed before its new generation showed: no negative delta
+    assert d.update({K1: Counts(0, 0, 0, 0)}) == {}
+    # the next consistent read (the retired copy) brings nothing new either
+    assert d.update({K1: Counts(10, 0, 0, 0)}) == {}
+    assert d.update({K1: Counts(12, 0, 0, 0)}) == {K1: Counts(2, 0, 0, 0)}
+
+
+def test_forgotten_counters_start_from_zero():
+    d = CounterDeltas()
+    d.update({K1: Counts(10, 0, 0, 0)})
+    d.forget([K1])  # deleted by us after the process was gone; its pid is reused later
+    assert d.update({K1: Counts(3, 0, 0, 0)}) == {K1: Counts(3, 0, 0, 0)}
 
 
 def test_unchanged_keys():
     d = CounterDeltas()
-    d.update({CURL: Counts(1, 0, 0, 0), SSH: Counts(1, 0, 0, 0)})
-    assert d.unchanged_keys({CURL: Counts(1, 0, 0, 0), SSH: Counts(2, 0, 0, 0)}) == {CURL}
+    d.update({K1: Counts(1, 0, 0, 0), K2: Counts(1, 0, 0, 0)})
+    assert d.unchanged_keys({K1: Counts(1, 0, 0, 0), K2: Counts(2, 0, 0, 0)}) == {K1}
 
 
 def test_window_by_command_and_pid():

@@ -26,10 +26,10 @@ class FakeProbe:
     def read_counters(self):
         return dict(self.counters)
 
-    def delete_counters(self, keys):
-        self.deleted.extend(keys)
-        for k in keys:
-            self.counters.pop(k, None)
+    def delete_processes(self, pids):
+        self.deleted.extend(sorted(pids))
+        for k in [k for k in self.counters if k[0] in pids]:
+            del self.counters[k]
 
     def losses(self):
         return self.ring_full, 0
@@ -55,28 +55,57 @@ def env():
 
 def test_summary_reads_the_kernel_at_query_time(env):
     probe, clock, _, mon = env
-    probe.counters[(100, "curl")] = Counts(4, 2, 1, 3)
+    probe.counters[(100, 0)] = ("curl", Counts(4, 2, 1, 3))
     # no tick happened yet: Summary itself reads the counters, so it is exact up to now
     a = mon.summary(0, "curl", 60)
     assert (a["total_attempts"], a["succeeded"], a["failed"], a["in_progress"], a["udp_sends"]) == (7, 4, 2, 1, 3)
     clock.t += 61
-    probe.counters[(100, "curl")] = Counts(5, 2, 1, 3)
+    probe.counters[(100, 0)] = ("curl", Counts(5, 2, 1, 3))
     assert mon.summary(100, "", 60)["total_attempts"] == 1
 
 
 def test_dead_idle_processes_are_freed_after_their_last_read(env):
     probe, clock, alive, mon = env
-    probe.counters[(200, "nc")] = Counts(1, 0, 0, 0)
+    probe.counters[(200, 0)] = ("nc", Counts(1, 0, 0, 0))
     mon.tick()
     alive.discard(200)
-    probe.counters[(200, "nc")] = Counts(3, 0, 0, 0)  # counted after the last tick, then exited
+    probe.counters[(200, 0)] = ("nc", Counts(3, 0, 0, 0))  # counted after the last tick, then exited
     clock.t += 1
     mon.tick()  # changed since the last read: read it, keep it
     assert probe.deleted == []
     clock.t += 1
     mon.tick()  # idle and gone: freed
-    assert probe.deleted == [(200, "nc")]
+    assert probe.deleted == [200]
     assert mon.summary(0, "nc", 60)["total_attempts"] == 3
+
+
+def test_exec_keeps_each_command_its_own_counts(env):
+    probe, clock, _, mon = env
+    probe.counters[(100, 0)] = ("bash", Counts(2, 0, 0, 0))
+    mon.tick()
+    # bash execs curl: the kernel retires generation 0 under "bash", generation 1 counts for curl
+    probe.counters[(100, 0)] = ("bash", Counts(3, 0, 0, 0))
+    probe.counters[(100, 1)] = ("curl", Counts(4, 1, 0, 0))
+    clock.t += 1
+    assert mon.summary(0, "bash", 60)["total_attempts"] == 3
+    assert mon.summary(0, "curl", 60)["total_attempts"] == 5
+    s = mon.summary(100, "", 60)
+    assert s["total_attempts"] == 8 and s["commands"] == ["bash", "curl"]
+
+
+def test_a_pid_is_freed_only_when_all_its_generations_are_idle(env):
+    probe, clock, alive, mon = env
+    probe.counters[(200, 0)] = ("sh", Counts(1, 0, 0, 0))
+    mon.tick()
+    alive.discard(200)
+    probe.counters[(200, 1)] = ("nc", Counts(1, 0, 0, 0))  # new generation still moving
+    clock.t += 1
+    mon.tick()
+    assert probe.deleted == []
+    clock.t += 1
+    mon.tick()
+    assert probe.deleted == [200] and probe.counters == {}
+    assert mon.summary(200, "", 60)["total_attempts"] == 2
 
 
 def test_records_and_losses(env):

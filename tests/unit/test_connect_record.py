@@ -9,8 +9,7 @@ from netwatchd.connect_record import (
     LONG_EVENT_SIZE,
     ConnEvent,
     MalformedEvent,
-    ProcCounts,
-    ProcKey,
+    ProcEntry,
     decode_event,
 )
 
@@ -33,12 +32,10 @@ def build_event(fields: dict) -> bytes:
 
 
 def test_layout_matches_bpf_header():
-    # bpf/netwatch.h: struct nw_conn_event is 64 bytes (176 with a unix path), nw_proc_key 20,
-    # nw_proc_counts 32
+    # bpf/netwatch.h: struct nw_conn_event is 64 bytes (176 with a unix path), nw_proc_entry 56
     assert ctypes.sizeof(ConnEvent) == 64 and LONG_EVENT_SIZE == 176
     assert ConnEvent.comm.offset == 32 and ConnEvent.addr.offset == 48
-    assert ctypes.sizeof(ProcKey) == 20
-    assert ctypes.sizeof(ProcCounts) == 32
+    assert ctypes.sizeof(ProcEntry) == 56 and ProcEntry.counts.offset == 24
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c["about"] for c in CASES])
