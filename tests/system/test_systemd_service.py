@@ -1,0 +1,399 @@
+"""netwatchd as a real systemd service: `make install` into a container that boots systemd as PID 1.
+
+Covers the "booted systemd" acceptance of issue 2, in order (the tests share one container):
+  - the installed unit passes `systemd-analyze verify` without a word; `systemd-analyze security
+    --offline=true` exposure is printed and bounded;
+  - `systemctl enable --now netwatchd` -> active, READY only after the programs were attached;
+  - `busctl call ... Summary` counts connects made inside the container exactly;
+  - `systemctl reload` with a broken config: still running, same MainPID, the journal names the key;
+  - `systemctl kill -s KILL` -> restarted by systemd with a new MainPID; the old programs are gone;
+  - `systemctl stop` -> none of the BPF programs or links it held remain (compared by id: other
+    netwatchd instances on the same kernel may load programs with the same names).
+
+Run: .venv/bin/python -m pytest tests/system -x -s   (root; the rootfs is cached in
+/var/tmp/netwatchd-test, built with mmdebstrap when absent).
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import secrets
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REPO, requires, require_tools
+from tests.system.container import (
+    CACHE_DIR,
+    Container,
+    ContainerError,
+    bpf_ids_of,
+    log,
+    new_workdir,
+    repo_files,
+    rootfs_tarball,
+)
+
+pytestmark = pytest.mark.system
+
+UNIT = "netwatchd.service"
+UNIT_FILE = "/etc/systemd/system/netwatchd.service"
+CONFIG = "/etc/netwatchd/netwatchd.yaml"
+BUS_NAME = "org.netwatchd.Netwatchd1"
+OBJECT = "/org/netwatchd/Netwatchd1"
+MANAGER = "org.netwatchd.Netwatchd1.Manager"
+SRC = "/root/netwatchd"  # where the checkout is copied inside the container
+CGROUP_HOOKS = ("nw_connect4", "nw_connect6", "nw_sendmsg4", "nw_sendmsg6")
+EXPOSURE_BOUND = 6.0
+RECENT_RECORDS = 10000  # connections.recent_records in the default config the test installs
+# Other netwatchd runs on the same kernel (load tests of 200k+ connects) are traced by ours too,
+# as tracepoints are system-wide: a busy daemon may answer slowly.
+BUS_TIMEOUT = 60
+MSG_UNIT_STARTED = "39f53479d3a045ac8e11786248231fbf"  # systemd's "Started <unit>" MESSAGE_ID
+
+# Makes a known number of TCP connects to 127.0.0.1 (accepted, then refused), prints what it did,
+# then waits for stdin to close so the test can map its pid to the host's while it still lives.
+# Run with -I -S: otherwise Python's start-up looks up the user's home directory through NSS,
+# which tries nscd's socket with connect() (two failed attempts that are real but not ours).
+WORKLOAD = r"""
+import json, os, socket, sys
+n_ok, n_refused = int(sys.argv[1]), int(sys.argv[2])
+srv = socket.socket(); srv.bind(("127.0.0.1", 0)); srv.listen(n_ok + 8)
+port = srv.getsockname()[1]
+closed = socket.socket(); closed.bind(("127.0.0.1", 0))  # bound, not listening: refuses
+refused_port = closed.getsockname()[1]
+for _ in range(n_ok):
+    c = socket.socket(); c.connect(("127.0.0.1", port)); a, _ = srv.accept(); a.close(); c.close()
+refused = 0
+for _ in range(n_refused):
+    c = socket.socket()
+    try:
+        c.connect(("127.0.0.1", refused_port))
+    except ConnectionRefusedError:
+        refused += 1
+    finally:
+        c.close()
+print(json.dumps({"pid": os.getpid(), "port": port, "refused_port": refused_port, "refused": refused}), flush=True)
+sys.stdin.read()
+"""
+
+
+# ------------------------------------------------------------------------------ the container
+@pytest.fixture(scope="module")
+def box(request):
+    requires(os.geteuid() == 0, "needs root (mmdebstrap, systemd-nspawn, BPF)")
+    require_tools("systemd-nspawn", "mmdebstrap", "unshare", "nsenter", "tar", "zstd", "git")
+    release = os.uname().release
+    requires(os.path.exists(f"/lib/modules/{release}/build"),
+             f"needs kernel headers at /lib/modules/{release}/build (make setup-test links them)")
+    requires(" cgroup2 " in Path("/proc/self/mounts").read_text(),
+             "needs a cgroup v2 hierarchy for the container and the connect hooks")
+    t0 = time.monotonic()
+    tarball = rootfs_tarball(REPO)
+    box = Container(new_workdir(), f"nwtest-{os.getpid()}")
+    try:
+        box.create(tarball)
+        box.copy_in(REPO, repo_files(REPO), SRC)
+        pip_cache = CACHE_DIR / "pip-cache"
+        pip_cache.mkdir(exist_ok=True)
+        t1 = time.monotonic()
+        out = box.provision(f"cd {SRC} && make install", binds=[f"{pip_cache}:/root/.cache/pip"])
+        log(f"make install in the rootfs: {time.monotonic() - t1:.1f}s: {out.strip().splitlines()[-1:]}")
+        box.boot()
+        log(f"container ready {time.monotonic() - t0:.1f}s after start")
+        yield box
+    finally:
+        if request.session.testsfailed and box.pid1 is not None:
+            r = box.run(["journalctl", "-b", "--no-pager", "-n", "80", "-u", UNIT], check=False)
+            print("---- journal of netwatchd.service (last 80 lines) ----\n" + r.stdout + r.stderr)
+        box.destroy()
+
+
+# ------------------------------------------------------------------------------ helpers
+def show(box: Container, prop: str) -> str:
+    return box.run(["systemctl", "show", "-p", prop, "--value", UNIT]).stdout.strip()
+
+
+def is_active(box: Container) -> str:
+    return box.run(["systemctl", "is-active", UNIT], check=False).stdout.strip()
+
+
+def busctl(box: Container, *args) -> object:
+    r = box.run(["busctl", "--json=short", f"--timeout={BUS_TIMEOUT}", *map(str, args)], check=False,
+                timeout=BUS_TIMEOUT + 10)
+    if r.returncode != 0:
+        raise ContainerError(f"busctl {' '.join(map(str, args))}: {r.stderr.strip()}")
+    return json.loads(r.stdout)["data"]
+
+
+def call(box: Container, method: str, signature: str, *args):
+    return busctl(box, "call", BUS_NAME, OBJECT, MANAGER, method, signature, *args)
+
+
+def vardict(d: dict) -> dict:
+    return {k: v["data"] for k, v in d.items()}
+
+
+def get_property(box: Container, name: str):
+    return busctl(box, "get-property", BUS_NAME, OBJECT, MANAGER, name)
+
+
+def wait_for(pred, timeout: float, what: str, interval: float = 0.25):
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            value = pred()
+        except ContainerError as e:
+            value, last = None, e
+        else:
+            last = value
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what} (last: {last})")
+        time.sleep(interval)
+
+
+def journal_cursor(box: Container) -> str:
+    r = box.run(["journalctl", "-n1", "-o", "json", "--no-pager"])
+    return json.loads(r.stdout.strip().splitlines()[-1])["__CURSOR"] if r.stdout.strip() else ""
+
+
+def journal_since(box: Container, cursor: str, *match) -> list:
+    args = ["journalctl", "-o", "json", "--no-pager", "-u", UNIT, *match]
+    if cursor:
+        args.append(f"--after-cursor={cursor}")
+    return [json.loads(line) for line in box.run(args).stdout.splitlines() if line.strip()]
+
+
+def ensure_active(box: Container) -> None:
+    if is_active(box) != "active":
+        box.run(["systemctl", "start", UNIT], timeout=180)
+    assert is_active(box) == "active"
+
+
+def main_pid(box: Container) -> int:
+    return int(show(box, "MainPID"))
+
+
+def our_bpf_ids(box: Container) -> dict:
+    """Program and link ids held by the running daemon (read from its fds on the host)."""
+    pid = main_pid(box)
+    host = box.host_pid(pid)
+    assert host, f"no host pid for MainPID {pid}"
+    ids = bpf_ids_of(host)
+    assert ids["progs"] and ids["links"], f"netwatchd (pid {pid}, host pid {host}) holds no BPF programs: {ids}"
+    return ids
+
+
+def bpftool(box: Container, *args) -> list:
+    return json.loads(box.run(["bpftool", "-j", *args]).stdout.strip() or "[]")
+
+
+def loaded_bpf(box: Container) -> dict:
+    """What the kernel has now: program ids, link ids, programs on the (container's) cgroup2 root."""
+    return {
+        "progs": {p["id"]: p.get("name", "") for p in bpftool(box, "prog", "show")},
+        "links": {lk["id"] for lk in bpftool(box, "link", "show")},
+        "cgroup": {p["id"]: p.get("name", "") for p in bpftool(box, "cgroup", "show", "/sys/fs/cgroup")},
+    }
+
+
+def leftovers(box: Container, ids: dict) -> dict:
+    now = loaded_bpf(box)
+    return {
+        "progs": sorted(set(now["progs"]) & ids["progs"]),
+        "links": sorted(now["links"] & ids["links"]),
+        "cgroup": sorted(set(now["cgroup"]) & ids["progs"]),
+    }
+
+
+def wait_gone(box: Container, ids: dict, timeout: float = 10) -> dict:
+    """Leftovers of `ids`, after waiting for them to go (the kernel frees programs lazily)."""
+    deadline = time.monotonic() + timeout
+    while any((left := leftovers(box, ids)).values()) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    return left
+
+
+# ------------------------------------------------------------------------------ the tests
+def test_unit_verify_and_security_exposure(box):
+    r = box.run(["systemd-analyze", "verify", "--man=no", UNIT_FILE], check=False)
+    diagnostics = (r.stdout + r.stderr).strip()
+    assert r.returncode == 0 and not diagnostics, f"systemd-analyze verify (rc {r.returncode}):\n{diagnostics}"
+
+    r = box.run(["systemd-analyze", "security", "--offline=true", "--no-pager", UNIT_FILE], check=False)
+    m = re.search(r"Overall exposure level for \S+: ([0-9.]+) (\S+)", r.stdout)
+    assert m, f"no exposure level in:\n{r.stdout}\n{r.stderr}"
+    exposure = float(m.group(1))
+    print(f"\nsystemd-analyze security --offline=true {UNIT}: exposure {exposure} {m.group(2)}")
+    assert exposure < EXPOSURE_BOUND, r.stdout
+
+
+def test_enable_now_is_active_and_ready_after_attach(box):
+    cursor = journal_cursor(box)
+    box.run(["systemctl", "enable", "--now", UNIT], timeout=180)
+    assert is_active(box) == "active"
+    assert box.run(["systemctl", "is-enabled", UNIT], check=False).stdout.strip() == "enabled"
+
+    attached = get_property(box, "ProgramsAttached")
+    print(f"\nProgramsAttached right after `systemctl enable --now` returned: {attached}")
+    assert set(CGROUP_HOOKS) <= set(attached) and "sys_exit_connect" in attached
+
+    # Type=notify: the start job ends on READY=1. The daemon logs the attach before it sends
+    # READY, both over the journal's one datagram socket, so the journal order is the real order.
+    def started_entries():
+        entries = journal_since(box, cursor)
+        return entries if any(e.get("MESSAGE_ID") == MSG_UNIT_STARTED for e in entries) else None
+
+    entries = wait_for(started_entries, 10, "the unit's Started message")  # in the journal's order
+    attach = [i for i, e in enumerate(entries) if "connect probe attached" in str(e.get("MESSAGE"))]
+    started = [i for i, e in enumerate(entries) if e.get("MESSAGE_ID") == MSG_UNIT_STARTED]
+    assert attach and started and max(attach) < min(started), \
+        "\n".join(str(e.get("MESSAGE")) for e in entries)
+    status = show(box, "StatusText")
+    print(f"StatusText: {status}")
+    assert status.startswith("watching connect()")
+
+
+def test_busctl_summary_counts_connects_exactly(box):
+    ensure_active(box)
+    n_ok, n_refused = 17, 5
+    name = "nwt" + secrets.token_hex(4)  # unique: tracepoints see every connect on the host
+    box.run(["cp", "/usr/bin/python3", f"/usr/local/bin/{name}"])
+    box.write_file("/root/connects.py", WORKLOAD)
+    # a transient unit, so the workload runs in the container's cgroup like any of its services
+    argv = ["nsenter", "-t", str(box.pid1), "-a", "env", "-i", "PATH=/usr/sbin:/usr/bin:/sbin:/bin",
+            "systemd-run", "--quiet", "--wait", "--pipe", "--collect",
+            f"/usr/local/bin/{name}", "-I", "-S", "/root/connects.py", str(n_ok), str(n_refused)]
+    seen_before, lost_before = get_property(box, "ConnectAttempts"), get_property(box, "EventsLost")
+    proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        line = proc.stdout.readline()
+        assert line, f"workload printed nothing: {proc.stderr.read() if proc.poll() is not None else ''}"
+        ran = json.loads(line)
+        # BPF sees the kernel's (host) pid, not the pid inside the container's pid namespace
+        host_pid = box.host_pid(ran["pid"])
+        assert host_pid, f"workload pid {ran['pid']} not found on the host"
+    finally:
+        proc.stdin.close()
+        proc.wait(30)
+    assert proc.returncode == 0, proc.stderr.read()
+    assert ran["refused"] == n_refused
+
+    total = n_ok + n_refused
+    last = {}
+
+    def reached():
+        last.update(vardict(call(box, "Summary", "usu", 0, name, 60)[0]))
+        return last["total_attempts"] >= total
+
+    t0 = time.monotonic()
+    try:
+        wait_for(reached, 30, f"Summary of {name} to reach {total}")
+    except AssertionError as e:
+        records = [vardict(r) for r in call(box, "ListConnections", "uu", host_pid, 100)[0]]
+        raise AssertionError(f"{e}\nSummary {last}\nrecords of pid {host_pid}: {records}") from None
+    print(f"\nSummary reached {total} {time.monotonic() - t0:.1f}s after the workload's connects")
+    time.sleep(1.5)  # a tick later: must not grow past the truth
+    summary = vardict(call(box, "Summary", "usu", 0, name, 60)[0])
+    plain = box.run(["busctl", "call", BUS_NAME, OBJECT, MANAGER, "Summary", "usu", "0", name, "60"]).stdout
+    print(f"\nbusctl call ... Summary usu 0 {name} 60\n  {plain.strip()[:400]}")
+    assert (summary["total_attempts"], summary["succeeded"], summary["failed"]) == (total, n_ok, n_refused), summary
+    assert summary["in_progress"] == 0 and summary["udp_sends"] == 0, summary
+
+    by_pid = vardict(call(box, "Summary", "usu", host_pid, "", 60)[0])
+    assert (by_pid["total_attempts"], by_pid["succeeded"], by_pid["failed"]) == (total, n_ok, n_refused), by_pid
+    assert by_pid["commands"] == [name], by_pid
+
+    records, truncated = call(box, "ListConnections", "uu", host_pid, 0)
+    records = [vardict(r) for r in records]
+    time.sleep(1.5)  # ConnectAttempts moves on ticks: let it cover the moment of the query
+    seen_after, lost_after = get_property(box, "ConnectAttempts"), get_property(box, "EventsLost")
+    assert all(r["pid"] == host_pid and r["command"] == name and r["kind"] == "connect" and r["family"] == "inet"
+               and r["transport"] == "tcp" and r["destination"] == "127.0.0.1" for r in records), records
+    ok = [r for r in records if r["port"] == ran["port"] and r["return_code"] == 0 and r["outcome"] == "succeeded"]
+    refused = [r for r in records if r["port"] == ran["refused_port"] and r["error"] == "ECONNREFUSED"
+               and r["outcome"] == "failed"]
+    assert len(ok) + len(refused) == len(records), records
+    # The ring of recent records is capped: a flood of connects elsewhere on the kernel (another
+    # engineer's load test: tracepoints are system-wide) may push ours out, and a full ring
+    # buffer loses records (counted). Counts stay exact either way; records are checked exactly
+    # only when neither can have happened.
+    others = seen_after - seen_before - total
+    if others <= RECENT_RECORDS // 2 and lost_after == lost_before:
+        assert not truncated and (len(ok), len(refused)) == (n_ok, n_refused), records
+    else:
+        print(f"{others} connects by other processes and {lost_after - lost_before} records lost meanwhile: "
+              f"{len(records)} of our {total} records left, checked field by field")
+    stamps = [r["timestamp_usec"] for r in records]
+    assert stamps == sorted(stamps, reverse=True), "ListConnections is not newest first"
+    if len(records) > 3:
+        records, truncated = call(box, "ListConnections", "uu", host_pid, 3)
+        assert len(records) == 3 and truncated
+
+
+def test_reload_with_broken_config_keeps_running(box):
+    ensure_active(box)
+    pid = main_pid(box)
+    original = box.run(["cat", CONFIG]).stdout
+    cursor = journal_cursor(box)
+    try:
+        box.write_file(CONFIG, "tick_interval_sec: 1.0\nconnections:\n  recent_records: lots\n")
+        check = box.run(["/opt/netwatchd/bin/netwatchd", "--check-config", CONFIG], check=False)
+        assert check.returncode == 78 and "connections.recent_records" in check.stderr, check
+        box.run(["systemctl", "reload", UNIT], timeout=60)
+        rejected = wait_for(lambda: [e["MESSAGE"] for e in journal_since(box, cursor)
+                                     if "reload rejected" in str(e.get("MESSAGE"))], 15, "the rejection in the journal")
+        print(f"\njournal after `systemctl reload` with a broken config: {rejected[-1]}")
+        assert "connections.recent_records" in rejected[-1] and CONFIG in rejected[-1]
+        wait_for(lambda: is_active(box) == "active", 10, "active after reload")
+        assert main_pid(box) == pid, "the reload restarted the daemon"
+        vardict(call(box, "Summary", "usu", 0, "nosuchcommand", 60)[0])  # still serving
+    finally:
+        box.write_file(CONFIG, original)
+    cursor = journal_cursor(box)
+    box.run(["systemctl", "reload", UNIT], timeout=60)
+    wait_for(lambda: any("configuration reloaded" in str(e.get("MESSAGE")) for e in journal_since(box, cursor)),
+             15, "the restored config to be reloaded")
+    assert is_active(box) == "active" and main_pid(box) == pid
+
+
+def test_sigkill_is_restarted_and_leaves_nothing(box):
+    ensure_active(box)
+    old_pid = main_pid(box)
+    old_ids = our_bpf_ids(box)
+    restarts = int(show(box, "NRestarts"))
+    t0 = time.monotonic()
+    box.run(["systemctl", "kill", "-s", "KILL", UNIT])
+    new_pid = wait_for(lambda: (lambda p: p if p not in (0, old_pid) and is_active(box) == "active" else None)(
+        main_pid(box)), 120, "systemd to restart netwatchd")
+    print(f"\nSIGKILL -> restarted by systemd, MainPID {old_pid} -> {new_pid}, active again after "
+          f"{time.monotonic() - t0:.1f}s")
+    assert int(show(box, "NRestarts")) == restarts + 1
+    assert get_property(box, "ProgramsAttached")
+    # the links died with their fds: nothing of the killed process stays attached
+    left = wait_gone(box, old_ids)
+    assert not any(left.values()), f"left behind by the SIGKILLed daemon: {left}"
+    new_ids = our_bpf_ids(box)
+    assert not (new_ids["progs"] & old_ids["progs"])
+
+
+def test_stop_leaves_no_bpf_program_attached(box):
+    ensure_active(box)
+    ids = our_bpf_ids(box)
+    before = loaded_bpf(box)
+    names = {before["progs"].get(i, "") for i in ids["progs"]}
+    on_root = {before["cgroup"][i] for i in ids["progs"] if i in before["cgroup"]}
+    print(f"\nwhile running: programs {sorted(ids['progs'])} ({', '.join(sorted(n for n in names if n))}), "
+          f"links {sorted(ids['links'])}, on the cgroup2 root: {sorted(on_root)}")
+    assert set(CGROUP_HOOKS) <= on_root, before["cgroup"]  # the check below can see them
+
+    box.run(["systemctl", "stop", UNIT], timeout=90)
+    assert is_active(box) in ("inactive", "failed")
+    assert box.run(["systemctl", "show", "-p", "Result", "--value", UNIT]).stdout.strip() == "success"
+    left = wait_gone(box, ids)
+    assert not any(left.values()), f"still loaded or attached after `systemctl stop`: {left}"
