@@ -107,7 +107,8 @@ def _convert(f: dataclasses.Field, value: Any, source: str, path: str):
     default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
     meta = f.metadata
     if dataclasses.is_dataclass(default):
-        return _build(type(default), value, source, path)
+        # a section whose keys are all commented out is empty, not an error
+        return _build(type(default), {} if value is None else value, source, path)
     if isinstance(default, bool):
         if not isinstance(value, bool):
             raise ConfigError(source, path, f"expected true or false, got {_show(value)}")

@@ -49,12 +49,13 @@ class Daemon:
         from . import dbus_service
         from .connect_probe import ConnectProbe
 
+        self._bus = await dbus_service.own_name()
         if self._probe is None:
             self._probe = ConnectProbe(self.cfg.connections)
-        self._probe.start()
         try:
+            self._probe.start()
             self.connects = ConnectMonitor(self._probe, self.cfg.connections)
-            self._bus = await dbus_service.serve(self)
+            dbus_service.export(self._bus, self)
             loop = asyncio.get_running_loop()
             loop.add_signal_handler(signal.SIGTERM, self._stop.set)
             loop.add_signal_handler(signal.SIGINT, self._stop.set)
@@ -72,8 +73,8 @@ class Daemon:
             log.info("stopping")
             for t in tasks:
                 t.cancel()
-            self._bus.disconnect()
         finally:
+            self._bus.disconnect()
             self._probe.stop()
         return 0
 

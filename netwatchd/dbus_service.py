@@ -116,13 +116,17 @@ class _as_dbus_errors:
         raise DBusError(ERROR_FAILED, f"internal error: {exc}") from None
 
 
-async def serve(daemon) -> MessageBus:
-    """Connect to the system bus (DBUS_SYSTEM_BUS_ADDRESS is honoured), export, own the name."""
+async def own_name() -> MessageBus:
+    """Connect to the system bus (DBUS_SYSTEM_BUS_ADDRESS is honoured) and own our name, before
+    anything is loaded: a second netwatchd fails here without touching the kernel."""
     bus = await MessageBus(bus_type=BusType.SYSTEM).connect()
-    bus.export(OBJECT_PATH, ManagerInterface(daemon))
     reply = await bus.request_name(BUS_NAME, NameFlag.DO_NOT_QUEUE)
     if reply not in (RequestNameReply.PRIMARY_OWNER, RequestNameReply.ALREADY_OWNER):
         bus.disconnect()
         raise RuntimeError(f"cannot own {BUS_NAME} on the system bus (reply {reply!r}): is another netwatchd running?")
     return bus
+
+
+def export(bus: MessageBus, daemon) -> None:
+    bus.export(OBJECT_PATH, ManagerInterface(daemon))
 

@@ -14,6 +14,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Dict, List, Optional
@@ -81,30 +82,50 @@ class PrivateSystemBus:
 
 
 class NotifyReceiver:
-    """Plays systemd's side of sd_notify: collects what the daemon sends."""
+    """Plays systemd's side of sd_notify: reads the socket in the background, as systemd does.
+
+    Left unread, the socket's queue fills after net.unix.max_dgram_qlen (10) datagrams and the
+    daemon's next sd_notify (a blocking send) would stall its event loop.
+    """
 
     def __init__(self) -> None:
         self.dir = Path(tempfile.mkdtemp(prefix="nwd-notify-"))
         self.path = str(self.dir / "notify.sock")
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         self.sock.bind(self.path)
+        self.sock.settimeout(0.05)
         self.messages: List[str] = []
+        self._closed = threading.Event()
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
 
-    def wait_for(self, needle: str, timeout: float, alive=None) -> bool:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if any(needle in m.split("\n") for m in self.messages):
-                return True
-            if alive is not None and not alive():
-                return False
-            self.sock.settimeout(0.1)
+    def _read(self) -> None:
+        while not self._closed.is_set():
             try:
                 self.messages.append(self.sock.recv(4096).decode())
             except socket.timeout:
-                pass
-        return any(needle in m.split("\n") for m in self.messages)
+                continue
+            except OSError:
+                return
+
+    def index_of(self, line: str, since: int = 0, timeout: float = 15, alive=None) -> int:
+        """Index of the first message at or after `since` that has `line` as one of its lines;
+        -1 on timeout or when `alive()` turns false first."""
+        deadline = time.monotonic() + timeout
+        while True:
+            for i in range(since, len(self.messages)):
+                if line in self.messages[i].split("\n"):
+                    return i
+            if time.monotonic() > deadline or (alive is not None and not alive()):
+                return -1
+            time.sleep(0.02)
+
+    def wait_for(self, line: str, timeout: float, alive=None) -> bool:
+        return self.index_of(line, 0, timeout, alive) >= 0
 
     def close(self) -> None:
+        self._closed.set()
+        self._reader.join(5)
         self.sock.close()
         shutil.rmtree(self.dir, ignore_errors=True)
 

@@ -6,7 +6,6 @@ Everything is started by pid and stopped by that pid, even when a test fails.
 """
 from __future__ import annotations
 
-import contextlib
 import os
 import secrets
 import shutil
@@ -16,70 +15,20 @@ import tempfile
 import threading
 import time
 from pathlib import Path
-from typing import Iterator, List, Optional, Tuple
+from typing import List, Optional, Tuple
 
-from tests.harness import BUS_NAME, INTERFACE, OBJECT_PATH, DaemonProcess, NotifyReceiver, PrivateSystemBus
+from tests.harness import BUS_NAME, INTERFACE, OBJECT_PATH, NotifyReceiver, PrivateSystemBus
 
 ECONNREFUSED = 111
 
 
-class NotifyPump:
-    """Reads a NotifyReceiver's socket in the background, appending to its `messages`, as
-    systemd reads its notify socket. Left unread, the socket's queue fills after
-    net.unix.max_dgram_qlen (10) datagrams, and the daemon's next sd_notify (a blocking send)
-    stalls its event loop: no D-Bus answers, SIGTERM not handled."""
-
-    def __init__(self, notify: NotifyReceiver) -> None:
-        self.notify = notify
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def start(self) -> "NotifyPump":
-        self._thread.start()
-        return self
-
-    def _run(self) -> None:
-        self.notify.sock.settimeout(0.05)
-        while not self._stop.is_set():
-            try:
-                self.notify.messages.append(self.notify.sock.recv(4096).decode())
-            except socket.timeout:
-                continue
-            except OSError:
-                return
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread.is_alive():
-            self._thread.join(5)
-
-
-@contextlib.contextmanager
-def pumped(d: DaemonProcess) -> Iterator[DaemonProcess]:
-    """Starts the daemon (start() reads up to READY=1 itself), then keeps its notify socket
-    drained until the daemon has stopped; cleans everything up however the test ends."""
-    pump = NotifyPump(d.notify)
-    try:
-        d.start()
-        pump.start()
-        yield d
-    finally:
-        d.stop()
-        pump.stop()
-        d.cleanup()
-
-
 def wait_notify_line(notify: NotifyReceiver, line: str, since: int = 0, timeout: float = 15) -> int:
-    """Index of the first message at or after `since` with `line` as one of its lines (a pump
-    does the reading)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        for i in range(since, len(notify.messages)):
-            if line in notify.messages[i].split("\n"):
-                return i
-        if time.monotonic() > deadline:
-            raise AssertionError(f"no {line!r} after message {since}: {notify.messages[since:]!r}")
-        time.sleep(0.02)
+    """Index of the first message at or after `since` with `line` as one of its lines."""
+    i = notify.index_of(line, since, timeout)
+    if i < 0:
+        raise AssertionError(f"no {line!r} after message {since}: {notify.messages[since:]!r}")
+    return i
+
 
 # Runs in the child: `ok` connects to a listening port, then `refused` to a bound port that does
 # not listen; prints "done" and waits for stdin to close so the pid stays alive for queries.

@@ -10,8 +10,6 @@ import shutil
 import socket
 import subprocess
 import sys
-import tempfile
-import threading
 from pathlib import Path
 
 import pytest

@@ -22,7 +22,7 @@ import pytest
 from netwatchd.kernel_env import cgroup2_root
 from tests.conftest import require_root_and_bcc, require_tools, tool
 from tests.harness import BUS_NAME, INTERFACE, OBJECT_PATH, DaemonProcess, NotifyReceiver, PrivateSystemBus, unvariant
-from tests.integration.dbus_test_support import pumped, wait_notify_line
+from tests.integration.dbus_test_support import wait_notify_line
 
 REPO = Path(__file__).resolve().parents[2]
 SHIPPED_CONFIG = REPO / "config" / "netwatchd.yaml"
@@ -161,7 +161,7 @@ def bus():
 @pytest.fixture(scope="module")
 def daemon(bus):
     """One daemon for the tests that leave it running: fast ticks, a watchdog, max_window_sec 60."""
-    with pumped(DaemonProcess(bus, BASE_CONFIG, watchdog_usec=WATCHDOG_USEC)) as d:
+    with DaemonProcess(bus, BASE_CONFIG, watchdog_usec=WATCHDOG_USEC) as d:
         yield d
 
 
@@ -172,7 +172,7 @@ def fresh():
     require_integration()
     with contextlib.ExitStack() as stack:
         own_bus = stack.enter_context(PrivateSystemBus())
-        yield lambda config=None: stack.enter_context(pumped(DaemonProcess(own_bus, config or {})))
+        yield lambda config=None: stack.enter_context(DaemonProcess(own_bus, config or {}))
 
 
 def reload_with(d: DaemonProcess, content) -> int:

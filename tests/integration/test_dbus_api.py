@@ -17,7 +17,7 @@ import pytest
 import netwatchd
 from tests.conftest import require_root_and_bcc, require_tools
 from tests.harness import BUS_NAME, INTERFACE, OBJECT_PATH, DaemonProcess, PrivateSystemBus, unvariant
-from tests.integration.dbus_test_support import ECONNREFUSED, ConnectChild, as_user, dbus_send_error, pumped
+from tests.integration.dbus_test_support import ECONNREFUSED, ConnectChild, as_user, dbus_send_error
 
 pytestmark = pytest.mark.root
 
@@ -45,7 +45,7 @@ def daemon(bus):
     # are still there when the tests ask.
     d = DaemonProcess(bus, {"connections": {"recent_records": 200000}})
     d.before_start_usec = time.time_ns() // 1000
-    with pumped(d):
+    with d:
         d.after_ready_usec = time.time_ns() // 1000
         yield d
 

@@ -12,7 +12,7 @@ import pytest
 import netwatchd
 from tests.conftest import require_root_and_bcc, require_tools, tool
 from tests.harness import DaemonProcess, PrivateSystemBus
-from tests.integration.dbus_test_support import ECONNREFUSED, ConnectChild, as_user, pumped
+from tests.integration.dbus_test_support import ECONNREFUSED, ConnectChild, as_user
 
 pytestmark = pytest.mark.root
 
@@ -36,7 +36,7 @@ def bus():
 
 @pytest.fixture(scope="module")
 def daemon(bus):
-    with pumped(DaemonProcess(bus, {})) as d:
+    with DaemonProcess(bus, {}) as d:
         yield d
 
 

@@ -187,6 +187,11 @@ def test_a_mapping_is_required(text, key_path, got):
     assert str(e) == f"{SRC}: {key_path}: expected a mapping, got {got}"
 
 
+def test_a_section_with_every_key_commented_out_means_its_defaults():
+    cfg = parse_config("connections:\n  # max_window_sec: 60\n", SRC)
+    assert cfg.connections == ConnectionsConfig()
+
+
 def test_unreadable_file_names_the_path(tmp_path):
     missing = tmp_path / "nope.yaml"
     with pytest.raises(ConfigError) as info:
