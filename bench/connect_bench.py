@@ -237,6 +237,7 @@ def run(args) -> Dict:
         progress(f"warm-up: {sizes['warm']} connects")
         a_phases.append(load.run("warm", sizes["warm"]))
         settle(daemon_a)
+        lost_a = {"warm": daemon_a.get_property("EventsLost")}
         r["rss_kib_after_warm"] = rss_kib(daemon_a.pid)
 
         progress("daemon B (record_events: false), floor and reference probes; stats on")
@@ -250,6 +251,7 @@ def run(args) -> Dict:
             progress(f"BPF cost: {sizes['bpf']} connects, all programs loaded")
             bpf = bpf_phase(load, sizes["bpf"], {"A": daemon_a, "B": daemon_b}, probes)
             a_phases.append(bpf["phase"])
+            lost_a["bpf"] = daemon_a.get_property("EventsLost")
             r["exact_B"] = check_exact(daemon_b, add_counts([bpf["phase"]]))
         r["reference_records_consumed"] = probes.consumed
         bpf["phase"] = bpf["phase"].as_dict()
@@ -265,6 +267,8 @@ def run(args) -> Dict:
         r["load_cpu_sec_main"] = sum(cpu_sec(p) for p in load.pids()) - load_cpu0
         r["rss_kib_after_all"] = rss_kib(daemon_a.pid)
         a_phases.append(main_phase)
+        lost_a["main"] = daemon_a.get_property("EventsLost")
+        r["events_lost_A_after"] = lost_a
         expected = add_counts(a_phases)
         r["exact_A"] = check_exact(daemon_a, expected)
         r["connects_A"] = sum(p.calls for p in a_phases)
@@ -328,7 +332,8 @@ def report(r: Dict) -> str:
              f"{main['rate_per_sec'] / base_rate:.2f}x")
     L.append(f"   A: {r['connects_A']:,} connects ({main['calls']:,} in the full-rate phase), Summary by pid exact for "
              f"{sum(w['exact'] for w in ea['workers'])}/{len(ea['workers'])} workers: {verdict(ea['all_exact'])}; "
-             f"EventsLost {ea['events_lost']:,}")
+             f"EventsLost {ea['events_lost']:,} (after warm-up / BPF phase / main: "
+             f"{' / '.join(f'{v:,}' for v in r['events_lost_A_after'].values())})")
     for w in ea["workers"]:
         L.append(f"      pid {w['pid']}: worker {w['worker_calls']:,} calls ({w['worker_ok']:,} ok, "
                  f"{w['worker_failed']:,} failed) / Summary {w['total_attempts']:,} "
