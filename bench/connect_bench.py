@@ -26,11 +26,9 @@ import json
 import os
 import platform
 import signal
-import socket
 import statistics
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 from typing import Dict, List
@@ -114,25 +112,7 @@ def start_daemon(bus: PrivateSystemBus, config: Dict, stack: contextlib.ExitStac
     d = DaemonProcess(bus, config)
     stack.callback(d.cleanup)
     d.start()
-    threading.Thread(target=drain_notify, args=(d,), daemon=True).start()
     return d
-
-
-def drain_notify(d: DaemonProcess) -> None:
-    """Keep reading the daemon's sd_notify datagrams after READY, as systemd does.
-
-    The harness's NotifyReceiver reads only inside wait_for(); the daemon sends STATUS= every
-    tick with a blocking send, so after net.unix.max_dgram_qlen (10) unread messages its event
-    loop would block in sendto() and stop answering, ticking and draining the ring."""
-    sock = d.notify.sock
-    sock.settimeout(0.2)
-    while d.proc is not None and d.proc.poll() is None:
-        try:
-            d.notify.messages.append(sock.recv(4096).decode(errors="replace"))
-        except socket.timeout:
-            continue
-        except OSError:  # closed by cleanup()
-            return
 
 
 async def bus_latency(address: str, pid: int, n: int, expected_total: int, warmup: int = 20) -> Dict:
