@@ -19,6 +19,7 @@ import json
 import os
 import re
 import secrets
+import signal
 import subprocess
 import time
 from pathlib import Path
@@ -94,6 +95,8 @@ def box(request):
     t0 = time.monotonic()
     tarball = rootfs_tarball(REPO)
     box = Container(new_workdir(), f"nwtest-{os.getpid()}")
+    # A CI timeout sends SIGTERM: unwind like Ctrl-C so the container is still stopped and removed.
+    previous = signal.signal(signal.SIGTERM, _interrupt)
     try:
         box.create(tarball)
         box.copy_in(REPO, repo_files(REPO), SRC)
@@ -110,6 +113,11 @@ def box(request):
             r = box.run(["journalctl", "-b", "--no-pager", "-n", "80", "-u", UNIT], check=False)
             print("---- journal of netwatchd.service (last 80 lines) ----\n" + r.stdout + r.stderr)
         box.destroy()
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt(f"signal {signum}")
 
 
 # ------------------------------------------------------------------------------ helpers
