@@ -74,6 +74,7 @@ class ConnectProbe:
             self._attach_cgroup("nw_connect6", bpf_links.CGROUP_INET6_CONNECT)
         self.set_udp_sends(self.cfg.trace_udp_sends)
         self._bpf[b"events"].open_ring_buffer(self._on_event)
+        _return_freed_heap()
         log.info("connect probe attached: %s (cgroup %s)", ", ".join(self.attached_programs()), cgroup)
 
     def stop(self) -> None:
@@ -159,6 +160,14 @@ class ConnectProbe:
         ring = sum(table[ctypes.c_int(LOSS_RING_FULL)])
         procs = sum(table[ctypes.c_int(LOSS_PROCS_FULL)])
         return int(ring), int(procs)
+
+
+def _return_freed_heap() -> None:
+    """bcc's in-process LLVM compile leaves tens of MB of freed heap behind; hand it back."""
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc: nothing to trim
+        pass
 
 
 def _counts(entry) -> Counts:
