@@ -1,4 +1,4 @@
-"""Attaching programs to a cgroup as BPF links (libbpf via ctypes).
+"""Attaching programs as BPF links (libbpf via ctypes): to a cgroup, or to an interface (TCX).
 
 bcc only offers the legacy BPF_PROG_ATTACH, whose attachments outlive the process: after a
 SIGKILL they would stay on the root cgroup. A link is owned by its file descriptor, so the
@@ -14,6 +14,8 @@ CGROUP_INET4_CONNECT = 10
 CGROUP_INET6_CONNECT = 11
 CGROUP_UDP4_SENDMSG = 14
 CGROUP_UDP6_SENDMSG = 15
+TCX_INGRESS = 46
+TCX_EGRESS = 47
 
 _libbpf = None
 
@@ -31,8 +33,9 @@ class LinkError(OSError):
     """A program could not be attached; names the program and the target."""
 
 
-def link_to_cgroup(prog_fd: int, cgroup_fd: int, attach_type: int, what: str) -> int:
-    fd = _lib().bpf_link_create(prog_fd, cgroup_fd, attach_type, None)
+def link(prog_fd: int, target_fd_or_ifindex: int, attach_type: int, what: str) -> int:
+    """A BPF link: the target is a cgroup fd, or an ifindex for TCX."""
+    fd = _lib().bpf_link_create(prog_fd, target_fd_or_ifindex, attach_type, None)
     if fd < 0:
         err = ctypes.get_errno() or -fd
         raise LinkError(err, f"cannot attach {what}: {os.strerror(err)}")

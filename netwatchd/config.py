@@ -7,6 +7,7 @@ and what is wrong, so `netwatchd --check-config FILE` can print one useful line.
 from __future__ import annotations
 
 import dataclasses
+import os
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
@@ -54,12 +55,38 @@ class ConnectionsConfig:
 
 
 @dataclass(frozen=True)
+class DevicesConfig:
+    # Watch the devices around the host with a TC classifier.
+    enabled: bool = True
+    # "auto" (every up interface but loopback and bridge/bond masters, re-evaluated as
+    # interfaces come and go) or a list of interface names.
+    interfaces: Any = field(default="auto", metadata={"interfaces": True})
+    # Devices the kernel counts at once; more are counted as lost.
+    max_devices: int = field(default=4096, metadata={"range": IntRange(16, 1_048_576)})
+    # First-seen (device, peer, port, transport) patterns remembered by the kernel's LRU.
+    max_patterns: int = field(default=65536, metadata={"range": IntRange(256, 4_194_304)})
+    # Ring buffer for new devices, patterns and payload snippets, KiB, a power of two.
+    ring_buffer_kib: int = field(default=1024, metadata={"range": IntRange(4, 262144), "power_of_two": True})
+    # Privacy: which application metadata is captured. Only metadata is kept, never payload.
+    capture_dns: bool = True
+    capture_http: bool = True
+    capture_tls: bool = True
+    capture_dhcp: bool = True
+    # Seconds between batched writes of the inventory to SQLite (what a SIGKILL can lose).
+    store_interval_sec: float = field(default=5.0, metadata={"float_range": (0.1, 3600.0)})
+
+
+@dataclass(frozen=True)
 class DaemonConfig:
     # Seconds between reads of the kernel counters (the resolution of Summary windows).
     tick_interval_sec: float = field(default=1.0, metadata={"float_range": (0.05, 60.0)})
     # Log level: debug, info, notice, warning, error.
     log_level: str = field(default="info", metadata={"choices": ("debug", "info", "notice", "warning", "error")})
+    # Where state lives (the device inventory); "" = $STATE_DIRECTORY (set by systemd's
+    # StateDirectory=), else /var/lib/netwatchd.
+    state_directory: str = ""
     connections: ConnectionsConfig = field(default_factory=ConnectionsConfig)
+    devices: DevicesConfig = field(default_factory=DevicesConfig)
 
 
 def load_config(path: str) -> DaemonConfig:
@@ -109,6 +136,8 @@ def _convert(f: dataclasses.Field, value: Any, source: str, path: str):
     if dataclasses.is_dataclass(default):
         # a section whose keys are all commented out is empty, not an error
         return _build(type(default), {} if value is None else value, source, path)
+    if meta.get("interfaces"):
+        return _interfaces(value, source, path)
     if isinstance(default, bool):
         if not isinstance(value, bool):
             raise ConfigError(source, path, f"expected true or false, got {_show(value)}")
@@ -137,6 +166,21 @@ def _convert(f: dataclasses.Field, value: Any, source: str, path: str):
             raise ConfigError(source, path, f"{value!r} is not one of {', '.join(choices)}")
         return value
     raise TypeError(f"no converter for {path}")  # a programming error, not a user's
+
+
+def _interfaces(value: Any, source: str, path: str):
+    if value == "auto":
+        return "auto"
+    if not isinstance(value, list) or not value:
+        raise ConfigError(source, path, f"expected \"auto\" or a list of interface names, got {_show(value)}")
+    for name in value:
+        if not isinstance(name, str) or not 0 < len(name) < 16 or any(c in name for c in "/ \t\n:"):
+            raise ConfigError(source, path, f"{name!r} is not an interface name")
+    return tuple(value)
+
+
+def state_directory(cfg: "DaemonConfig") -> str:
+    return cfg.state_directory or os.environ.get("STATE_DIRECTORY", "").split(":")[0] or "/var/lib/netwatchd"
 
 
 def _join(prefix: str, key: str) -> str:

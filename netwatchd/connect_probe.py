@@ -12,28 +12,17 @@ from pathlib import Path
 from typing import Dict, List, Set, Tuple
 
 from . import bpf_links, kernel_env
+from .bpf_util import PAGE_SIZE, ProbeError, bpf_source_dir, return_freed_heap, table_items
 from .config import ConnectionsConfig
 from .connect_history import CounterKeyT, Counts
 from .connect_record import decode_comm
 
 log = logging.getLogger(__name__)
 
-BPF_DIR = Path(__file__).resolve().parent / "bpf"
-PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
 PENDING_SLOTS = 4096  # in-flight connect()s tracked by thread id; a power of two
 
 LOSS_RING_FULL = 0
 LOSS_PROCS_FULL = 1
-
-
-class ProbeError(RuntimeError):
-    """The BPF side could not be loaded or attached."""
-
-
-def bpf_source_dir() -> Path:
-    """bpf/ next to the package in a checkout, or the copy installed inside the package."""
-    checkout = Path(__file__).resolve().parent.parent / "bpf"
-    return checkout if (checkout / "connect.bpf.c").exists() else BPF_DIR
 
 
 def cflags_for(cfg: ConnectionsConfig, bpf_dir: Path) -> List[str]:
@@ -74,7 +63,7 @@ class ConnectProbe:
             self._attach_cgroup("nw_connect6", bpf_links.CGROUP_INET6_CONNECT)
         self.set_udp_sends(self.cfg.trace_udp_sends)
         self._bpf[b"events"].open_ring_buffer(self._on_event)
-        _return_freed_heap()
+        return_freed_heap()
         log.info("connect probe attached: %s (cgroup %s)", ", ".join(self.attached_programs()), cgroup)
 
     def stop(self) -> None:
@@ -105,7 +94,7 @@ class ConnectProbe:
 
         fn = self._bpf.load_func(name.encode(), BPF.CGROUP_SOCK_ADDR, attach_type=attach_type)
         try:
-            self._links[name] = bpf_links.link_to_cgroup(fn.fd, self._cgroup_fd, attach_type, name)
+            self._links[name] = bpf_links.link(fn.fd, self._cgroup_fd, attach_type, name)
         except bpf_links.LinkError as e:
             raise ProbeError(str(e)) from None
 
@@ -129,9 +118,9 @@ class ConnectProbe:
         in both with the same value, and the larger (equal) one is kept — never the sum.
         """
         out: Dict[CounterKeyT, Tuple[str, Counts]] = {}
-        for tgid, entry in _table_items(self._bpf[b"proc_counts"]):
+        for tgid, entry in table_items(self._bpf[b"proc_counts"]):
             out[(int(getattr(tgid, "value", tgid)), entry.gen)] = (decode_comm(entry.comm), _counts(entry))
-        for key, entry in _table_items(self._bpf[b"retired_counts"]):
+        for key, entry in table_items(self._bpf[b"retired_counts"]):
             k = (key.tgid, key.gen)
             counts = _counts(entry)
             if k in out:
@@ -162,23 +151,6 @@ class ConnectProbe:
         return int(ring), int(procs)
 
 
-def _return_freed_heap() -> None:
-    """bcc's in-process LLVM compile leaves tens of MB of freed heap behind; hand it back."""
-    try:
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):  # not glibc: nothing to trim
-        pass
-
-
 def _counts(entry) -> Counts:
     c = entry.counts
     return Counts(c.succeeded, c.failed, c.in_progress, c.udp_sends)
-
-
-def _table_items(table):
-    """Batch lookup where the kernel supports it (one syscall for the lot), else key by key."""
-    try:
-        return list(table.items_lookup_batch())
-    except Exception:
-        return [(k, table[k]) for k in table.keys()]
-

@@ -21,6 +21,7 @@ COUNTER_NAMES = tuple(
 MAX_ADDRESSES = 32  # per family
 MAX_NAMES = 256  # DNS names, HTTP hosts, TLS server names, each
 MAX_HTTP_REQUESTS = 32  # the most recent (method, host, path)
+MAX_RECENT_PEERS = 64
 
 
 def normalize_mac(mac: str) -> str:
@@ -57,6 +58,9 @@ class Device:
     tls_names: Dict[str, int] = field(default_factory=dict)
     http_requests: List[Dict[str, str]] = field(default_factory=list)
     peers: int = 0  # distinct (peer, port, transport) patterns seen
+    # the most recent first-seen patterns: {"address", "port", "transport", "name"}
+    recent_peers: List[Dict[str, Any]] = field(default_factory=list)
+    dhcp_vendor_class: str = ""
 
     def to_dict(self) -> Dict[str, Any]:
         return dataclasses.asdict(self)

@@ -64,8 +64,12 @@ def test_every_setting_is_written_in_the_shipped_file():
 def test_every_setting_has_a_comment_with_its_bounds():
     lines = SHIPPED.read_text().splitlines()
     for path, f in leaf_fields(DaemonConfig):
-        key = path.rsplit(".", 1)[-1]
-        (index,) = [i for i, line in enumerate(lines) if re.match(rf"\s*{key}:", line)]
+        *sections, key = path.split(".")
+        start = 0
+        for section in sections:  # the key is looked up inside its own section
+            start = next(i for i, line in enumerate(lines) if re.match(rf"{section}:", line))
+        pattern = rf"\s+{key}:" if sections else rf"{key}:"
+        index = next(i for i in range(start, len(lines)) if re.match(pattern, lines[i]))
         comment = []
         i = index - 1
         while i >= 0 and lines[i].lstrip().startswith("#"):
@@ -121,7 +125,7 @@ def test_unknown_key_lists_the_known_keys():
 def test_unknown_top_level_key():
     e = error_of("tick_interval: 1\n")
     assert str(e) == (f"{SRC}: tick_interval: unknown key "
-                      "(known keys here: connections, log_level, tick_interval_sec)")
+                      "(known keys here: connections, devices, log_level, state_directory, tick_interval_sec)")
 
 
 @pytest.mark.parametrize("text, key_path, problem", [

@@ -1,0 +1,100 @@
+/* Structures shared by bpf/device.bpf.c and netwatchd/device_record.py (ctypes mirror).
+ * Change both together; tests/unit/test_device_record.py checks sizes and offsets. */
+#ifndef NETWATCH_DEVICE_H
+#define NETWATCH_DEVICE_H
+
+/* Protocol classes, as indexes into the counters (netwatchd/devices.py PROTOCOLS). */
+#define NW_P_ARP 0
+#define NW_P_IPV4 1 /* IPv4 other than TCP/UDP/ICMP, and non-first fragments */
+#define NW_P_IPV6 2
+#define NW_P_TCP 3
+#define NW_P_UDP 4
+#define NW_P_ICMP 5
+#define NW_P_ICMPV6 6
+#define NW_P_OTHER 7
+#define NW_NPROTO 8
+
+#define NW_DIR_TX 0 /* sent by the device: seen on ingress, device = source MAC */
+#define NW_DIR_RX 1 /* sent to the device: seen on egress, device = destination MAC */
+
+struct nw_mac {
+    u8 addr[6];
+    u16 pad;
+};
+
+/* Per-device counters, in a hash keyed by MAC. */
+struct nw_dev_counters {
+    u64 packets[2][NW_NPROTO];
+    u64 bytes[2][NW_NPROTO];
+    u64 tcp_syns; /* SYN without ACK sent by the device: a connection attempt */
+    u64 created_ns; /* bpf_ktime_get_boot_ns() when first seen */
+    u32 ifindex; /* where first seen */
+    u16 vlan;
+    u16 pad;
+    u32 last_pattern; /* hash of the last pattern reported: skips the LRU for repeats */
+    u32 pad2;
+};
+
+/* Ring-buffer event kinds. */
+#define NW_EV_NEW_DEVICE 1
+#define NW_EV_ADDRESS 2 /* an (IP, MAC) binding from ARP, NDP */
+#define NW_EV_PATTERN 3 /* a first-seen (device, peer, port, transport) */
+#define NW_EV_SNIPPET 4 /* the start of an application payload */
+
+/* Snippet kinds. */
+#define NW_APP_DNS 1
+#define NW_APP_DHCP 2
+#define NW_APP_HTTP 3
+#define NW_APP_TLS 4
+
+#define NW_SNIP_LEN 1024
+
+struct nw_dev_event {
+    u64 boot_ns;
+    u32 ifindex;
+    u8 kind;
+    u8 app;       /* NW_APP_* for snippets */
+    u8 direction; /* NW_DIR_* */
+    u8 transport; /* IPPROTO_TCP / IPPROTO_UDP / IPPROTO_ICMP... (0 for ARP) */
+    u8 mac[6];    /* the device */
+    u8 peer_mac[6];
+    u16 vlan;
+    u16 family; /* 2 inet, 10 inet6 */
+    u16 sport;
+    u16 dport;
+    u16 payload_len; /* whole L4 payload as the packet says */
+    u16 snap_len;    /* bytes of it in data[] */
+    u8 saddr[16];
+    u8 daddr[16];
+};
+
+struct nw_dev_snippet {
+    struct nw_dev_event ev;
+    u8 data[NW_SNIP_LEN];
+};
+
+/* Key of the LRU that makes patterns and addresses first-seen only. */
+struct nw_pattern {
+    u8 mac[6];
+    u8 kind;      /* NW_EV_ADDRESS or NW_EV_PATTERN */
+    u8 transport;
+    u16 port;
+    u16 family;
+    u8 addr[16];
+};
+
+/* Runtime switches (array map "dev_settings"), written by the daemon; a reload needs no
+ * recompile. */
+#define NW_SET_DNS 0
+#define NW_SET_HTTP 1
+#define NW_SET_TLS 2
+#define NW_SET_DHCP 3
+#define NW_NSETTINGS 4
+
+/* Loss counters (per-CPU array "dev_losses"). */
+#define NW_LOSS_RING 0       /* events that found the ring full */
+#define NW_LOSS_DEVICES 1    /* packets of devices that found the device map full */
+#define NW_LOSS_MALFORMED 2  /* frames too short or inconsistent to parse */
+#define NW_NLOSSES 3
+
+#endif
