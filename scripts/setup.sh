@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-RUNTIME_PKGS="python3-bpfcc python3-venv python3-systemd dbus dbus-daemon libbpf1 iproute2 bpftool"
+RUNTIME_PKGS="python3-bpfcc python3-venv python3-systemd dbus dbus-daemon libbpf1 iproute2 bpftool ieee-data"
 TEST_PKGS="systemd systemd-container mmdebstrap util-linux procps zstd git"
 
 want="$RUNTIME_PKGS"

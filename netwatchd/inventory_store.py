@@ -1,0 +1,337 @@
+"""The device inventory on disk: one SQLite file in the state directory.
+
+Each device is a row keyed by MAC: the fields people filter on as columns, and the whole
+Device.to_dict() as JSON beside them, so the dataclass can grow without a schema change and
+loading gives back exactly what was saved. The caller batches: one save_devices() call is one
+transaction, so a crash (even SIGKILL) loses at most the batch being written, never half of one.
+
+WAL with synchronous=NORMAL: a commit is in the WAL (the OS has it) before save_devices()
+returns, which survives the process dying; only a power cut can lose the last commits, and
+never corrupts the file. That trade keeps a save to one write() and no fsync per batch.
+
+Errors: StoreError names the file and the problem. CorruptStoreError, its subclass, means the
+file itself is unusable (not SQLite, damaged, not ours): the daemon then move_aside()s it and
+starts afresh. Anything else (permissions, a newer schema, a full disk) is not the file's fault
+and must not cost the user their inventory.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import sqlite3
+import threading
+import time
+from typing import Dict, Iterable, List, Optional, Tuple
+
+from netwatchd.devices import Device, normalize_mac
+
+log = logging.getLogger(__name__)
+
+SCHEMA_VERSION = 1
+DIR_MODE = 0o750  # root and group netwatchd may enter; nobody else sees what devices exist
+FILE_MODE = 0o640  # SQLite gives its -wal and -shm files the mode of the database file
+BUSY_TIMEOUT_MS = 5000  # a reader (a backup, sqlite3 on the command line) may briefly hold a lock
+WAL_SIZE_LIMIT = 8 * 1024 * 1024  # bytes the WAL shrinks back to after a checkpoint
+
+SQLITE_MAGIC = b"SQLite format 3\x00"  # the first 16 bytes of every SQLite database file
+# SQLite's primary result codes that mean the file, not the environment, is at fault.
+_SQLITE_CORRUPT = 11
+_SQLITE_NOTADB = 26
+
+_SCHEMA = (
+    "CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)",
+    """CREATE TABLE IF NOT EXISTS devices (
+        mac TEXT PRIMARY KEY NOT NULL,
+        first_seen_usec INTEGER NOT NULL,
+        last_seen_usec INTEGER NOT NULL,
+        vendor TEXT NOT NULL,
+        hostname TEXT NOT NULL,
+        data TEXT NOT NULL  -- JSON of Device.to_dict(); the columns above are copies for queries
+    )""",
+    "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY NOT NULL, value TEXT NOT NULL)",
+)
+_OUR_TABLES = {"schema_version", "devices", "meta"}
+
+# Upsert: the row becomes what the caller gives. Merging (keeping the earliest first-seen) is the
+# inventory's job, which has the device in memory; the store does not second-guess it.
+_UPSERT = """INSERT INTO devices (mac, first_seen_usec, last_seen_usec, vendor, hostname, data)
+    VALUES (?, ?, ?, ?, ?, ?)
+    ON CONFLICT (mac) DO UPDATE SET first_seen_usec = excluded.first_seen_usec,
+        last_seen_usec = excluded.last_seen_usec, vendor = excluded.vendor,
+        hostname = excluded.hostname, data = excluded.data"""
+
+
+class StoreError(Exception):
+    """The inventory file cannot be used; `path` and `problem` say which and why."""
+
+    def __init__(self, path: str, problem: str):
+        super().__init__(f"{path}: {problem}")
+        self.path = path
+        self.problem = problem
+
+
+class CorruptStoreError(StoreError):
+    """The file is not a usable netwatchd inventory: move it aside and start a new one."""
+
+
+def move_aside(path: str, now: Optional[float] = None) -> str:
+    """Renames a bad inventory to '<path>.corrupt-<time>' (kept for inspection); returns the new name.
+
+    Its -wal and -shm files go with it, first: SQLite would otherwise replay the old WAL into
+    the fresh database created at `path`.
+    """
+    stamp = time.strftime("%Y%m%dT%H%M%S", time.localtime(time.time() if now is None else now))
+    target = f"{path}.corrupt-{stamp}"
+    n = 1
+    while os.path.lexists(target):
+        target = f"{path}.corrupt-{stamp}.{n}"
+        n += 1
+    for suffix in ("-wal", "-shm"):
+        if os.path.lexists(path + suffix):
+            os.rename(path + suffix, target + suffix)
+    os.rename(path, target)
+    return target
+
+
+def _is_corruption(e: sqlite3.Error) -> bool:
+    code = getattr(e, "sqlite_errorcode", None)  # Python >= 3.11
+    if code is not None:
+        return (code & 0xFF) in (_SQLITE_CORRUPT, _SQLITE_NOTADB)  # extended codes carry the primary in the low byte
+    text = str(e)
+    return "not a database" in text or "malformed" in text
+
+
+def _error(path: str, doing: str, e: sqlite3.Error) -> StoreError:
+    cls = CorruptStoreError if _is_corruption(e) else StoreError
+    return cls(path, f"{doing}: {e}")
+
+
+def _make_private_dirs(directory: str) -> None:
+    """Creates `directory` and missing parents with DIR_MODE whatever the umask; existing ones
+    are left alone (the state directory may be shared, or set up by systemd)."""
+    missing = []
+    while directory and not os.path.isdir(directory):
+        missing.append(directory)
+        parent = os.path.dirname(directory)
+        if parent == directory:
+            break
+        directory = parent
+    for d in reversed(missing):
+        try:
+            os.mkdir(d, DIR_MODE)
+        except FileExistsError:
+            continue  # made meanwhile by someone else: theirs, not ours to chmod
+        os.chmod(d, DIR_MODE)
+
+
+def _check_header(path: str) -> None:
+    """A non-empty file must start as SQLite files do. Checked before SQLite opens it: SQLite
+    would delete a -wal file beside a file it cannot read, and that WAL may hold the newest
+    devices, which move_aside() should keep."""
+    with open(path, "rb") as f:
+        head = f.read(len(SQLITE_MAGIC))
+    if head and head != SQLITE_MAGIC:
+        raise CorruptStoreError(path, f"not a database (starts with {head[:8]!r}, not an SQLite header)")
+
+
+def _create_private_file(path: str) -> None:
+    """Creates the database file with FILE_MODE before SQLite does (SQLite would use 0644), or
+    takes group-write and all access by others away from an existing one."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, FILE_MODE)
+    try:
+        mode = os.fstat(fd).st_mode & 0o7777
+        if mode & 0o027:
+            os.fchmod(fd, mode & ~0o027)
+            log.warning("%s was accessible to others (mode %04o); made it %04o", path, mode, mode & ~0o027)
+    finally:
+        os.close(fd)
+
+
+class InventoryStore:
+    """Devices and a little key/value metadata in one SQLite file. Calls are serialized by a
+    lock, so the daemon may save from a worker thread while its event loop reads."""
+
+    def __init__(self, path: str, conn: sqlite3.Connection):
+        self.path = path
+        self._conn = conn
+        self._lock = threading.Lock()
+
+    @classmethod
+    def open(cls, path: str) -> "InventoryStore":
+        """Opens (or creates) the inventory at `path`. Raises CorruptStoreError if the file is
+        not a healthy netwatchd inventory, StoreError for any other reason it cannot be used."""
+        try:
+            _make_private_dirs(os.path.dirname(os.path.abspath(path)))
+            _create_private_file(path)
+            _check_header(path)
+        except OSError as e:
+            raise StoreError(path, f"cannot create or read: {e.strerror or e}") from e
+        try:
+            # isolation_level=None: no implicit transactions; each batch says BEGIN/COMMIT itself.
+            conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        except sqlite3.Error as e:
+            raise _error(path, "cannot open", e) from e
+        try:
+            _prepare(path, conn)
+        except BaseException:
+            conn.close()
+            raise
+        return cls(path, conn)
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()  # the last connection to close checkpoints and removes the WAL
+
+    def __enter__(self) -> "InventoryStore":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def load_devices(self) -> List[Device]:
+        """Every stored device, ordered by MAC. A row whose JSON cannot be read is skipped with a
+        warning: one bad row must not cost the rest of the inventory."""
+        with self._lock:
+            try:
+                rows = self._conn.execute("SELECT mac, data FROM devices ORDER BY mac").fetchall()
+            except sqlite3.Error as e:
+                raise _error(self.path, "cannot read devices", e) from e
+        devices = []
+        for mac, data in rows:
+            try:
+                devices.append(Device.from_dict(json.loads(data)))
+            except (ValueError, TypeError) as e:
+                log.warning("%s: skipped device %s, its record is unreadable: %s", self.path, mac, e)
+        return devices
+
+    def save_devices(self, devices: Iterable[Device]) -> int:
+        """Inserts or replaces `devices` by MAC in one transaction; returns how many. Every MAC
+        must be canonical ('aa:bb:cc:dd:ee:ff'); otherwise ValueError and nothing is written."""
+        rows = [_device_row(d) for d in devices]
+        with self._lock:
+            self._in_transaction("save devices", lambda: self._conn.executemany(_UPSERT, rows))
+        return len(rows)
+
+    def delete_device(self, mac: str) -> bool:
+        """Forgets a device; returns whether it was stored."""
+        mac = normalize_mac(mac)
+        with self._lock:
+            cursor = self._in_transaction(
+                "delete device", lambda: self._conn.execute("DELETE FROM devices WHERE mac = ?", (mac,))
+            )
+        return cursor.rowcount > 0
+
+    def get_meta(self, key: str) -> Optional[str]:
+        with self._lock:
+            try:
+                row = self._conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+            except sqlite3.Error as e:
+                raise _error(self.path, "cannot read meta", e) from e
+        return None if row is None else row[0]
+
+    def set_meta(self, key: str, value: str) -> None:
+        """Stores one string (callers encode numbers and structures); committed on return."""
+        if not isinstance(value, str):
+            raise TypeError(f"meta values are strings, got {type(value).__name__} for {key!r}")
+        with self._lock:
+            self._in_transaction(
+                "set meta",
+                lambda: self._conn.execute(
+                    "INSERT INTO meta (key, value) VALUES (?, ?) "
+                    "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                    (key, value),
+                ),
+            )
+
+    def pragmas(self) -> Dict[str, object]:
+        """The settings this connection runs with, for logs and tests."""
+        with self._lock:
+            return {
+                name: self._conn.execute(f"PRAGMA {name}").fetchone()[0]
+                for name in ("journal_mode", "synchronous", "busy_timeout", "journal_size_limit")
+            }
+
+    def _in_transaction(self, doing: str, work):
+        """Runs `work` between BEGIN IMMEDIATE and COMMIT; rolls back if anything fails."""
+        try:
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                result = work()
+                self._conn.execute("COMMIT")
+            except BaseException:
+                if self._conn.in_transaction:
+                    self._conn.execute("ROLLBACK")
+                raise
+        except sqlite3.Error as e:
+            raise _error(self.path, f"cannot {doing}", e) from e
+        return result
+
+
+_DEVICE_FIELDS = tuple(f.name for f in dataclasses.fields(Device))
+
+
+def _json_default(value: object) -> object:
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return dataclasses.asdict(value)
+    raise TypeError(f"cannot store a {type(value).__name__} in a device record")
+
+
+def _device_row(device: Device) -> Tuple[str, int, int, str, str, str]:
+    if normalize_mac(device.mac) != device.mac:
+        raise ValueError(f"device MAC not in canonical form: {device.mac!r}")
+    # The same mapping as device.to_dict(), without its deep copy: dataclasses.asdict copies every
+    # nested dict and list, which was 90% of the time of a 10k-device save. json walks them as they are.
+    record = {name: getattr(device, name) for name in _DEVICE_FIELDS}
+    data = json.dumps(record, ensure_ascii=False, separators=(",", ":"), default=_json_default)
+    return (device.mac, device.first_seen_usec, device.last_seen_usec, device.vendor, device.hostname, data)
+
+
+def _prepare(path: str, conn: sqlite3.Connection) -> None:
+    """Settings, a health check and the schema. The check reads every page (quick_check), which
+    takes milliseconds for an inventory, so damage is found here, where the daemon can move the
+    file aside, rather than in the middle of a run."""
+    try:
+        conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+        mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+        if mode != "wal":
+            raise StoreError(path, f"cannot use write-ahead logging (journal_mode stays {mode!r})")
+        conn.execute("PRAGMA synchronous = NORMAL")
+        conn.execute(f"PRAGMA journal_size_limit = {WAL_SIZE_LIMIT}")
+        problems = [row[0] for row in conn.execute("PRAGMA quick_check(5)")]
+        if problems != ["ok"]:
+            raise CorruptStoreError(path, "damaged: " + "; ".join(problems))
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            _check_or_create_schema(path, conn)
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+    except sqlite3.Error as e:
+        raise _error(path, "cannot open", e) from e
+
+
+def _check_or_create_schema(path: str, conn: sqlite3.Connection) -> None:
+    tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    if tables and "schema_version" not in tables:
+        raise CorruptStoreError(path, f"not a netwatchd inventory (tables: {', '.join(sorted(tables))})")
+    version = None
+    if tables:
+        row = conn.execute("SELECT MAX(version) FROM schema_version").fetchone()
+        version = row[0] if row else None
+    if version is not None and version > SCHEMA_VERSION:
+        raise StoreError(
+            path, f"written by a newer netwatchd (schema version {version}; this one knows up to {SCHEMA_VERSION})"
+        )
+    # Version 1 is the first: nothing to migrate yet. Later versions upgrade here, step by step.
+    for statement in _SCHEMA:
+        conn.execute(statement)
+    missing = _OUR_TABLES - tables
+    if version is None:
+        conn.execute("DELETE FROM schema_version")
+        conn.execute("INSERT INTO schema_version (version) VALUES (?)", (SCHEMA_VERSION,))
+    elif missing:
+        log.warning("%s: recreated missing table(s) %s", path, ", ".join(sorted(missing)))
