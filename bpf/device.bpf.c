@@ -444,9 +444,10 @@ static __always_inline int handle(struct __sk_buff *skb, int dir)
         }
     }
 
-count:
-    __sync_fetch_and_add(&c->packets[dir][p.pclass & 7], 1);
-    __sync_fetch_and_add(&c->bytes[dir][p.pclass & 7], skb->len);
+count:;
+    u32 slot = dir * NW_NPROTO + (p.pclass & 7);
+    __sync_fetch_and_add(&c->packets[slot], 1);
+    __sync_fetch_and_add(&c->bytes[slot], skb->len);
     return TC_ACT_UNSPEC;
 }
 

@@ -24,8 +24,8 @@ struct nw_mac {
 
 /* Per-device counters, in a hash keyed by MAC. */
 struct nw_dev_counters {
-    u64 packets[2][NW_NPROTO];
-    u64 bytes[2][NW_NPROTO];
+    u64 packets[2 * NW_NPROTO]; /* [direction * NW_NPROTO + protocol]: flat, as bcc's tables read */
+    u64 bytes[2 * NW_NPROTO];
     u64 tcp_syns; /* SYN without ACK sent by the device: a connection attempt */
     u64 created_ns; /* bpf_ktime_get_boot_ns() when first seen */
     u32 ifindex; /* where first seen */

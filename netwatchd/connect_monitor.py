@@ -38,6 +38,7 @@ class ConnectMonitor:
     ):
         self.probe = probe
         self.cfg = cfg
+        self.started_cfg = cfg  # restart-only settings keep these values until a restart
         self.clock = clock
         self.is_gone = is_gone
         self.history = ConnectHistory(cfg.max_window_sec)
@@ -51,7 +52,7 @@ class ConnectMonitor:
         restart_keys = [
             f"connections.{k}"
             for k in ("max_processes", "ring_buffer_kib", "record_events")
-            if getattr(cfg, k) != getattr(self.cfg, k)
+            if getattr(cfg, k) != getattr(self.started_cfg, k)
         ]
         if cfg.trace_udp_sends != self.cfg.trace_udp_sends:
             self.probe.set_udp_sends(cfg.trace_udp_sends)

@@ -3,9 +3,12 @@
     netwatchctl status
     netwatchctl summary (--pid PID | --command NAME) [--duration SEC]
     netwatchctl connections [--pid PID] [--limit N]
+    netwatchctl devices
+    netwatchctl device MAC-OR-IP
 Human tables by default, --json for scripts. Exit codes are stable:
     0 ok, 1 the daemon refused the request (its message is shown), 2 usage,
-    3 netwatchd is not running or the bus is unreachable, 4 access denied by the bus policy.
+    3 netwatchd is not running or the bus is unreachable, 4 access denied by the bus policy,
+    5 no such device.
 """
 from __future__ import annotations
 
@@ -15,7 +18,7 @@ import json
 import sys
 from typing import Any, Dict, List
 
-EXIT_OK, EXIT_REFUSED, EXIT_USAGE, EXIT_NOT_RUNNING, EXIT_DENIED = 0, 1, 2, 3, 4
+EXIT_OK, EXIT_REFUSED, EXIT_USAGE, EXIT_NOT_RUNNING, EXIT_DENIED, EXIT_NO_SUCH_DEVICE = 0, 1, 2, 3, 4, 5
 
 NOT_RUNNING_ERRORS = {
     "org.freedesktop.DBus.Error.ServiceUnknown",
@@ -65,6 +68,57 @@ def render_connections(records: List[Dict[str, Any]], truncated: bool) -> str:
     return text
 
 
+def _total(counters: Dict[str, int], unit: str, direction: str) -> int:
+    return sum(v for k, v in counters.items() if k.startswith(direction + "_") and k.endswith("_" + unit))
+
+
+def render_devices(devices: List[Dict[str, Any]]) -> str:
+    rows = []
+    for d in devices:
+        c = d.get("counters", {})
+        addresses = ", ".join(d["ipv4"] + d["ipv6"]) or "-"
+        vendor = d["vendor"] or ("(randomized)" if d["randomized"] else "-")
+        rows.append([d["mac"], vendor[:28], d["hostname"] or "-", addresses, d["interface"] or "-",
+                     _total(c, "packets", "tx"), _total(c, "packets", "rx"), d["tcp_syns"],
+                     format_time(d["last_seen_usec"]) if d["last_seen_usec"] else "-"])
+    return render_table(rows, ["MAC", "VENDOR", "HOSTNAME", "ADDRESSES", "IFACE", "TX PKTS", "RX PKTS",
+                               "SYNS", "LAST SEEN"])
+
+
+def render_device(d: Dict[str, Any]) -> str:
+    c = d.get("counters", {})
+    lines = [
+        f"          MAC: {d['mac']}{'  (randomized)' if d['randomized'] else ''}",
+        f"       Vendor: {d['vendor'] or '-'}",
+        f"     Hostname: {d['hostname'] or '-'}{' (from ' + d['hostname_source'] + ')' if d['hostname'] else ''}",
+        f"         IPv4: {', '.join(d['ipv4']) or '-'}",
+        f"         IPv6: {', '.join(d['ipv6']) or '-'}",
+        f"    Interface: {d['interface'] or '-'}{' vlan ' + str(d['vlan']) if d['vlan'] else ''}",
+        f"   First seen: {format_time(d['first_seen_usec']) if d['first_seen_usec'] else '-'}",
+        f"    Last seen: {format_time(d['last_seen_usec']) if d['last_seen_usec'] else '-'}",
+        f" TCP attempts: {d['tcp_syns']}   peers: {d['peers']}",
+        f"    DNS names: {', '.join(d['dns_names']) or '-'}",
+        f"   HTTP hosts: {', '.join(d['http_hosts']) or '-'}",
+        f"    TLS names: {', '.join(d['tls_names']) or '-'}",
+    ]
+    rows = []
+    for proto in ("arp", "ipv4", "ipv6", "tcp", "udp", "icmp", "icmpv6", "other"):
+        values = [c.get(f"{dr}_{proto}_{u}", 0) for dr in ("tx", "rx") for u in ("packets", "bytes")]
+        if any(values):
+            rows.append([proto, *values])
+    if rows:
+        lines.append("")
+        lines.append(render_table(rows, ["PROTOCOL", "TX PKTS", "TX BYTES", "RX PKTS", "RX BYTES"]))
+    if d["http_requests"]:
+        lines.append("")
+        lines.append(render_table([list(r) for r in d["http_requests"]], ["METHOD", "HOST", "PATH"]))
+    if d["recent_peers"]:
+        lines.append("")
+        lines.append(render_table([[a, p, t, n or "-"] for a, p, t, n in d["recent_peers"]],
+                                  ["PEER", "PORT", "TRANSPORT", "NAME"]))
+    return "\n".join(lines)
+
+
 def parse_args(argv):
     p = argparse.ArgumentParser(prog="netwatchctl", description="Query the running netwatchd.")
     p.add_argument("--json", action="store_true", help="print JSON for scripts")
@@ -78,6 +132,9 @@ def parse_args(argv):
     c = sub.add_parser("connections", help="recent connect() calls, newest first")
     c.add_argument("--pid", type=int, default=0)
     c.add_argument("--limit", type=int, default=0, help="at most N (default 100, max 1000)")
+    sub.add_parser("devices", help="devices seen on the monitored interfaces")
+    dv = sub.add_parser("device", help="one device, by MAC or IP address")
+    dv.add_argument("address", help="MAC (aa:bb:cc:dd:ee:ff) or IPv4/IPv6 address")
     for sp in sub.choices.values():  # --json after the verb too
         sp.add_argument("--json", action="store_true", default=argparse.SUPPRESS)
     return p.parse_args(argv)
@@ -105,6 +162,12 @@ def run(args) -> int:
             print(json.dumps({"connections": records, "truncated": truncated}, indent=2, sort_keys=True))
         else:
             print(render_connections(records, truncated))
+    elif args.command == "devices":
+        (devices,) = bus_client.call("ListDevices")
+        print(json.dumps(devices, indent=2, sort_keys=True) if args.json else render_devices(devices))
+    elif args.command == "device":
+        (device,) = bus_client.call("GetDevice", "s", args.address)
+        print(json.dumps(device, indent=2, sort_keys=True) if args.json else render_device(device))
     return EXIT_OK
 
 
@@ -119,6 +182,9 @@ def main(argv=None) -> int:
             print("netwatchctl: access denied by the bus policy: only root and members of group "
                   f"netwatchd may query netwatchd ({e.message})", file=sys.stderr)
             return EXIT_DENIED
+        if e.name == "org.netwatchd.Netwatchd1.Error.NoSuchDevice":
+            print(f"netwatchctl: {e.message}", file=sys.stderr)
+            return EXIT_NO_SUCH_DEVICE
         if e.name in NOT_RUNNING_ERRORS:
             print(f"netwatchctl: netwatchd is not running or not reachable: {e.message}", file=sys.stderr)
             return EXIT_NOT_RUNNING

@@ -15,6 +15,7 @@ import time
 from . import __version__, logsetup
 from .config import DEFAULT_CONFIG_PATH, ConfigError, DaemonConfig, load_config
 from .connect_monitor import ConnectMonitor
+from .device_setup import start_devices, stop_devices
 from .notify import Notifier, watchdog_interval_sec
 
 log = logging.getLogger("netwatchd")
@@ -27,23 +28,31 @@ class Daemon:
     def __init__(self, config_path: str, cfg: DaemonConfig, probe=None):
         self.config_path = config_path
         self.cfg = cfg
+        self.started_cfg = cfg  # what restart-only settings are actually running with
         self.started_at_usec = time.time_ns() // 1000
         self.notifier = Notifier()
         self._probe = probe
         self.connects: ConnectMonitor | None = None
+        self.devices = None  # DeviceMonitor when devices.enabled
         self._stop = asyncio.Event()
         self._bus = None
 
     def programs_attached(self) -> list:
-        return self._probe.attached_programs() if self._probe else []
+        names = self._probe.attached_programs() if self._probe else []
+        if self.devices is not None:
+            names += [f"nw_tc_{d}@{ifname}" for ifname in self.devices.interfaces() for d in ("ingress", "egress")]
+        return names
 
     def status_line(self) -> str:
         c = self.connects
-        return "watching connect(): %d attempts, %d processes tracked, %d records lost" % (
+        line = "watching connect(): %d attempts, %d processes tracked, %d records lost" % (
             c.history.total.attempts,
             len(c.history),
             c.events_lost(),
         )
+        if self.devices is not None:
+            line += "; %d devices on %s" % (len(self.devices.devices), ", ".join(self.devices.interfaces()) or "no interface")
+        return line
 
     async def run(self) -> int:
         from . import dbus_service
@@ -55,12 +64,14 @@ class Daemon:
         try:
             self._probe.start()
             self.connects = ConnectMonitor(self._probe, self.cfg.connections)
+            if self.cfg.devices.enabled:
+                self.devices = start_devices(self.cfg)
             dbus_service.export(self._bus, self)
             loop = asyncio.get_running_loop()
             loop.add_signal_handler(signal.SIGTERM, self._stop.set)
             loop.add_signal_handler(signal.SIGINT, self._stop.set)
             loop.add_signal_handler(signal.SIGHUP, self.reload)
-            tasks = [asyncio.create_task(self._every(self._poll_interval, self.connects.poll)),
+            tasks = [asyncio.create_task(self._every(self._poll_interval, self._poll)),
                      asyncio.create_task(self._every(lambda: self.cfg.tick_interval_sec, self._tick))]
             wd = watchdog_interval_sec()
             if wd:
@@ -75,6 +86,8 @@ class Daemon:
                 t.cancel()
         finally:
             self._bus.disconnect()
+            if self.devices is not None:
+                stop_devices(self.devices)
             self._probe.stop()
         return 0
 
@@ -89,8 +102,15 @@ class Daemon:
             except Exception:  # one failed read must not end the loop (or starve the watchdog)
                 log.exception("periodic task %s failed", getattr(fn, "__name__", fn))
 
+    def _poll(self) -> None:
+        self.connects.poll()
+        if self.devices is not None:
+            self.devices.poll()
+
     def _tick(self) -> None:
         self.connects.tick()
+        if self.devices is not None:
+            self.devices.tick()
         self.notifier.status(self.status_line())
 
     def reload(self) -> None:
@@ -102,6 +122,12 @@ class Daemon:
             log.error("reload rejected, keeping the running configuration: %s", e)
         else:
             restart_keys = self.connects.reconfigure(new.connections)
+            if self.devices is not None:
+                restart_keys += self.devices.reconfigure(new.devices)
+            restart_keys += [k for k, changed in (
+                ("devices.enabled", new.devices.enabled != self.started_cfg.devices.enabled),
+                ("state_directory", new.state_directory != self.started_cfg.state_directory),
+            ) if changed]
             logsetup.set_level(new.log_level)
             self.cfg = new
             log.info("configuration reloaded from %s", self.config_path)

@@ -14,6 +14,7 @@ from dbus_fast.constants import PropertyAccess
 from dbus_fast.service import ServiceInterface, dbus_property, method
 
 from . import __version__
+from .device_monitor import NoSuchDevice, device_answer
 from .queries import InvalidQuery
 
 log = logging.getLogger(__name__)
@@ -23,6 +24,7 @@ OBJECT_PATH = "/org/netwatchd/Netwatchd1"
 MANAGER_INTERFACE = "org.netwatchd.Netwatchd1.Manager"
 ERROR_INVALID_ARGS = "org.freedesktop.DBus.Error.InvalidArgs"
 ERROR_FAILED = "org.freedesktop.DBus.Error.Failed"
+ERROR_NO_SUCH_DEVICE = "org.netwatchd.Netwatchd1.Error.NoSuchDevice"
 
 # D-Bus type of every field an answer may carry; records are a{sv} so fields can be added.
 FIELD_SIGNATURES = {
@@ -47,6 +49,26 @@ FIELD_SIGNATURES = {
     "error": "s",
     "outcome": "s",
     "timestamp_usec": "t",
+    # devices
+    "mac": "s",
+    "vendor": "s",
+    "randomized": "b",
+    "hostname": "s",
+    "hostname_source": "s",
+    "first_seen_usec": "t",
+    "last_seen_usec": "t",
+    "interface": "s",
+    "vlan": "q",
+    "ipv4": "as",
+    "ipv6": "as",
+    "counters": "a{st}",
+    "tcp_syns": "t",
+    "peers": "t",
+    "dns_names": "as",
+    "http_hosts": "as",
+    "tls_names": "as",
+    "http_requests": "a(sss)",  # method, host, path
+    "recent_peers": "a(sqss)",  # address, port, transport, name it was looked up by
 }
 
 
@@ -71,6 +93,36 @@ class ManagerInterface(ServiceInterface):
         with _as_dbus_errors():
             records, truncated = self._daemon.connects.list_connections(pid, limit)
             return [[to_vardict(r) for r in records], truncated]
+
+    @method()
+    def ListDevices(self) -> "aa{sv}":  # noqa: F821
+        with _as_dbus_errors():
+            if self._daemon.devices is None:
+                return []
+            return [to_vardict(device_answer(d)) for d in self._daemon.devices.list_devices()]
+
+    @method()
+    def GetDevice(self, mac_or_ip: "s") -> "a{sv}":  # noqa: F821
+        with _as_dbus_errors():
+            if self._daemon.devices is None:
+                raise NoSuchDevice("device watching is disabled in the configuration (devices.enabled)")
+            return to_vardict(device_answer(self._daemon.devices.get_device(mac_or_ip)))
+
+    @dbus_property(access=PropertyAccess.READ)
+    def Interfaces(self) -> "as":  # noqa: F821
+        return self._daemon.devices.interfaces() if self._daemon.devices is not None else []
+
+    @dbus_property(access=PropertyAccess.READ)
+    def DeviceCount(self) -> "u":  # noqa: F821
+        return len(self._daemon.devices.devices) if self._daemon.devices is not None else 0
+
+    @dbus_property(access=PropertyAccess.READ)
+    def DeviceEventsLost(self) -> "t":  # noqa: F821
+        return self._daemon.devices.events_lost() if self._daemon.devices is not None else 0
+
+    @dbus_property(access=PropertyAccess.READ)
+    def MalformedFrames(self) -> "t":  # noqa: F821
+        return self._daemon.devices.probe.losses()["malformed"] if self._daemon.devices is not None else 0
 
     @dbus_property(access=PropertyAccess.READ)
     def Version(self) -> "s":  # noqa: F821
@@ -112,6 +164,8 @@ class _as_dbus_errors:
             return False
         if isinstance(exc, InvalidQuery):
             raise DBusError(ERROR_INVALID_ARGS, str(exc)) from None
+        if isinstance(exc, NoSuchDevice):
+            raise DBusError(ERROR_NO_SUCH_DEVICE, str(exc)) from None
         log.exception("D-Bus method failed")
         raise DBusError(ERROR_FAILED, f"internal error: {exc}") from None
 

@@ -24,8 +24,8 @@ LOSS_RING, LOSS_DEVICES, LOSS_MALFORMED = 0, 1, 2
 
 class DevCounters(ctypes.Structure):
     _fields_ = [
-        ("packets", (ctypes.c_uint64 * NPROTO) * 2),
-        ("bytes", (ctypes.c_uint64 * NPROTO) * 2),
+        ("packets", ctypes.c_uint64 * (2 * NPROTO)),  # [direction * NPROTO + protocol]
+        ("bytes", ctypes.c_uint64 * (2 * NPROTO)),
         ("tcp_syns", ctypes.c_uint64),
         ("created_ns", ctypes.c_uint64),
         ("ifindex", ctypes.c_uint32),
@@ -123,8 +123,8 @@ def counters_dict(c: DevCounters) -> Dict[str, int]:
     out: Dict[str, int] = {}
     for d, direction in enumerate(DIRECTIONS):
         for p, proto in enumerate(PROTOCOLS):
-            out[f"{direction}_{proto}_packets"] = c.packets[d][p]
-            out[f"{direction}_{proto}_bytes"] = c.bytes[d][p]
+            out[f"{direction}_{proto}_packets"] = c.packets[d * NPROTO + p]
+            out[f"{direction}_{proto}_bytes"] = c.bytes[d * NPROTO + p]
     out["tcp_syns"] = c.tcp_syns
     return out
 

@@ -146,6 +146,12 @@ class DaemonProcess:
         self.ready_time = 0.0
 
     def write_config(self, config: Dict) -> None:
+        """The test's config, with state kept in this daemon's own temporary directory unless
+        the test says otherwise (never the host's /var/lib/netwatchd), and device watching off
+        unless the test configures it (it would attach to every interface of the host)."""
+        config = dict(config)
+        config.setdefault("state_directory", str(self.dir / "state"))
+        config.setdefault("devices", {"enabled": False})
         self.config_path.write_text(yaml.safe_dump(config))
 
     def start(self, timeout: float = 90) -> "DaemonProcess":

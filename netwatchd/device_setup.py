@@ -1,0 +1,59 @@
+"""Builds the device watcher from its parts (classifier, vendor db, SQLite inventory) and takes
+it down again. Kept out of daemon.py so the process model stays readable."""
+from __future__ import annotations
+
+import logging
+import os
+from typing import Optional
+
+from .config import DaemonConfig, state_directory
+from .device_monitor import DeviceMonitor
+from .inventory_store import CorruptStoreError, InventoryStore, StoreError, move_aside
+from .vendors import VendorDb
+
+log = logging.getLogger(__name__)
+
+INVENTORY_FILE = "inventory.sqlite3"
+
+
+def open_store(cfg: DaemonConfig) -> Optional[InventoryStore]:
+    """The inventory in the state directory. A corrupt file is kept aside and a new one started,
+    so a bad file costs the history, never the daemon; a file we cannot use for another reason
+    (permissions, a newer schema, a full disk) is left untouched and we run without persistence."""
+    path = os.path.join(state_directory(cfg), INVENTORY_FILE)
+    try:
+        try:
+            return InventoryStore.open(path)
+        except CorruptStoreError as e:
+            kept = move_aside(path)
+            log.error("inventory %s is unusable (%s); kept it as %s and started a new one", path, e.problem, kept)
+            return InventoryStore.open(path)
+    except StoreError as e:
+        log.error("inventory not persisted this run: %s", e)
+        return None
+
+
+def start_devices(cfg: DaemonConfig, probe=None) -> DeviceMonitor:
+    from .device_probe import DeviceProbe
+
+    probe = probe or DeviceProbe(cfg.devices)
+    probe.start()
+    try:
+        store = open_store(cfg)
+        monitor = DeviceMonitor(probe, cfg.devices, VendorDb.load(), store)
+        monitor.refresh_interfaces()
+    except Exception:
+        probe.stop()
+        raise
+    log.info("device inventory: %d devices known, watching %s", len(monitor.devices),
+             ", ".join(monitor.interfaces()) or "no interface yet")
+    return monitor
+
+
+def stop_devices(monitor: DeviceMonitor) -> None:
+    try:
+        monitor.save()
+    finally:
+        if monitor.store is not None:
+            monitor.store.close()
+        monitor.probe.stop()

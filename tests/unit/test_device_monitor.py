@@ -1,0 +1,214 @@
+"""The device engine with a fake probe, fake interfaces and a fake clock."""
+import socket
+import struct
+
+import pytest
+
+from netwatchd.config import DevicesConfig
+from netwatchd.device_monitor import DeviceMonitor, NoSuchDevice, device_answer
+from netwatchd.device_record import (
+    EVENT_SIZE,
+    SNIP_LEN,
+    DevCounters,
+    DevEvent,
+    EV_ADDRESS,
+    EV_NEW_DEVICE,
+    EV_PATTERN,
+    EV_SNIPPET,
+)
+from netwatchd.interfaces import Interface
+from netwatchd.queries import InvalidQuery
+
+CISCO = "00:00:0c:12:34:56"
+PHONE = "02:77:00:00:00:02"  # locally administered: randomized
+
+
+class FakeVendors:
+    def lookup(self, mac):
+        return "Cisco Systems, Inc" if mac.startswith("00:00:0c") else ""
+
+
+class FakeProbe:
+    def __init__(self):
+        self.raw, self.counters, self.links, self.settings = [], {}, {}, None
+
+    def drain(self):
+        raw, self.raw = self.raw, []
+        return raw
+
+    def read_counters(self):
+        return dict(self.counters)
+
+    def losses(self):
+        return {"ring_full": 2, "devices_full": 0, "malformed": 0}
+
+    def attach(self, iface):
+        self.links[iface.name] = iface.ifindex
+
+    def detach(self, name, ifindex):
+        del self.links[name]
+
+    def attached(self):
+        return sorted(self.links.items())
+
+    def apply_settings(self, cfg):
+        self.settings = cfg
+
+
+class FakeStore:
+    def __init__(self, devices=()):
+        self.saved = []
+        self._devices = list(devices)
+
+    def load_devices(self):
+        return list(self._devices)
+
+    def save_devices(self, devices):
+        self.saved.append(sorted(d.mac for d in devices))
+
+
+def mac_bytes(mac):
+    return bytes(int(x, 16) for x in mac.split(":"))
+
+
+def event(kind, mac, *, app=0, direction=0, transport=0, family=2, saddr=None, daddr=None,
+          sport=0, dport=0, payload=b"", ifindex=7, boot_ns=1_000_000_000):
+    unspecified = "0.0.0.0" if family == 2 else "::"
+    saddr, daddr = saddr or unspecified, daddr or unspecified
+    ev = DevEvent()
+    ev.boot_ns, ev.ifindex, ev.kind, ev.app, ev.direction, ev.transport = boot_ns, ifindex, kind, app, direction, transport
+    ev.mac[:] = list(mac_bytes(mac))
+    ev.family, ev.sport, ev.dport = family, sport, dport
+    pack = socket.inet_pton(socket.AF_INET if family == 2 else socket.AF_INET6, saddr)
+    ev.saddr[: len(pack)] = list(pack)
+    pack = socket.inet_pton(socket.AF_INET if family == 2 else socket.AF_INET6, daddr)
+    ev.daddr[: len(pack)] = list(pack)
+    raw = bytes(ev)
+    if kind == EV_SNIPPET:
+        ev.snap_len = len(payload)
+        raw = bytes(ev) + payload.ljust(SNIP_LEN, b"\0")
+    assert len(raw) in (EVENT_SIZE, EVENT_SIZE + SNIP_LEN)
+    return raw
+
+
+def dns_query(name, qtype=1, ident=0x1234, response=False, answers=()):
+    flags = 0x8180 if response else 0x0100
+    msg = struct.pack(">HHHHHH", ident, flags, 1, len(answers), 0, 0)
+    qname = b"".join(bytes([len(p)]) + p.encode() for p in name.split(".")) + b"\0"
+    msg += qname + struct.pack(">HH", qtype, 1)
+    for address in answers:
+        msg += b"\xc0\x0c" + struct.pack(">HHIH", 1, 1, 60, 4) + socket.inet_aton(address)
+    return msg
+
+
+@pytest.fixture
+def env():
+    probe = FakeProbe()
+    ifaces = {"nwh1": Interface("nwh1", 7, True, False, False), "lo": Interface("lo", 1, True, True, False),
+              "br0": Interface("br0", 9, True, False, True)}
+    clock = [1000.0]
+    mon = DeviceMonitor(probe, DevicesConfig(store_interval_sec=5), FakeVendors(), FakeStore(),
+                        clock=lambda: clock[0], list_interfaces=lambda: dict(ifaces),
+                        if_name=lambda i: {7: "nwh1", 9: "br0"}.get(i))
+    return probe, ifaces, clock, mon
+
+
+def test_auto_watches_ports_not_loopback_or_bridges_and_follows_changes(env):
+    probe, ifaces, _, mon = env
+    mon.refresh_interfaces()
+    assert probe.attached() == [("nwh1", 7)]
+    del ifaces["nwh1"]  # the interface vanished
+    mon.refresh_interfaces()
+    assert probe.attached() == []
+    ifaces["nwh1"] = Interface("nwh1", 11, True, False, False)  # back, with a new ifindex
+    mon.refresh_interfaces()
+    assert probe.attached() == [("nwh1", 11)]
+
+
+def test_new_device_vendor_randomized_and_addresses(env):
+    probe, _, _, mon = env
+    probe.raw = [
+        event(EV_NEW_DEVICE, CISCO),
+        event(EV_ADDRESS, CISCO, saddr="10.77.0.11"),
+        event(EV_ADDRESS, CISCO, family=10, saddr="fd77::1"),
+        event(EV_ADDRESS, PHONE, saddr="10.77.0.12"),
+        event(EV_ADDRESS, PHONE, saddr="0.0.0.0"),  # a probe: no binding
+    ]
+    mon.poll()
+    cisco, phone = mon.get_device(CISCO), mon.get_device("10.77.0.12")
+    assert (cisco.vendor, cisco.randomized, cisco.interface) == ("Cisco Systems, Inc", False, "nwh1")
+    assert list(cisco.ipv4) == ["10.77.0.11"] and list(cisco.ipv6) == ["fd77::1"]
+    assert (phone.mac, phone.vendor, phone.randomized, list(phone.ipv4)) == (PHONE, "", True, ["10.77.0.12"])
+    assert mon.get_device("FD77::1").mac == CISCO
+    with pytest.raises(NoSuchDevice, match="no device with address 10.0.0.99"):
+        mon.get_device("10.0.0.99")
+    with pytest.raises(NoSuchDevice, match="no device with MAC 11:22:33:44:55:66"):
+        mon.get_device("11-22-33-44-55-66")
+    with pytest.raises(InvalidQuery, match="neither a MAC address nor an IP address"):
+        mon.get_device("garbage")
+
+
+def test_counters_continue_from_the_kernel_deltas_and_saves_are_batched(env):
+    probe, _, clock, mon = env
+    c = DevCounters()
+    c.packets[4] = 10  # tx udp
+    c.bytes[4] = 430
+    c.tcp_syns = 2
+    probe.counters = {CISCO: c}
+    mon.tick()
+    d = mon.get_device(CISCO)
+    assert d.counters["tx_udp_packets"] == 10 and d.counters["tcp_syns"] == 2
+    c2 = DevCounters.from_buffer_copy(bytes(c))
+    c2.packets[4] = 15
+    probe.counters = {CISCO: c2}
+    clock[0] += 1
+    mon.tick()
+    assert d.counters["tx_udp_packets"] == 15 and d.last_seen_usec == 1001 * 10**6
+    assert mon.store.saved == [[CISCO]]  # first tick saved; the second is inside the interval
+    clock[0] += 5
+    mon.tick()
+    assert mon.store.saved == [[CISCO], [CISCO]]
+
+
+def test_dns_http_tls_and_dhcp_metadata(env):
+    probe, _, _, mon = env
+    hello = bytes.fromhex("16030100") + b"\0" * 10  # not a full hello: no SNI, nothing recorded
+    probe.raw = [
+        event(EV_ADDRESS, CISCO, saddr="10.77.0.11"),
+        event(EV_SNIPPET, CISCO, app=1, transport=17, dport=53, payload=dns_query("www.example.test")),
+        event(EV_SNIPPET, CISCO, app=1, direction=1, transport=17, sport=53,
+              payload=dns_query("www.example.test", response=True, answers=["10.77.0.13"])),
+        event(EV_PATTERN, CISCO, transport=6, daddr="10.77.0.13", dport=80),
+        event(EV_SNIPPET, CISCO, app=3, transport=6, daddr="10.77.0.13", dport=80,
+              payload=b"GET /some/path?q=1 HTTP/1.1\r\nHost: www.example.test\r\n\r\n"),
+        event(EV_SNIPPET, CISCO, app=4, transport=6, dport=443, payload=hello),
+    ]
+    mon.poll()
+    d = mon.get_device(CISCO)
+    assert d.dns_names == {"www.example.test": 1}
+    assert mon.address_names["10.77.0.13"] == "www.example.test"
+    assert d.recent_peers == [{"address": "10.77.0.13", "port": 80, "transport": "tcp", "name": "www.example.test"}]
+    assert d.http_requests == [{"method": "GET", "host": "www.example.test", "path": "/some/path?q=1"}]
+    assert d.tls_names == {}
+    answer = device_answer(d)
+    assert answer["http_hosts"] == ["www.example.test"] and answer["peers"] == 1
+
+
+def test_garbage_snippets_never_crash_or_attribute(env):
+    probe, _, _, mon = env
+    probe.raw = [event(EV_SNIPPET, CISCO, app=a, payload=bytes(range(256)) * 3) for a in (1, 2, 3, 4)]
+    probe.raw.append(b"\x01" * 13)  # a record of a size the kernel never sends
+    mon.poll()
+    d = mon.devices.get(CISCO)
+    assert d is None or (not d.dns_names and not d.http_hosts and not d.tls_names and not d.hostname)
+    assert mon.events_lost() == 2 + 1
+
+
+def test_restart_keys_are_named_once(env):
+    probe, _, _, mon = env
+    import dataclasses
+
+    bigger = dataclasses.replace(mon.cfg, max_devices=8192, capture_dns=False)
+    assert mon.reconfigure(bigger) == ["devices.max_devices"]
+    assert probe.settings.capture_dns is False
+    assert mon.reconfigure(dataclasses.replace(bigger, max_devices=4096)) == []
