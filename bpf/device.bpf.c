@@ -180,6 +180,12 @@ static __always_inline void emit_snippet(struct __sk_buff *skb, u8 app, int dir,
         n = NW_SNIP_LEN;
     if (n == 0)
         return;
+    /* The IP header claims more than the frame holds (cut or forged; the stack drops such a
+     * packet): malformed, not a payload to report -- a cut snippet would read as a real one. */
+    if (p->payload_off + p->payload_len > skb->len) {
+        count_loss(NW_LOSS_MALFORMED);
+        return;
+    }
     struct nw_dev_snippet *s = dev_events.ringbuf_reserve(sizeof(struct nw_dev_snippet));
     if (!s) {
         count_loss(NW_LOSS_RING);
@@ -187,9 +193,6 @@ static __always_inline void emit_snippet(struct __sk_buff *skb, u8 app, int dir,
     }
     fill_event(&s->ev, skb, NW_EV_SNIPPET, dir, mac, peer_mac, vlan, p);
     s->ev.app = app;
-    /* the IP header may claim more than the frame holds (truncated or forged): shrink to fit */
-    if (p->payload_off + n > skb->len)
-        n = skb->len > p->payload_off ? skb->len - p->payload_off : 0;
     /* 1..NW_SNIP_LEN in a form the verifier can see (n is already within it when non-zero) */
     u32 len = ((n - 1) & (NW_SNIP_LEN - 1)) + 1;
     if (n == 0 || bpf_skb_load_bytes(skb, p->payload_off, s->data, len) != 0) {
@@ -336,7 +339,10 @@ static __always_inline int handle(struct __sk_buff *skb, int dir)
         if ((void *)(a + 1) <= end) {
             u32 spa;
             __builtin_memcpy(&spa, a->spa, 4);
-            if (dir == NW_DIR_TX && a->htype == htons(1) && a->ptype == htons(NW_ETH_P_IP) && spa != 0) {
+            int ether_ip = a->htype == htons(1) && a->ptype == htons(NW_ETH_P_IP);
+            if (ether_ip && (a->hlen != 6 || a->plen != 4)) {
+                count_loss(NW_LOSS_MALFORMED); /* the addresses are not where we would read them */
+            } else if (dir == NW_DIR_TX && ether_ip && spa != 0) {
                 p.family = 2;
                 __builtin_memcpy(p.saddr, a->spa, 4);
                 if (first_seen(a->sha, NW_EV_ADDRESS, &p, p.saddr, 0))

@@ -136,6 +136,13 @@ class DeviceMonitor:
         return len(raw)
 
     def tick(self) -> None:
+        self.collect()
+        self.refresh_interfaces()
+        if self.clock() - self._last_save >= self.cfg.store_interval_sec:
+            self.save()
+
+    def collect(self) -> None:
+        """Adds what the kernel counted since the last call to the devices' counters."""
         now = self._now_usec()
         for mac, kernel in self.probe.read_counters().items():
             current = counters_dict(kernel)
@@ -149,9 +156,6 @@ class DeviceMonitor:
                 device.counters[k] = device.counters.get(k, 0) + v
             device.last_seen_usec = now
             self._dirty.add(mac)
-        self.refresh_interfaces()
-        if self.clock() - self._last_save >= self.cfg.store_interval_sec:
-            self.save()
 
     def save(self) -> None:
         """One transaction for everything that changed since the last save."""

@@ -52,7 +52,11 @@ def start_devices(cfg: DaemonConfig, probe=None) -> DeviceMonitor:
 
 def stop_devices(monitor: DeviceMonitor) -> None:
     try:
-        monitor.save()
+        try:  # what arrived since the last poll and tick: a clean stop loses no count
+            monitor.poll()
+            monitor.collect()
+        finally:
+            monitor.save()
     finally:
         if monitor.store is not None:
             monitor.store.close()
