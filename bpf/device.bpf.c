@@ -133,6 +133,11 @@ static __always_inline void count_loss(int which)
         (*v)++;
 }
 
+static __always_inline int same_mac(const u8 *a, const u8 *b)
+{
+    return a[0] == b[0] && a[1] == b[1] && a[2] == b[2] && a[3] == b[3] && a[4] == b[4] && a[5] == b[5];
+}
+
 static __always_inline int setting(int which)
 {
     u32 *v = dev_settings.lookup(&which);
@@ -342,11 +347,13 @@ static __always_inline int handle(struct __sk_buff *skb, int dir)
             int ether_ip = a->htype == htons(1) && a->ptype == htons(NW_ETH_P_IP);
             if (ether_ip && (a->hlen != 6 || a->plen != 4)) {
                 count_loss(NW_LOSS_MALFORMED); /* the addresses are not where we would read them */
-            } else if (dir == NW_DIR_TX && ether_ip && spa != 0) {
+            } else if (dir == NW_DIR_TX && ether_ip && spa != 0 && same_mac(a->sha, mac)) {
+                /* only a device's own ARP binds an address to it: an ARP whose sender MAC is
+                 * not the frame's source could put an address on someone else */
                 p.family = 2;
                 __builtin_memcpy(p.saddr, a->spa, 4);
-                if (first_seen(a->sha, NW_EV_ADDRESS, &p, p.saddr, 0))
-                    emit(skb, NW_EV_ADDRESS, dir, a->sha, peer_mac, vlan, &p);
+                if (first_seen(mac, NW_EV_ADDRESS, &p, p.saddr, 0))
+                    emit(skb, NW_EV_ADDRESS, dir, mac, peer_mac, vlan, &p);
             }
         } else {
             count_loss(NW_LOSS_MALFORMED);

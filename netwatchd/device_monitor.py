@@ -263,7 +263,9 @@ class DeviceMonitor:
         info = app_parsers.parse_dhcp(ev.payload)
         if info is None:
             return
-        mac = info.client_mac or ev.mac
+        if info.client_mac and info.client_mac != ev.mac:
+            return  # a client MAC that is not the frame's sender could name someone else
+        mac = ev.mac
         device = self._device(mac, ev.timestamp_usec, ev.ifindex, ev.vlan)
         if info.hostname:
             self._set_hostname(device, info.hostname, "dhcp")

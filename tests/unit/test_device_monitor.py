@@ -212,3 +212,21 @@ def test_restart_keys_are_named_once(env):
     assert mon.reconfigure(bigger) == ["devices.max_devices"]
     assert probe.settings.capture_dns is False
     assert mon.reconfigure(dataclasses.replace(bigger, max_devices=4096)) == []
+
+
+def test_dhcp_names_only_the_device_that_sent_it(env):
+    from tests.unit.fixtures.app.wire import bootp
+
+    probe, _, _, mon = env
+    # DHCP REQUEST: type 3, hostname "laptop", requested 10.77.0.50
+    options = b"\x35\x01\x03" + b"\x0c\x06laptop" + b"\x32\x04" + socket.inet_aton("10.77.0.50") + b"\xff"
+    own = bootp(options, mac=mac_bytes(CISCO))
+    forged = bootp(options.replace(b"laptop", b"forged"), mac=mac_bytes(PHONE))  # names another MAC
+    probe.raw = [
+        event(EV_SNIPPET, CISCO, app=2, transport=17, sport=68, dport=67, payload=own),
+        event(EV_SNIPPET, CISCO, app=2, transport=17, sport=68, dport=67, payload=forged),
+    ]
+    mon.poll()
+    d = mon.get_device(CISCO)
+    assert (d.hostname, d.hostname_source, list(d.ipv4)) == ("laptop", "dhcp", ["10.77.0.50"])
+    assert PHONE not in mon.devices
