@@ -7,7 +7,7 @@ UNITDIR ?= /etc/systemd/system
 DBUS_POLICYDIR ?= /usr/share/dbus-1/system.d
 PYTEST_ARGS ?=
 
-.PHONY: run test setup setup-test install uninstall bench
+.PHONY: run test setup setup-test install uninstall bench bench-devices
 
 setup:
 	@scripts/setup.sh
@@ -24,6 +24,10 @@ test: setup-test
 
 bench: setup
 	.venv/bin/python bench/connect_bench.py
+
+# The device path (issue 3): BPF ns per packet, sender packet rate, per-device counts (~2 min).
+bench-devices: setup
+	.venv/bin/python bench/device_bench.py
 
 # The package into its own venv, the unit, the bus policy, the config if absent.
 install: setup

@@ -14,7 +14,7 @@ import platform
 import shutil
 import subprocess
 from dataclasses import dataclass
-from typing import Dict, Iterable, Iterator, Optional, Tuple
+from typing import Dict, Iterable, Iterator, List, Optional, Tuple
 
 SYSCTL = "/proc/sys/kernel/bpf_stats_enabled"
 SYS_BPF = {"x86_64": 321, "aarch64": 280}.get(platform.machine())
@@ -97,7 +97,7 @@ def netwatchd_programs(pid: int) -> Dict[str, Prog]:
     for fd, info in _fdinfo(pid):
         prog_id = int(info["prog_id"])
         if "link_id" in info:
-            attach = int(info.get("attach_type", -1))
+            attach = int(info.get("attach_type", "-1").split()[0])  # tcx links add " (ingress)"
             attached[prog_id] = CGROUP_ATTACH_NAMES.get(attach, f"attach_type_{attach}")
         elif "prog_type" in info:
             progs[prog_id] = fd
@@ -113,6 +113,53 @@ def netwatchd_programs(pid: int) -> Dict[str, Prog]:
             raise RuntimeError(f"process {pid} holds two programs on {name}: {named[name].id}, {prog_id}")
         named[name] = Prog(prog_id, pid, progs[prog_id])
     return named
+
+
+@dataclass(frozen=True)
+class TcxLink:
+    prog: Prog
+    ifindex: int
+    attach_type: int  # 46 TCX_INGRESS, 47 TCX_EGRESS
+    link_id: int
+
+
+def tcx_links(pid: int) -> List[TcxLink]:
+    """The TCX links process `pid` holds: which of its programs is attached where. A link goes
+    when its fd is closed, so this is also what that process has attached right now."""
+    progs: Dict[int, int] = {}  # prog id -> fd of the program
+    found = []
+    for fd, info in _fdinfo(pid):
+        if info.get("link_type") == "tcx":
+            found.append((int(info["prog_id"]), int(info.get("ifindex", 0)),
+                          int(info["attach_type"].split()[0]), int(info["link_id"])))
+        elif "prog_type" in info:
+            progs[int(info["prog_id"])] = fd
+    return [TcxLink(Prog(prog_id, pid, progs.get(prog_id, -1)), ifindex, attach, link_id)
+            for prog_id, ifindex, attach, link_id in found]
+
+
+BPF_PROG_QUERY = 16
+
+
+class _ProgQuery(ctypes.Structure):  # union bpf_attr, the BPF_PROG_QUERY member
+    _fields_ = [("target_ifindex", ctypes.c_uint32), ("attach_type", ctypes.c_uint32),
+                ("query_flags", ctypes.c_uint32), ("attach_flags", ctypes.c_uint32), ("prog_ids", ctypes.c_uint64),
+                ("count", ctypes.c_uint32), ("pad", ctypes.c_uint32), ("prog_attach_flags", ctypes.c_uint64),
+                ("link_ids", ctypes.c_uint64), ("link_attach_flags", ctypes.c_uint64), ("revision", ctypes.c_uint64)]
+
+
+def tcx_chain(ifindex: int, attach_type: int, max_progs: int = 64) -> List[int]:
+    """Program ids attached to an interface's TCX hook, in the order they run."""
+    if SYS_BPF is None:
+        raise RuntimeError("BPF_PROG_QUERY: unknown syscall number on this architecture")
+    ids = (ctypes.c_uint32 * max_progs)()
+    attr = _ProgQuery(target_ifindex=ifindex, attach_type=attach_type, prog_ids=ctypes.addressof(ids),
+                      count=max_progs)
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.syscall(SYS_BPF, BPF_PROG_QUERY, ctypes.byref(attr), ctypes.sizeof(attr)) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"BPF_PROG_QUERY ifindex {ifindex} attach type {attach_type}: {os.strerror(err)}")
+    return list(ids[: attr.count])
 
 
 def _perf_event_fds(pid: int) -> Iterator[int]:
