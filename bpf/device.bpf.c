@@ -29,7 +29,9 @@
 #define NW_TCP_SYN 0x02
 #define NW_TCP_ACK 0x10
 
-BPF_HASH(devices, struct nw_mac, struct nw_dev_counters, NW_MAX_DEVICES);
+/* Per-CPU: two CPUs counting the same device (a busy gateway) never bounce its cache line, and
+ * softirq context never runs twice at once on one CPU, so plain adds are exact. */
+BPF_PERCPU_HASH(devices, struct nw_mac, struct nw_dev_counters, NW_MAX_DEVICES);
 BPF_TABLE("lru_hash", struct nw_pattern, u8, seen_patterns, NW_MAX_PATTERNS);
 BPF_ARRAY(dev_settings, u32, NW_NSETTINGS);
 BPF_RINGBUF_OUTPUT(dev_events, NW_DEV_RING_PAGES);
@@ -430,7 +432,7 @@ static __always_inline int handle(struct __sk_buff *skb, int dir)
 
     if (dir == NW_DIR_TX) {
         if (p.pclass == NW_P_TCP && (p.tcp_flags & (NW_TCP_SYN | NW_TCP_ACK)) == NW_TCP_SYN) {
-            __sync_fetch_and_add(&c->tcp_syns, 1);
+            c->tcp_syns += 1;
             report_pattern(skb, c, mac, peer_mac, vlan, &p);
         } else if (p.pclass == NW_P_UDP) {
             report_pattern(skb, c, mac, peer_mac, vlan, &p);
@@ -459,8 +461,8 @@ static __always_inline int handle(struct __sk_buff *skb, int dir)
 
 count:;
     u32 slot = dir * NW_NPROTO + (p.pclass & 7);
-    __sync_fetch_and_add(&c->packets[slot], 1);
-    __sync_fetch_and_add(&c->bytes[slot], skb->len);
+    c->packets[slot] += 1;
+    c->bytes[slot] += skb->len;
     return TC_ACT_UNSPEC;
 }
 

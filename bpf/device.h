@@ -22,12 +22,12 @@ struct nw_mac {
     u16 pad;
 };
 
-/* Per-device counters, in a hash keyed by MAC. */
+/* Per-device counters, in a per-CPU hash keyed by MAC (user space sums the CPUs). */
 struct nw_dev_counters {
     u64 packets[2 * NW_NPROTO]; /* [direction * NW_NPROTO + protocol]: flat, as bcc's tables read */
     u64 bytes[2 * NW_NPROTO];
     u64 tcp_syns; /* SYN without ACK sent by the device: a connection attempt */
-    u64 created_ns; /* bpf_ktime_get_boot_ns() when first seen */
+    u64 created_ns; /* bpf_ktime_get_boot_ns() when first seen (on the CPU that saw it first) */
     u32 ifindex; /* where first seen */
     u16 vlan;
     u16 pad;

@@ -82,6 +82,7 @@ class DeviceMonitor:
         self.malformed_events = 0
         self._kernel_last: Dict[str, Dict[str, int]] = {}
         self._dirty: set = set()
+        self._refused: set = set()  # interfaces whose attach failed, logged once
         self._last_save = 0.0
         self._boot_offset_ns = boot_to_realtime_ns()
         if store is not None:
@@ -105,20 +106,31 @@ class DeviceMonitor:
 
     def refresh_interfaces(self) -> None:
         """Attach to interfaces that appeared, let go of those that vanished."""
-        wanted = choose(self.cfg.interfaces, self.list_interfaces())
+        available = self.list_interfaces()
+        wanted = choose(self.cfg.interfaces, available)
         current = dict(self.probe.attached())
         for name, ifindex in list(current.items()):
-            if name not in wanted or wanted[name].ifindex != ifindex:
-                self.probe.detach(name, ifindex)
+            if name in wanted and wanted[name].ifindex == ifindex:
+                continue
+            self.probe.detach(name, ifindex)
+            now = available.get(name)
+            if now is None or now.ifindex != ifindex:
                 log.warning("interface %s is gone; will watch it again when it returns", name)
+            elif not now.up:
+                log.warning("interface %s is down; will watch it again when it is up", name)
+            else:
+                log.info("no longer watching %s (devices.interfaces changed)", name)
         for name, iface in wanted.items():
             if current.get(name) == iface.ifindex:
                 continue
             try:
                 self.probe.attach(iface)
+                self._refused.discard(name)
                 log.info("watching devices on %s", name)
             except OSError as e:  # vanished in between, or refused: try again next tick
-                log.warning("cannot watch %s: %s", name, e)
+                if name not in self._refused:  # say it once, not every tick
+                    log.warning("cannot watch %s: %s (will keep trying)", name, e)
+                    self._refused.add(name)
 
     def interfaces(self) -> List[str]:
         return [name for name, _ in self.probe.attached()]

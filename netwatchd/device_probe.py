@@ -15,7 +15,7 @@ from typing import Dict, List, Tuple
 from . import bpf_links, kernel_env
 from .config import DevicesConfig
 from .bpf_util import PAGE_SIZE, ProbeError, bpf_source_dir, return_freed_heap, table_items
-from .device_record import LOSS_DEVICES, LOSS_MALFORMED, LOSS_RING, SETTING_INDEX, DevCounters
+from .device_record import LOSS_DEVICES, LOSS_MALFORMED, LOSS_RING, SETTING_INDEX, DevCounters, sum_per_cpu
 from .devices import mac_from_bytes
 from .interfaces import Interface
 
@@ -100,8 +100,8 @@ class DeviceProbe:
     def read_counters(self) -> Dict[str, DevCounters]:
         """Cumulative kernel counters per device MAC."""
         out = {}
-        for key, value in table_items(self._bpf[b"devices"]):
-            out[mac_from_bytes(bytes(key.addr))] = value
+        for key, per_cpu in table_items(self._bpf[b"devices"]):
+            out[mac_from_bytes(bytes(key.addr))] = sum_per_cpu(per_cpu)
         return out
 
     def losses(self) -> Dict[str, int]:

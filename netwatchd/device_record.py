@@ -118,6 +118,23 @@ def decode_device_event(raw: bytes, boot_to_realtime_ns: int) -> DeviceEvent:
     )
 
 
+def sum_per_cpu(values) -> DevCounters:
+    """One device's per-CPU counters added up; where it was first seen is taken from the CPU
+    that saw it first (the others hold zeros there until they count it too)."""
+    total = DevCounters()
+    first = None
+    for v in values:
+        for i in range(2 * NPROTO):
+            total.packets[i] += v.packets[i]
+            total.bytes[i] += v.bytes[i]
+        total.tcp_syns += v.tcp_syns
+        if v.created_ns and (first is None or v.created_ns < first.created_ns):
+            first = v
+    if first is not None:
+        total.created_ns, total.ifindex, total.vlan = first.created_ns, first.ifindex, first.vlan
+    return total
+
+
 def counters_dict(c: DevCounters) -> Dict[str, int]:
     """Kernel counters -> the names in netwatchd.devices.COUNTER_NAMES."""
     out: Dict[str, int] = {}

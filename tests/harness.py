@@ -152,7 +152,10 @@ class DaemonProcess:
         config = dict(config)
         config.setdefault("state_directory", str(self.dir / "state"))
         config.setdefault("devices", {"enabled": False})
-        self.config_path.write_text(yaml.safe_dump(config))
+        # atomically, as an editor saving the file would: a reload never reads half a file
+        tmp = self.config_path.with_suffix(".tmp")
+        tmp.write_text(yaml.safe_dump(config))
+        os.replace(tmp, self.config_path)
 
     def start(self, timeout: float = 90) -> "DaemonProcess":
         env = dict(os.environ, DBUS_SYSTEM_BUS_ADDRESS=self.bus.address, NOTIFY_SOCKET=self.notify.path)

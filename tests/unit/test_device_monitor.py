@@ -230,3 +230,15 @@ def test_dhcp_names_only_the_device_that_sent_it(env):
     d = mon.get_device(CISCO)
     assert (d.hostname, d.hostname_source, list(d.ipv4)) == ("laptop", "dhcp", ["10.77.0.50"])
     assert PHONE not in mon.devices
+
+
+def test_per_cpu_counters_add_up_and_keep_where_the_device_was_first_seen():
+    from netwatchd.device_record import counters_dict, sum_per_cpu
+
+    first, later = DevCounters(), DevCounters()
+    first.packets[4], first.created_ns, first.ifindex = 3, 500, 7
+    later.packets[4], later.packets[8 + 4], later.tcp_syns = 4, 2, 1  # created_ns 0: counted later
+    total = sum_per_cpu([later, first])
+    c = counters_dict(total)
+    assert (c["tx_udp_packets"], c["rx_udp_packets"], c["tcp_syns"]) == (7, 2, 1)
+    assert (total.created_ns, total.ifindex) == (500, 7)
