@@ -436,6 +436,21 @@ def test_capture_http_off_after_a_reload_keeps_http_hosts_out(world):
     assert not any("off.lan.test" in h for h in dev["http_hosts"]), dev
 
 
+def test_dhcp_hostname_and_requested_address_name_the_client(world):
+    """A real DHCP client (busybox udhcpc) asks for an address under a hostname; no server
+    answers, but its DISCOVERs carry both, and they belong to the device that sent them."""
+    vm = world.node("pi")  # dig ran there already: its UDP is not in the ledger anyway
+    requested = vm.ipv4.rsplit(".", 1)[0] + ".200"
+    world.untracked |= {"pi"}  # its broadcasts are UDP the ledger does not count
+    world.lan.ns(vm, "busybox", "udhcpc", "-i", "eth0", "-f", "-n", "-q", "-t", "2", "-T", "1",
+                 "-s", "/bin/true", "-x", "hostname:nw-laptop", "-r", requested, check=False, timeout=20)
+    devs = wait_devices(world.d, lambda ds: ds[vm.mac]["hostname"] == "nw-laptop")
+    dev = devs[vm.mac]
+    assert (dev["hostname"], dev["hostname_source"]) == ("nw-laptop", "dhcp")
+    assert requested in dev["ipv4"] and vm.ipv4 in dev["ipv4"]
+    assert all(d["hostname"] != "nw-laptop" for mac, d in devs.items() if mac != vm.mac)
+
+
 # -- 7. persistence: SIGTERM and SIGKILL, then a new daemon on the same state directory --------------
 
 def restart(world, sig: int) -> DaemonProcess:
