@@ -33,6 +33,9 @@
  * softirq context never runs twice at once on one CPU, so plain adds are exact. */
 BPF_PERCPU_HASH(devices, struct nw_mac, struct nw_dev_counters, NW_MAX_DEVICES);
 BPF_TABLE("lru_hash", struct nw_pattern, u8, seen_patterns, NW_MAX_PATTERNS);
+/* The MAC each IP address was last bound to (ARP/NDP): a binding is reported when it is new or
+ * when it moved to another MAC -- including back again, which is how a flip-flop shows. */
+BPF_TABLE("lru_hash", struct nw_ip_key, struct nw_mac, ip_owner, NW_MAX_PATTERNS);
 BPF_ARRAY(dev_settings, u32, NW_NSETTINGS);
 BPF_RINGBUF_OUTPUT(dev_events, NW_DEV_RING_PAGES);
 BPF_PERCPU_ARRAY(dev_losses, u64, NW_NLOSSES);
@@ -211,7 +214,7 @@ static __always_inline void emit_snippet(struct __sk_buff *skb, u8 app, int dir,
     dev_events.ringbuf_submit(s, BPF_RB_NO_WAKEUP);
 }
 
-/* First-seen only: an LRU remembers (device, kind, address, port, transport). */
+/* First-seen only: an LRU remembers (device, peer address, port, transport). */
 static __always_inline int first_seen(const u8 *mac, u8 kind, struct nw_pkt *p, const u8 *addr, u16 port)
 {
     struct nw_pattern key = {};
@@ -223,6 +226,19 @@ static __always_inline int first_seen(const u8 *mac, u8 kind, struct nw_pkt *p, 
     __builtin_memcpy(key.addr, addr, 16);
     u8 one = 1;
     return seen_patterns.insert(&key, &one) == 0; /* fails when already there */
+}
+
+static __always_inline int binding_changed(const u8 *mac, u16 family, const u8 *addr)
+{
+    struct nw_ip_key key = {.family = family};
+    __builtin_memcpy(key.addr, addr, 16);
+    struct nw_mac *owner = ip_owner.lookup(&key);
+    if (owner && same_mac(owner->addr, mac))
+        return 0;
+    struct nw_mac now = {};
+    __builtin_memcpy(now.addr, mac, 6);
+    ip_owner.update(&key, &now);
+    return 1;
 }
 
 static __always_inline u32 pattern_hash(struct nw_pkt *p)
@@ -354,7 +370,7 @@ static __always_inline int handle(struct __sk_buff *skb, int dir)
                  * not the frame's source could put an address on someone else */
                 p.family = 2;
                 __builtin_memcpy(p.saddr, a->spa, 4);
-                if (first_seen(mac, NW_EV_ADDRESS, &p, p.saddr, 0))
+                if (binding_changed(mac, p.family, p.saddr))
                     emit(skb, NW_EV_ADDRESS, dir, mac, peer_mac, vlan, &p);
             }
         } else {
@@ -421,7 +437,7 @@ static __always_inline int handle(struct __sk_buff *skb, int dir)
                 const u8 *addr = (ic->type == 136 || (ic->type == 135 && src0 == 0)) ? ic->target : p.saddr;
                 u8 bound[16];
                 __builtin_memcpy(bound, addr, 16);
-                if (first_seen(mac, NW_EV_ADDRESS, &p, bound, 0)) {
+                if (binding_changed(mac, p.family, bound)) {
                     struct nw_pkt q = p;
                     __builtin_memcpy(q.saddr, bound, 16);
                     emit(skb, NW_EV_ADDRESS, dir, mac, peer_mac, vlan, &q);

@@ -37,7 +37,7 @@ struct nw_dev_counters {
 
 /* Ring-buffer event kinds. */
 #define NW_EV_NEW_DEVICE 1
-#define NW_EV_ADDRESS 2 /* an (IP, MAC) binding from ARP, NDP */
+#define NW_EV_ADDRESS 2 /* an (IP, MAC) binding from ARP, NDP: new, or moved to another MAC */
 #define NW_EV_PATTERN 3 /* a first-seen (device, peer, port, transport) */
 #define NW_EV_SNIPPET 4 /* the start of an application payload */
 
@@ -73,10 +73,16 @@ struct nw_dev_snippet {
     u8 data[NW_SNIP_LEN];
 };
 
-/* Key of the LRU that makes patterns and addresses first-seen only. */
+struct nw_ip_key {
+    u16 family;
+    u16 pad;
+    u8 addr[16];
+};
+
+/* Key of the LRU that makes patterns first-seen only. */
 struct nw_pattern {
     u8 mac[6];
-    u8 kind;      /* NW_EV_ADDRESS or NW_EV_PATTERN */
+    u8 kind;      /* NW_EV_PATTERN */
     u8 transport;
     u16 port;
     u16 family;
