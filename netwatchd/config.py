@@ -77,6 +77,42 @@ class DevicesConfig:
 
 
 @dataclass(frozen=True)
+class AlertsConfig:
+    # Raise alerts at all (the inventory and counts work either way).
+    enabled: bool = True
+    # After the very first start, new devices are learnt without alerts for this long, so
+    # installing on a busy LAN does not alert for every device already there.
+    learning_period_sec: int = field(default=3600, metadata={"range": IntRange(0, 30 * 86400)})
+    # Ticks a device or command must be observed before its rate may alert.
+    warmup_ticks: int = field(default=300, metadata={"range": IntRange(1, 1_000_000)})
+    # Weight of each new tick in the rolling mean and variance (EWMA).
+    ewma_alpha: float = field(default=0.02, metadata={"float_range": (0.0001, 1.0)})
+    # How many standard deviations above its normal a rate must be to be anomalous.
+    z_threshold: float = field(default=6.0, metadata={"float_range": (1.0, 1000.0)})
+    # Floor on the standard deviation used for scoring, so a flat baseline is not over-sensitive.
+    min_stddev: float = field(default=1.0, metadata={"float_range": (0.01, 1_000_000.0)})
+    # Anomalous ticks in a row before an alert.
+    consecutive_ticks: int = field(default=2, metadata={"range": IntRange(1, 1000)})
+    # One alert per (kind, subject) within this many seconds.
+    cooldown_sec: int = field(default=600, metadata={"range": IntRange(0, 7 * 86400)})
+    # Connection attempts per tick below which a device never alerts (its SYNs).
+    device_connect_floor: int = field(default=20, metadata={"range": IntRange(1, 10_000_000)})
+    # connect() calls per tick below which a command never alerts.
+    process_connect_floor: int = field(default=50, metadata={"range": IntRange(1, 10_000_000)})
+    # Distinct new ports or new peers per tick below which a device's fan-out never alerts.
+    fan_out_floor: int = field(default=20, metadata={"range": IntRange(1, 10_000_000)})
+    # A device or command still warming up alerts only above this many attempts per tick.
+    cold_connect_rate: int = field(default=1000, metadata={"range": IntRange(1, 10_000_000)})
+    # New devices with randomized (locally administered) MACs: alert like any device ("alert"),
+    # never ("ignore"), or at most once per cooldown for all of them together ("once").
+    randomized_macs: str = field(default="once", metadata={"choices": ("alert", "ignore", "once")})
+    # Per-tick history kept for `netwatchctl replay`, in ticks.
+    history_ticks: int = field(default=86400, metadata={"range": IntRange(0, 10_000_000)})
+    # Recent alerts kept for ListAlerts.
+    max_alerts: int = field(default=1000, metadata={"range": IntRange(1, 1_000_000)})
+
+
+@dataclass(frozen=True)
 class DaemonConfig:
     # Seconds between reads of the kernel counters (the resolution of Summary windows).
     tick_interval_sec: float = field(default=1.0, metadata={"float_range": (0.05, 60.0)})
@@ -87,6 +123,7 @@ class DaemonConfig:
     state_directory: str = ""
     connections: ConnectionsConfig = field(default_factory=ConnectionsConfig)
     devices: DevicesConfig = field(default_factory=DevicesConfig)
+    alerts: AlertsConfig = field(default_factory=AlertsConfig)
 
 
 def load_config(path: str) -> DaemonConfig:
