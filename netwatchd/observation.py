@@ -1,0 +1,29 @@
+"""What one tick saw (pure): the detector's input, and what the replay history records."""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Any, Dict, List
+
+
+@dataclass
+class TickObservation:
+    time_usec: int
+    device_connects: Dict[str, int] = field(default_factory=dict)  # mac -> SYNs sent this tick
+    device_new_peers: Dict[str, int] = field(default_factory=dict)  # mac -> first-seen peers
+    device_new_ports: Dict[str, int] = field(default_factory=dict)  # mac -> first-seen ports
+    command_connects: Dict[str, int] = field(default_factory=dict)  # command -> connect() calls
+    command_failed: Dict[str, int] = field(default_factory=dict)  # command -> failed ones
+    command_pids: Dict[str, List[int]] = field(default_factory=dict)  # command -> pids that did it
+    # {"mac", "randomized", "vendor", "interface", "ipv4", "ipv6"}
+    new_devices: List[Dict[str, Any]] = field(default_factory=list)
+    # {"ip", "old_mac", "new_mac", "flip_flop"}
+    address_changes: List[Dict[str, Any]] = field(default_factory=list)
+
+    def to_json(self) -> str:
+        return json.dumps({k: v for k, v in asdict(self).items() if v}, separators=(",", ":"), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> "TickObservation":
+        data = json.loads(text)
+        return cls(**{k: v for k, v in data.items() if k in cls.__dataclass_fields__})
