@@ -46,6 +46,7 @@ class ConnectMonitor:
         self.recent = RecentConnections(cfg.recent_records)
         self.malformed_records = 0
         self._boot_offset_ns = boot_to_realtime_ns()
+        self._since_observed: Dict[str, list] = {}  # command -> [attempts, failed, pids]
 
     def reconfigure(self, cfg: ConnectionsConfig) -> List[str]:
         """Apply what can change live; returns the keys that need a restart to change."""
@@ -85,6 +86,11 @@ class ConnectMonitor:
             name = (key[0], snapshot[key][0])
             per_process[name] = per_process.get(name, ZERO) + delta
         self.history.record(now, per_process)
+        for (pid, command), delta in per_process.items():  # for the detector's next tick
+            seen = self._since_observed.setdefault(command, [0, 0, set()])
+            seen[0] += delta.attempts
+            seen[1] += delta.failed
+            seen[2].add(pid)
         self._free_gone_processes(counts, idle)
         self.history.prune(now)
 
@@ -96,6 +102,16 @@ class ConnectMonitor:
         if gone:
             self.probe.delete_processes(gone)
             self.deltas.forget([key for key in counts if key[0] in gone])
+
+    def take_observation(self, obs) -> None:
+        """Per-command connect() calls since the last observation, into a TickObservation
+        (Summary reads the kernel too, so this gathers every read, not only the tick's)."""
+        for command, (attempts, failed, pids) in self._since_observed.items():
+            if attempts:
+                obs.command_connects[command] = attempts
+                obs.command_failed[command] = failed
+                obs.command_pids[command] = sorted(pids)
+        self._since_observed = {}
 
     # -- queries ---------------------------------------------------------------------------
     def summary(self, pid: int, command: str, duration_sec: int) -> Dict[str, Any]:

@@ -83,11 +83,41 @@ class DeviceMonitor:
         self._kernel_last: Dict[str, Dict[str, int]] = {}
         self._dirty: set = set()
         self._refused: set = set()  # interfaces whose attach failed, logged once
+        # what happened since the last observation (see take_observation)
+        self._obs_syns: Dict[str, int] = {}
+        self._obs_new: List[str] = []
+        self._obs_peers: Dict[str, set] = {}
+        self._obs_ports: Dict[str, set] = {}
+        self._obs_changes: List[Dict[str, Any]] = []
+        # which MAC each IP address belongs to now, and before (flip-flops)
         self._last_save = 0.0
         self._boot_offset_ns = boot_to_realtime_ns()
+        self.ip_owner: Dict[str, str] = {}
+        self.ip_previous_owner: Dict[str, str] = {}
         if store is not None:
             for device in store.load_devices():
                 self.devices[device.mac] = device
+        self._owners_from_inventory()
+
+    def _owners_from_inventory(self) -> None:
+        latest: Dict[str, int] = {}
+        for device in self.devices.values():
+            for table in (device.ipv4, device.ipv6):
+                for ip, seen in table.items():
+                    if seen >= latest.get(ip, -1):
+                        latest[ip], self.ip_owner[ip] = seen, device.mac
+
+    def take_observation(self, obs) -> None:
+        """What the devices did since the last observation, into a TickObservation."""
+        obs.device_connects.update(self._obs_syns)
+        obs.device_new_peers.update({mac: len(v) for mac, v in self._obs_peers.items()})
+        obs.device_new_ports.update({mac: len(v) for mac, v in self._obs_ports.items()})
+        for mac in self._obs_new:
+            d = self.devices[mac]
+            obs.new_devices.append({"mac": mac, "vendor": d.vendor, "randomized": d.randomized,
+                                    "interface": d.interface, "ipv4": sorted(d.ipv4), "ipv6": sorted(d.ipv6)})
+        obs.address_changes.extend(self._obs_changes)
+        self._obs_syns, self._obs_new, self._obs_peers, self._obs_ports, self._obs_changes = {}, [], {}, {}, []
 
     def _now_usec(self) -> int:
         return int(self.clock() * 1e6)
@@ -166,6 +196,8 @@ class DeviceMonitor:
             device = self._device(mac, now, kernel.ifindex, kernel.vlan)
             for k, v in delta.items():
                 device.counters[k] = device.counters.get(k, 0) + v
+            if delta.get("tcp_syns"):
+                self._obs_syns[mac] = self._obs_syns.get(mac, 0) + delta["tcp_syns"]
             device.last_seen_usec = now
             self._dirty.add(mac)
 
@@ -196,6 +228,7 @@ class DeviceMonitor:
                 vlan=vlan,
             )
             self.devices[mac] = device
+            self._obs_new.append(mac)
             log.info("new device %s (%s) on %s", mac, device.vendor or "unknown vendor", device.interface or "?")
         elif ifindex:
             name = self.if_name(ifindex)
@@ -208,10 +241,12 @@ class DeviceMonitor:
         if ev.kind == "new_device":
             self._device(ev.mac, ev.timestamp_usec, ev.ifindex, ev.vlan)
         elif ev.kind == "address":
-            self._bind(ev.mac, ev.saddr, ev.timestamp_usec, ev.ifindex, ev.vlan)
+            self._bind(ev.mac, ev.saddr, ev.timestamp_usec, ev.ifindex, ev.vlan, from_arp_or_ndp=True)
         elif ev.kind == "pattern":
             device = self._device(ev.mac, ev.timestamp_usec, ev.ifindex, ev.vlan)
             device.peers += 1
+            self._obs_peers.setdefault(ev.mac, set()).add(ev.daddr)
+            self._obs_ports.setdefault(ev.mac, set()).add((ev.transport, ev.dport))
             peer = {"address": ev.daddr, "port": ev.dport, "transport": ev.transport,
                     "name": self.address_names.get(ev.daddr, "")}
             append_capped(device.recent_peers, peer, MAX_RECENT_PEERS)
@@ -220,7 +255,8 @@ class DeviceMonitor:
             if handler is not None:
                 handler(ev)
 
-    def _bind(self, mac: str, address: str, when: int, ifindex: int = 0, vlan: int = 0) -> None:
+    def _bind(self, mac: str, address: str, when: int, ifindex: int = 0, vlan: int = 0,
+              from_arp_or_ndp: bool = False) -> None:
         try:
             ip = ipaddress.ip_address(address)
         except ValueError:
@@ -231,6 +267,17 @@ class DeviceMonitor:
         table = device.ipv4 if ip.version == 4 else device.ipv6
         if remember_address(table, str(ip), when):
             log.info("device %s uses %s", mac, ip)
+        if from_arp_or_ndp:  # what a device answers for; a DHCP request is only a wish
+            self._owner_is(str(ip), mac)
+
+    def _owner_is(self, ip: str, mac: str) -> None:
+        old = self.ip_owner.get(ip)
+        if old is not None and old != mac:
+            flip = self.ip_previous_owner.get(ip) == mac
+            self._obs_changes.append({"ip": ip, "old_mac": old, "new_mac": mac, "flip_flop": flip})
+            self.ip_previous_owner[ip] = old
+            log.warning("%s %s: %s -> %s", ip, "flip-flopped" if flip else "changed MAC", old, mac)
+        self.ip_owner[ip] = mac
 
     def _on_dns(self, ev: DeviceEvent) -> None:
         msg = app_parsers.parse_dns(ev.payload)
