@@ -127,3 +127,22 @@ def test_reconfigure_applies_live_settings_and_names_the_rest(env):
     assert mon.reconfigure(new) == ["connections.max_processes"]
     assert probe.udp_sends is False
     assert mon.recent.capacity == 5
+
+
+def test_observation_gathers_every_read_per_command(env):
+    from netwatchd.observation import TickObservation
+
+    probe, clock, _, mon = env
+    probe.counters[(100, 0)] = ("curl", Counts(3, 1, 0, 0))
+    mon.summary(0, "curl", 60)  # a Summary reads the kernel too: still observed
+    probe.counters[(100, 0)] = ("curl", Counts(5, 1, 0, 0))
+    probe.counters[(200, 0)] = ("curl", Counts(0, 2, 0, 0))
+    clock.t += 1
+    mon.tick()
+    obs = TickObservation(time_usec=1)
+    mon.take_observation(obs)
+    assert (obs.command_connects, obs.command_failed, obs.command_pids) == (
+        {"curl": 8}, {"curl": 3}, {"curl": [100, 200]})
+    again = TickObservation(time_usec=2)
+    mon.take_observation(again)
+    assert again.command_connects == {}

@@ -242,3 +242,51 @@ def test_per_cpu_counters_add_up_and_keep_where_the_device_was_first_seen():
     c = counters_dict(total)
     assert (c["tx_udp_packets"], c["rx_udp_packets"], c["tcp_syns"]) == (7, 2, 1)
     assert (total.created_ns, total.ifindex) == (500, 7)
+
+
+def test_observations_for_the_detector_new_devices_patterns_and_address_moves(env):
+    from netwatchd.observation import TickObservation
+
+    probe, _, _, mon = env
+    other = "00:00:0c:99:99:99"
+    probe.raw = [
+        event(EV_ADDRESS, CISCO, saddr="10.77.0.5"),
+        event(EV_PATTERN, CISCO, transport=6, daddr="10.77.0.9", dport=22),
+        event(EV_PATTERN, CISCO, transport=6, daddr="10.77.0.9", dport=23),
+        event(EV_PATTERN, CISCO, transport=6, daddr="10.77.0.8", dport=22),
+    ]
+    mon.poll()
+    obs = TickObservation(time_usec=1)
+    mon.take_observation(obs)
+    assert [d["mac"] for d in obs.new_devices] == [CISCO] and obs.new_devices[0]["ipv4"] == ["10.77.0.5"]
+    assert (obs.device_new_peers, obs.device_new_ports) == ({CISCO: 2}, {CISCO: 2})
+    assert obs.address_changes == []
+    probe.raw = [event(EV_ADDRESS, other, saddr="10.77.0.5")]  # the address moves to another MAC
+    mon.poll()
+    probe.raw = [event(EV_ADDRESS, CISCO, saddr="10.77.0.5")]  # and back: a flip-flop
+    mon.poll()
+    obs = TickObservation(time_usec=2)
+    mon.take_observation(obs)
+    assert obs.address_changes == [
+        {"ip": "10.77.0.5", "old_mac": CISCO, "new_mac": other, "flip_flop": False},
+        {"ip": "10.77.0.5", "old_mac": other, "new_mac": CISCO, "flip_flop": True},
+    ]
+    assert [d["mac"] for d in obs.new_devices] == [other]
+    empty = TickObservation(time_usec=3)
+    mon.take_observation(empty)
+    assert empty == TickObservation(time_usec=3)
+
+
+def test_known_devices_and_their_addresses_survive_a_restart_without_new_device_or_moves(env):
+    from netwatchd.devices import Device
+    from netwatchd.observation import TickObservation
+
+    probe, ifaces, clock, _ = env
+    known = Device(mac=CISCO, first_seen_usec=5, ipv4={"10.77.0.5": 7})
+    mon = DeviceMonitor(probe, DevicesConfig(), FakeVendors(), FakeStore([known]), clock=lambda: clock[0],
+                        list_interfaces=lambda: dict(ifaces), if_name=lambda i: "nwh1")
+    probe.raw = [event(EV_NEW_DEVICE, CISCO), event(EV_ADDRESS, CISCO, saddr="10.77.0.5")]
+    mon.poll()
+    obs = TickObservation(time_usec=1)
+    mon.take_observation(obs)
+    assert obs.new_devices == [] and obs.address_changes == []
