@@ -60,8 +60,12 @@ class Detector:
         if not c.enabled:
             return []
         alerts: List[Alert] = []
+        # a new MAC that took over a known address is that address changing hands (arpwatch's
+        # "changed ethernet address"), reported as address_change, not as a new device too
+        took_over = {change["new_mac"] for change in obs.address_changes}
         for dev in obs.new_devices:
-            alerts += self._new_device(now, dev, obs)
+            if dev["mac"] not in took_over:
+                alerts += self._new_device(now, dev, obs)
         for change in obs.address_changes:
             alerts += self._address_change(now, change)
         scanning = set()

@@ -178,3 +178,10 @@ def test_100k_keys_tick_is_vectorized(keys):
         anomalies = t.update_dense(x, p)
     assert (time.perf_counter() - start) / 3 < 0.5  # generous: the bench measures it properly
     assert [a.key for a in anomalies] == ["k7"]
+
+
+def test_a_new_mac_taking_over_a_known_address_is_an_address_change_only():
+    d = detector()
+    obs = TickObservation(time_usec=30 * SEC, new_devices=[{"mac": B}],
+                          address_changes=[{"ip": "10.0.0.5", "old_mac": A, "new_mac": B}])
+    assert [(a.kind, a.subject) for a in d.tick(obs)] == [("address_change", "ip:10.0.0.5")]
