@@ -5,10 +5,11 @@
     netwatchctl connections [--pid PID] [--limit N]
     netwatchctl devices
     netwatchctl device MAC-OR-IP
+    netwatchctl replay --config FILE [--state-dir DIR]   (reads the history file, no daemon needed)
 Human tables by default, --json for scripts. Exit codes are stable:
     0 ok, 1 the daemon refused the request (its message is shown), 2 usage,
     3 netwatchd is not running or the bus is unreachable, 4 access denied by the bus policy,
-    5 no such device.
+    5 no such device; replay: 66 no usable history, 78 unusable config file.
 """
 from __future__ import annotations
 
@@ -135,12 +136,27 @@ def parse_args(argv):
     sub.add_parser("devices", help="devices seen on the monitored interfaces")
     dv = sub.add_parser("device", help="one device, by MAC or IP address")
     dv.add_argument("address", help="MAC (aa:bb:cc:dd:ee:ff) or IPv4/IPv6 address")
+    add_replay_parser(sub)
     for sp in sub.choices.values():  # --json after the verb too
         sp.add_argument("--json", action="store_true", default=argparse.SUPPRESS)
     return p.parse_args(argv)
 
 
+def add_replay_parser(sub) -> None:
+    from .replay_cli import HELP
+
+    r = sub.add_parser("replay", help="alerts a config would have raised over the recorded history",
+                       description=HELP)
+    r.add_argument("--config", required=True, metavar="FILE", help="netwatchd.yaml to try (its alerts section)")
+    r.add_argument("--state-dir", metavar="DIR", help="where the history is (default: the config's "
+                   "state_directory, else $STATE_DIRECTORY, else /var/lib/netwatchd)")
+
+
 def run(args) -> int:
+    if args.command == "replay":
+        from .replay_cli import run_replay
+
+        return run_replay(args.config, args.state_dir, args.json)
     from . import bus_client
 
     if args.command == "status":

@@ -1,0 +1,262 @@
+"""The per-tick history behind `netwatchctl replay`: what each tick saw, in one SQLite file.
+
+One row per tick: (time_usec, TickObservation.to_json()). The daemon record()s every tick into
+a memory buffer; flush() writes the buffer in one transaction and prunes the file to the newest
+`keep` ticks. The buffer never holds more than `max_buffered` ticks: reaching it flushes, so
+memory stays bounded even if nobody calls flush(). A crash loses at most the buffered ticks.
+
+WAL, synchronous=NORMAL and mode 0640, like the inventory (inventory_store.py): a replay may
+read the file while the daemon writes it.
+
+Errors: HistoryError names the file and the problem; CorruptHistoryError, its subclass, means
+the file itself is unusable (not SQLite, damaged, not ours). The daemon logs either and runs
+without history; the history is a convenience, never worth the daemon.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import sqlite3
+import threading
+from pathlib import Path
+from typing import Iterator, List, Optional, Tuple
+
+from .inventory_store import _create_private_file, _is_corruption, _make_private_dirs
+from .observation import TickObservation
+
+log = logging.getLogger(__name__)
+
+SCHEMA_VERSION = 1
+MAX_BUFFERED = 600  # ticks held in memory before a write, whether flush() is called or not
+READ_BATCH = 1000  # rows per query when reading: no read transaction stays open for long
+BUSY_TIMEOUT_MS = 5000
+WAL_SIZE_LIMIT = 8 * 1024 * 1024
+SQLITE_MAGIC = b"SQLite format 3\x00"
+
+_SCHEMA = (
+    "CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS ticks (time_usec INTEGER PRIMARY KEY, data TEXT NOT NULL)",
+)
+
+
+class HistoryError(Exception):
+    """The history file cannot be used; `path` and `problem` say which and why."""
+
+    def __init__(self, path: str, problem: str):
+        super().__init__(f"{path}: {problem}")
+        self.path = path
+        self.problem = problem
+
+
+class CorruptHistoryError(HistoryError):
+    """The file is not a usable netwatchd tick history."""
+
+
+def _error(path: str, doing: str, e: sqlite3.Error) -> HistoryError:
+    cls = CorruptHistoryError if _is_corruption(e) else HistoryError
+    return cls(path, f"{doing}: {e}")
+
+
+def _check_header(path: str) -> None:
+    with open(path, "rb") as f:
+        head = f.read(len(SQLITE_MAGIC))
+    if head and head != SQLITE_MAGIC:
+        raise CorruptHistoryError(path, f"not a database (starts with {head[:8]!r}, not an SQLite header)")
+
+
+class TickHistory:
+    """Recorded ticks, oldest first. Calls are serialized by a lock (the daemon may save from a
+    worker thread while its event loop records)."""
+
+    def __init__(self, path: str, conn: sqlite3.Connection, keep: int, writable: bool,
+                 max_buffered: int = MAX_BUFFERED):
+        self.path = path
+        self.keep = keep  # settable: the next flush prunes to the new value
+        self.max_buffered = max_buffered
+        self._conn = conn
+        self._writable = writable
+        self._buffer: List[Tuple[int, str]] = []
+        self._lock = threading.RLock()
+
+    # -- opening ------------------------------------------------------------------------------
+    @classmethod
+    def open(cls, path: str, keep: int, max_buffered: int = MAX_BUFFERED) -> "TickHistory":
+        """Opens (or creates) the daemon's history. CorruptHistoryError if the file is not a
+        healthy history, HistoryError for any other reason it cannot be used."""
+        try:
+            _make_private_dirs(os.path.dirname(os.path.abspath(path)))
+            _create_private_file(path)
+            _check_header(path)
+        except OSError as e:
+            raise HistoryError(path, f"cannot create or read: {e.strerror or e}") from e
+        try:
+            conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        except sqlite3.Error as e:
+            raise _error(path, "cannot open", e) from e
+        try:
+            _prepare_for_writing(path, conn)
+        except BaseException:
+            conn.close()
+            raise
+        return cls(path, conn, keep, writable=True, max_buffered=max_buffered)
+
+    @classmethod
+    def open_readonly(cls, path: str) -> "TickHistory":
+        """Opens an existing history to read (a replay): never creates or changes the file."""
+        try:
+            _check_header(path)
+        except FileNotFoundError:
+            raise HistoryError(path, "no such file: no history recorded here (is alerts.history_ticks 0, "
+                                     "or has netwatchd not saved yet?)") from None
+        except OSError as e:
+            raise HistoryError(path, f"cannot read: {e.strerror or e}") from e
+        try:
+            uri = Path(path).absolute().as_uri() + "?mode=ro"
+            conn = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False)
+            conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+            tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        except sqlite3.Error as e:
+            raise _error(path, "cannot open", e) from e
+        if "ticks" not in tables:
+            conn.close()
+            raise CorruptHistoryError(path, "not a netwatchd tick history (no ticks table)")
+        return cls(path, conn, keep=0, writable=False)
+
+    def close(self) -> None:
+        """Writes what is buffered, then closes (the last connection removes the WAL)."""
+        with self._lock:
+            try:
+                if self._writable:
+                    self.flush()
+            finally:
+                self._conn.close()
+
+    def __enter__(self) -> "TickHistory":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # -- writing ------------------------------------------------------------------------------
+    def record(self, obs: TickObservation) -> None:
+        """Buffers one tick; writes the buffer when it is full. A failed write is logged and
+        the buffer dropped: recording never raises into the tick that called it."""
+        with self._lock:
+            self._buffer.append((int(obs.time_usec), obs.to_json()))
+            if len(self._buffer) >= self.max_buffered:
+                try:
+                    self.flush()
+                except HistoryError as e:
+                    log.error("tick history: %s (dropped %d buffered ticks)", e, self.max_buffered)
+
+    def flush(self) -> int:
+        """Writes the buffer in one transaction and prunes to the newest `keep` ticks; returns
+        how many ticks were written. On failure the buffer is dropped (memory stays bounded)
+        and HistoryError raised."""
+        with self._lock:
+            if not self._writable:
+                raise HistoryError(self.path, "opened read-only")
+            rows, self._buffer = self._buffer, []
+            keep = max(0, int(self.keep))
+            try:
+                self._conn.execute("BEGIN IMMEDIATE")
+                try:
+                    if rows and keep:
+                        # a tick with the same time as a stored one (a clock step) replaces it
+                        self._conn.executemany("INSERT OR REPLACE INTO ticks (time_usec, data) VALUES (?, ?)",
+                                               rows[-keep:])
+                    self._prune(keep)
+                    self._conn.execute("COMMIT")
+                except BaseException:
+                    if self._conn.in_transaction:
+                        self._conn.execute("ROLLBACK")
+                    raise
+            except sqlite3.Error as e:
+                raise _error(self.path, "cannot write ticks", e) from e
+            return min(len(rows), keep)
+
+    def _prune(self, keep: int) -> None:
+        if keep == 0:
+            self._conn.execute("DELETE FROM ticks")
+            return
+        row = self._conn.execute("SELECT time_usec FROM ticks ORDER BY time_usec DESC LIMIT 1 OFFSET ?",
+                                 (keep,)).fetchone()
+        if row is not None:  # the newest tick beyond `keep`: it and everything older go
+            self._conn.execute("DELETE FROM ticks WHERE time_usec <= ?", (row[0],))
+
+    @property
+    def buffered(self) -> int:
+        return len(self._buffer)
+
+    # -- reading ------------------------------------------------------------------------------
+    def __len__(self) -> int:
+        """Stored ticks (not counting the buffer)."""
+        with self._lock:
+            try:
+                return self._conn.execute("SELECT COUNT(*) FROM ticks").fetchone()[0]
+            except sqlite3.Error as e:
+                raise _error(self.path, "cannot count ticks", e) from e
+
+    def read(self) -> Iterator[TickObservation]:
+        """Every recorded tick, oldest first (the buffer is written first). Read in batches, so
+        the daemon can keep writing meanwhile; a row that cannot be decoded is skipped with a
+        warning."""
+        if self._writable and self._buffer:
+            self.flush()
+        after: Optional[int] = None
+        while True:
+            with self._lock:
+                try:
+                    if after is None:
+                        rows = self._conn.execute("SELECT time_usec, data FROM ticks ORDER BY time_usec LIMIT ?",
+                                                  (READ_BATCH,)).fetchall()
+                    else:
+                        rows = self._conn.execute(
+                            "SELECT time_usec, data FROM ticks WHERE time_usec > ? ORDER BY time_usec LIMIT ?",
+                            (after, READ_BATCH)).fetchall()
+                except sqlite3.Error as e:
+                    raise _error(self.path, "cannot read ticks", e) from e
+            if not rows:
+                return
+            for time_usec, data in rows:
+                try:
+                    yield TickObservation.from_json(data)
+                except (ValueError, TypeError) as e:
+                    log.warning("%s: skipped the tick at %d, its record is unreadable: %s", self.path, time_usec, e)
+            after = rows[-1][0]
+
+
+def _prepare_for_writing(path: str, conn: sqlite3.Connection) -> None:
+    """Settings and the schema. No quick_check: a day of ticks can be hundreds of MB, too much
+    to read at every start; damage shows as CorruptHistoryError when the page is touched."""
+    try:
+        conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+        mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+        if mode != "wal":
+            raise HistoryError(path, f"cannot use write-ahead logging (journal_mode stays {mode!r})")
+        conn.execute("PRAGMA synchronous = NORMAL")
+        conn.execute(f"PRAGMA journal_size_limit = {WAL_SIZE_LIMIT}")
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            _check_or_create_schema(path, conn)
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+    except sqlite3.Error as e:
+        raise _error(path, "cannot open", e) from e
+
+
+def _check_or_create_schema(path: str, conn: sqlite3.Connection) -> None:
+    tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    if tables and "schema_version" not in tables:
+        raise CorruptHistoryError(path, f"not a netwatchd tick history (tables: {', '.join(sorted(tables))})")
+    version = conn.execute("SELECT MAX(version) FROM schema_version").fetchone()[0] if tables else None
+    if version is not None and version > SCHEMA_VERSION:
+        raise HistoryError(path, f"written by a newer netwatchd (schema version {version}; "
+                                 f"this one knows up to {SCHEMA_VERSION})")
+    for statement in _SCHEMA:
+        conn.execute(statement)
+    if version is None:
+        conn.execute("INSERT INTO schema_version (version) VALUES (?)", (SCHEMA_VERSION,))

@@ -1,0 +1,200 @@
+"""The per-tick history in SQLite: round trip, pruning to `keep`, the buffer bound, bad files."""
+import os
+import sqlite3
+import stat
+
+import pytest
+
+from netwatchd.observation import TickObservation
+from netwatchd.tick_history import CorruptHistoryError, HistoryError, TickHistory
+
+T0 = 1_700_000_000_000_000
+
+
+def tick(n: int) -> TickObservation:
+    return TickObservation(
+        time_usec=T0 + n * 1_000_000,
+        device_connects={"02:00:00:00:00:01": n, "aa:bb:cc:dd:ee:ff": 3},
+        device_new_ports={"02:00:00:00:00:01": n % 7},
+        command_connects={"curl": n + 1},
+        command_failed={"curl": n % 2},
+        command_pids={"curl": [100 + n, 7]},
+        new_devices=[{"mac": "02:00:00:00:00:09", "randomized": True, "vendor": "", "interface": "eth0",
+                      "ipv4": ["10.0.0.9"], "ipv6": []}] if n == 3 else [],
+        address_changes=[{"ip": "10.0.0.1", "old_mac": "aa:aa:aa:aa:aa:aa", "new_mac": "bb:bb:bb:bb:bb:bb",
+                          "flip_flop": False}] if n == 4 else [],
+    )
+
+
+def stored_times(path):
+    with sqlite3.connect(path) as conn:
+        return [r[0] for r in conn.execute("SELECT time_usec FROM ticks ORDER BY time_usec")]
+
+
+def test_round_trip_oldest_first(tmp_path):
+    path = str(tmp_path / "state" / "history.sqlite3")
+    ticks = [tick(n) for n in range(10)]
+    with TickHistory.open(path, keep=100) as h:
+        for t in reversed(ticks[5:]):  # written out of order: read back by time
+            h.record(t)
+        h.flush()
+        for t in ticks[:5]:
+            h.record(t)
+        assert list(h.read()) == ticks  # the buffer is written before reading
+    with TickHistory.open_readonly(path) as h:
+        assert list(h.read()) == ticks
+        assert len(h) == 10
+
+
+def test_file_mode_and_wal(tmp_path):
+    path = str(tmp_path / "history.sqlite3")
+    old = os.umask(0)
+    try:
+        h = TickHistory.open(path, keep=10)
+    finally:
+        os.umask(old)
+    h.record(tick(1))
+    h.flush()
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o640
+    assert h._conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    h.close()
+
+
+def test_reads_across_batches(tmp_path, monkeypatch):
+    monkeypatch.setattr("netwatchd.tick_history.READ_BATCH", 7)
+    path = str(tmp_path / "h.sqlite3")
+    with TickHistory.open(path, keep=1000) as h:
+        for n in range(50):
+            h.record(tick(n))
+    with TickHistory.open_readonly(path) as h:
+        assert [o.time_usec for o in h.read()] == [tick(n).time_usec for n in range(50)]
+
+
+@pytest.mark.parametrize("keep", [1, 5, 30])
+def test_prunes_exactly_to_keep_newest(tmp_path, keep):
+    path = str(tmp_path / "h.sqlite3")
+    with TickHistory.open(path, keep=keep) as h:
+        for n in range(12):
+            h.record(tick(n))
+            if n % 5 == 4:
+                h.flush()
+        h.flush()
+        expected = [tick(n).time_usec for n in range(12)][-keep:]
+        assert stored_times(path) == expected
+        assert len(h) == min(keep, 12)
+
+
+def test_lowering_keep_prunes_at_the_next_flush(tmp_path):
+    path = str(tmp_path / "h.sqlite3")
+    with TickHistory.open(path, keep=100) as h:
+        for n in range(20):
+            h.record(tick(n))
+        h.flush()
+        h.keep = 3  # a reload with a smaller alerts.history_ticks
+        h.flush()
+        assert stored_times(path) == [tick(n).time_usec for n in (17, 18, 19)]
+        h.keep = 0
+        h.record(tick(20))
+        h.flush()
+        assert stored_times(path) == []
+
+
+def test_keep_survives_reopen(tmp_path):
+    path = str(tmp_path / "h.sqlite3")
+    with TickHistory.open(path, keep=10) as h:
+        for n in range(8):
+            h.record(tick(n))
+    with TickHistory.open(path, keep=10) as h:
+        for n in range(8, 16):
+            h.record(tick(n))
+    assert stored_times(path) == [tick(n).time_usec for n in range(6, 16)]
+
+
+def test_buffer_is_bounded_without_flush(tmp_path):
+    path = str(tmp_path / "h.sqlite3")
+    h = TickHistory.open(path, keep=10_000, max_buffered=25)
+    for n in range(100):
+        h.record(tick(n))
+        assert h.buffered < 25
+    assert len(stored_times(path)) == 100  # written 25 at a time, nothing lost
+    h.record(tick(100))
+    assert h.buffered == 1
+    h.close()
+    assert len(stored_times(path)) == 101
+
+
+def test_failed_write_in_record_drops_the_buffer_and_does_not_raise(tmp_path, caplog):
+    path = str(tmp_path / "h.sqlite3")
+    h = TickHistory.open(path, keep=100, max_buffered=3)
+    h._conn.close()  # any sqlite3 error will do
+    for n in range(7):
+        h.record(tick(n))
+    assert h.buffered == 1
+    assert "dropped" in caplog.text
+    with pytest.raises(HistoryError):
+        h.flush()
+    assert h.buffered == 0
+
+
+def test_not_a_database(tmp_path):
+    path = tmp_path / "h.sqlite3"
+    path.write_bytes(b"this is not sqlite at all, just some bytes" * 100)
+    with pytest.raises(CorruptHistoryError, match="not a database"):
+        TickHistory.open(str(path), keep=10)
+    with pytest.raises(CorruptHistoryError, match="not a database"):
+        TickHistory.open_readonly(str(path))
+
+
+def test_damaged_pages(tmp_path):
+    path = str(tmp_path / "h.sqlite3")
+    with TickHistory.open(path, keep=10_000) as h:
+        for n in range(2000):
+            h.record(tick(n))
+    with open(path, "r+b") as f:  # keep the header, garble the pages after it
+        f.seek(100)
+        f.write(b"\xff" * (os.path.getsize(path) - 100))
+    with pytest.raises(CorruptHistoryError):
+        h = TickHistory.open(path, keep=10)
+        h.record(tick(5000))
+        h.flush()
+        list(h.read())
+
+
+def test_someone_elses_database(tmp_path):
+    path = str(tmp_path / "h.sqlite3")
+    with sqlite3.connect(path) as conn:
+        conn.execute("CREATE TABLE photos (id INTEGER)")
+    with pytest.raises(CorruptHistoryError, match="not a netwatchd tick history"):
+        TickHistory.open(path, keep=10)
+    with pytest.raises(CorruptHistoryError, match="not a netwatchd tick history"):
+        TickHistory.open_readonly(path)
+
+
+def test_missing_file_read_only_is_a_clear_error_and_creates_nothing(tmp_path):
+    path = tmp_path / "h.sqlite3"
+    with pytest.raises(HistoryError, match="no such file"):
+        TickHistory.open_readonly(str(path))
+    assert not path.exists()
+
+
+def test_read_only_leaves_the_file_alone(tmp_path):
+    path = str(tmp_path / "h.sqlite3")
+    with TickHistory.open(path, keep=10) as h:
+        h.record(tick(1))
+    before = os.stat(path).st_mtime_ns
+    with TickHistory.open_readonly(path) as r:
+        assert len(list(r.read())) == 1
+        with pytest.raises(HistoryError, match="read-only"):
+            r.flush()
+    assert os.stat(path).st_mtime_ns == before
+
+
+def test_reader_sees_what_a_live_writer_flushed(tmp_path):
+    path = str(tmp_path / "h.sqlite3")
+    w = TickHistory.open(path, keep=100)
+    w.record(tick(1))
+    w.flush()
+    w.record(tick(2))  # buffered, not yet written
+    with TickHistory.open_readonly(path) as r:
+        assert [o.time_usec for o in r.read()] == [tick(1).time_usec]
+    w.close()
