@@ -7,7 +7,7 @@ UNITDIR ?= /etc/systemd/system
 DBUS_POLICYDIR ?= /usr/share/dbus-1/system.d
 PYTEST_ARGS ?=
 
-.PHONY: run test setup setup-test install uninstall bench bench-devices
+.PHONY: run test setup setup-test install uninstall bench bench-devices bench-alerts
 
 setup:
 	@scripts/setup.sh
@@ -28,6 +28,10 @@ bench: setup
 # The device path (issue 3): BPF ns per packet, sender packet rate, per-device counts (~2 min).
 bench-devices: setup
 	.venv/bin/python bench/device_bench.py
+
+# Baselines and alerts (issue 4): update + scoring per tick for 100k keys, vs a per-key Python loop (~5 s, no root).
+bench-alerts: setup
+	.venv/bin/python bench/detector_bench.py
 
 # The package into its own venv, the unit, the bus policy, the config if absent.
 install: setup
