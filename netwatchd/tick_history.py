@@ -77,6 +77,9 @@ class TickHistory:
         self._writable = writable
         self._buffer: List[Tuple[int, str]] = []
         self._lock = threading.RLock()
+        # rows in the file, kept exact by flush(): pruning then walks only the rows it deletes,
+        # not the `keep` it keeps (a day of ticks is ~100 MB of table pages)
+        self._stored = self._count() if writable else 0
 
     # -- opening ------------------------------------------------------------------------------
     @classmethod
@@ -95,10 +98,10 @@ class TickHistory:
             raise _error(path, "cannot open", e) from e
         try:
             _prepare_for_writing(path, conn)
+            return cls(path, conn, keep, writable=True, max_buffered=max_buffered)
         except BaseException:
             conn.close()
             raise
-        return cls(path, conn, keep, writable=True, max_buffered=max_buffered)
 
     @classmethod
     def open_readonly(cls, path: str) -> "TickHistory":
@@ -161,11 +164,8 @@ class TickHistory:
             try:
                 self._conn.execute("BEGIN IMMEDIATE")
                 try:
-                    if rows and keep:
-                        # a tick with the same time as a stored one (a clock step) replaces it
-                        self._conn.executemany("INSERT OR REPLACE INTO ticks (time_usec, data) VALUES (?, ?)",
-                                               rows[-keep:])
-                    self._prune(keep)
+                    stored = self._stored + (self._insert(rows[-keep:]) if keep else 0)
+                    stored -= self._prune(stored - keep)
                     self._conn.execute("COMMIT")
                 except BaseException:
                     if self._conn.in_transaction:
@@ -173,16 +173,26 @@ class TickHistory:
                     raise
             except sqlite3.Error as e:
                 raise _error(self.path, "cannot write ticks", e) from e
+            self._stored = stored
             return min(len(rows), keep)
 
-    def _prune(self, keep: int) -> None:
-        if keep == 0:
-            self._conn.execute("DELETE FROM ticks")
-            return
-        row = self._conn.execute("SELECT time_usec FROM ticks ORDER BY time_usec DESC LIMIT 1 OFFSET ?",
-                                 (keep,)).fetchone()
-        if row is not None:  # the newest tick beyond `keep`: it and everything older go
-            self._conn.execute("DELETE FROM ticks WHERE time_usec <= ?", (row[0],))
+    def _insert(self, rows: List[Tuple[int, str]]) -> int:
+        """Adds `rows`; returns how many rows the table gained. A tick with the time of a stored
+        one (the clock stepped back) replaces it."""
+        before = self._conn.total_changes
+        self._conn.executemany("INSERT OR IGNORE INTO ticks (time_usec, data) VALUES (?, ?)", rows)
+        added = self._conn.total_changes - before
+        if added < len(rows):
+            self._conn.executemany("UPDATE ticks SET data = ? WHERE time_usec = ?", [(d, t) for t, d in rows])
+        return added
+
+    def _prune(self, excess: int) -> int:
+        """Deletes the `excess` oldest ticks; returns how many went."""
+        if excess <= 0:
+            return 0
+        return self._conn.execute(
+            "DELETE FROM ticks WHERE time_usec <= (SELECT time_usec FROM ticks ORDER BY time_usec LIMIT 1 OFFSET ?)",
+            (excess - 1,)).rowcount
 
     @property
     def buffered(self) -> int:
@@ -192,10 +202,13 @@ class TickHistory:
     def __len__(self) -> int:
         """Stored ticks (not counting the buffer)."""
         with self._lock:
-            try:
-                return self._conn.execute("SELECT COUNT(*) FROM ticks").fetchone()[0]
-            except sqlite3.Error as e:
-                raise _error(self.path, "cannot count ticks", e) from e
+            return self._stored if self._writable else self._count()
+
+    def _count(self) -> int:
+        try:
+            return self._conn.execute("SELECT COUNT(*) FROM ticks").fetchone()[0]
+        except sqlite3.Error as e:
+            raise _error(self.path, "cannot count ticks", e) from e
 
     def read(self) -> Iterator[TickObservation]:
         """Every recorded tick, oldest first (the buffer is written first). Read in batches, so

@@ -1,4 +1,5 @@
 """The per-tick history in SQLite: round trip, pruning to `keep`, the buffer bound, bad files."""
+import dataclasses
 import os
 import sqlite3
 import stat
@@ -108,6 +109,24 @@ def test_keep_survives_reopen(tmp_path):
         for n in range(8, 16):
             h.record(tick(n))
     assert stored_times(path) == [tick(n).time_usec for n in range(6, 16)]
+
+
+def test_a_tick_at_a_stored_time_replaces_it_and_pruning_stays_exact(tmp_path):
+    path = str(tmp_path / "h.sqlite3")
+    with TickHistory.open(path, keep=5) as h:
+        for n in range(5):
+            h.record(tick(n))
+        h.flush()
+        again = dataclasses.replace(tick(3), command_connects={"after-a-clock-step": 1})
+        h.record(again)  # the clock stepped back: same time as a stored tick
+        h.record(tick(5))
+        h.flush()
+        assert len(h) == 5
+        assert list(h.read()) == [tick(1), tick(2), again, tick(4), tick(5)]
+    with TickHistory.open(path, keep=5) as h:
+        assert len(h) == 5
+        h.record(tick(6))
+    assert stored_times(path) == [tick(n).time_usec for n in range(2, 7)]
 
 
 def test_buffer_is_bounded_without_flush(tmp_path):
