@@ -6,7 +6,7 @@
 Every timed tick runs, one after the other on the same tick's data:
   1. numpy   BaselineTable.update_dense over all keys (the arithmetic of the hot path);
   2. python  a per-key pure-Python loop doing the same arithmetic (EWMA mean/variance update,
-             z-score, warm-up, floor, streak, clipped learning) over the same data, in lists;
+             z-score, warm-up, floor, streak, clipped learning at a tenth of the weight) over the same data, in lists;
   3. detector  the whole Detector.tick on a TickObservation whose dicts spread the same number
              of keys over its three tables (device SYNs, device fan-out, command connects),
              as the monitors hand it over: only keys with a non-zero count are in the dicts.
@@ -120,9 +120,10 @@ class PythonBaselines:
             if s >= consecutive:
                 fired.append(Anomaly(keys[i], x, m, z, warm))
             learn = m + thr * std if (hot and warm) else x
+            a = alpha * 0.1 if hot else alpha
             d = learn - m
-            mean[i] = m + alpha * d
-            var[i] = (1 - alpha) * (v + alpha * d * d)
+            mean[i] = m + a * d
+            var[i] = (1 - a) * (v + a * d * d)
             ticks[i] += 1
         return fired
 

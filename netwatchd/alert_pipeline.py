@@ -90,7 +90,16 @@ class AlertPipeline:
         _write_atomically(self._path("alerts.json"),
                           lambda tmp: json.dump([a.to_dict() for a in self.log.all()], open(tmp, "w")))
         if self.history is not None:
-            self.history.flush()
+            try:
+                self.history.flush()
+            except Exception as e:  # HistoryError: the replay history loses this batch, nothing else
+                log.error("cannot write the tick history: %s", e)
+
+    def close(self) -> None:
+        """At stop: what was learnt, and the last ticks of history."""
+        self.save()
+        if self.history is not None:
+            self.history.close()
 
     # -- work --------------------------------------------------------------------------------
     def reconfigure(self, cfg: AlertsConfig) -> None:
@@ -125,6 +134,10 @@ def open_history(state_dir: str, keep: int) -> Optional[object]:
     """The per-tick history for `netwatchctl replay`, when history is kept at all."""
     if keep <= 0:
         return None
-    from .tick_history import TickHistory
+    from .tick_history import HistoryError, TickHistory
 
-    return TickHistory.open(history_path(state_dir), keep)
+    try:
+        return TickHistory.open(history_path(state_dir), keep)
+    except HistoryError as e:
+        log.error("running without a replay history: %s", e)
+        return None

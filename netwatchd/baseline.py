@@ -5,7 +5,8 @@ per tick. A tick scores every key in a handful of array operations -- no per-key
 the hot path -- and says which keys are anomalous: warmed up, above an absolute floor, and more
 than z_threshold standard deviations above their own normal for N ticks in a row. Keys still
 warming up are judged against a fixed "cold" rate instead. Anomalous values enter the baseline
-clipped to the threshold, so a storm does not teach the baseline that storms are normal.
+clipped to the threshold and at a tenth of the weight, so a storm does not teach the baseline
+that storms are normal.
 """
 from __future__ import annotations
 
@@ -49,15 +50,18 @@ class BaselineTable:
 
     def indexes(self, keys: Iterable[str]) -> np.ndarray:
         """Slots of `keys`, adding the new ones (arrays grow by doubling)."""
-        out = []
-        for key in keys:
-            i = self._index.get(key)
-            if i is None:
-                i = self._index[key] = len(self._keys)
-                self._keys.append(key)
-                if i >= len(self.mean):
-                    self._grow()
-            out.append(i)
+        keys = list(keys)
+        out = list(map(self._index.get, keys))  # the common case, without a Python-level loop
+        if None in out:
+            for n, key in enumerate(keys):
+                if out[n] is None:
+                    i = self._index.get(key)  # the same new key may come twice
+                    if i is None:
+                        i = self._index[key] = len(self._keys)
+                        self._keys.append(key)
+                        if i >= len(self.mean):
+                            self._grow()
+                    out[n] = i
         return np.asarray(out, dtype=np.int64)
 
     def _grow(self) -> None:
@@ -90,11 +94,14 @@ class BaselineTable:
         anomalies = [
             Anomaly(self._keys[i], float(x[i]), float(mean[i]), float(z[i]), bool(warm[i])) for i in fire
         ]
-        # learn, with anomalous values clipped to the threshold
+        # learn; an anomalous value counts only a tenth, clipped to the threshold: a storm
+        # neither teaches that storms are normal nor inflates the variance enough to hide its
+        # own second tick, while a lasting new level is still learnt, ten times slower
         learn = np.where(hot & warm, mean + p.z_threshold * std, x)
+        alpha = np.where(hot, p.alpha * 0.1, p.alpha)
         delta = learn - mean
-        mean += p.alpha * delta
-        var[:] = (1 - p.alpha) * (var + p.alpha * delta * delta)
+        mean += alpha * delta
+        var[:] = (1 - alpha) * (var + alpha * delta * delta)
         ticks += 1
         return anomalies
 

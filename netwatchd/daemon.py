@@ -13,10 +13,12 @@ import sys
 import time
 
 from . import __version__, logsetup
-from .config import DEFAULT_CONFIG_PATH, ConfigError, DaemonConfig, load_config
+from .config import DEFAULT_CONFIG_PATH, ConfigError, DaemonConfig, load_config, state_directory
+from .alert_pipeline import AlertPipeline, open_history
 from .connect_monitor import ConnectMonitor
 from .device_setup import start_devices, stop_devices
 from .notify import Notifier, watchdog_interval_sec
+from .observation import TickObservation
 
 log = logging.getLogger("netwatchd")
 
@@ -34,6 +36,8 @@ class Daemon:
         self._probe = probe
         self.connects: ConnectMonitor | None = None
         self.devices = None  # DeviceMonitor when devices.enabled
+        self.alerting: AlertPipeline | None = None
+        self._last_alert_save = 0.0
         self._stop = asyncio.Event()
         self._bus = None
 
@@ -66,6 +70,8 @@ class Daemon:
             self.connects = ConnectMonitor(self._probe, self.cfg.connections)
             if self.cfg.devices.enabled:
                 self.devices = start_devices(self.cfg)
+            self.alerting = AlertPipeline(self.cfg.alerts, state_directory(self.cfg),
+                                          history=open_history(state_directory(self.cfg), self.cfg.alerts.history_ticks))
             dbus_service.export(self._bus, self)
             loop = asyncio.get_running_loop()
             loop.add_signal_handler(signal.SIGTERM, self._stop.set)
@@ -88,6 +94,8 @@ class Daemon:
             self._bus.disconnect()
             if self.devices is not None:
                 stop_devices(self.devices)
+            if self.alerting is not None:
+                self.alerting.close()
             self._probe.stop()
         return 0
 
@@ -111,7 +119,19 @@ class Daemon:
         self.connects.tick()
         if self.devices is not None:
             self.devices.tick()
+        self._observe()
         self.notifier.status(self.status_line())
+
+    def _observe(self) -> None:
+        """One tick's observation through the detector; what was learnt saved now and then."""
+        obs = TickObservation(time_usec=time.time_ns() // 1000)
+        self.connects.take_observation(obs)
+        if self.devices is not None:
+            self.devices.take_observation(obs)
+        self.alerting.tick(obs)
+        if time.monotonic() - self._last_alert_save >= self.cfg.devices.store_interval_sec:
+            self._last_alert_save = time.monotonic()
+            self.alerting.save()
 
     def reload(self) -> None:
         """SIGHUP: re-read the file; a bad file is rejected and the running config stays."""
@@ -122,6 +142,7 @@ class Daemon:
             log.error("reload rejected, keeping the running configuration: %s", e)
         else:
             restart_keys = self.connects.reconfigure(new.connections)
+            self.alerting.reconfigure(new.alerts)
             if self.devices is not None:
                 restart_keys += self.devices.reconfigure(new.devices)
             restart_keys += [k for k, changed in (

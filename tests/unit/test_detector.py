@@ -155,7 +155,7 @@ def test_state_round_trip_keeps_baselines_and_cooldowns():
 
 def test_baseline_vectorized_matches_the_arithmetic():
     t = BaselineTable(capacity=2)
-    p = BaselineParams(alpha=0.5, z_threshold=3, min_stddev=1, warmup_ticks=1, floor=0, cold_rate=1e9, consecutive=1)
+    p = BaselineParams(alpha=0.5, z_threshold=10, min_stddev=1, warmup_ticks=1, floor=0, cold_rate=1e9, consecutive=1)
     t.update({"k": 2.0}, p)
     t.update({"k": 4.0, "j": 1.0}, p)  # grows past its capacity
     mean, std, ticks = t.stats("k")
