@@ -33,7 +33,7 @@ bench-devices: setup
 bench-alerts: setup
 	.venv/bin/python bench/detector_bench.py
 
-# The package into its own venv, the unit, the bus policy, the config if absent.
+# The package into its own venv, the unit, the bus policy, the journal catalog, the config if absent.
 install: setup
 	@scripts/install.sh "$(PREFIX)" "$(SYSCONFDIR)" "$(UNITDIR)" "$(DBUS_POLICYDIR)"
 

@@ -1,19 +1,28 @@
 #!/bin/bash
 # make install / make uninstall: the package into its own venv, unit, bus policy, sysusers,
-# config (only if absent: an operator's file is never overwritten), then daemon-reload.
+# journal catalog (journalctl -x), config (only if absent: an operator's file is never
+# overwritten), then daemon-reload.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 uninstall=0
 [ "${1:-}" = "--uninstall" ] && { uninstall=1; shift; }
 prefix=$1 sysconfdir=$2 unitdir=$3 policydir=$4
 
+catalogdir=/usr/lib/systemd/catalog
+
 systemd_running() { [ -d /run/systemd/system ]; }
+# journalctl -x reads a compiled database, not the catalog files: rebuild it after each change.
+update_catalog() {
+  command -v journalctl >/dev/null || return 0
+  journalctl --update-catalog || echo "warning: journalctl --update-catalog failed: journalctl -x will not explain netwatchd's alerts" >&2
+}
 
 if [ "$uninstall" = 1 ]; then
   systemd_running && systemctl disable --now netwatchd.service 2>/dev/null || true
   rm -rf "$prefix"
   rm -f "$unitdir/netwatchd.service" "$policydir/org.netwatchd.Netwatchd1.conf" \
-        /usr/lib/sysusers.d/netwatchd.conf /usr/local/bin/netwatchctl
+        /usr/lib/sysusers.d/netwatchd.conf /usr/local/bin/netwatchctl "$catalogdir/netwatchd.catalog"
+  update_catalog
   systemd_running && systemctl daemon-reload || true
   echo "uninstalled (kept $sysconfdir/netwatchd and /var/lib/netwatchd)"
   exit 0
@@ -27,6 +36,9 @@ install -D -m 0644 systemd/netwatchd.service "$unitdir/netwatchd.service"
 sed -i "s#/opt/netwatchd#$prefix#g; s#/etc/netwatchd#$sysconfdir/netwatchd#g" "$unitdir/netwatchd.service"
 install -D -m 0644 systemd/org.netwatchd.Netwatchd1.conf "$policydir/org.netwatchd.Netwatchd1.conf"
 install -D -m 0644 systemd/netwatchd.sysusers.conf /usr/lib/sysusers.d/netwatchd.conf
+install -D -m 0644 systemd/netwatchd.catalog "$catalogdir/netwatchd.catalog"
+sed -i "s#/opt/netwatchd#$prefix#g" "$catalogdir/netwatchd.catalog"
+update_catalog
 getent group netwatchd >/dev/null || groupadd --system netwatchd
 ln -sfn "$prefix/bin/netwatchctl" /usr/local/bin/netwatchctl
 if [ ! -e "$sysconfdir/netwatchd/netwatchd.yaml" ]; then

@@ -133,8 +133,12 @@ class NotifyReceiver:
 class DaemonProcess:
     """netwatchd in its own process, on a private bus, with a config the test wrote."""
 
-    def __init__(self, bus: PrivateSystemBus, config: Optional[Dict] = None, watchdog_usec: int = 0):
+    def __init__(self, bus: PrivateSystemBus, config: Optional[Dict] = None, watchdog_usec: int = 0,
+                 command_prefix: Optional[List[str]] = None):
+        """command_prefix: what runs netwatchd, e.g. PrivateJournal.command() to start it inside
+        the mount namespace of a journald of the test's own (tests/journal_harness.py)."""
         self.bus = bus
+        self.command_prefix = list(command_prefix or [])
         self.dir = Path(tempfile.mkdtemp(prefix="nwd-daemon-"))
         self.config_path = self.dir / "netwatchd.yaml"
         self.write_config(config or {})
@@ -163,7 +167,7 @@ class DaemonProcess:
             env["WATCHDOG_USEC"] = str(self.watchdog_usec)
         self.exec_time = time.monotonic()
         self.proc = subprocess.Popen(
-            [venv_tool("netwatchd"), "--config", str(self.config_path)],
+            [*self.command_prefix, venv_tool("netwatchd"), "--config", str(self.config_path)],
             env=env, stdin=subprocess.DEVNULL, stdout=open(self.log_path, "ab"), stderr=subprocess.STDOUT,
         )
         if not self.notify.wait_for("READY=1", timeout, alive=lambda: self.proc.poll() is None):

@@ -26,6 +26,7 @@ from pathlib import Path
 
 import pytest
 
+from netwatchd.alerts import KINDS
 from tests.conftest import REPO, requires, require_tools
 from tests.system.container import (
     CACHE_DIR,
@@ -239,6 +240,13 @@ def test_unit_verify_and_security_exposure(box):
     exposure = float(m.group(1))
     print(f"\nsystemd-analyze security --offline=true {UNIT}: exposure {exposure} {m.group(2)}")
     assert exposure < EXPOSURE_BOUND, r.stdout
+
+
+def test_make_install_compiled_the_journal_catalog(box):
+    """journalctl -x can explain every alert kind: the catalog is installed and in the database."""
+    listed = box.run(["journalctl", "--list-catalog", *(k["message_id"] for k in KINDS.values())]).stdout
+    assert sorted(line.split()[0] for line in listed.splitlines()) == sorted(k["message_id"] for k in KINDS.values())
+    assert all(" netwatchd: " in line for line in listed.splitlines()), listed
 
 
 def test_enable_now_is_active_and_ready_after_attach(box):

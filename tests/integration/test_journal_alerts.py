@@ -1,0 +1,133 @@
+"""Alerts in a real journald (started by the test in a mount namespace of its own, see
+tests/journal_harness.py): JournalSink's entries read back with `journalctl -o json`, every field
+there; and `journalctl -x` explaining them from systemd/netwatchd.catalog, installed as make
+install does (copied into the catalog directory, then `journalctl --update-catalog`)."""
+from __future__ import annotations
+
+import json
+import os
+import re
+import sys
+from pathlib import Path
+
+import pytest
+
+from netwatchd.alerts import KINDS, Alert
+from netwatchd.journal_sink import journal_fields
+from tests.conftest import require_root_and_bcc, require_tools, requires
+from tests.harness import DaemonProcess, PrivateSystemBus
+from tests.journal_harness import JOURNALD, PrivateJournal
+from tests.unit.test_journal_catalog import parse_catalog
+
+pytestmark = pytest.mark.root
+
+REPO = Path(__file__).resolve().parents[2]
+CATALOG = REPO / "systemd" / "netwatchd.catalog"
+
+ALERTS = [
+    Alert("65b-1", "new_device", "device:00:16:3e:00:00:03", 1_700_000_000_000_001,
+          "new device 00:16:3e:00:00:03 (Xensource, Inc.) on eth0, 10.0.0.3", observed=1,
+          details={"mac": "00:16:3e:00:00:03", "vendor": "Xensource, Inc.", "randomized": "false", "interface": "eth0"}),
+    Alert("65b-2", "address_change", "ip:10.0.0.5", 1_700_000_000_000_002,
+          "flip flop: 10.0.0.5 went back from 00:16:3e:00:00:05 to 00:16:3e:00:00:06",
+          details={"ip": "10.0.0.5", "old_mac": "00:16:3e:00:00:05", "new_mac": "00:16:3e:00:00:06",
+                   "flip_flop": "true"}),
+    Alert("65b-3", "connect_rate", "command:nwstorm", 1_700_000_000_000_003,
+          "command nwstorm made 5000 connect() calls in a tick (normal 3.5, score 83.2)", observed=5000,
+          baseline=3.5, score=83.25, details={"command": "nwstorm", "failed": "4990", "pids": "4242 4243"}),
+    Alert("65b-4", "fan_out", "device:00:16:3e:00:00:0a", 1_700_000_000_000_004,
+          "device 00:16:3e:00:00:0a reached 997 new ports and 1 new peers in a tick", observed=997,
+          baseline=0.4, score=166.1, details={"mac": "00:16:3e:00:00:0a", "new_ports": "997", "new_peers": "1"}),
+]
+
+# Runs inside the namespace: the sink as the daemon uses it, on the standard socket path.
+EMIT = """
+import json, sys
+sys.path.insert(0, sys.argv[1])
+from netwatchd.alerts import Alert
+from netwatchd.journal_sink import JournalSink
+sink = JournalSink()
+for d in json.loads(sys.argv[2]):
+    sink.emit(Alert.from_dict(d))
+"""
+
+
+@pytest.fixture(scope="module")
+def journal():
+    requires(os.geteuid() == 0, "needs root (mount namespace, journald)")
+    require_tools("unshare", "nsenter", "journalctl")
+    requires(os.path.exists(JOURNALD), f"needs {JOURNALD}")
+    with PrivateJournal() as j:
+        j.install_catalog(CATALOG)
+        r = j.run(sys.executable, "-c", EMIT, str(REPO), json.dumps([a.to_dict() for a in ALERTS]), check=False)
+        assert (r.returncode, r.stderr) == (0, ""), r.stderr  # nothing fell back to stderr
+        yield j
+
+
+@pytest.mark.parametrize("alert", ALERTS, ids=lambda a: a.kind)
+def test_entry_has_every_field(journal, alert):
+    (entry,) = journal.wait_for(f"MESSAGE_ID={KINDS[alert.kind]['message_id']}")
+    expected = journal_fields(alert)
+    assert {k: entry.get(k) for k in expected} == expected
+    assert entry["PRIORITY"] == str(KINDS[alert.kind]["priority"])
+    assert entry["SYSLOG_IDENTIFIER"] == "netwatchd"
+    assert entry["MESSAGE"] == alert.message
+    assert sorted(k for k in entry if k.startswith("NETWATCHD_")) == sorted(k for k in expected if k.startswith("NETWATCHD_"))
+
+
+def test_entries_can_be_found_by_netwatchd_fields(journal):
+    journal.wait_for("SYSLOG_IDENTIFIER=netwatchd", count=len(ALERTS))
+    (scan,) = journal.entries("NETWATCHD_KIND=fan_out")
+    assert scan["NETWATCHD_NEW_PORTS"] == "997" and scan["NETWATCHD_SCORE"] == "166.1"
+    warnings = journal.entries("SYSLOG_IDENTIFIER=netwatchd", "--priority=warning")  # 0..4
+    assert sorted(e["NETWATCHD_KIND"] for e in warnings) == ["address_change", "connect_rate", "fan_out"]
+
+
+def test_catalog_is_in_the_database(journal):
+    listed = journal.journalctl("--list-catalog").stdout
+    for kind in KINDS.values():
+        assert f"{kind['message_id']} netwatchd: " in listed
+
+
+def explanation(journal, alert: Alert) -> list:
+    """The lines `journalctl -x` adds under the alert's entry."""
+    journal.wait_for(f"MESSAGE_ID={alert.message_id}")
+    out = journal.journalctl("-x", "-o", "short", f"MESSAGE_ID={alert.message_id}").stdout
+    return [line[len("░░"):].strip() for line in out.splitlines() if line.startswith("░░")]
+
+
+def expected_explanation(alert: Alert) -> list:
+    """The catalog entry with each @FIELD@ replaced by the entry's field, as journalctl should."""
+    (entry,) = [e for e in parse_catalog(CATALOG.read_text()) if e["id"] == alert.message_id]
+    fields = journal_fields(alert)
+    lines = [f"{k}: {v}" for k, v in entry["headers"].items()] + [""] + entry["body"]
+    while lines[-1] == "":
+        lines.pop()
+    # a field the entry lacked would stay as its bare name; KeyError here says which
+    return [re.sub(r"@([A-Z0-9_]+)@", lambda m: fields[m.group(1)], line).strip() for line in lines]
+
+
+@pytest.mark.parametrize("alert", ALERTS, ids=lambda a: a.kind)
+def test_journalctl_x_explains_every_kind_with_the_entrys_fields(journal, alert):
+    assert explanation(journal, alert) == expected_explanation(alert)
+
+
+def test_journalctl_x_text(journal):
+    """One explanation spelt out, so a broken substitution cannot hide in both sides above."""
+    text = "\n".join(explanation(journal, ALERTS[1]))
+    assert text.startswith("Subject: An address moved to another MAC: ip:10.0.0.5\n"
+                           "Defined-By: netwatchd\n"
+                           "Support: file:///opt/netwatchd/share/doc/netwatchd/README.md\n\n"
+                           "The IP address 10.0.0.5 was used by 00:16:3e:00:00:05 and is now used by\n"
+                           "00:16:3e:00:00:06. Alert id: 65b-2.\n")
+
+
+def test_netwatchd_runs_inside_and_logs_to_this_journal(journal):
+    """What issue 4's acceptance tests build on: the whole daemon inside the namespace
+    (DaemonProcess(command_prefix=journal.command())), its journal entries read back here."""
+    require_root_and_bcc()
+    require_tools("dbus-daemon")
+    with PrivateSystemBus() as bus, DaemonProcess(bus, {}, command_prefix=journal.command()) as daemon:
+        entries = journal.wait_for("SYSLOG_IDENTIFIER=netwatchd", f"_PID={daemon.pid}")
+        assert any(e["MESSAGE"].startswith("netwatchd ") and " ready: " in e["MESSAGE"] for e in entries)
+        assert daemon.log() == ""  # nothing on stderr: logs went to journald
