@@ -5,6 +5,8 @@
     netwatchctl connections [--pid PID] [--limit N]
     netwatchctl devices
     netwatchctl device MAC-OR-IP
+    netwatchctl alerts [--limit N]
+    netwatchctl watch                  AlertRaised as it happens, until Ctrl-C / SIGTERM
     netwatchctl replay --config FILE [--state-dir DIR]   (reads the history file, no daemon needed)
 Human tables by default, --json for scripts. Exit codes are stable:
     0 ok, 1 the daemon refused the request (its message is shown), 2 usage,
@@ -14,10 +16,14 @@ Human tables by default, --json for scripts. Exit codes are stable:
 from __future__ import annotations
 
 import argparse
+import asyncio
 import datetime
 import json
+import os
+import signal
 import sys
-from typing import Any, Dict, List
+import time
+from typing import Any, Dict, List, Optional
 
 EXIT_OK, EXIT_REFUSED, EXIT_USAGE, EXIT_NOT_RUNNING, EXIT_DENIED, EXIT_NO_SUCH_DEVICE = 0, 1, 2, 3, 4, 5
 
@@ -51,7 +57,38 @@ def render_status(props: Dict[str, Any]) -> str:
         f"     Connects: {props.get('ConnectAttempts', 0)} attempts seen",
         f"  Events lost: {props.get('EventsLost', 0)}",
         f"  Untracked processes: {props.get('ProcessesUntracked', 0)}",
-    ])
+    ] + render_alert_status(props))
+
+
+def render_alert_status(props: Dict[str, Any]) -> List[str]:
+    if "AlertCounts" not in props:  # a daemon from before alerts
+        return []
+    counts = props["AlertCounts"]
+    if not counts:
+        return ["       Alerts: off (alerts.enabled is false)"]
+    per_kind = ", ".join(f"{kind} {n}" for kind, n in counts.items())
+    learning = "yes (new devices are learnt without alerts)" if props.get("Learning") else "no"
+    return [f"       Alerts: {props.get('AlertsRaised', sum(counts.values()))} raised: {per_kind}",
+            f"     Learning: {learning}"]
+
+
+def render_alerts(records: List[Dict[str, Any]]) -> str:
+    if not records:
+        return "No alerts."
+    rows = [[format_time(r["timestamp_usec"]), r["kind"], r["subject"], r["message"]] for r in records]
+    return render_table(rows, ["TIME", "KIND", "SUBJECT", "MESSAGE"])
+
+
+def render_watched_alert(alert_id: str, kind: str, subject: str, record: Optional[Dict[str, Any]]) -> str:
+    """One line per AlertRaised; with its time and message when ListAlerts still had the record."""
+    if record is None:
+        return f"{format_time(time.time_ns() // 1000)}  {alert_id}  {kind}  {subject}"
+    return f"{format_time(record['timestamp_usec'])}  {alert_id}  {kind}  {subject}  {record['message']}"
+
+
+def watched_alert_json(alert_id: str, kind: str, subject: str, record: Optional[Dict[str, Any]]) -> str:
+    return json.dumps(record if record is not None else {"id": alert_id, "kind": kind, "subject": subject},
+                      sort_keys=True)
 
 
 def render_connections(records: List[Dict[str, Any]], truncated: bool) -> str:
@@ -136,6 +173,9 @@ def parse_args(argv):
     sub.add_parser("devices", help="devices seen on the monitored interfaces")
     dv = sub.add_parser("device", help="one device, by MAC or IP address")
     dv.add_argument("address", help="MAC (aa:bb:cc:dd:ee:ff) or IPv4/IPv6 address")
+    al = sub.add_parser("alerts", help="recent alerts, newest first")
+    al.add_argument("--limit", type=int, default=0, help="at most N (default 100, max 1000)")
+    sub.add_parser("watch", help="print alerts as they are raised, until Ctrl-C")
     add_replay_parser(sub)
     for sp in sub.choices.values():  # --json after the verb too
         sp.add_argument("--json", action="store_true", default=argparse.SUPPRESS)
@@ -184,6 +224,39 @@ def run(args) -> int:
     elif args.command == "device":
         (device,) = bus_client.call("GetDevice", "s", args.address)
         print(json.dumps(device, indent=2, sort_keys=True) if args.json else render_device(device))
+    elif args.command == "alerts":
+        if args.limit < 0:
+            print("netwatchctl: --limit must not be negative", file=sys.stderr)
+            return EXIT_USAGE
+        (records,) = bus_client.call("ListAlerts", "u", args.limit)
+        print(json.dumps(records, indent=2, sort_keys=True) if args.json else render_alerts(records))
+    elif args.command == "watch":
+        return watch(args.json)
+    return EXIT_OK
+
+
+def watch(as_json: bool) -> int:
+    """Until SIGINT/SIGTERM (exit 0); a reader that goes away (`| head -1`) also ends it quietly."""
+    from . import bus_client
+
+    def on_alert(*alert) -> None:
+        print(watched_alert_json(*alert) if as_json else render_watched_alert(*alert), flush=True)
+
+    def on_note(text: str) -> None:
+        print(f"netwatchctl: {text}", file=sys.stderr, flush=True)
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await bus_client.watch_alerts(on_alert, on_note, stop)
+
+    try:
+        asyncio.run(main())
+    except BrokenPipeError:
+        # stdout's reader left; point stdout at /dev/null so the interpreter's final flush is quiet
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     return EXIT_OK
 
 
