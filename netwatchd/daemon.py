@@ -17,6 +17,7 @@ from .config import DEFAULT_CONFIG_PATH, ConfigError, DaemonConfig, load_config,
 from .alert_pipeline import AlertPipeline, open_history
 from .connect_monitor import ConnectMonitor
 from .device_setup import start_devices, stop_devices
+from .journal_sink import JournalSink
 from .notify import Notifier, watchdog_interval_sec
 from .observation import TickObservation
 
@@ -70,9 +71,10 @@ class Daemon:
             self.connects = ConnectMonitor(self._probe, self.cfg.connections)
             if self.cfg.devices.enabled:
                 self.devices = start_devices(self.cfg)
-            self.alerting = AlertPipeline(self.cfg.alerts, state_directory(self.cfg),
+            self.alerting = AlertPipeline(self.cfg.alerts, state_directory(self.cfg), sinks=[JournalSink()],
                                           history=open_history(state_directory(self.cfg), self.cfg.alerts.history_ticks))
-            dbus_service.export(self._bus, self)
+            interface = dbus_service.export(self._bus, self)
+            self.alerting.sinks.append(dbus_service.DBusAlertSink(interface))
             loop = asyncio.get_running_loop()
             loop.add_signal_handler(signal.SIGTERM, self._stop.set)
             loop.add_signal_handler(signal.SIGINT, self._stop.set)
