@@ -26,19 +26,15 @@ import time
 from typing import Dict, Iterable, List, Optional, Tuple
 
 from netwatchd.devices import Device, normalize_mac
+from netwatchd.sqlite_files import create_private_file, is_corruption, make_private_dirs
 
 log = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 1
-DIR_MODE = 0o750  # root and group netwatchd may enter; nobody else sees what devices exist
-FILE_MODE = 0o640  # SQLite gives its -wal and -shm files the mode of the database file
 BUSY_TIMEOUT_MS = 5000  # a reader (a backup, sqlite3 on the command line) may briefly hold a lock
 WAL_SIZE_LIMIT = 8 * 1024 * 1024  # bytes the WAL shrinks back to after a checkpoint
 
 SQLITE_MAGIC = b"SQLite format 3\x00"  # the first 16 bytes of every SQLite database file
-# SQLite's primary result codes that mean the file, not the environment, is at fault.
-_SQLITE_CORRUPT = 11
-_SQLITE_NOTADB = 26
 
 _SCHEMA = (
     "CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)",
@@ -95,35 +91,9 @@ def move_aside(path: str, now: Optional[float] = None) -> str:
     return target
 
 
-def _is_corruption(e: sqlite3.Error) -> bool:
-    code = getattr(e, "sqlite_errorcode", None)  # Python >= 3.11
-    if code is not None:
-        return (code & 0xFF) in (_SQLITE_CORRUPT, _SQLITE_NOTADB)  # extended codes carry the primary in the low byte
-    text = str(e)
-    return "not a database" in text or "malformed" in text
-
-
 def _error(path: str, doing: str, e: sqlite3.Error) -> StoreError:
-    cls = CorruptStoreError if _is_corruption(e) else StoreError
+    cls = CorruptStoreError if is_corruption(e) else StoreError
     return cls(path, f"{doing}: {e}")
-
-
-def _make_private_dirs(directory: str) -> None:
-    """Creates `directory` and missing parents with DIR_MODE whatever the umask; existing ones
-    are left alone (the state directory may be shared, or set up by systemd)."""
-    missing = []
-    while directory and not os.path.isdir(directory):
-        missing.append(directory)
-        parent = os.path.dirname(directory)
-        if parent == directory:
-            break
-        directory = parent
-    for d in reversed(missing):
-        try:
-            os.mkdir(d, DIR_MODE)
-        except FileExistsError:
-            continue  # made meanwhile by someone else: theirs, not ours to chmod
-        os.chmod(d, DIR_MODE)
 
 
 def _check_header(path: str) -> None:
@@ -134,19 +104,6 @@ def _check_header(path: str) -> None:
         head = f.read(len(SQLITE_MAGIC))
     if head and head != SQLITE_MAGIC:
         raise CorruptStoreError(path, f"not a database (starts with {head[:8]!r}, not an SQLite header)")
-
-
-def _create_private_file(path: str) -> None:
-    """Creates the database file with FILE_MODE before SQLite does (SQLite would use 0644), or
-    takes group-write and all access by others away from an existing one."""
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, FILE_MODE)
-    try:
-        mode = os.fstat(fd).st_mode & 0o7777
-        if mode & 0o027:
-            os.fchmod(fd, mode & ~0o027)
-            log.warning("%s was accessible to others (mode %04o); made it %04o", path, mode, mode & ~0o027)
-    finally:
-        os.close(fd)
 
 
 class InventoryStore:
@@ -163,8 +120,8 @@ class InventoryStore:
         """Opens (or creates) the inventory at `path`. Raises CorruptStoreError if the file is
         not a healthy netwatchd inventory, StoreError for any other reason it cannot be used."""
         try:
-            _make_private_dirs(os.path.dirname(os.path.abspath(path)))
-            _create_private_file(path)
+            make_private_dirs(os.path.dirname(os.path.abspath(path)))
+            create_private_file(path)
             _check_header(path)
         except OSError as e:
             raise StoreError(path, f"cannot create or read: {e.strerror or e}") from e

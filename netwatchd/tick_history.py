@@ -21,7 +21,7 @@ import threading
 from pathlib import Path
 from typing import Iterator, List, Optional, Tuple
 
-from .inventory_store import _create_private_file, _is_corruption, _make_private_dirs
+from .sqlite_files import create_private_file, is_corruption, make_private_dirs
 from .observation import TickObservation
 
 log = logging.getLogger(__name__)
@@ -53,7 +53,7 @@ class CorruptHistoryError(HistoryError):
 
 
 def _error(path: str, doing: str, e: sqlite3.Error) -> HistoryError:
-    cls = CorruptHistoryError if _is_corruption(e) else HistoryError
+    cls = CorruptHistoryError if is_corruption(e) else HistoryError
     return cls(path, f"{doing}: {e}")
 
 
@@ -87,8 +87,8 @@ class TickHistory:
         """Opens (or creates) the daemon's history. CorruptHistoryError if the file is not a
         healthy history, HistoryError for any other reason it cannot be used."""
         try:
-            _make_private_dirs(os.path.dirname(os.path.abspath(path)))
-            _create_private_file(path)
+            make_private_dirs(os.path.dirname(os.path.abspath(path)))
+            create_private_file(path)
             _check_header(path)
         except OSError as e:
             raise HistoryError(path, f"cannot create or read: {e.strerror or e}") from e
