@@ -277,6 +277,34 @@ def test_observations_for_the_detector_new_devices_patterns_and_address_moves(en
     assert empty == TickObservation(time_usec=3)
 
 
+def test_a_new_mac_without_an_address_waits_a_tick_so_a_takeover_is_one_address_change(env):
+    """A device that changes its MAC: an MLD report from the new MAC in one tick, its ARP with
+    the old IP in the next. Reported together, the detector sees one address_change."""
+    from netwatchd.alerts import AlertIds
+    from netwatchd.config import AlertsConfig
+    from netwatchd.detector import Detector
+    from netwatchd.observation import TickObservation
+
+    probe, _, _, mon = env
+    detector = Detector(AlertsConfig(learning_period_sec=0), AlertIds(0), 0)
+    moved, quiet = "00:00:0c:99:99:99", "00:00:0c:77:77:77"
+
+    def tick(t, *raw):
+        probe.raw = list(raw)
+        mon.poll()
+        obs = TickObservation(time_usec=t)
+        mon.take_observation(obs)
+        return obs, [(a.kind, a.subject) for a in detector.tick(obs)]
+
+    assert tick(1, event(EV_ADDRESS, CISCO, saddr="10.77.0.5"))[1] == [("new_device", f"device:{CISCO}")]
+    obs, alerts = tick(2, event(EV_NEW_DEVICE, moved), event(EV_NEW_DEVICE, quiet))
+    assert (obs.new_devices, alerts) == ([], [])  # no address yet: held
+    obs, alerts = tick(3, event(EV_ADDRESS, moved, saddr="10.77.0.5"))
+    assert [d["mac"] for d in obs.new_devices] == [moved, quiet] and obs.new_devices[0]["ipv4"] == ["10.77.0.5"]
+    assert alerts == [("new_device", f"device:{quiet}"), ("address_change", "ip:10.77.0.5")]
+    assert tick(4) == (TickObservation(time_usec=4), [])
+
+
 def test_known_devices_and_their_addresses_survive_a_restart_without_new_device_or_moves(env):
     from netwatchd.devices import Device
     from netwatchd.observation import TickObservation
