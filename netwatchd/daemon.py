@@ -84,6 +84,11 @@ class Daemon:
             wd = watchdog_interval_sec()
             if wd:
                 tasks.append(asyncio.create_task(self._every(lambda: wd, self.notifier.watchdog)))
+            # The detector's first tick starts now: what commands did while the device program was
+            # still compiling (seconds, on a busy machine) is not one tick's worth of connects, and
+            # the baselines would learn it as one (or alert on it, with consecutive_ticks 1).
+            self.connects.tick()
+            self.connects.take_observation(TickObservation(time_usec=0))
             # READY only now: programs attached, name owned.
             self.notifier.ready(self.status_line())
             log.info("netwatchd %s ready: %s", __version__, ", ".join(self.programs_attached()))
