@@ -26,15 +26,18 @@ import time
 from typing import Dict, Iterable, List, Optional, Tuple
 
 from netwatchd.devices import Device, normalize_mac
-from netwatchd.sqlite_files import create_private_file, is_corruption, make_private_dirs
+from netwatchd.sqlite_files import (
+    create_private_file,
+    header_problem,
+    is_corruption,
+    make_private_dirs,
+    use_wal,
+)
 
 log = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 1
-BUSY_TIMEOUT_MS = 5000  # a reader (a backup, sqlite3 on the command line) may briefly hold a lock
-WAL_SIZE_LIMIT = 8 * 1024 * 1024  # bytes the WAL shrinks back to after a checkpoint
 
-SQLITE_MAGIC = b"SQLite format 3\x00"  # the first 16 bytes of every SQLite database file
 
 _SCHEMA = (
     "CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)",
@@ -97,13 +100,9 @@ def _error(path: str, doing: str, e: sqlite3.Error) -> StoreError:
 
 
 def _check_header(path: str) -> None:
-    """A non-empty file must start as SQLite files do. Checked before SQLite opens it: SQLite
-    would delete a -wal file beside a file it cannot read, and that WAL may hold the newest
-    devices, which move_aside() should keep."""
-    with open(path, "rb") as f:
-        head = f.read(len(SQLITE_MAGIC))
-    if head and head != SQLITE_MAGIC:
-        raise CorruptStoreError(path, f"not a database (starts with {head[:8]!r}, not an SQLite header)")
+    problem = header_problem(path)
+    if problem:
+        raise CorruptStoreError(path, problem)
 
 
 class InventoryStore:
@@ -250,12 +249,9 @@ def _prepare(path: str, conn: sqlite3.Connection) -> None:
     takes milliseconds for an inventory, so damage is found here, where the daemon can move the
     file aside, rather than in the middle of a run."""
     try:
-        conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-        mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+        mode = use_wal(conn)
         if mode != "wal":
             raise StoreError(path, f"cannot use write-ahead logging (journal_mode stays {mode!r})")
-        conn.execute("PRAGMA synchronous = NORMAL")
-        conn.execute(f"PRAGMA journal_size_limit = {WAL_SIZE_LIMIT}")
         problems = [row[0] for row in conn.execute("PRAGMA quick_check(5)")]
         if problems != ["ok"]:
             raise CorruptStoreError(path, "damaged: " + "; ".join(problems))

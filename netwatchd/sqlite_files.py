@@ -10,6 +10,9 @@ log = logging.getLogger(__name__)
 
 DIR_MODE = 0o750  # root and group netwatchd may enter; nobody else sees what devices exist
 FILE_MODE = 0o640  # SQLite gives its -wal and -shm files the mode of the database file
+BUSY_TIMEOUT_MS = 5000  # a reader (a backup, sqlite3 on the command line) may briefly hold a lock
+WAL_SIZE_LIMIT = 8 * 1024 * 1024  # bytes the WAL shrinks back to after a checkpoint
+SQLITE_MAGIC = b"SQLite format 3\x00"  # the first 16 bytes of every SQLite database file
 # SQLite's primary result codes that mean the file, not the environment, is at fault.
 SQLITE_CORRUPT = 11
 SQLITE_NOTADB = 26
@@ -52,3 +55,25 @@ def create_private_file(path: str) -> None:
             log.warning("%s was accessible to others (mode %04o); made it %04o", path, mode, mode & ~0o027)
     finally:
         os.close(fd)
+
+
+def header_problem(path: str) -> str:
+    """Why a non-empty file is not an SQLite database, or "" when it may be one. Asked before
+    SQLite opens the file: SQLite would delete a -wal file beside a file it cannot read, and
+    that WAL may hold the newest data, which moving the bad file aside should keep."""
+    with open(path, "rb") as f:
+        head = f.read(len(SQLITE_MAGIC))
+    if head and head != SQLITE_MAGIC:
+        return f"not a database (starts with {head[:8]!r}, not an SQLite header)"
+    return ""
+
+
+def use_wal(conn: sqlite3.Connection) -> str:
+    """Busy timeout, write-ahead logging with synchronous=NORMAL and a bounded WAL; returns the
+    journal mode in force ("wal" unless the file system cannot do it)."""
+    conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+    mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+    if mode == "wal":
+        conn.execute("PRAGMA synchronous = NORMAL")
+        conn.execute(f"PRAGMA journal_size_limit = {WAL_SIZE_LIMIT}")
+    return mode

@@ -21,7 +21,14 @@ import threading
 from pathlib import Path
 from typing import Iterator, List, Optional, Tuple
 
-from .sqlite_files import create_private_file, is_corruption, make_private_dirs
+from .sqlite_files import (
+    BUSY_TIMEOUT_MS,
+    create_private_file,
+    header_problem,
+    is_corruption,
+    make_private_dirs,
+    use_wal,
+)
 from .observation import TickObservation
 
 log = logging.getLogger(__name__)
@@ -29,9 +36,6 @@ log = logging.getLogger(__name__)
 SCHEMA_VERSION = 1
 MAX_BUFFERED = 600  # ticks held in memory before a write, whether flush() is called or not
 READ_BATCH = 1000  # rows per query when reading: no read transaction stays open for long
-BUSY_TIMEOUT_MS = 5000
-WAL_SIZE_LIMIT = 8 * 1024 * 1024
-SQLITE_MAGIC = b"SQLite format 3\x00"
 
 _SCHEMA = (
     "CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)",
@@ -58,10 +62,9 @@ def _error(path: str, doing: str, e: sqlite3.Error) -> HistoryError:
 
 
 def _check_header(path: str) -> None:
-    with open(path, "rb") as f:
-        head = f.read(len(SQLITE_MAGIC))
-    if head and head != SQLITE_MAGIC:
-        raise CorruptHistoryError(path, f"not a database (starts with {head[:8]!r}, not an SQLite header)")
+    problem = header_problem(path)
+    if problem:
+        raise CorruptHistoryError(path, problem)
 
 
 class TickHistory:
@@ -243,12 +246,9 @@ def _prepare_for_writing(path: str, conn: sqlite3.Connection) -> None:
     """Settings and the schema. No quick_check: a day of ticks can be hundreds of MB, too much
     to read at every start; damage shows as CorruptHistoryError when the page is touched."""
     try:
-        conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-        mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+        mode = use_wal(conn)
         if mode != "wal":
             raise HistoryError(path, f"cannot use write-ahead logging (journal_mode stays {mode!r})")
-        conn.execute("PRAGMA synchronous = NORMAL")
-        conn.execute(f"PRAGMA journal_size_limit = {WAL_SIZE_LIMIT}")
         conn.execute("BEGIN IMMEDIATE")
         try:
             _check_or_create_schema(path, conn)
