@@ -1,5 +1,5 @@
 """The client side of org.netwatchd.Netwatchd1, for netwatchctl. Thin: one call, one answer;
-and, for `netwatchctl watch`, a subscription to AlertRaised.
+and, for `netwatchctl watch`, a subscription to AlertRaised (or PatternSeen).
 
 Errors come back as BusCallError with the D-Bus error name, so the CLI can map them to stable
 exit codes and show the daemon's own message.
@@ -64,8 +64,14 @@ def get_all_properties() -> dict:
 # -- netwatchctl watch ---------------------------------------------------------------------------
 
 DBUS_NAME, DBUS_PATH, DBUS_INTERFACE = "org.freedesktop.DBus", "/org/freedesktop/DBus", "org.freedesktop.DBus"
-ALERT_MATCH = (f"type='signal',sender='{BUS_NAME}',path='{OBJECT_PATH}',"
-               f"interface='{MANAGER_INTERFACE}',member='AlertRaised'")
+
+
+def signal_match(member: str) -> str:
+    return (f"type='signal',sender='{BUS_NAME}',path='{OBJECT_PATH}',"
+            f"interface='{MANAGER_INTERFACE}',member='{member}'")
+
+
+ALERT_MATCH = signal_match("AlertRaised")
 OWNER_MATCH = (f"type='signal',sender='{DBUS_NAME}',interface='{DBUS_INTERFACE}',"
                f"member='NameOwnerChanged',arg0='{BUS_NAME}'")
 # ListAlerts sizes tried, in turn, to find a signalled alert's record: the newest few almost
@@ -109,7 +115,34 @@ async def _disconnected(bus: MessageBus) -> None:
 async def watch_alerts(on_alert: Callable[[str, str, str, Optional[Dict[str, Any]]], None],
                        on_note: Callable[[str], None], stop: asyncio.Event) -> None:
     """Calls on_alert(id, kind, subject, record) for every AlertRaised, in order, until `stop`
-    is set. Keeps watching across restarts of netwatchd (on_note says when it goes and comes
+    is set; see watch_signal."""
+    seen: Dict[str, Dict[str, Any]] = {}
+
+    async def handle(bus: MessageBus, alert_id: str, kind: str, subject: str) -> None:
+        try:
+            record = await _alert_record(bus, alert_id, seen)
+        except BusCallError as e:  # e.g. netwatchd stopped in between: the signal is still news
+            on_note(f"cannot fetch the details of alert {alert_id}: {e.message}")
+            record = None
+        on_alert(alert_id, kind, subject, record)
+
+    await watch_signal("AlertRaised", "sss", "alerts", handle, on_note, stop)
+
+
+async def watch_patterns(on_pattern: Callable[[str, str, int, str, str], None],
+                         on_note: Callable[[str], None], stop: asyncio.Event) -> None:
+    """Calls on_pattern(mac, peer, port, transport, name) for every PatternSeen until `stop`."""
+
+    async def handle(bus: MessageBus, *pattern: Any) -> None:
+        on_pattern(*pattern)
+
+    await watch_signal("PatternSeen", "ssqss", "new patterns", handle, on_note, stop)
+
+
+async def watch_signal(member: str, signature: str, what: str, handle: Callable[..., Any],
+                       on_note: Callable[[str], None], stop: asyncio.Event) -> None:
+    """Awaits handle(bus, *body) for every `member` signal of ours, in order, until `stop` is
+    set. Keeps watching across restarts of netwatchd (on_note says when it goes and comes
     back). Raises BusCallError when the bus or netwatchd is not there at the start, when the
     policy denies us (we would otherwise wait for signals the bus never delivers), and when the
     bus itself goes away."""
@@ -122,33 +155,26 @@ async def watch_alerts(on_alert: Callable[[str, str, str, Optional[Dict[str, Any
     def on_message(msg: Message) -> None:
         if msg.message_type != MessageType.SIGNAL:
             return
-        if msg.interface == MANAGER_INTERFACE and msg.member == "AlertRaised" and msg.signature == "sss":
-            queue.put_nowait(("alert", *msg.body))
+        if msg.interface == MANAGER_INTERFACE and msg.member == member and msg.signature == signature:
+            queue.put_nowait(("signal", *msg.body))
         elif msg.interface == DBUS_INTERFACE and msg.member == "NameOwnerChanged" and msg.body[0] == BUS_NAME:
             queue.put_nowait(("owner", msg.body[2]))
 
     async def deliver() -> None:
-        seen: Dict[str, Dict[str, Any]] = {}
         while True:
             item = await queue.get()
             if item[0] == "owner":
                 on_note("netwatchd is back" if item[1] else "netwatchd stopped; waiting for it to come back")
                 continue
-            _, alert_id, kind, subject = item
-            try:
-                record = await _alert_record(bus, alert_id, seen)
-            except BusCallError as e:  # e.g. netwatchd stopped in between: the signal is still news
-                on_note(f"cannot fetch the details of alert {alert_id}: {e.message}")
-                record = None
-            on_alert(alert_id, kind, subject, record)
+            await handle(bus, *item[1:])
 
     try:
         bus.add_message_handler(on_message)
-        for rule in (ALERT_MATCH, OWNER_MATCH):
+        for rule in (signal_match(member), OWNER_MATCH):
             await _call_on(bus, DBUS_NAME, DBUS_PATH, DBUS_INTERFACE, "AddMatch", "s", [rule])
         # One real call first: not running, or not allowed, is an answer now, not silence later.
         await _call_on(bus, BUS_NAME, OBJECT_PATH, MANAGER_INTERFACE, "ListAlerts", "u", [1])
-        on_note("watching for alerts (Ctrl-C to stop)")  # subscribed: nothing raised from now on is missed
+        on_note(f"watching for {what} (Ctrl-C to stop)")  # subscribed: nothing signalled from now on is missed
         waits = [asyncio.ensure_future(w) for w in (stop.wait(), _disconnected(bus), deliver())]
         try:
             done, _ = await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)

@@ -6,7 +6,8 @@
     netwatchctl devices
     netwatchctl device MAC-OR-IP
     netwatchctl alerts [--limit N]
-    netwatchctl watch                  AlertRaised as it happens, until Ctrl-C / SIGTERM
+    netwatchctl watch [--patterns]     AlertRaised (or, with --patterns, each first-seen
+                                       device/peer/port/protocol) as it happens, until Ctrl-C
     netwatchctl replay --config FILE [--state-dir DIR]   (reads the history file, no daemon needed)
 Human tables by default, --json for scripts. Exit codes are stable:
     0 ok, 1 the daemon refused the request (its message is shown), 2 usage,
@@ -89,6 +90,17 @@ def render_watched_alert(alert_id: str, kind: str, subject: str, record: Optiona
 def watched_alert_json(alert_id: str, kind: str, subject: str, record: Optional[Dict[str, Any]]) -> str:
     return json.dumps(record if record is not None else {"id": alert_id, "kind": kind, "subject": subject},
                       sort_keys=True)
+
+
+def render_pattern(mac: str, peer: str, port: int, transport: str, name: str) -> str:
+    """One line per PatternSeen: when it arrived, the device and where it went for the first time."""
+    where = f"[{peer}]:{port}" if ":" in peer else f"{peer}:{port}"
+    return f"{format_time(time.time_ns() // 1000)}  {mac}  {transport}  {where}  {name or '-'}"
+
+
+def pattern_json(mac: str, peer: str, port: int, transport: str, name: str) -> str:
+    return json.dumps({"timestamp_usec": time.time_ns() // 1000, "mac": mac, "peer": peer, "port": port,
+                       "transport": transport, "name": name}, sort_keys=True)
 
 
 def render_connections(records: List[Dict[str, Any]], truncated: bool) -> str:
@@ -175,7 +187,9 @@ def parse_args(argv):
     dv.add_argument("address", help="MAC (aa:bb:cc:dd:ee:ff) or IPv4/IPv6 address")
     al = sub.add_parser("alerts", help="recent alerts, newest first")
     al.add_argument("--limit", type=int, default=0, help="at most N (default 100, max 1000)")
-    sub.add_parser("watch", help="print alerts as they are raised, until Ctrl-C")
+    w = sub.add_parser("watch", help="print alerts as they are raised, until Ctrl-C")
+    w.add_argument("--patterns", action="store_true",
+                   help="print each first-seen (device, peer, port, protocol, name) instead of alerts")
     add_replay_parser(sub)
     for sp in sub.choices.values():  # --json after the verb too
         sp.add_argument("--json", action="store_true", default=argparse.SUPPRESS)
@@ -231,16 +245,19 @@ def run(args) -> int:
         (records,) = bus_client.call("ListAlerts", "u", args.limit)
         print(json.dumps(records, indent=2, sort_keys=True) if args.json else render_alerts(records))
     elif args.command == "watch":
-        return watch(args.json)
+        return watch(args.json, args.patterns)
     return EXIT_OK
 
 
-def watch(as_json: bool) -> int:
+def watch(as_json: bool, patterns: bool = False) -> int:
     """Until SIGINT/SIGTERM (exit 0); a reader that goes away (`| head -1`) also ends it quietly."""
     from . import bus_client
 
     def on_alert(*alert) -> None:
         print(watched_alert_json(*alert) if as_json else render_watched_alert(*alert), flush=True)
+
+    def on_pattern(*pattern) -> None:
+        print(pattern_json(*pattern) if as_json else render_pattern(*pattern), flush=True)
 
     def on_note(text: str) -> None:
         print(f"netwatchctl: {text}", file=sys.stderr, flush=True)
@@ -250,7 +267,10 @@ def watch(as_json: bool) -> int:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
-        await bus_client.watch_alerts(on_alert, on_note, stop)
+        if patterns:
+            await bus_client.watch_patterns(on_pattern, on_note, stop)
+        else:
+            await bus_client.watch_alerts(on_alert, on_note, stop)
 
     try:
         asyncio.run(main())

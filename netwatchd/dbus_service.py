@@ -151,6 +151,13 @@ class ManagerInterface(ServiceInterface):
     def AlertRaised(self, id: str, kind: str, subject: str) -> "sss":  # noqa: F821
         return [id, kind, subject]
 
+    # One per first-seen (device, peer, port, transport), as the TC classifier reports it: the
+    # feed of `netwatchctl watch --patterns`. Same receivers as AlertRaised (the policy's rules
+    # are per sender); `name` is the DNS name the device looked the peer up by, or "".
+    @dbus_signal()
+    def PatternSeen(self, mac: str, peer: str, port: int, transport: str, name: str) -> "ssqss":  # noqa: F821
+        return [mac, peer, port, transport, name]
+
     @property
     def _alerting(self):
         """The AlertPipeline, or None while alerts are off: no pipeline (or a daemon from before
@@ -227,6 +234,7 @@ def _name_signal_args(signal_method, names) -> None:
 
 
 _name_signal_args(ManagerInterface.AlertRaised, ("id", "kind", "subject"))
+_name_signal_args(ManagerInterface.PatternSeen, ("mac", "peer", "port", "transport", "name"))
 
 
 class _as_dbus_errors:
@@ -270,8 +278,11 @@ class DBusAlertSink:
 
 
 def export(bus: MessageBus, daemon) -> ManagerInterface:
-    """Serves `daemon` on the bus; the interface returned is what DBusAlertSink needs."""
+    """Serves `daemon` on the bus; the interface returned is what DBusAlertSink needs. The
+    device monitor's new patterns (if devices are watched) go out as PatternSeen."""
     interface = ManagerInterface(daemon)
     bus.export(OBJECT_PATH, interface)
+    if getattr(daemon, "devices", None) is not None:
+        daemon.devices.pattern_listeners.append(interface.PatternSeen)
     return interface
 

@@ -79,6 +79,9 @@ class DeviceMonitor:
         self.if_name = if_name
         self.devices: Dict[str, Device] = {}
         self.address_names: "OrderedDict[str, str]" = OrderedDict()
+        # called as listener(mac, peer, port, transport, name) for each new pattern the TC
+        # classifier reports (the daemon connects the PatternSeen signal here; no D-Bus in here)
+        self.pattern_listeners: List[Callable[[str, str, int, str, str], None]] = []
         self.malformed_events = 0
         self._kernel_last: Dict[str, Dict[str, int]] = {}
         self._dirty: set = set()
@@ -261,6 +264,11 @@ class DeviceMonitor:
             peer = {"address": ev.daddr, "port": ev.dport, "transport": ev.transport,
                     "name": self.address_names.get(ev.daddr, "")}
             append_capped(device.recent_peers, peer, MAX_RECENT_PEERS)
+            for listener in self.pattern_listeners:
+                try:
+                    listener(ev.mac, ev.daddr, ev.dport, ev.transport, peer["name"])
+                except Exception:  # a broken listener must not lose the device's bookkeeping
+                    log.exception("pattern listener failed")
         elif ev.kind == "snippet":
             handler = getattr(self, f"_on_{ev.app}", None)
             if handler is not None:

@@ -318,3 +318,26 @@ def test_known_devices_and_their_addresses_survive_a_restart_without_new_device_
     obs = TickObservation(time_usec=1)
     mon.take_observation(obs)
     assert obs.new_devices == [] and obs.address_changes == []
+
+
+def test_pattern_listeners_get_each_new_pattern_with_the_name_it_was_looked_up_by(env):
+    probe, _, _, mon = env
+    seen, calls = [], []
+    mon.pattern_listeners.append(lambda *args: seen.append(args))
+
+    def broken(*args):
+        calls.append(args)
+        raise RuntimeError("a listener that fails")
+
+    mon.pattern_listeners.insert(0, broken)  # must not keep the others (or the bookkeeping) from it
+    probe.raw = [
+        event(EV_SNIPPET, CISCO, app=1, direction=1, transport=17, sport=53,
+              payload=dns_query("ntp.example.test", response=True, answers=["10.77.0.20"])),
+        event(EV_PATTERN, CISCO, transport=17, daddr="10.77.0.20", dport=123),
+        event(EV_PATTERN, PHONE, transport=6, family=10, daddr="fd00::9", dport=443),
+    ]
+    mon.poll()
+    assert seen == [(CISCO, "10.77.0.20", 123, "udp", "ntp.example.test"),
+                    (PHONE, "fd00::9", 443, "tcp", "")]
+    assert calls == seen
+    assert mon.get_device(PHONE).recent_peers == [{"address": "fd00::9", "port": 443, "transport": "tcp", "name": ""}]
