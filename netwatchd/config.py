@@ -113,6 +113,16 @@ class AlertsConfig:
 
 
 @dataclass(frozen=True)
+class MetricsConfig:
+    # Serve Prometheus metrics (/metrics) and the read-only JSON API (/api/...) over HTTP.
+    enabled: bool = False
+    # host:port of the one HTTP listener; an IP literal ([::1]:9637 for IPv6). Restart to change.
+    listen: str = field(default="127.0.0.1:9637", metadata={"listen": True})
+    # Commands exported with their own label; the rest are summed under command="other".
+    top_commands: int = field(default=20, metadata={"range": IntRange(1, 1000)})
+
+
+@dataclass(frozen=True)
 class DaemonConfig:
     # Seconds between reads of the kernel counters (the resolution of Summary windows).
     tick_interval_sec: float = field(default=1.0, metadata={"float_range": (0.05, 60.0)})
@@ -124,6 +134,7 @@ class DaemonConfig:
     connections: ConnectionsConfig = field(default_factory=ConnectionsConfig)
     devices: DevicesConfig = field(default_factory=DevicesConfig)
     alerts: AlertsConfig = field(default_factory=AlertsConfig)
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
 
 
 def load_config(path: str) -> DaemonConfig:
@@ -175,6 +186,14 @@ def _convert(f: dataclasses.Field, value: Any, source: str, path: str):
         return _build(type(default), {} if value is None else value, source, path)
     if meta.get("interfaces"):
         return _interfaces(value, source, path)
+    if meta.get("listen"):
+        if not isinstance(value, str):
+            raise ConfigError(source, path, f"expected a string, got {_show(value)}")
+        try:
+            split_listen(value)
+        except ValueError as e:
+            raise ConfigError(source, path, str(e)) from None
+        return value
     if isinstance(default, bool):
         if not isinstance(value, bool):
             raise ConfigError(source, path, f"expected true or false, got {_show(value)}")
@@ -214,6 +233,34 @@ def _interfaces(value: Any, source: str, path: str):
         if not isinstance(name, str) or not 0 < len(name) < 16 or any(c in name for c in "/ \t\n:"):
             raise ConfigError(source, path, f"{name!r} is not an interface name")
     return tuple(value)
+
+
+def split_listen(value: str):
+    """'127.0.0.1:9637' or '[::1]:9637' -> (host, port); ValueError says what is wrong."""
+    import ipaddress
+
+    host, sep, port = value.rpartition(":")
+    if not sep or not host:
+        raise ValueError(f"{value!r} is not host:port (e.g. 127.0.0.1:9637 or [::1]:9637)")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+        if not _is_ip(host) or ipaddress.ip_address(host).version != 6:
+            raise ValueError(f"{value!r}: {host!r} in brackets is not an IPv6 address")
+    elif not _is_ip(host) or ":" in host:
+        raise ValueError(f"{value!r}: {host!r} is not an IPv4 address (IPv6 goes in brackets: [::1]:9637)")
+    if not port.isdigit() or not 1 <= int(port) <= 65535:
+        raise ValueError(f"{value!r}: port {port!r} is not 1..65535")
+    return host, int(port)
+
+
+def _is_ip(host: str) -> bool:
+    import ipaddress
+
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
 
 
 def state_directory(cfg: "DaemonConfig") -> str:

@@ -19,6 +19,9 @@ from .recent_connections import RecentConnections
 log = logging.getLogger(__name__)
 
 
+MAX_COMMAND_TOTALS = 10000
+
+
 def process_gone(pid: int) -> bool:
     return not os.path.exists(f"/proc/{pid}")
 
@@ -47,6 +50,10 @@ class ConnectMonitor:
         self.malformed_records = 0
         self._boot_offset_ns = boot_to_realtime_ns()
         self._since_observed: Dict[str, list] = {}  # command -> [attempts, failed, pids]
+        # Cumulative per-command counts since start, for metrics; bounded: commands beyond
+        # MAX_COMMAND_TOTALS are summed in command_overflow.
+        self.command_totals: Dict[str, Counts] = {}
+        self.command_overflow = ZERO
 
     def reconfigure(self, cfg: ConnectionsConfig) -> List[str]:
         """Apply what can change live; returns the keys that need a restart to change."""
@@ -91,6 +98,10 @@ class ConnectMonitor:
             seen[0] += delta.attempts
             seen[1] += delta.failed
             seen[2].add(pid)
+            if command in self.command_totals or len(self.command_totals) < MAX_COMMAND_TOTALS:
+                self.command_totals[command] = self.command_totals.get(command, ZERO) + delta
+            else:
+                self.command_overflow = self.command_overflow + delta
         self._free_gone_processes(counts, idle)
         self.history.prune(now)
 

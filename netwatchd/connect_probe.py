@@ -89,6 +89,16 @@ class ConnectProbe:
         tracepoints = ["sys_exit_connect"] if self._bpf is not None else []
         return tracepoints + sorted(self._links)
 
+    def program_fds(self) -> Dict[str, int]:
+        """Loaded program name -> fd, for their run-time statistics (/proc/self/fdinfo)."""
+        if self._bpf is None:
+            return {}
+        fds = {}
+        for name, fn in self._bpf.funcs.items():
+            name = name.decode() if isinstance(name, bytes) else name
+            fds[name.replace("tracepoint__syscalls__", "")] = fn.fd
+        return fds
+
     def _attach_cgroup(self, name: str, attach_type: int) -> None:
         from bcc import BPF
 

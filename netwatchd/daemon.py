@@ -41,6 +41,7 @@ class Daemon:
         self._last_alert_save = 0.0
         self._stop = asyncio.Event()
         self._bus = None
+        self._http = None  # http_api.HttpApi when metrics.enabled
 
     def programs_attached(self) -> list:
         names = self._probe.attached_programs() if self._probe else []
@@ -75,6 +76,11 @@ class Daemon:
                                           history=open_history(state_directory(self.cfg), self.cfg.alerts.history_ticks))
             interface = dbus_service.export(self._bus, self)
             self.alerting.sinks.append(dbus_service.DBusAlertSink(interface))
+            if self.cfg.metrics.enabled:
+                from .http_api import HttpApi
+
+                self._http = HttpApi(self, self.cfg.metrics)
+                await self._http.start()
             loop = asyncio.get_running_loop()
             loop.add_signal_handler(signal.SIGTERM, self._stop.set)
             loop.add_signal_handler(signal.SIGINT, self._stop.set)
@@ -98,6 +104,8 @@ class Daemon:
             for t in tasks:
                 t.cancel()
         finally:
+            if self._http is not None:
+                await self._http.stop()
             self._bus.disconnect()
             if self.devices is not None:
                 stop_devices(self.devices)
@@ -155,6 +163,8 @@ class Daemon:
             restart_keys += [k for k, changed in (
                 ("devices.enabled", new.devices.enabled != self.started_cfg.devices.enabled),
                 ("state_directory", new.state_directory != self.started_cfg.state_directory),
+                ("metrics.enabled", new.metrics.enabled != self.started_cfg.metrics.enabled),
+                ("metrics.listen", new.metrics.listen != self.started_cfg.metrics.listen),
             ) if changed]
             logsetup.set_level(new.log_level)
             self.cfg = new

@@ -32,6 +32,10 @@ class DeviceProbe:
         self._links: Dict[Tuple[str, int], List[int]] = {}  # (name, ifindex) -> link fds
         self._raw: List[bytes] = []
 
+    def program_fds(self) -> Dict[str, int]:
+        """Loaded program name -> fd, for their run-time statistics (/proc/self/fdinfo)."""
+        return dict(self._fds)
+
     def start(self) -> None:
         kernel_env.kernel_headers()
         from bcc import BPF

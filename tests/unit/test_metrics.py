@@ -1,0 +1,195 @@
+"""The Prometheus exposition and the HTTP edge's parsing, without a daemon or root."""
+import pytest
+
+from netwatchd.alerts import KINDS
+from netwatchd.config import ConfigError, parse_config, split_listen
+from netwatchd.http_api import BadRequest, HttpApi, connection_summary, parse_head
+from netwatchd.metrics import Snapshot, escape_label, parse_fdinfo, read_bpf_stats, render
+from netwatchd.queries import InvalidQuery
+
+
+def samples(text):
+    out = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            name, value = line.rsplit(" ", 1)
+            out[name] = value
+    return out
+
+
+def test_every_family_has_help_and_type_before_its_samples():
+    text = render(Snapshot(devices=3, bpf={"nw_connect4": (1500, 3)}), 5)
+    assert text.endswith("\n")
+    seen_type = set()
+    for line in text.splitlines():
+        if line.startswith("# TYPE "):
+            seen_type.add(line.split()[2])
+        elif not line.startswith("#"):
+            assert line.split("{")[0].split(" ")[0] in seen_type, line
+    assert "# TYPE netwatchd_devices gauge" in text
+    assert "# TYPE netwatchd_connect_attempts_total counter" in text
+    s = samples(text)
+    assert s["netwatchd_devices"] == "3"
+    assert s['netwatchd_bpf_run_time_seconds_total{program="nw_connect4"}'] == "1.5e-06"
+    assert s['netwatchd_bpf_run_count_total{program="nw_connect4"}'] == "3"
+
+
+def test_top_n_commands_and_the_rest_as_other():
+    snap = Snapshot(command_attempts={"curl": 10, "ssh": 5, "wget": 5, "nc": 1, "other": 2},
+                    command_failed={"curl": 1, "nc": 1, "other": 1}, overflow_attempts=7, overflow_failed=2)
+    s = samples(render(snap, 2))
+    attempts = {k: v for k, v in s.items() if k.startswith("netwatchd_connect_attempts_total")}
+    assert attempts == {
+        'netwatchd_connect_attempts_total{command="curl"}': "10",
+        'netwatchd_connect_attempts_total{command="ssh"}': "5",  # tie with wget: by name
+        'netwatchd_connect_attempts_total{command="other"}': str(5 + 1 + 2 + 7),
+    }
+    assert s['netwatchd_connect_failed_total{command="curl"}'] == "1"
+    assert s['netwatchd_connect_failed_total{command="ssh"}'] == "0"
+    assert s['netwatchd_connect_failed_total{command="other"}'] == str(1 + 1 + 2)
+
+
+def test_no_commands_still_exports_other_zero():
+    s = samples(render(Snapshot(), 20))
+    assert s['netwatchd_connect_attempts_total{command="other"}'] == "0"
+    assert s["netwatchd_devices"] == "0"
+    assert s['netwatchd_events_lost_total{path="connect"}'] == "0"
+    assert s['netwatchd_events_lost_total{path="device"}'] == "0"
+
+
+def test_every_alert_kind_is_exported_zeros_included():
+    s = samples(render(Snapshot(alerts={sorted(KINDS)[0]: 4}), 20))
+    for kind in KINDS:
+        assert s[f'netwatchd_alerts_total{{kind="{kind}"}}'] == ("4" if kind == sorted(KINDS)[0] else "0")
+
+
+def test_label_values_are_escaped():
+    assert escape_label('a"b\\c\nd') == 'a\\"b\\\\c\\nd'
+    text = render(Snapshot(command_attempts={'we"ird\\x\n': 3}), 20)
+    assert 'netwatchd_connect_attempts_total{command="we\\"ird\\\\x\\n"} 3' in text
+
+
+def test_fdinfo_with_and_without_bpf_stats():
+    with_stats = "pos:\t0\nflags:\t02000002\nprog_type:\t8\nprog_id:\t42\nrun_time_ns:\t123456\nrun_cnt:\t789\n"
+    assert parse_fdinfo(with_stats) == (123456, 789)
+    assert parse_fdinfo("pos:\t0\nprog_type:\t8\nprog_id:\t42\n") == (0, 0)
+
+
+def test_read_bpf_stats_missing_fd_is_zero(tmp_path):
+    (tmp_path / "7").write_text("run_time_ns:\t10\nrun_cnt:\t2\n")
+    assert read_bpf_stats({"a": 7, "b": 8}, str(tmp_path)) == {"a": (10, 2), "b": (0, 0)}
+
+
+# -- request parsing -------------------------------------------------------------------------------
+
+def test_parse_head_request_line_path_and_query():
+    method, path, query = parse_head(b"GET /api/list-connections?pid=12&limit=3 HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert (method, path, query) == ("GET", "/api/list-connections", {"pid": ["12"], "limit": ["3"]})
+    assert parse_head(b"GET /api/connection-summary?command=my%20cmd HTTP/1.0\r\n\r\n")[2] == {"command": ["my cmd"]}
+
+
+@pytest.mark.parametrize("head, status", [
+    (b"GET /metrics\r\n\r\n", 400),
+    (b"GET  /metrics HTTP/1.1\r\n\r\n", 400),
+    (b"GET /metrics HTTP/2.0\r\n\r\n", 505),
+    (b"GET http://x/metrics HTTP/1.1\r\n\r\n", 400),
+    (b"GET /metrics HTTP/1.1\r\nno colon here\r\n\r\n", 400),
+    (b"GET /\xff HTTP/1.1\r\n\r\n", 400),
+    (b"GET /api/connection-summary?command=%ff HTTP/1.1\r\n\r\n", 400),
+])
+def test_parse_head_rejects(head, status):
+    with pytest.raises(BadRequest) as info:
+        parse_head(head)
+    assert info.value.status == status
+
+
+class FakeConnects:
+    def __init__(self):
+        from netwatchd.connect_history import ZERO, Counts
+        self.calls = []
+        self.command_totals = {"curl": Counts(succeeded=2, failed=1)}
+        self.command_overflow = ZERO
+        self.probe = object()
+
+    def tick(self):
+        pass
+
+    def events_lost(self):
+        return 4
+
+    def summary(self, pid, command, duration):
+        from netwatchd.queries import check_summary
+        check_summary(pid, command, duration, 3600)
+        self.calls.append((pid, command, duration))
+        return {"total_attempts": 0, "message": "m"}
+
+    def list_connections(self, pid, limit):
+        from netwatchd.queries import check_list
+        check_list(pid, limit)
+        return [], False
+
+
+class FakeDaemon:
+    def __init__(self):
+        self.connects = FakeConnects()
+        self.devices = None
+        self.alerting = None
+        self.cfg = parse_config("")
+
+
+def respond(target, method="GET"):
+    return HttpApi(FakeDaemon(), FakeDaemon().cfg.metrics).respond(method, *parse_head(
+        f"{method} {target} HTTP/1.1\r\n\r\n".encode())[1:])
+
+
+def test_routes_status_codes():
+    assert respond("/health") == (200, "application/json", b'{"status": "ok"}\n')
+    assert respond("/nope")[0] == 404
+    assert respond("/health", "POST")[0] == 405
+    status, ctype, body = respond("/metrics")
+    assert (status, ctype) == (200, "text/plain; version=0.0.4; charset=utf-8")
+    s = samples(body.decode())
+    assert s['netwatchd_connect_attempts_total{command="curl"}'] == "3"
+    assert s['netwatchd_connect_failed_total{command="curl"}'] == "1"
+    assert s['netwatchd_events_lost_total{path="connect"}'] == "4"
+
+
+@pytest.mark.parametrize("target, message", [
+    ("/api/connection-summary?duration=60", "give a pid (non-zero) or a command name (non-empty)"),
+    ("/api/connection-summary?pid=1&command=x", "give either a pid or a command, not both (pid=1, command='x')"),
+    ("/api/connection-summary?pid=1&duration=0", "duration_sec must be between 1 and 3600, got 0"),
+    ("/api/connection-summary?pid=abc", "pid must be an integer 0..4294967295, got 'abc'"),
+    ("/api/connection-summary?pid=-1", "pid must be an integer 0..4294967295, got '-1'"),
+    ("/api/connection-summary?pid=1&pid=2", "give pid at most once"),
+    ("/api/list-connections?limit=1001", "limit must be at most 1000, got 1001"),
+])
+def test_bad_requests_get_400_with_the_query_message(target, message):
+    status, ctype, body = respond(target)
+    assert (status, ctype) == (400, "application/json")
+    import json
+    assert json.loads(body) == {"error": message}
+
+
+def test_duration_defaults_and_alias():
+    c = FakeConnects()
+    connection_summary(c, {"pid": ["5"]})
+    connection_summary(c, {"command": ["x"], "duration_seconds": ["7"]})
+    assert c.calls == [(5, "", 60), (0, "x", 7)]
+    with pytest.raises(InvalidQuery):
+        connection_summary(c, {"pid": ["5"], "duration": ["1"], "duration_seconds": ["2"]})
+
+
+# -- config ------------------------------------------------------------------------------------------
+
+def test_metrics_config_defaults_off_on_loopback():
+    cfg = parse_config("")
+    assert (cfg.metrics.enabled, cfg.metrics.listen, cfg.metrics.top_commands) == (False, "127.0.0.1:9637", 20)
+    assert split_listen("[::1]:80") == ("::1", 80)
+
+
+@pytest.mark.parametrize("listen", ["9637", "localhost:9637", "127.0.0.1", "127.0.0.1:0", "127.0.0.1:70000",
+                                    "::1:9637", "[127.0.0.1]:9637", ":9637", "127.0.0.1:x"])
+def test_bad_listen_addresses_are_config_errors(listen):
+    with pytest.raises(ConfigError) as info:
+        parse_config(f'metrics: {{listen: "{listen}"}}', "f.yaml")
+    assert str(info.value).startswith("f.yaml: metrics.listen: ")
