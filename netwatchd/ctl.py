@@ -48,15 +48,30 @@ def render_table(rows: List[List[str]], headers: List[str]) -> str:
     return "\n".join(lines)
 
 
-def render_status(props: Dict[str, Any]) -> str:
+def format_uptime(seconds: float) -> str:
+    seconds = int(max(0, seconds))
+    days, rest = divmod(seconds, 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes, secs = divmod(rest, 60)
+    return (f"{days}d " if days else "") + f"{hours:02d}:{minutes:02d}:{secs:02d}"
+
+
+def render_status(props: Dict[str, Any], now_usec: int = 0) -> str:
     started = props.get("StartedAtUSec", 0)
+    now_usec = now_usec or int(datetime.datetime.now().timestamp() * 1e6)
+    totals = props.get("ProtocolTotals", {})
     return "\n".join([
         f"      Version: {props.get('Version', '?')}",
-        f"      Started: {format_time(started) if started else '?'}",
+        f"      Started: {format_time(started) if started else '?'}"
+        + (f" (up {format_uptime((now_usec - started) / 1e6)})" if started else ""),
         f"       Config: {props.get('ConfigFile', '?')}",
         f"     Programs: {', '.join(props.get('ProgramsAttached', [])) or 'none'}",
+        f"   Interfaces: {', '.join(props.get('Interfaces', [])) or 'none'}",
         f"     Connects: {props.get('ConnectAttempts', 0)} attempts seen",
-        f"  Events lost: {props.get('EventsLost', 0)}",
+        f"      Devices: {props.get('DeviceCount', 0)}",
+        f"      Packets: {', '.join(f'{p} {n}' for p, n in totals.items() if n) or 'none yet'}",
+        f"  Events lost: {props.get('EventsLost', 0)} connect records, {props.get('DeviceEventsLost', 0)} device events,"
+        f" {props.get('MalformedFrames', 0)} malformed frames",
         f"  Untracked processes: {props.get('ProcessesUntracked', 0)}",
     ] + render_alert_status(props))
 

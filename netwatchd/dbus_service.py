@@ -188,6 +188,11 @@ class ManagerInterface(ServiceInterface):
         return len(self._daemon.devices.devices) if self._daemon.devices is not None else 0
 
     @dbus_property(access=PropertyAccess.READ)
+    def ProtocolTotals(self) -> "a{st}":  # noqa: F821
+        """Packets seen on the monitored interfaces, per protocol (both directions)."""
+        return self._daemon.devices.protocol_totals() if self._daemon.devices is not None else {}
+
+    @dbus_property(access=PropertyAccess.READ)
     def DeviceEventsLost(self) -> "t":  # noqa: F821
         return self._daemon.devices.events_lost() if self._daemon.devices is not None else 0
 

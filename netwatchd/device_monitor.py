@@ -21,6 +21,7 @@ from .devices import (
     MAX_HTTP_REQUESTS,
     MAX_NAMES,
     MAX_RECENT_PEERS,
+    PROTOCOLS,
     Device,
     normalize_mac,
 )
@@ -389,6 +390,14 @@ class DeviceMonitor:
         if not owners:
             raise NoSuchDevice(f"no device with address {ip} has been seen")
         return max(owners, key=lambda d: (d.ipv4.get(ip) or d.ipv6.get(ip) or 0))
+
+    def protocol_totals(self) -> Dict[str, int]:
+        """Packets per protocol over every device, both directions (for `netwatchctl status`)."""
+        totals = {p: 0 for p in PROTOCOLS}
+        for device in self.devices.values():
+            for p in PROTOCOLS:
+                totals[p] += device.counters.get(f"tx_{p}_packets", 0) + device.counters.get(f"rx_{p}_packets", 0)
+        return totals
 
     def events_lost(self) -> int:
         return self.probe.losses()["ring_full"] + self.malformed_events

@@ -341,3 +341,13 @@ def test_pattern_listeners_get_each_new_pattern_with_the_name_it_was_looked_up_b
                     (PHONE, "fd00::9", 443, "tcp", "")]
     assert calls == seen
     assert mon.get_device(PHONE).recent_peers == [{"address": "fd00::9", "port": 443, "transport": "tcp", "name": ""}]
+
+
+def test_protocol_totals_add_both_directions_over_devices(env):
+    _, _, _, mon = env
+    from netwatchd.devices import Device
+
+    mon.devices = {"a": Device(mac="a", counters={"tx_tcp_packets": 3, "rx_tcp_packets": 2, "tx_arp_packets": 1}),
+                   "b": Device(mac="b", counters={"rx_tcp_packets": 4})}
+    totals = mon.protocol_totals()
+    assert (totals["tcp"], totals["arp"], totals["udp"]) == (9, 1, 0)

@@ -1,0 +1,20 @@
+"""netwatchctl status: what an operator reads at a glance."""
+from netwatchd.ctl import format_uptime, render_status
+
+
+def test_uptime_format():
+    assert format_uptime(59) == "00:00:59"
+    assert format_uptime(90061) == "1d 01:01:01"
+    assert format_uptime(-5) == "00:00:00"  # a clock step never prints nonsense
+
+
+def test_status_shows_uptime_interfaces_devices_and_packets_per_protocol():
+    props = {"Version": "0.1.0", "StartedAtUSec": 1_000_000_000_000, "ProgramsAttached": ["sys_exit_connect"],
+             "Interfaces": ["eth0", "wlan0"], "ProtocolTotals": {"arp": 2, "tcp": 5, "udp": 0}, "DeviceCount": 3,
+             "ConnectAttempts": 7, "EventsLost": 1, "DeviceEventsLost": 2, "MalformedFrames": 4}
+    lines = [line.strip() for line in render_status(props, now_usec=1_000_000_000_000 + 3_725_000_000).splitlines()]
+    assert lines[1].endswith("(up 01:02:05)")
+    assert "Interfaces: eth0, wlan0" in lines
+    assert "Devices: 3" in lines
+    assert "Packets: arp 2, tcp 5" in lines
+    assert "Events lost: 1 connect records, 2 device events, 4 malformed frames" in lines
