@@ -6,9 +6,16 @@ Covers the "booted systemd" acceptance of issue 2, in order (the tests share one
   - `systemctl enable --now netwatchd` -> active, READY only after the programs were attached;
   - `busctl call ... Summary` counts connects made inside the container exactly;
   - `systemctl reload` with a broken config: still running, same MainPID, the journal names the key;
+  - issue 5: a bridge and two network namespaces inside the container (devices.interfaces: auto,
+    learning_period_sec 0): `journalctl -f -u netwatchd` started before they come up shows one
+    new_device alert per device (MESSAGE_ID, NETWATCHD_SUBJECT=device:<mac>); `busctl call ...
+    ListDevices`, `netwatchctl devices` and `netwatchctl alerts` show them; /var/lib/netwatchd is
+    0750 and no file in it is readable by others; `systemctl kill -s KILL` -> restarted, the devices
+    keep their first_seen_usec and raise no second new_device alert;
   - `systemctl kill -s KILL` -> restarted by systemd with a new MainPID; the old programs are gone;
   - `systemctl stop` -> none of the BPF programs or links it held remain (compared by id: other
-    netwatchd instances on the same kernel may load programs with the same names).
+    netwatchd instances on the same kernel may load programs with the same names); nothing of ours
+    on the LAN's ports (TCX hooks queried from the kernel, no clsact qdisc, no tc filter).
 
 Run: .venv/bin/python -m pytest tests/system -x -s   (root; the rootfs is cached in
 /var/tmp/netwatchd-test, built with mmdebstrap when absent).
@@ -21,6 +28,7 @@ import re
 import secrets
 import signal
 import subprocess
+import threading
 import time
 from pathlib import Path
 
@@ -378,6 +386,210 @@ def test_reload_with_broken_config_keeps_running(box):
     assert is_active(box) == "active" and main_pid(box) == pid
 
 
+# ------------------------------------------------------------------ devices and alerts (issue 5)
+# A LAN inside the container: a bridge, and two network namespaces whose veth ports are bridge
+# ports (up, not masters: `devices.interfaces: auto` watches them). Universal (not randomized)
+# MACs, so each device gets its own new_device alert rather than the randomized-macs summary.
+MSG_NEW_DEVICE = KINDS["new_device"]["message_id"]
+FAST_CONFIG = """\
+tick_interval_sec: 0.5
+devices:
+  enabled: true
+  interfaces: auto
+  store_interval_sec: 0.5
+alerts:
+  enabled: true
+  learning_period_sec: 0
+  warmup_ticks: 2
+  consecutive_ticks: 1
+  cooldown_sec: 60
+"""
+LAN_MACS = {"a": "00:16:3e:4e:57:01", "b": "00:16:3e:4e:57:02"}
+
+
+class BoxLan:
+    def __init__(self, box: Container):
+        self.box = box
+        self.suffix = secrets.token_hex(2)
+        self.bridge = f"nwb{self.suffix}"
+        self.netns = {n: f"nwt{self.suffix}{n}" for n in LAN_MACS}
+        self.ports = {n: f"nwv{self.suffix}{n}" for n in LAN_MACS}
+        self.ipv4 = {n: f"10.77.0.{i + 1}" for i, n in enumerate(LAN_MACS)}
+
+    def create(self) -> None:
+        script = [f"ip link add {self.bridge} type bridge", f"ip link set {self.bridge} up"]
+        for n, mac in LAN_MACS.items():
+            ns, port = self.netns[n], self.ports[n]
+            script += [f"ip netns add {ns}", f"ip -n {ns} link set lo up",
+                       f"ip link add {port} type veth peer name eth0 netns {ns}",
+                       f"ip link set {port} master {self.bridge}", f"ip link set {port} up",
+                       f"ip -n {ns} link set eth0 address {mac}",
+                       f"ip -n {ns} addr add {self.ipv4[n]}/24 dev eth0"]
+        self.box.sh("set -e; " + "; ".join(script))
+
+    def join(self) -> None:
+        """The devices come up (their eth0 was down: silent until now)."""
+        self.box.sh("set -e; " + "; ".join(f"ip -n {ns} link set eth0 up" for ns in self.netns.values()))
+
+    def ping(self, src: str, dst: str) -> None:
+        """A few UDP datagrams from src to dst (ARP both ways, then the datagrams and dst's ICMP)."""
+        send = ("import socket; s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n"
+                f"for _ in range(3): s.sendto(b'netwatchd', ('{self.ipv4[dst]}', 9))")
+        self.box.run(["ip", "netns", "exec", self.netns[src], "python3", "-I", "-S", "-c", send],
+                     check=False, timeout=20)
+
+    def cleanup(self) -> None:
+        script = [f"ip link del {p}" for p in self.ports.values()] + [f"ip link del {self.bridge}"]
+        script += [f"ip netns del {ns}" for ns in self.netns.values()]
+        self.box.sh("; ".join(s + " 2>/dev/null" for s in script) + "; true", check=False)
+
+
+@pytest.fixture(scope="module")
+def lan(box):
+    ensure_active(box)
+    original = box.run(["cat", CONFIG]).stdout
+    box.write_file(CONFIG, FAST_CONFIG)
+    box.run(["systemctl", "restart", UNIT], timeout=180)
+    net = BoxLan(box)
+    try:
+        net.create()
+        yield net
+    finally:
+        net.cleanup()
+        box.write_file(CONFIG, original)
+
+
+# Asks the kernel (BPF_PROG_QUERY through libbpf) which programs are attached to an interface's
+# TCX ingress and egress hooks: Debian's bpftool 7.1 does not list TCX in `bpftool net`.
+TCX_QUERY = r"""
+import ctypes, json, sys
+lib = ctypes.CDLL("libbpf.so.1", use_errno=True)
+ifindex = int(open(f"/sys/class/net/{sys.argv[1]}/ifindex").read())
+ids = []
+for attach_type in (46, 47):  # BPF_TCX_INGRESS, BPF_TCX_EGRESS
+    progs, count, flags = (ctypes.c_uint32 * 64)(), ctypes.c_uint32(64), ctypes.c_uint32(0)
+    rc = lib.bpf_prog_query(ifindex, attach_type, 0, ctypes.byref(flags), progs, ctypes.byref(count))
+    if rc != 0:
+        sys.exit(f"bpf_prog_query({ifindex}, {attach_type}): {rc} errno {ctypes.get_errno()}")
+    ids += list(progs[: count.value])
+print(json.dumps(ids))
+"""
+
+
+def tcx_progs(box: Container, port: str) -> set:
+    """Program ids on `port`: its TCX hooks (the kernel's answer) and whatever bpftool's net
+    listing shows (tc, xdp)."""
+    ids = set(json.loads(box.run(["python3", "-I", "-S", "-c", TCX_QUERY, port]).stdout))
+    for entry in bpftool(box, "net", "show", "dev", port):
+        for attached in entry.values():
+            if isinstance(attached, list):
+                ids |= {a.get("prog_id", a.get("id")) for a in attached if isinstance(a, dict)}
+    return ids - {None}
+
+
+def list_devices(box: Container) -> dict:
+    return {d["mac"]: d for d in (vardict(r) for r in busctl(box, "call", BUS_NAME, OBJECT, MANAGER, "ListDevices")[0])}
+
+
+def netwatchctl(box: Container, *args) -> object:
+    r = box.run(["/usr/local/bin/netwatchctl", "--json", *args], timeout=BUS_TIMEOUT + 10)
+    return json.loads(r.stdout)
+
+
+def wait_watched(box: Container, lan: BoxLan) -> dict:
+    """Until the daemon watches both ports; returns {port: ids of our programs the kernel shows on it}."""
+    wait_for(lambda: set(lan.ports.values()) <= set(get_property(box, "Interfaces")), 30,
+             "netwatchd to watch the LAN's ports")
+    ours = our_bpf_ids(box)["progs"]
+    return {p: tcx_progs(box, p) & ours for p in lan.ports.values()}
+
+
+def test_new_device_alert_in_journal_follow_busctl_and_netwatchctl(box, lan):
+    wait_for(lambda: get_property(box, "Learning") is False, 30, "the learning period to be over")
+    # journalctl -f started before the device appears; stopped by its pid in the container
+    argv = ["nsenter", "-t", str(box.pid1), "-a", "/bin/sh", "-c",
+            f"echo $$; exec journalctl -f -n 0 -o json -u {UNIT}"]
+    follow = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    lines: list = []
+    reader = threading.Thread(target=lambda: lines.extend(iter(follow.stdout.readline, "")), daemon=True)
+    follow_pid = int(follow.stdout.readline())
+    reader.start()
+    try:
+        time.sleep(1)  # journalctl -f is following
+        lan.join()
+        print(f"\nour programs the kernel shows on the LAN's ports: {wait_watched(box, lan)}")
+        subjects = {f"device:{mac}" for mac in LAN_MACS.values()}
+
+        def alerted():
+            lan.ping("a", "b")
+            got = {e.get("NETWATCHD_SUBJECT") for e in map(json.loads, filter(str.strip, list(lines)))
+                   if e.get("MESSAGE_ID") == MSG_NEW_DEVICE}
+            return subjects <= got
+        t0 = time.monotonic()
+        wait_for(alerted, 60, f"new_device alerts for {sorted(subjects)} in journalctl -f", interval=0.5)
+        print(f"journalctl -f showed new_device for both devices {time.monotonic() - t0:.1f}s after the first ping")
+    finally:
+        box.run(["kill", str(follow_pid)], check=False)
+        follow.wait(10)
+        reader.join(5)
+    entries = [e for e in map(json.loads, filter(str.strip, lines)) if e.get("MESSAGE_ID") == MSG_NEW_DEVICE]
+    for mac in LAN_MACS.values():
+        mine = [e for e in entries if e.get("NETWATCHD_SUBJECT") == f"device:{mac}"]
+        assert len(mine) == 1 and mine[0]["MESSAGE_ID"] == MSG_NEW_DEVICE and mac in mine[0]["MESSAGE"], mine
+    print(f"journal: {entries[0]['MESSAGE']}")
+
+    devices = wait_for(lambda: (lambda d: d if set(LAN_MACS.values()) <= set(d) else None)(list_devices(box)),
+                       10, "ListDevices to show the devices")
+    for n, mac in LAN_MACS.items():
+        assert devices[mac]["interface"] == lan.ports[n] and lan.ipv4[n] in devices[mac]["ipv4"], devices[mac]
+    ctl_devices = {d["mac"]: d for d in netwatchctl(box, "devices")}
+    assert set(LAN_MACS.values()) <= set(ctl_devices)
+    assert all(ctl_devices[m]["first_seen_usec"] == devices[m]["first_seen_usec"] for m in LAN_MACS.values())
+    ctl_alerts = netwatchctl(box, "alerts")
+    for mac in LAN_MACS.values():
+        assert [a for a in ctl_alerts if a["kind"] == "new_device" and a["subject"] == f"device:{mac}"], ctl_alerts
+    human = box.run(["/usr/local/bin/netwatchctl", "devices"]).stdout
+    assert all(mac in human for mac in LAN_MACS.values()), human
+
+
+def test_state_directory_not_readable_by_others(box, lan):
+    mode = int(box.run(["stat", "-c", "%a", "/var/lib/netwatchd"]).stdout.strip(), 8)
+    assert mode & 0o027 == 0 and mode & 0o700 == 0o700, oct(mode)
+    files = box.sh("find /var/lib/netwatchd -mindepth 1 -printf '%m %p\\n'").stdout.split("\n")
+    files = [f.split(" ", 1) for f in files if f]
+    print(f"\nstate directory {oct(mode)}: {files}")
+    assert any(p.endswith("/inventory.sqlite3") for _, p in files), files
+    assert all(int(m, 8) & 0o007 == 0 for m, _ in files), files
+
+
+def test_sigkill_restart_keeps_the_inventory_and_does_not_alert_again(box, lan):
+    ensure_active(box)
+    before = wait_for(lambda: (lambda d: d if set(LAN_MACS.values()) <= set(d) else None)(list_devices(box)),
+                      30, "the LAN's devices")
+    time.sleep(2)  # > 3 store intervals: the inventory is on disk
+    old_pid = main_pid(box)
+    cursor = journal_cursor(box)
+    box.run(["systemctl", "kill", "-s", "KILL", UNIT])
+    wait_for(lambda: main_pid(box) not in (0, old_pid) and is_active(box) == "active", 120,
+             "systemd to restart netwatchd")
+    wait_watched(box, lan)
+    restarted_at = int(get_property(box, "StartedAtUSec"))
+
+    def seen_again():
+        lan.ping("a", "b")
+        d = list_devices(box)
+        return d if all(m in d and d[m]["last_seen_usec"] > restarted_at for m in LAN_MACS.values()) else None
+    after = wait_for(seen_again, 30, "the devices to be seen again after the restart", interval=0.5)
+    for mac in LAN_MACS.values():
+        assert after[mac]["first_seen_usec"] == before[mac]["first_seen_usec"], (before[mac], after[mac])
+    time.sleep(2)  # a few ticks: a forgotten device would alert now
+    again = [e for e in journal_since(box, cursor, f"MESSAGE_ID={MSG_NEW_DEVICE}")
+             if e.get("NETWATCHD_SUBJECT") in {f"device:{m}" for m in LAN_MACS.values()}]
+    assert not again, [e["MESSAGE"] for e in again]
+    print(f"\nafter SIGKILL and restart: devices kept with first_seen_usec "
+          f"{[after[m]['first_seen_usec'] for m in LAN_MACS.values()]}, no new_device alert again")
+
+
 def test_sigkill_is_restarted_and_leaves_nothing(box):
     ensure_active(box)
     old_pid = main_pid(box)
@@ -398,8 +610,11 @@ def test_sigkill_is_restarted_and_leaves_nothing(box):
     assert not (new_ids["progs"] & old_ids["progs"])
 
 
-def test_stop_leaves_no_bpf_program_attached(box):
+def test_stop_leaves_no_bpf_program_attached(box, lan):
     ensure_active(box)
+    on_ports = wait_watched(box, lan)
+    assert all(on_ports.values()), f"the kernel shows none of our programs on the ports: {on_ports}"
+    qdiscs = {p: box.run(["tc", "qdisc", "show", "dev", p]).stdout for p in lan.ports.values()}
     ids = our_bpf_ids(box)
     before = loaded_bpf(box)
     names = {before["progs"].get(i, "") for i in ids["progs"]}
@@ -413,3 +628,13 @@ def test_stop_leaves_no_bpf_program_attached(box):
     assert box.run(["systemctl", "show", "-p", "Result", "--value", UNIT]).stdout.strip() == "success"
     left = wait_gone(box, ids)
     assert not any(left.values()), f"still loaded or attached after `systemctl stop`: {left}"
+    # TCX links: nothing on the ports (bpftool net), no clsact qdisc or tc filter of ours
+    for port, progs in on_ports.items():
+        assert not tcx_progs(box, port) & progs, (port, bpftool(box, "net", "show", "dev", port))
+        qdisc = box.run(["tc", "qdisc", "show", "dev", port]).stdout
+        assert "clsact" not in qdisc and "clsact" not in qdiscs[port], (qdiscs[port], qdisc)
+        for direction in ("ingress", "egress"):
+            r = box.run(["tc", "filter", "show", "dev", port, direction], check=False)
+            assert not r.stdout.strip(), f"tc filter show dev {port} {direction}: {r.stdout}"
+    print(f"after stop, on the LAN's ports: no TCX program of ours, qdiscs {sorted(set(qdiscs.values()))}, "
+          f"no tc filter")
