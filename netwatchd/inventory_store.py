@@ -29,6 +29,7 @@ from netwatchd.devices import Device, normalize_mac
 from netwatchd.sqlite_files import (
     create_private_file,
     header_problem,
+    in_transaction,
     is_corruption,
     make_private_dirs,
     use_wal,
@@ -212,17 +213,9 @@ class InventoryStore:
     def _in_transaction(self, doing: str, work):
         """Runs `work` between BEGIN IMMEDIATE and COMMIT; rolls back if anything fails."""
         try:
-            self._conn.execute("BEGIN IMMEDIATE")
-            try:
-                result = work()
-                self._conn.execute("COMMIT")
-            except BaseException:
-                if self._conn.in_transaction:
-                    self._conn.execute("ROLLBACK")
-                raise
+            return in_transaction(self._conn, work)
         except sqlite3.Error as e:
             raise _error(self.path, f"cannot {doing}", e) from e
-        return result
 
 
 _DEVICE_FIELDS = tuple(f.name for f in dataclasses.fields(Device))
@@ -255,14 +248,7 @@ def _prepare(path: str, conn: sqlite3.Connection) -> None:
         problems = [row[0] for row in conn.execute("PRAGMA quick_check(5)")]
         if problems != ["ok"]:
             raise CorruptStoreError(path, "damaged: " + "; ".join(problems))
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            _check_or_create_schema(path, conn)
-            conn.execute("COMMIT")
-        except BaseException:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            raise
+        in_transaction(conn, lambda: _check_or_create_schema(path, conn))
     except sqlite3.Error as e:
         raise _error(path, "cannot open", e) from e
 

@@ -5,6 +5,9 @@ from __future__ import annotations
 import logging
 import os
 import sqlite3
+from typing import Callable, TypeVar
+
+T = TypeVar("T")
 
 log = logging.getLogger(__name__)
 
@@ -77,3 +80,17 @@ def use_wal(conn: sqlite3.Connection) -> str:
         conn.execute("PRAGMA synchronous = NORMAL")
         conn.execute(f"PRAGMA journal_size_limit = {WAL_SIZE_LIMIT}")
     return mode
+
+
+def in_transaction(conn: sqlite3.Connection, work: Callable[[], T]) -> T:
+    """Runs `work` between BEGIN IMMEDIATE and COMMIT, so it lands whole or not at all: rolled
+    back if anything fails (the connection is opened with isolation_level=None)."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        result = work()
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+    return result

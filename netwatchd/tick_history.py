@@ -25,6 +25,7 @@ from .sqlite_files import (
     BUSY_TIMEOUT_MS,
     create_private_file,
     header_problem,
+    in_transaction,
     is_corruption,
     make_private_dirs,
     use_wal,
@@ -164,16 +165,12 @@ class TickHistory:
                 raise HistoryError(self.path, "opened read-only")
             rows, self._buffer = self._buffer, []
             keep = max(0, int(self.keep))
+            def write() -> int:
+                stored = self._stored + (self._insert(rows[-keep:]) if keep else 0)
+                return stored - self._prune(stored - keep)
+
             try:
-                self._conn.execute("BEGIN IMMEDIATE")
-                try:
-                    stored = self._stored + (self._insert(rows[-keep:]) if keep else 0)
-                    stored -= self._prune(stored - keep)
-                    self._conn.execute("COMMIT")
-                except BaseException:
-                    if self._conn.in_transaction:
-                        self._conn.execute("ROLLBACK")
-                    raise
+                stored = in_transaction(self._conn, write)
             except sqlite3.Error as e:
                 raise _error(self.path, "cannot write ticks", e) from e
             self._stored = stored
@@ -249,14 +246,7 @@ def _prepare_for_writing(path: str, conn: sqlite3.Connection) -> None:
         mode = use_wal(conn)
         if mode != "wal":
             raise HistoryError(path, f"cannot use write-ahead logging (journal_mode stays {mode!r})")
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            _check_or_create_schema(path, conn)
-            conn.execute("COMMIT")
-        except BaseException:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            raise
+        in_transaction(conn, lambda: _check_or_create_schema(path, conn))
     except sqlite3.Error as e:
         raise _error(path, "cannot open", e) from e
 
