@@ -75,7 +75,11 @@ class PrivateSystemBus:
         shutil.rmtree(self.dir, ignore_errors=True)
 
     def __enter__(self):
-        return self.start()
+        try:
+            return self.start()
+        except BaseException:
+            self.stop()  # a bus that failed to start still leaves nothing behind
+            raise
 
     def __exit__(self, *exc):
         self.stop()

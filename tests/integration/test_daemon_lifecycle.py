@@ -150,12 +150,8 @@ def require_integration():
 @pytest.fixture(scope="module")
 def bus():
     require_integration()
-    b = PrivateSystemBus()
-    try:
-        b.start()
+    with PrivateSystemBus() as b:
         yield b
-    finally:
-        b.stop()
 
 
 @pytest.fixture(scope="module")

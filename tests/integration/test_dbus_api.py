@@ -31,12 +31,8 @@ ACCESS_DENIED = "org.freedesktop.DBus.Error.AccessDenied"
 def bus():
     require_root_and_bcc()
     require_tools("dbus-daemon", "busctl", "dbus-send", "setpriv")
-    b = PrivateSystemBus()
-    try:
-        b.start()
+    with PrivateSystemBus() as b:
         yield b
-    finally:
-        b.stop()
 
 
 @pytest.fixture(scope="module")

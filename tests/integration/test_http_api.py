@@ -44,12 +44,8 @@ def get(base: str, path: str, timeout: float = 10):
 def bus():
     require_root_and_bcc()
     require_tools("dbus-daemon")
-    b = PrivateSystemBus()
-    try:
-        b.start()
+    with PrivateSystemBus() as b:
         yield b
-    finally:
-        b.stop()
 
 
 @pytest.fixture(scope="module")

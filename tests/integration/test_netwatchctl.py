@@ -26,12 +26,8 @@ NOT_RUNNING = "netwatchctl: netwatchd is not running or not reachable: "
 def bus():
     require_root_and_bcc()
     require_tools("dbus-daemon", "setpriv")
-    b = PrivateSystemBus()
-    try:
-        b.start()
+    with PrivateSystemBus() as b:
         yield b
-    finally:
-        b.stop()
 
 
 @pytest.fixture(scope="module")
