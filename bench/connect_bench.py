@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import json
 import os
 import platform
 import signal
@@ -38,6 +37,7 @@ REPO = BENCH.parent
 sys.path[:0] = [str(REPO), str(BENCH)]
 
 import bpf_stats  # noqa: E402
+from bench_main import run_benchmark  # noqa: E402
 from loadgen import LoopbackLoad, PhaseResult, add_counts  # noqa: E402
 from reference_probes import ReferenceProbes  # noqa: E402
 from tests.harness import BUS_NAME, INTERFACE, OBJECT_PATH, DaemonProcess, PrivateSystemBus, unvariant  # noqa: E402
@@ -385,32 +385,8 @@ def parse_args(argv=None):
     return args
 
 
-def _interrupt(signum, _frame):
-    raise KeyboardInterrupt(f"signal {signum}")
-
-
 def main(argv=None) -> int:
-    args = parse_args(argv)
-    if os.geteuid() != 0:
-        print("connect_bench: needs root (BPF, bpf_stats, cgroup hooks)", file=sys.stderr)
-        return 2
-    signal.signal(signal.SIGTERM, _interrupt)
-    signal.signal(signal.SIGHUP, _interrupt)
-    try:
-        r = run(args)
-    except KeyboardInterrupt:
-        print("connect_bench: interrupted; everything it started is stopped", file=sys.stderr)
-        return 130
-    text = report(r)
-    print(text)
-    out_dir = Path(args.results_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    path = out_dir / time.strftime("connect_bench-%Y%m%d-%H%M%S.json")
-    r["report"] = text.splitlines()
-    r["args"] = vars(args)
-    path.write_text(json.dumps(r, indent=1, default=str) + "\n")
-    print(f"\nresults: {path}")
-    return 0
+    return run_benchmark("connect_bench", "BPF, bpf_stats, cgroup hooks", parse_args(argv), run, report)
 
 
 if __name__ == "__main__":

@@ -51,6 +51,7 @@ sys.path[:0] = [str(REPO), str(BENCH)]
 import yaml  # noqa: E402
 
 import bpf_stats  # noqa: E402
+from bench_main import run_benchmark  # noqa: E402
 from connect_bench import cpu_sec, host_info, progress, shielded_cleanup, verdict  # noqa: E402
 from device_floors import FloorClassifiers  # noqa: E402
 from tests.harness import DaemonProcess, PrivateSystemBus, unvariant  # noqa: E402
@@ -782,32 +783,8 @@ def parse_args(argv=None):
     return args
 
 
-def _interrupt(signum, _frame):
-    raise KeyboardInterrupt(f"signal {signum}")
-
-
 def main(argv=None) -> int:
-    args = parse_args(argv)
-    if os.geteuid() != 0:
-        print("device_bench: needs root (BPF, bpf_stats, network namespaces)", file=sys.stderr)
-        return 2
-    signal.signal(signal.SIGTERM, _interrupt)
-    signal.signal(signal.SIGHUP, _interrupt)
-    try:
-        r = run(args)
-    except KeyboardInterrupt:
-        print("device_bench: interrupted; everything it started is stopped and removed", file=sys.stderr)
-        return 130
-    text = report(r)
-    print(text)
-    out_dir = Path(args.results_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    path = out_dir / time.strftime("device_bench-%Y%m%d-%H%M%S.json")
-    r["report"] = text.splitlines()
-    r["args"] = vars(args)
-    path.write_text(json.dumps(r, indent=1, default=str) + "\n")
-    print(f"\nresults: {path}")
-    return 0
+    return run_benchmark("device_bench", "BPF, bpf_stats, network namespaces", parse_args(argv), run, report)
 
 
 if __name__ == "__main__":
