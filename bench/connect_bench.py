@@ -50,8 +50,8 @@ GOAL_SUMMARY_X_PING = 3.0
 SUMMARY_WINDOW_SEC = 3600
 # Programs of ours that can run on an IPv4 TCP connect(); the ones attached are summed.
 IPV4_CONNECT_PATH = ("sys_enter_connect", "nw_connect4", "sys_exit_connect")
-IMPORT_FLOOR = ("import bcc, yaml, dbus_fast.aio, netwatchd.daemon, netwatchd.dbus_service, "
-                "netwatchd.connect_probe\nprint([l.split()[1] for l in open('/proc/self/status') "
+IMPORT_FLOOR = ("import bcc, yaml, dbus_fast.aio, netwatchd.daemon, netwatchd.api.dbus, "
+                "netwatchd.kernel.connect_probe\nprint([l.split()[1] for l in open('/proc/self/status') "
                 "if l.startswith('VmRSS:')][0], flush=True)")
 
 

@@ -37,11 +37,11 @@ sys.path[:0] = [str(BENCH.parent)]
 
 import numpy as np  # noqa: E402
 
-from netwatchd.alerts import AlertIds  # noqa: E402
-from netwatchd.baseline import Anomaly, BaselineParams, BaselineTable  # noqa: E402
+from netwatchd.alerting.alerts import AlertIds  # noqa: E402
+from netwatchd.alerting.baseline import Anomaly, BaselineParams, BaselineTable  # noqa: E402
 from netwatchd.config import AlertsConfig  # noqa: E402
-from netwatchd.detector import Detector  # noqa: E402
-from netwatchd.observation import TickObservation  # noqa: E402
+from netwatchd.alerting.detector import Detector  # noqa: E402
+from netwatchd.alerting.observation import TickObservation  # noqa: E402
 
 RESULTS = BENCH / "results"
 GOAL_MS = 20.0

@@ -53,7 +53,7 @@ def floors_main() -> None:
     sys.path.insert(0, str(REPO))
     from bcc import BPF
 
-    from netwatchd import bpf_links
+    from netwatchd.kernel import links as bpf_links
 
     b = BPF(src_file=str(SOURCE).encode(), cflags=[f"-DREF_RING_PAGES={RING_PAGES}"])
     fds = {fn: b.load_func(fn.encode(), BPF.SCHED_CLS).fd for fn in FUNCTIONS}

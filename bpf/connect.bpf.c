@@ -8,7 +8,7 @@
  *   cgroup sendmsg4/6   counts and records unconnected UDP sends
  *   sched_process_exec  moves a process's counters under its old command name (rare)
  *
- * Settings arrive as -D cflags from netwatchd/connect_probe.py:
+ * Settings arrive as -D cflags from netwatchd/kernel/connect_probe.py:
  *   NW_MAX_PROCS, NW_PENDING_SLOTS (power of two), NW_RING_PAGES, NW_RECORD_EVENTS (0: counts
  *   only, no per-connect records). The sendmsg hooks are attached only when UDP sends are traced.
  * Only tracepoints, cgroup hooks, helpers and uapi types: it loads whatever the kernel headers. */

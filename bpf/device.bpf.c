@@ -10,7 +10,7 @@
  * Headers are read with direct packet access; anything that does not fit is counted as
  * malformed and left alone. The classifier never changes a verdict (TC_ACT_UNSPEC).
  *
- * Settings arrive as -D cflags from netwatchd/device_probe.py:
+ * Settings arrive as -D cflags from netwatchd/kernel/device_probe.py:
  *   NW_MAX_DEVICES, NW_MAX_PATTERNS, NW_DEV_RING_PAGES.
  * Runtime switches (DNS/HTTP/TLS/DHCP capture) live in the dev_settings array. */
 #include <uapi/linux/bpf.h>

@@ -1,5 +1,5 @@
-/* Structures shared by bpf/device.bpf.c and netwatchd/device_record.py (ctypes mirror).
- * Change both together; tests/unit/test_device_record.py checks sizes and offsets. */
+/* Structures shared by bpf/device.bpf.c and netwatchd/devices/records.py (ctypes mirror).
+ * Change both together; tests/unit/test_header_layouts.py checks sizes and offsets against a C compiler. */
 #ifndef NETWATCH_DEVICE_H
 #define NETWATCH_DEVICE_H
 

@@ -1,4 +1,4 @@
-/* Structures shared by the BPF programs and netwatchd/connect_record.py (which mirrors them
+/* Structures shared by the BPF programs and netwatchd/connects/records.py (which mirrors them
  * with ctypes). Change both together; tests/unit/test_connect_record.py checks the sizes. */
 #ifndef NETWATCH_H
 #define NETWATCH_H

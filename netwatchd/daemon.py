@@ -12,14 +12,15 @@ import signal
 import sys
 import time
 
-from . import __version__, logsetup
-from .config import DEFAULT_CONFIG_PATH, ConfigError, DaemonConfig, load_config, state_directory
-from .alert_pipeline import AlertPipeline, open_history
-from .connect_monitor import ConnectMonitor
-from .device_setup import start_devices, stop_devices
-from .journal_sink import JournalSink
-from .notify import Notifier, watchdog_interval_sec
-from .observation import TickObservation
+from netwatchd import __version__, logsetup
+from netwatchd.config import DEFAULT_CONFIG_PATH, ConfigError, DaemonConfig, load_config, state_directory
+from netwatchd.alerting.pipeline import AlertPipeline
+from netwatchd.connects.monitor import ConnectMonitor
+from netwatchd.device_setup import start_devices, stop_devices
+from netwatchd.store.state_files import AlertStateFiles, open_history
+from netwatchd.api.journal import JournalSink
+from netwatchd.notify import Notifier, watchdog_interval_sec
+from netwatchd.alerting.observation import TickObservation
 
 log = logging.getLogger("netwatchd")
 
@@ -61,8 +62,8 @@ class Daemon:
         return line
 
     async def run(self) -> int:
-        from . import dbus_service
-        from .connect_probe import ConnectProbe
+        from netwatchd.api import dbus as dbus_service
+        from netwatchd.kernel.connect_probe import ConnectProbe
 
         self._bus = await dbus_service.own_name()
         if self._probe is None:
@@ -72,12 +73,12 @@ class Daemon:
             self.connects = ConnectMonitor(self._probe, self.cfg.connections)
             if self.cfg.devices.enabled:
                 self.devices = start_devices(self.cfg)
-            self.alerting = AlertPipeline(self.cfg.alerts, state_directory(self.cfg), sinks=[JournalSink()],
+            self.alerting = AlertPipeline(self.cfg.alerts, AlertStateFiles(state_directory(self.cfg)), sinks=[JournalSink()],
                                           history=open_history(state_directory(self.cfg), self.cfg.alerts.history_ticks))
             interface = dbus_service.export(self._bus, self)
             self.alerting.sinks.append(dbus_service.DBusAlertSink(interface))
             if self.cfg.metrics.enabled:
-                from .http_api import HttpApi
+                from netwatchd.api.http import HttpApi
 
                 self._http = HttpApi(self, self.cfg.metrics)
                 await self._http.start()

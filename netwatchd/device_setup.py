@@ -6,10 +6,10 @@ import logging
 import os
 from typing import Optional
 
-from .config import DaemonConfig, state_directory
-from .device_monitor import DeviceMonitor
-from .inventory_store import CorruptStoreError, InventoryStore, StoreError, move_aside
-from .vendors import VendorDb
+from netwatchd.config import DaemonConfig, state_directory
+from netwatchd.devices.monitor import DeviceMonitor
+from netwatchd.store.inventory import CorruptStoreError, InventoryStore, StoreError, move_aside
+from netwatchd.devices.vendors import VendorDb
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +34,7 @@ def open_store(cfg: DaemonConfig) -> Optional[InventoryStore]:
 
 
 def start_devices(cfg: DaemonConfig, probe=None) -> DeviceMonitor:
-    from .device_probe import DeviceProbe
+    from netwatchd.kernel.device_probe import DeviceProbe
 
     probe = probe or DeviceProbe(cfg.devices)
     probe.start()

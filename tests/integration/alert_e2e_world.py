@@ -33,9 +33,9 @@ import time
 from pathlib import Path
 from typing import Dict, List, Optional
 
-from netwatchd.alert_pipeline import history_path
-from netwatchd.observation import TickObservation
-from netwatchd.tick_history import HistoryError, TickHistory
+from netwatchd.store.state_files import history_path
+from netwatchd.alerting.observation import TickObservation
+from netwatchd.store.tick_history import HistoryError, TickHistory
 from tests.harness import DaemonProcess, PrivateSystemBus, unvariant
 from tests.integration.alert_bus_support import LineProcess, Subscriber
 from tests.integration.lan import UDP_ECHO, Lan, Node

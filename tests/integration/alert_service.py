@@ -21,11 +21,12 @@ import sys
 import time
 from types import SimpleNamespace
 
-from netwatchd import dbus_service
-from netwatchd.alert_pipeline import AlertPipeline
-from netwatchd.alerts import Alert
+from netwatchd.api import dbus as dbus_service
+from netwatchd.alerting.pipeline import AlertPipeline
+from netwatchd.store.state_files import AlertStateFiles
+from netwatchd.alerting.alerts import Alert
 from netwatchd.config import AlertsConfig
-from netwatchd.observation import TickObservation
+from netwatchd.alerting.observation import TickObservation
 
 
 def alerts_config(enabled: bool, learning: bool) -> AlertsConfig:
@@ -57,7 +58,7 @@ def say(line: str) -> None:
 async def serve(args) -> None:
     pipeline = None
     if args.alerting != "none":
-        pipeline = AlertPipeline(alerts_config(args.alerting == "on", args.learning), args.state_dir)
+        pipeline = AlertPipeline(alerts_config(args.alerting == "on", args.learning), AlertStateFiles(args.state_dir))
     daemon = FakeDaemon(pipeline)
     if args.alerting == "none":
         del daemon.alerting  # a daemon from before alerting existed

@@ -16,8 +16,8 @@ import sys
 from dbus_fast import BusType, Message, MessageType
 from dbus_fast.aio import MessageBus
 
-from netwatchd.bus_client import ALERT_MATCH, DBUS_INTERFACE, DBUS_NAME, DBUS_PATH
-from netwatchd.dbus_service import MANAGER_INTERFACE
+from netwatchd.ctl.bus_client import ALERT_MATCH, DBUS_INTERFACE, DBUS_NAME, DBUS_PATH
+from netwatchd.api.dbus import MANAGER_INTERFACE
 
 
 def bus_call(member: str, signature: str = "", body=()) -> Message:

@@ -15,7 +15,7 @@ from xml.etree import ElementTree
 
 import pytest
 
-from netwatchd.alerts import KINDS
+from netwatchd.alerting.alerts import KINDS
 from tests.conftest import requires, require_tools
 from tests.harness import BUS_NAME, INTERFACE, OBJECT_PATH, PrivateSystemBus, busctl, unvariant
 from tests.integration.alert_bus_support import AlertService, LineProcess, Subscriber, new_devices

@@ -38,8 +38,8 @@ from typing import Dict, List
 import pytest
 import yaml
 
-from netwatchd.alerts import KINDS, Alert
-from netwatchd.journal_sink import journal_fields
+from netwatchd.alerting.alerts import KINDS, Alert
+from netwatchd.api.journal import journal_fields
 from tests.conftest import require_root_and_bcc, require_tools, requires
 from tests.harness import unvariant
 from tests.integration.alert_e2e_world import ALERTS, BG_RATE, COMMANDS, TICK, World, dump, mac_tail

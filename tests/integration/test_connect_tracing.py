@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from netwatchd.config import ConnectionsConfig
-from netwatchd.connect_monitor import ConnectMonitor
+from netwatchd.connects.monitor import ConnectMonitor
 from tests.conftest import require_root_and_bcc
 
 pytestmark = pytest.mark.root
@@ -59,7 +59,7 @@ class Probe:
     """A ConnectProbe and its engine, in this process, stopped however the test ends."""
 
     def __init__(self, **settings):
-        from netwatchd.connect_probe import ConnectProbe
+        from netwatchd.kernel.connect_probe import ConnectProbe
 
         self.cfg = ConnectionsConfig(**settings)
         self.probe = ConnectProbe(self.cfg)
@@ -136,6 +136,7 @@ def test_known_connects_are_counted_and_listed_exactly(probe, unique_python, tmp
     assert failed == 1  # the refused one
     assert any(t["return_code"] == -111 for t in truth)
 
+    probe.monitor.refresh()  # what the D-Bus edge does before it answers
     for by in ({"pid": child["pid"], "command": ""}, {"pid": 0, "command": name}):
         s = probe.monitor.summary(by["pid"], by["command"], 60)
         assert (s["total_attempts"], s["succeeded"], s["failed"], s["in_progress"], s["udp_sends"]) == (
@@ -212,6 +213,7 @@ def test_counts_stay_exact_under_load_even_when_records_are_lost(unique_python):
         for w in workers:
             out, _ = w.communicate(timeout=300)
             results.append(json.loads(out))
+        small.monitor.refresh()
         for r in results:
             s = small.monitor.summary(r["pid"], "", 3600)
             assert (s["total_attempts"], s["succeeded"], s["failed"]) == (per_worker, r["succeeded"], r["failed"]), r
@@ -261,6 +263,7 @@ def test_exec_splits_counts_between_the_old_and_the_new_command(probe, tmp_path)
     assert out.returncode == 0, out.stderr
     pid_before, pid_after = map(int, out.stdout.split())
     assert pid_before == pid_after
+    probe.monitor.refresh()
     assert probe.monitor.summary(0, names[0], 60)["total_attempts"] == 3
     assert probe.monitor.summary(0, names[1], 60)["total_attempts"] == 5
     by_pid = probe.monitor.summary(pid_before, "", 60)

@@ -19,7 +19,7 @@ from typing import Dict, Set
 
 import pytest
 
-from netwatchd.kernel_env import cgroup2_root
+from netwatchd.kernel.headers import cgroup2_root
 from tests.conftest import require_root_and_bcc, require_tools, tool
 from tests.harness import BUS_NAME, INTERFACE, OBJECT_PATH, DaemonProcess, NotifyReceiver, PrivateSystemBus, unvariant
 from tests.integration.dbus_test_support import wait_notify_line

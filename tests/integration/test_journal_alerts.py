@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from netwatchd.alerts import KINDS, Alert
-from netwatchd.journal_sink import journal_fields
+from netwatchd.alerting.alerts import KINDS, Alert
+from netwatchd.api.journal import journal_fields
 from tests.conftest import require_root_and_bcc, require_tools, requires
 from tests.harness import DaemonProcess, PrivateSystemBus
 from tests.journal_harness import JOURNALD, PrivateJournal
@@ -44,8 +44,8 @@ ALERTS = [
 EMIT = """
 import json, sys
 sys.path.insert(0, sys.argv[1])
-from netwatchd.alerts import Alert
-from netwatchd.journal_sink import JournalSink
+from netwatchd.alerting.alerts import Alert
+from netwatchd.api.journal import JournalSink
 sink = JournalSink()
 for d in json.loads(sys.argv[2]):
     sink.emit(Alert.from_dict(d))

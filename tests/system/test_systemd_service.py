@@ -34,7 +34,7 @@ from pathlib import Path
 
 import pytest
 
-from netwatchd.alerts import KINDS
+from netwatchd.alerting.alerts import KINDS
 from tests.conftest import REPO, requires, require_tools
 from tests.system.container import (
     CACHE_DIR,

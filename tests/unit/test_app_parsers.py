@@ -18,8 +18,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from netwatchd import dns_parser
-from netwatchd.app_parsers import (
+from netwatchd.devices import dns as dns_parser
+from netwatchd.devices.app_parsers import (
     DHCP_MESSAGE_TYPES,
     TRUNCATION_MARK,
     DhcpInfo,

@@ -1,5 +1,5 @@
 """Per-process counts over time: deltas from cumulative kernel counters, windows, pruning."""
-from netwatchd.connect_history import ConnectHistory, CounterDeltas, Counts
+from netwatchd.connects.history import ConnectHistory, CounterDeltas, Counts
 
 CURL = (100, "curl")
 CURL2 = (200, "curl")

@@ -5,9 +5,9 @@ import dataclasses
 import pytest
 
 from netwatchd.config import ConnectionsConfig
-from netwatchd.connect_history import Counts
-from netwatchd.connect_monitor import ConnectMonitor
-from netwatchd.queries import InvalidQuery
+from netwatchd.connects.history import Counts
+from netwatchd.connects.monitor import ConnectMonitor
+from netwatchd.connects.queries import InvalidQuery
 from tests.unit.test_connect_record import CASES, build_event
 
 
@@ -53,15 +53,29 @@ def env():
     return probe, clock, alive, mon
 
 
-def test_summary_reads_the_kernel_at_query_time(env):
+def test_refresh_reads_the_kernel_at_query_time(env):
     probe, clock, _, mon = env
     probe.counters[(100, 0)] = ("curl", Counts(4, 2, 1, 3))
-    # no tick happened yet: Summary itself reads the counters, so it is exact up to now
+    # no tick happened yet: the edge's refresh() reads the counters, so Summary is exact up to now
+    mon.refresh()
     a = mon.summary(0, "curl", 60)
     assert (a["total_attempts"], a["succeeded"], a["failed"], a["in_progress"], a["udp_sends"]) == (7, 4, 2, 1, 3)
     clock.t += 61
     probe.counters[(100, 0)] = ("curl", Counts(5, 2, 1, 3))
+    mon.refresh()
     assert mon.summary(100, "", 60)["total_attempts"] == 1
+
+
+def test_queries_never_read_the_kernel_or_change_state(env):
+    probe, clock, _, mon = env
+    probe.counters[(100, 0)] = ("curl", Counts(4, 2, 1, 3))
+    probe.raw.append(b"garbage")
+    assert mon.summary(0, "curl", 60)["total_attempts"] == 0  # nothing read: nothing known yet
+    assert mon.list_connections(0, 0) == ([], False)
+    assert probe.raw == [b"garbage"] and mon.malformed_records == 0  # the ring was not drained
+    mon.refresh()
+    assert mon.summary(0, "curl", 60)["total_attempts"] == 7
+    assert mon.malformed_records == 1 and probe.raw == []
 
 
 def test_dead_idle_processes_are_freed_after_their_last_read(env):
@@ -87,6 +101,7 @@ def test_exec_keeps_each_command_its_own_counts(env):
     probe.counters[(100, 0)] = ("bash", Counts(3, 0, 0, 0))
     probe.counters[(100, 1)] = ("curl", Counts(4, 1, 0, 0))
     clock.t += 1
+    mon.refresh()
     assert mon.summary(0, "bash", 60)["total_attempts"] == 3
     assert mon.summary(0, "curl", 60)["total_attempts"] == 5
     s = mon.summary(100, "", 60)
@@ -112,6 +127,7 @@ def test_records_and_losses(env):
     probe, _, _, mon = env
     probe.raw = [build_event(c["event"]) for c in CASES[:3]] + [b"short"]
     probe.ring_full = 5
+    mon.refresh()
     records, truncated = mon.list_connections(0, 2)
     assert [r["command"] for r in records] == ["python3", "nc"] and truncated
     records, truncated = mon.list_connections(7, 0)
@@ -130,11 +146,12 @@ def test_reconfigure_applies_live_settings_and_names_the_rest(env):
 
 
 def test_observation_gathers_every_read_per_command(env):
-    from netwatchd.observation import TickObservation
+    from netwatchd.alerting.observation import TickObservation
 
     probe, clock, _, mon = env
     probe.counters[(100, 0)] = ("curl", Counts(3, 1, 0, 0))
-    mon.summary(0, "curl", 60)  # a Summary reads the kernel too: still observed
+    mon.refresh()  # a Summary's refresh reads the kernel too: still observed
+    mon.summary(0, "curl", 60)
     probe.counters[(100, 0)] = ("curl", Counts(5, 1, 0, 0))
     probe.counters[(200, 0)] = ("curl", Counts(0, 2, 0, 0))
     clock.t += 1

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from netwatchd.connect_record import (
+from netwatchd.connects.records import (
     LONG_EVENT_SIZE,
     ConnEvent,
     MalformedEvent,

@@ -1,5 +1,5 @@
 """netwatchctl status: what an operator reads at a glance."""
-from netwatchd.ctl import format_uptime, render_status
+from netwatchd.ctl.render import format_uptime, render_status
 
 
 def test_uptime_format():

@@ -5,11 +5,11 @@ import dataclasses
 import numpy as np
 import pytest
 
-from netwatchd.alerts import AlertIds
-from netwatchd.baseline import BaselineParams, BaselineTable
+from netwatchd.alerting.alerts import AlertIds
+from netwatchd.alerting.baseline import BaselineParams, BaselineTable
 from netwatchd.config import AlertsConfig
-from netwatchd.detector import Detector
-from netwatchd.observation import TickObservation
+from netwatchd.alerting.detector import Detector
+from netwatchd.alerting.observation import TickObservation
 
 SEC = 1_000_000
 A, B = "02:00:00:00:00:0a", "00:00:0c:00:00:0b"

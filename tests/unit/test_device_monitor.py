@@ -5,8 +5,10 @@ import struct
 import pytest
 
 from netwatchd.config import DevicesConfig
-from netwatchd.device_monitor import DeviceMonitor, NoSuchDevice, device_answer
-from netwatchd.device_record import (
+from netwatchd.devices.monitor import DeviceMonitor
+from netwatchd.devices.queries import device_answer
+from netwatchd.errors import NoSuchDevice
+from netwatchd.devices.records import (
     EVENT_SIZE,
     SNIP_LEN,
     DevCounters,
@@ -16,8 +18,8 @@ from netwatchd.device_record import (
     EV_PATTERN,
     EV_SNIPPET,
 )
-from netwatchd.interfaces import Interface
-from netwatchd.queries import InvalidQuery
+from netwatchd.devices.interfaces import Interface
+from netwatchd.connects.queries import InvalidQuery
 
 CISCO = "00:00:0c:12:34:56"
 PHONE = "02:77:00:00:00:02"  # locally administered: randomized
@@ -233,7 +235,7 @@ def test_dhcp_names_only_the_device_that_sent_it(env):
 
 
 def test_per_cpu_counters_add_up_and_keep_where_the_device_was_first_seen():
-    from netwatchd.device_record import counters_dict, sum_per_cpu
+    from netwatchd.devices.records import counters_dict, sum_per_cpu
 
     first, later = DevCounters(), DevCounters()
     first.packets[4], first.created_ns, first.ifindex = 3, 500, 7
@@ -245,7 +247,7 @@ def test_per_cpu_counters_add_up_and_keep_where_the_device_was_first_seen():
 
 
 def test_observations_for_the_detector_new_devices_patterns_and_address_moves(env):
-    from netwatchd.observation import TickObservation
+    from netwatchd.alerting.observation import TickObservation
 
     probe, _, _, mon = env
     other = "00:00:0c:99:99:99"
@@ -280,10 +282,10 @@ def test_observations_for_the_detector_new_devices_patterns_and_address_moves(en
 def test_a_new_mac_without_an_address_waits_a_tick_so_a_takeover_is_one_address_change(env):
     """A device that changes its MAC: an MLD report from the new MAC in one tick, its ARP with
     the old IP in the next. Reported together, the detector sees one address_change."""
-    from netwatchd.alerts import AlertIds
+    from netwatchd.alerting.alerts import AlertIds
     from netwatchd.config import AlertsConfig
-    from netwatchd.detector import Detector
-    from netwatchd.observation import TickObservation
+    from netwatchd.alerting.detector import Detector
+    from netwatchd.alerting.observation import TickObservation
 
     probe, _, _, mon = env
     detector = Detector(AlertsConfig(learning_period_sec=0), AlertIds(0), 0)
@@ -306,8 +308,8 @@ def test_a_new_mac_without_an_address_waits_a_tick_so_a_takeover_is_one_address_
 
 
 def test_known_devices_and_their_addresses_survive_a_restart_without_new_device_or_moves(env):
-    from netwatchd.devices import Device
-    from netwatchd.observation import TickObservation
+    from netwatchd.devices.model import Device
+    from netwatchd.alerting.observation import TickObservation
 
     probe, ifaces, clock, _ = env
     known = Device(mac=CISCO, first_seen_usec=5, ipv4={"10.77.0.5": 7})
@@ -345,7 +347,7 @@ def test_pattern_listeners_get_each_new_pattern_with_the_name_it_was_looked_up_b
 
 def test_protocol_totals_add_both_directions_over_devices(env):
     _, _, _, mon = env
-    from netwatchd.devices import Device
+    from netwatchd.devices.model import Device
 
     mon.devices = {"a": Device(mac="a", counters={"tx_tcp_packets": 3, "rx_tcp_packets": 2, "tx_arp_packets": 1}),
                    "b": Device(mac="b", counters={"rx_tcp_packets": 4})}

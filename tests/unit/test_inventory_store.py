@@ -11,8 +11,8 @@ import time
 
 import pytest
 
-from netwatchd.devices import COUNTER_NAMES, Device
-from netwatchd.inventory_store import (
+from netwatchd.devices.model import COUNTER_NAMES, Device
+from netwatchd.store.inventory import (
     SCHEMA_VERSION,
     CorruptStoreError,
     InventoryStore,
@@ -89,21 +89,6 @@ def test_upsert_replaces_by_mac_and_keeps_first_seen_as_given(db_path):
     assert by_mac[later.mac] == later
     assert by_mac[later.mac].first_seen_usec == make_device(1).first_seen_usec
     assert by_mac[later.mac].last_seen_usec == make_device(1).first_seen_usec + 500
-
-
-def test_delete_and_meta(db_path):
-    with InventoryStore.open(db_path) as store:
-        store.save_devices([make_device(1), make_device(2)])
-        assert store.delete_device(make_device(1).mac.upper().replace(":", "-"))
-        assert not store.delete_device(make_device(1).mac)
-        assert store.get_meta("first_start_usec") is None
-        store.set_meta("first_start_usec", "1700000000000000")
-        store.set_meta("first_start_usec", "1700000000000001")
-        with pytest.raises(TypeError):
-            store.set_meta("n", 5)
-    with InventoryStore.open(db_path) as store:
-        assert [d.mac for d in store.load_devices()] == [make_device(2).mac]
-        assert store.get_meta("first_start_usec") == "1700000000000001"
 
 
 def test_unreadable_record_is_skipped_not_fatal(db_path, caplog):
@@ -260,7 +245,7 @@ SHARED = 20  # devices every batch rewrites: an update half-applied would show h
 
 WRITER = """
 import sys
-from netwatchd.inventory_store import InventoryStore
+from netwatchd.store.inventory import InventoryStore
 from tests.unit.test_inventory_store import batch
 
 store = InventoryStore.open(sys.argv[1])

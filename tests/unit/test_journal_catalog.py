@@ -14,11 +14,11 @@ from typing import Dict, List
 
 import pytest
 
-from netwatchd.alerts import KINDS, Alert, AlertIds
+from netwatchd.alerting.alerts import KINDS, Alert, AlertIds
 from netwatchd.config import AlertsConfig
-from netwatchd.detector import Detector
-from netwatchd.journal_sink import journal_fields
-from netwatchd.observation import TickObservation
+from netwatchd.alerting.detector import Detector
+from netwatchd.api.journal import journal_fields
+from netwatchd.alerting.observation import TickObservation
 
 CATALOG = Path(__file__).resolve().parents[2] / "systemd" / "netwatchd.catalog"
 

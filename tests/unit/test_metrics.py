@@ -1,11 +1,11 @@
 """The Prometheus exposition and the HTTP edge's parsing, without a daemon or root."""
 import pytest
 
-from netwatchd.alerts import KINDS
+from netwatchd.alerting.alerts import KINDS
 from netwatchd.config import ConfigError, parse_config, split_listen
-from netwatchd.http_api import BadRequest, HttpApi, connection_summary, parse_head
-from netwatchd.metrics import Snapshot, escape_label, parse_fdinfo, read_bpf_stats, render
-from netwatchd.queries import InvalidQuery
+from netwatchd.api.http import BadRequest, HttpApi, connection_summary, parse_head
+from netwatchd.api.metrics import Snapshot, escape_label, parse_fdinfo, read_bpf_stats, render
+from netwatchd.connects.queries import InvalidQuery
 
 
 def samples(text):
@@ -105,26 +105,26 @@ def test_parse_head_rejects(head, status):
 
 class FakeConnects:
     def __init__(self):
-        from netwatchd.connect_history import ZERO, Counts
+        from netwatchd.connects.history import ZERO, Counts
         self.calls = []
         self.command_totals = {"curl": Counts(succeeded=2, failed=1)}
         self.command_overflow = ZERO
         self.probe = object()
 
-    def tick(self):
+    def refresh(self):
         pass
 
     def events_lost(self):
         return 4
 
     def summary(self, pid, command, duration):
-        from netwatchd.queries import check_summary
+        from netwatchd.connects.queries import check_summary
         check_summary(pid, command, duration, 3600)
         self.calls.append((pid, command, duration))
         return {"total_attempts": 0, "message": "m"}
 
     def list_connections(self, pid, limit):
-        from netwatchd.queries import check_list
+        from netwatchd.connects.queries import check_list
         check_list(pid, limit)
         return [], False
 

@@ -1,8 +1,8 @@
 """Argument checks behind InvalidArgs, and the answers' fields and messages."""
 import pytest
 
-from netwatchd.connect_history import Counts
-from netwatchd.queries import InvalidQuery, check_list, check_summary, summary_answer
+from netwatchd.connects.history import Counts
+from netwatchd.connects.queries import InvalidQuery, check_list, check_summary, summary_answer
 
 
 @pytest.mark.parametrize(

@@ -7,13 +7,13 @@ import json
 import numpy as np
 import pytest
 
-from netwatchd.alert_pipeline import history_path
+from netwatchd.store.state_files import history_path
 from netwatchd.config import AlertsConfig
-from netwatchd.ctl import main as ctl_main
-from netwatchd.observation import TickObservation
-from netwatchd.replay import ReplaySpan, replay
-from netwatchd.replay_cli import EXIT_CONFIG, EXIT_NO_HISTORY, run_replay
-from netwatchd.tick_history import TickHistory
+from netwatchd.ctl.main import main as ctl_main
+from netwatchd.alerting.observation import TickObservation
+from netwatchd.alerting.replay import ReplaySpan, replay
+from netwatchd.ctl.replay import EXIT_CONFIG, EXIT_NO_HISTORY, run_replay
+from netwatchd.store.tick_history import TickHistory
 
 T0 = 1_700_000_000_000_000
 TICK = 1_000_000

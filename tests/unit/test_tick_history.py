@@ -6,8 +6,8 @@ import stat
 
 import pytest
 
-from netwatchd.observation import TickObservation
-from netwatchd.tick_history import CorruptHistoryError, HistoryError, TickHistory
+from netwatchd.alerting.observation import TickObservation
+from netwatchd.store.tick_history import CorruptHistoryError, HistoryError, TickHistory
 
 T0 = 1_700_000_000_000_000
 
@@ -62,7 +62,7 @@ def test_file_mode_and_wal(tmp_path):
 
 
 def test_reads_across_batches(tmp_path, monkeypatch):
-    monkeypatch.setattr("netwatchd.tick_history.READ_BATCH", 7)
+    monkeypatch.setattr("netwatchd.store.tick_history.READ_BATCH", 7)
     path = str(tmp_path / "h.sqlite3")
     with TickHistory.open(path, keep=1000) as h:
         for n in range(50):

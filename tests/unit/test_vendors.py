@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from netwatchd.vendors import VendorDb, is_multicast, is_randomized, parse_registry_rows
+from netwatchd.devices.vendors import VendorDb, is_multicast, is_randomized, parse_registry_rows
 from tests.conftest import requires
 
 IEEE_DIR = "/usr/share/ieee-data"
@@ -125,7 +125,7 @@ def test_fixture_lookups(mac, vendor):
 
 
 def test_fixture_malformed_rows_counted_missing_file_warned(caplog):
-    with caplog.at_level(logging.WARNING, logger="netwatchd.vendors"):
+    with caplog.at_level(logging.WARNING, logger="netwatchd.devices.vendors"):
         db = VendorDb.load(str(FIXTURES))
     report = db.report
     assert report.entries == {"oui.csv": 5, "mam.csv": 2, "oui36.csv": 1}
@@ -138,7 +138,7 @@ def test_fixture_malformed_rows_counted_missing_file_warned(caplog):
 
 def test_missing_directory_gives_empty_db_and_a_warning(tmp_path, caplog):
     missing = tmp_path / "no-such-dir"
-    with caplog.at_level(logging.WARNING, logger="netwatchd.vendors"):
+    with caplog.at_level(logging.WARNING, logger="netwatchd.devices.vendors"):
         db = VendorDb.load(str(missing))
     assert len(db) == 0 and db.report.missing == [str(missing)]
     assert str(missing) in caplog.text and "ieee-data" in caplog.text
@@ -148,7 +148,7 @@ def test_missing_directory_gives_empty_db_and_a_warning(tmp_path, caplog):
 def test_unreadable_file_is_like_a_missing_one(tmp_path, caplog):
     shutil.copy(FIXTURES / "oui.csv", tmp_path / "oui.csv")
     (tmp_path / "mam.csv").mkdir()  # exists, but cannot be read as a file
-    with caplog.at_level(logging.WARNING, logger="netwatchd.vendors"):
+    with caplog.at_level(logging.WARNING, logger="netwatchd.devices.vendors"):
         db = VendorDb.load(str(tmp_path))
     assert str(tmp_path / "mam.csv") in db.report.missing
     assert str(tmp_path / "mam.csv") in caplog.text

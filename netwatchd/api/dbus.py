@@ -1,0 +1,299 @@
+"""org.netwatchd.Netwatchd1 on the system bus: the D-Bus service. The daemon side's only
+D-Bus library importer (netwatchctl's client, netwatchd.ctl.bus_client, is the other).
+
+It converts between D-Bus and the engine and nothing more: argument checks live in
+netwatchd.connects.queries and netwatchd.devices.queries; their InvalidQuery becomes org.freedesktop.DBus.Error.InvalidArgs here.
+"""
+from __future__ import annotations
+
+import logging
+from typing import Any, Dict, List
+
+from dbus_fast import BusType, DBusError, NameFlag, RequestNameReply, Variant
+from dbus_fast.aio import MessageBus
+from dbus_fast.constants import PropertyAccess
+from dbus_fast.service import ServiceInterface, dbus_property, dbus_signal, method
+
+from netwatchd import __version__
+from netwatchd.bus_names import (
+    BUS_NAME,
+    ERROR_FAILED,
+    ERROR_INVALID_ARGS,
+    ERROR_NO_SUCH_DEVICE,
+    MANAGER_INTERFACE,
+    OBJECT_PATH,
+)
+from netwatchd.alerting.alerts import KINDS, Alert
+from netwatchd.devices.queries import device_answer
+from netwatchd.errors import NoSuchDevice
+from netwatchd.connects.queries import InvalidQuery, check_list
+
+log = logging.getLogger(__name__)
+
+
+# D-Bus type of every field an answer may carry; records are a{sv} so fields can be added.
+FIELD_SIGNATURES = {
+    "pid": "u",
+    "tid": "u",
+    "uid": "u",
+    "command": "s",
+    "commands": "as",
+    "duration_sec": "u",
+    "total_attempts": "t",
+    "succeeded": "t",
+    "failed": "t",
+    "in_progress": "t",
+    "udp_sends": "t",
+    "message": "s",
+    "kind": "s",
+    "family": "s",
+    "transport": "s",
+    "destination": "s",
+    "port": "q",
+    "return_code": "i",
+    "error": "s",
+    "outcome": "s",
+    "timestamp_usec": "t",
+    # devices
+    "mac": "s",
+    "vendor": "s",
+    "randomized": "b",
+    "hostname": "s",
+    "hostname_source": "s",
+    "first_seen_usec": "t",
+    "last_seen_usec": "t",
+    "interface": "s",
+    "vlan": "q",
+    "ipv4": "as",
+    "ipv6": "as",
+    "counters": "a{st}",
+    "tcp_syns": "t",
+    "peers": "t",
+    "dns_names": "as",
+    "http_hosts": "as",
+    "tls_names": "as",
+    "http_requests": "a(sss)",  # method, host, path
+    "recent_peers": "a(sqss)",  # address, port, transport, name it was looked up by
+    # alerts
+    "id": "s",
+    "subject": "s",
+    "observed": "d",
+    "baseline": "d",
+    "score": "d",
+    "priority": "i",
+    "details": "a{ss}",
+}
+
+
+def to_vardict(answer: Dict[str, Any]) -> Dict[str, Variant]:
+    return {k: Variant(FIELD_SIGNATURES[k], v) for k, v in answer.items()}
+
+
+def alert_answer(alert: Alert) -> Dict[str, Any]:
+    """One ListAlerts record, with the types its signature promises (the detector may hand
+    over an int where a double is due)."""
+    answer = alert.to_dict()
+    for key in ("observed", "baseline", "score"):
+        answer[key] = float(answer[key])
+    answer["details"] = {str(k): str(v) for k, v in answer["details"].items()}
+    return answer
+
+
+def alert_counts(alerting) -> Dict[str, int]:
+    """Alerts raised per kind, every kind listed (0 too) so scripts see stable keys; empty when
+    alerting is off."""
+    if alerting is None:
+        return {}
+    counts = {kind: 0 for kind in KINDS}
+    counts.update((kind, int(n)) for kind, n in alerting.log.counts.items())
+    return counts
+
+
+class ManagerInterface(ServiceInterface):
+    """The Manager interface; `daemon` supplies the engine and the status values."""
+
+    def __init__(self, daemon):
+        super().__init__(MANAGER_INTERFACE)
+        self._daemon = daemon
+
+    @method()
+    def Summary(self, pid: "u", command: "s", duration_sec: "u") -> "a{sv}":  # noqa: F821
+        with _as_dbus_errors():
+            self._daemon.connects.refresh()  # exact up to this call, not up to the last tick
+            return to_vardict(self._daemon.connects.summary(pid, command, duration_sec))
+
+    @method()
+    def ListConnections(self, pid: "u", limit: "u") -> "aa{sv}b":  # noqa: F821
+        with _as_dbus_errors():
+            self._daemon.connects.refresh()
+            records, truncated = self._daemon.connects.list_connections(pid, limit)
+            return [[to_vardict(r) for r in records], truncated]
+
+    @method()
+    def ListDevices(self) -> "aa{sv}":  # noqa: F821
+        with _as_dbus_errors():
+            if self._daemon.devices is None:
+                return []
+            return [to_vardict(device_answer(d)) for d in self._daemon.devices.list_devices()]
+
+    @method()
+    def GetDevice(self, mac_or_ip: "s") -> "a{sv}":  # noqa: F821
+        with _as_dbus_errors():
+            if self._daemon.devices is None:
+                raise NoSuchDevice("device watching is disabled in the configuration (devices.enabled)")
+            return to_vardict(device_answer(self._daemon.devices.get_device(mac_or_ip)))
+
+    @method()
+    def ListAlerts(self, limit: "u") -> "aa{sv}":  # noqa: F821
+        with _as_dbus_errors():
+            limit = check_list(0, limit)  # the same limits as ListConnections: 0 = 100, <= 1000
+            if self._alerting is None:
+                return []
+            return [to_vardict(alert_answer(a)) for a in self._alerting.log.newest(limit)]
+
+    # Broadcast to every subscriber the bus policy lets receive it (root, group netwatchd), so
+    # it carries only what names the alert; the details stay behind ListAlerts.
+    @dbus_signal()
+    def AlertRaised(self, id: str, kind: str, subject: str) -> "sss":  # noqa: F821
+        return [id, kind, subject]
+
+    # One per first-seen (device, peer, port, transport), as the TC classifier reports it: the
+    # feed of `netwatchctl watch --patterns`. Same receivers as AlertRaised (the policy's rules
+    # are per sender); `name` is the DNS name the device looked the peer up by, or "".
+    @dbus_signal()
+    def PatternSeen(self, mac: str, peer: str, port: int, transport: str, name: str) -> "ssqss":  # noqa: F821
+        return [mac, peer, port, transport, name]
+
+    @property
+    def _alerting(self):
+        """The AlertPipeline, or None while alerts are off: no pipeline (or a daemon from before
+        alerting existed), or one whose configuration says alerts.enabled: false."""
+        pipeline = getattr(self._daemon, "alerting", None)
+        if pipeline is None or not getattr(getattr(pipeline, "cfg", None), "enabled", True):
+            return None
+        return pipeline
+
+    @dbus_property(access=PropertyAccess.READ)
+    def Learning(self) -> "b":  # noqa: F821
+        return bool(self._alerting.learning()) if self._alerting is not None else False
+
+    @dbus_property(access=PropertyAccess.READ)
+    def AlertCounts(self) -> "a{st}":  # noqa: F821
+        return alert_counts(self._alerting)  # since the alert log was made (persisted across restarts)
+
+    @dbus_property(access=PropertyAccess.READ)
+    def AlertsRaised(self) -> "t":  # noqa: F821
+        return sum(alert_counts(self._alerting).values())
+
+    @dbus_property(access=PropertyAccess.READ)
+    def Interfaces(self) -> "as":  # noqa: F821
+        return self._daemon.devices.interfaces() if self._daemon.devices is not None else []
+
+    @dbus_property(access=PropertyAccess.READ)
+    def DeviceCount(self) -> "u":  # noqa: F821
+        return len(self._daemon.devices.devices) if self._daemon.devices is not None else 0
+
+    @dbus_property(access=PropertyAccess.READ)
+    def ProtocolTotals(self) -> "a{st}":  # noqa: F821
+        """Packets seen on the monitored interfaces, per protocol (both directions)."""
+        return self._daemon.devices.protocol_totals() if self._daemon.devices is not None else {}
+
+    @dbus_property(access=PropertyAccess.READ)
+    def DeviceEventsLost(self) -> "t":  # noqa: F821
+        return self._daemon.devices.events_lost() if self._daemon.devices is not None else 0
+
+    @dbus_property(access=PropertyAccess.READ)
+    def MalformedFrames(self) -> "t":  # noqa: F821
+        return self._daemon.devices.probe.losses()["malformed"] if self._daemon.devices is not None else 0
+
+    @dbus_property(access=PropertyAccess.READ)
+    def Version(self) -> "s":  # noqa: F821
+        return __version__
+
+    @dbus_property(access=PropertyAccess.READ)
+    def StartedAtUSec(self) -> "t":  # noqa: F821
+        return self._daemon.started_at_usec
+
+    @dbus_property(access=PropertyAccess.READ)
+    def EventsLost(self) -> "t":  # noqa: F821
+        return self._daemon.connects.events_lost()
+
+    @dbus_property(access=PropertyAccess.READ)
+    def ProcessesUntracked(self) -> "t":  # noqa: F821
+        return self._daemon.connects.processes_untracked()
+
+    @dbus_property(access=PropertyAccess.READ)
+    def ConnectAttempts(self) -> "t":  # noqa: F821
+        return self._daemon.connects.history.total.attempts
+
+    @dbus_property(access=PropertyAccess.READ)
+    def ProgramsAttached(self) -> "as":  # noqa: F821
+        return self._daemon.programs_attached()
+
+    @dbus_property(access=PropertyAccess.READ)
+    def ConfigFile(self) -> "s":  # noqa: F821
+        return self._daemon.config_path
+
+
+def _name_signal_args(signal_method, names) -> None:
+    """dbus-fast leaves signal arguments unnamed in the introspection data; name them, so that
+    `gdbus introspect` shows AlertRaised(s id, s kind, s subject). Cosmetic: skipped quietly if
+    a dbus-fast version keeps this elsewhere."""
+    signal = getattr(signal_method, "__dict__", {}).get("__DBUS_SIGNAL")
+    for arg, name in zip(getattr(getattr(signal, "introspection", None), "args", []), names):
+        arg.name = name
+
+
+_name_signal_args(ManagerInterface.AlertRaised, ("id", "kind", "subject"))
+_name_signal_args(ManagerInterface.PatternSeen, ("mac", "peer", "port", "transport", "name"))
+
+
+class _as_dbus_errors:
+    """Turns the engine's InvalidQuery into InvalidArgs; anything else into a logged Failed."""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        if exc is None or isinstance(exc, DBusError):
+            return False
+        if isinstance(exc, InvalidQuery):
+            raise DBusError(ERROR_INVALID_ARGS, str(exc)) from None
+        if isinstance(exc, NoSuchDevice):
+            raise DBusError(ERROR_NO_SUCH_DEVICE, str(exc)) from None
+        log.exception("D-Bus method failed")
+        raise DBusError(ERROR_FAILED, f"internal error: {exc}") from None
+
+
+async def own_name() -> MessageBus:
+    """Connect to the system bus (DBUS_SYSTEM_BUS_ADDRESS is honoured) and own our name, before
+    anything is loaded: a second netwatchd fails here without touching the kernel."""
+    bus = await MessageBus(bus_type=BusType.SYSTEM).connect()
+    reply = await bus.request_name(BUS_NAME, NameFlag.DO_NOT_QUEUE)
+    if reply not in (RequestNameReply.PRIMARY_OWNER, RequestNameReply.ALREADY_OWNER):
+        bus.disconnect()
+        raise RuntimeError(f"cannot own {BUS_NAME} on the system bus (reply {reply!r}): is another netwatchd running?")
+    return bus
+
+
+class DBusAlertSink:
+    """An alert sink (AlertPipeline calls emit): AlertRaised on the bus for each new alert.
+
+    Must be called from the event loop the bus runs on, as the pipeline's tick is."""
+
+    def __init__(self, interface: ManagerInterface):
+        self._interface = interface
+
+    def emit(self, alert: Alert) -> None:
+        self._interface.AlertRaised(alert.id, alert.kind, alert.subject)
+
+
+def export(bus: MessageBus, daemon) -> ManagerInterface:
+    """Serves `daemon` on the bus; the interface returned is what DBusAlertSink needs. The
+    device monitor's new patterns (if devices are watched) go out as PatternSeen."""
+    interface = ManagerInterface(daemon)
+    bus.export(OBJECT_PATH, interface)
+    if getattr(daemon, "devices", None) is not None:
+        daemon.devices.pattern_listeners.append(interface.PatternSeen)
+    return interface
+

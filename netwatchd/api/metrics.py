@@ -1,0 +1,147 @@
+"""Prometheus text exposition (format 0.0.4) of the daemon's counters (pure but for one read).
+
+`snapshot(daemon)` gathers the numbers; `render(snapshot, top_n)` turns them into text and is what
+unit tests feed; `read_bpf_stats` is the one system call (/proc/self/fdinfo), `parse_fdinfo` its
+parsing. Label cardinality is bounded: the top N commands by attempts, the rest as "other".
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional, Tuple
+
+from netwatchd.alerting.alerts import KINDS
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+OTHER = "other"
+
+
+@dataclass
+class Snapshot:
+    command_attempts: Dict[str, int] = field(default_factory=dict)
+    command_failed: Dict[str, int] = field(default_factory=dict)
+    overflow_attempts: int = 0  # commands the daemon no longer tracks by name: always "other"
+    overflow_failed: int = 0
+    devices: Optional[int] = None  # None: device watching is off
+    alerts: Dict[str, int] = field(default_factory=dict)
+    events_lost: Dict[str, int] = field(default_factory=dict)  # path -> count
+    bpf: Dict[str, Tuple[int, int]] = field(default_factory=dict)  # program -> (run_time_ns, run_cnt)
+
+
+def escape_label(value: str) -> str:
+    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+
+
+def _help(value: str) -> str:
+    return value.replace("\\", "\\\\").replace("\n", "\\n")
+
+
+class _Writer:
+    def __init__(self) -> None:
+        self.lines: List[str] = []
+
+    def family(self, name: str, kind: str, text: str) -> None:
+        self.lines.append(f"# HELP {name} {_help(text)}")
+        self.lines.append(f"# TYPE {name} {kind}")
+
+    def sample(self, name: str, value, **labels: str) -> None:
+        if labels:
+            inner = ",".join(f'{k}="{escape_label(str(v))}"' for k, v in labels.items())
+            name = f"{name}{{{inner}}}"
+        if isinstance(value, float):
+            text = repr(value) if value != int(value) else f"{value:.1f}"
+        else:
+            text = str(int(value))
+        self.lines.append(f"{name} {text}")
+
+
+def top_commands(attempts: Dict[str, int], top_n: int) -> List[str]:
+    """The N commands with most attempts (ties by name, so the set is stable); never "other"."""
+    ranked = sorted((c for c in attempts if c != OTHER), key=lambda c: (-attempts[c], c))
+    return ranked[:top_n]
+
+
+def bounded(values: Dict[str, int], top: List[str], overflow: int) -> Dict[str, int]:
+    out = {c: values.get(c, 0) for c in top}
+    out[OTHER] = sum(v for c, v in values.items() if c not in out) + overflow
+    return out
+
+
+def render(snap: Snapshot, top_n: int) -> str:
+    w = _Writer()
+    top = top_commands(snap.command_attempts, top_n)
+    w.family("netwatchd_connect_attempts_total", "counter",
+             f"connect() calls by command since the daemon started (top {top_n} commands, the rest as other)")
+    for command, n in bounded(snap.command_attempts, top, snap.overflow_attempts).items():
+        w.sample("netwatchd_connect_attempts_total", n, command=command)
+    w.family("netwatchd_connect_failed_total", "counter",
+             "connect() calls that failed, by command (the same commands as netwatchd_connect_attempts_total)")
+    for command, n in bounded(snap.command_failed, top, snap.overflow_failed).items():
+        w.sample("netwatchd_connect_failed_total", n, command=command)
+    w.family("netwatchd_devices", "gauge", "Devices in the inventory (0 when device watching is off)")
+    w.sample("netwatchd_devices", snap.devices or 0)
+    w.family("netwatchd_alerts_total", "counter", "Alerts raised, by kind")
+    alerts = {kind: 0 for kind in KINDS}
+    alerts.update(snap.alerts)
+    for kind in sorted(alerts):
+        w.sample("netwatchd_alerts_total", alerts[kind], kind=kind)
+    w.family("netwatchd_events_lost_total", "counter",
+             "Ring-buffer records lost (detail only: counts are kept in the kernel), by path")
+    for path in ("connect", "device"):
+        w.sample("netwatchd_events_lost_total", snap.events_lost.get(path, 0), path=path)
+    w.family("netwatchd_bpf_run_time_seconds_total", "counter",
+             "Time spent in each BPF program (needs sysctl kernel.bpf_stats_enabled=1, else 0)")
+    for program in sorted(snap.bpf):
+        w.sample("netwatchd_bpf_run_time_seconds_total", snap.bpf[program][0] / 1e9, program=program)
+    w.family("netwatchd_bpf_run_count_total", "counter",
+             "Runs of each BPF program (needs sysctl kernel.bpf_stats_enabled=1, else 0)")
+    for program in sorted(snap.bpf):
+        w.sample("netwatchd_bpf_run_count_total", snap.bpf[program][1], program=program)
+    return "\n".join(w.lines) + "\n"
+
+
+def parse_fdinfo(text: str) -> Tuple[int, int]:
+    """(run_time_ns, run_cnt) from a bpf-prog fd's fdinfo; the lines exist only while
+    kernel.bpf_stats_enabled=1 (or on older kernels never): 0 when absent."""
+    values = {}
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        value = value.strip()
+        if key in ("run_time_ns", "run_cnt") and value.isdigit():
+            values[key] = int(value)
+    return values.get("run_time_ns", 0), values.get("run_cnt", 0)
+
+
+def read_bpf_stats(program_fds: Dict[str, int], fdinfo_dir: str = "/proc/self/fdinfo") -> Dict[str, Tuple[int, int]]:
+    stats = {}
+    for name, fd in program_fds.items():
+        try:
+            with open(f"{fdinfo_dir}/{fd}", encoding="ascii", errors="replace") as f:
+                stats[name] = parse_fdinfo(f.read())
+        except OSError:
+            stats[name] = (0, 0)
+    return stats
+
+
+def snapshot(daemon) -> Snapshot:
+    """The numbers of a running Daemon (its engine objects, no kernel access but fdinfo; the
+    HTTP edge refreshes the connect engine first, so counts are exact up to the scrape)."""
+    snap = Snapshot()
+    connects = daemon.connects
+    fds: Dict[str, int] = {}
+    if connects is not None:
+        for command, counts in connects.command_totals.items():
+            snap.command_attempts[command] = counts.attempts
+            snap.command_failed[command] = counts.failed
+        snap.overflow_attempts = connects.command_overflow.attempts
+        snap.overflow_failed = connects.command_overflow.failed
+        snap.events_lost["connect"] = connects.events_lost()
+        fds.update(getattr(connects.probe, "program_fds", dict)())
+    devices = daemon.devices
+    if devices is not None:
+        snap.devices = len(devices.devices)
+        snap.events_lost["device"] = devices.events_lost()
+        fds.update(getattr(devices.probe, "program_fds", dict)())
+    if daemon.alerting is not None:
+        snap.alerts = {kind: int(n) for kind, n in daemon.alerting.log.counts.items()}
+    snap.bpf = read_bpf_stats(fds)
+    return snap

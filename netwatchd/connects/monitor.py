@@ -1,0 +1,148 @@
+"""The connect engine: kernel counters and records in, Summary and ListConnections out.
+
+Pure apart from the probe it is given (anything with drain / read_counters / delete_processes /
+losses / set_udp_sends), so unit tests drive it with a fake probe and a fake clock.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import time
+from typing import Any, Callable, Dict, List, Tuple
+
+from netwatchd.clock import boot_to_realtime_ns
+from netwatchd.config import ConnectionsConfig
+from netwatchd.connects import queries
+from netwatchd.connects.history import ZERO, ConnectHistory, CounterDeltas, Counts, ProcKeyT
+from netwatchd.connects.recent import RecentConnections
+from netwatchd.connects.records import MalformedEvent, decode_event
+from netwatchd.record_decoding import RecordDecoder
+
+log = logging.getLogger(__name__)
+
+
+MAX_COMMAND_TOTALS = 10000
+
+
+def process_gone(pid: int) -> bool:
+    return not os.path.exists(f"/proc/{pid}")
+
+
+class ConnectMonitor:
+    def __init__(
+        self,
+        probe,
+        cfg: ConnectionsConfig,
+        clock: Callable[[], float] = time.time,
+        is_gone: Callable[[int], bool] = process_gone,
+    ):
+        self.probe = probe
+        self.cfg = cfg
+        self.started_cfg = cfg  # restart-only settings keep these values until a restart
+        self.clock = clock
+        self.is_gone = is_gone
+        self.history = ConnectHistory(cfg.max_window_sec)
+        self.deltas = CounterDeltas()
+        self.recent = RecentConnections(cfg.recent_records)
+        self._boot_offset_ns = boot_to_realtime_ns()
+        self._decoder = RecordDecoder(lambda raw: decode_event(raw, self._boot_offset_ns),
+                                      MalformedEvent, "connect records", log)
+        self._since_observed: Dict[str, list] = {}  # command -> [attempts, failed, pids]
+        # Cumulative per-command counts since start, for metrics; bounded: commands beyond
+        # MAX_COMMAND_TOTALS are summed in command_overflow.
+        self.command_totals: Dict[str, Counts] = {}
+        self.command_overflow = ZERO
+
+    def reconfigure(self, cfg: ConnectionsConfig) -> List[str]:
+        """Apply what can change live; returns the keys that need a restart to change."""
+        restart_keys = [
+            f"connections.{k}"
+            for k in ("max_processes", "ring_buffer_kib", "record_events")
+            if getattr(cfg, k) != getattr(self.started_cfg, k)
+        ]
+        if cfg.trace_udp_sends != self.cfg.trace_udp_sends:
+            self.probe.set_udp_sends(cfg.trace_udp_sends)
+        self.recent.resize(cfg.recent_records)
+        self.history.max_window_sec = cfg.max_window_sec
+        self.cfg = cfg
+        return restart_keys
+
+    # -- periodic work ---------------------------------------------------------------------
+    def poll(self) -> int:
+        """Move committed records from the ring buffer into the recent ring."""
+        raw = self.probe.drain()
+        for record in self._decoder.decode_all(raw):
+            self.recent.add(record)
+        return len(raw)
+
+    @property
+    def malformed_records(self) -> int:
+        return self._decoder.malformed
+
+    def refresh(self) -> None:
+        """Read the kernel now: counters and records up to this moment. The D-Bus and HTTP
+        edges call it before they answer, so answers are exact up to the question, not up to
+        the last tick; the queries below only read."""
+        self.tick()
+        self.poll()
+
+    def tick(self) -> None:
+        """Read the kernel's cumulative counters and file the increments under this second."""
+        now = int(self.clock())
+        snapshot = self.probe.read_counters()
+        counts = {key: value[1] for key, value in snapshot.items()}
+        idle = self.deltas.unchanged_keys(counts)
+        per_process: Dict[ProcKeyT, Counts] = {}
+        for key, delta in self.deltas.update(counts).items():
+            name = (key[0], snapshot[key][0])
+            per_process[name] = per_process.get(name, ZERO) + delta
+        self.history.record(now, per_process)
+        for (pid, command), delta in per_process.items():  # for the detector's next tick
+            seen = self._since_observed.setdefault(command, [0, 0, set()])
+            seen[0] += delta.attempts
+            seen[1] += delta.failed
+            seen[2].add(pid)
+            if command in self.command_totals or len(self.command_totals) < MAX_COMMAND_TOTALS:
+                self.command_totals[command] = self.command_totals.get(command, ZERO) + delta
+            else:
+                self.command_overflow = self.command_overflow + delta
+        self._free_gone_processes(counts, idle)
+        self.history.prune(now)
+
+    def _free_gone_processes(self, counts, idle) -> None:
+        """A process whose counters were all idle since the last read and that no longer exists
+        will never count again: it was read for the last time above; free its entries."""
+        busy = {key[0] for key in counts if key not in idle}
+        gone = {key[0] for key in idle if key[0] not in busy and self.is_gone(key[0])}
+        if gone:
+            self.probe.delete_processes(gone)
+            self.deltas.forget([key for key in counts if key[0] in gone])
+
+    def take_observation(self, obs) -> None:
+        """Per-command connect() calls since the last observation, into a TickObservation
+        (Summary reads the kernel too, so this gathers every read, not only the tick's)."""
+        for command, (attempts, failed, pids) in self._since_observed.items():
+            if attempts:
+                obs.command_connects[command] = attempts
+                obs.command_failed[command] = failed
+                obs.command_pids[command] = sorted(pids)
+        self._since_observed = {}
+
+    # -- queries (read-only: call refresh() first for answers exact up to now) ---------------
+    def summary(self, pid: int, command: str, duration_sec: int) -> Dict[str, Any]:
+        query = queries.check_summary(pid, command, duration_sec, self.cfg.max_window_sec)
+        counts = self.history.summary(int(self.clock()), query.duration_sec, pid=query.pid, command=query.command)
+        commands = self.history.commands_of(query.pid) if query.pid else []
+        return queries.summary_answer(query, counts, commands)
+
+    def list_connections(self, pid: int, limit: int) -> Tuple[List[Dict[str, Any]], bool]:
+        effective = queries.check_list(pid, limit)
+        records, truncated = self.recent.newest(pid, effective)
+        return [queries.record_answer(r) for r in records], truncated
+
+    def events_lost(self) -> int:
+        ring_full, _ = self.probe.losses()
+        return ring_full + self.malformed_records
+
+    def processes_untracked(self) -> int:
+        return self.probe.losses()[1]

@@ -1,0 +1,162 @@
+"""The connect-path BPF programs, loaded and read through bcc (which only netwatchd.kernel imports).
+
+Thin on purpose: compile bpf/connect.bpf.c with settings as -D flags, attach, and hand raw
+counters and raw records to the engine. Nothing here interprets them beyond the ctypes layout.
+"""
+from __future__ import annotations
+
+import ctypes
+import logging
+import os
+from pathlib import Path
+from typing import Dict, List, Set, Tuple
+
+from netwatchd.kernel import links as bpf_links
+
+from netwatchd.kernel import headers as kernel_env
+from netwatchd.kernel.bpf_util import ProbeError, RingReader, bpf_source_dir, return_freed_heap, ring_pages, table_items
+from netwatchd.config import ConnectionsConfig
+from netwatchd.connects.history import CounterKeyT, Counts
+from netwatchd.connects.records import decode_comm
+
+log = logging.getLogger(__name__)
+
+PENDING_SLOTS = 4096  # in-flight connect()s tracked by thread id; a power of two
+
+LOSS_RING_FULL = 0
+LOSS_PROCS_FULL = 1
+
+
+def cflags_for(cfg: ConnectionsConfig, bpf_dir: Path) -> List[str]:
+    return [
+        f"-I{bpf_dir}",
+        f"-DNW_MAX_PROCS={cfg.max_processes}",
+        f"-DNW_PENDING_SLOTS={PENDING_SLOTS}",
+        f"-DNW_RING_PAGES={ring_pages(cfg.ring_buffer_kib)}",
+        f"-DNW_RECORD_EVENTS={1 if cfg.record_events else 0}",
+    ]
+
+
+class ConnectProbe:
+    def __init__(self, cfg: ConnectionsConfig):
+        self.cfg = cfg
+        self._bpf = None
+        self._cgroup_fd = -1
+        self._links: Dict[str, int] = {}
+        self._ring: RingReader | None = None
+
+    # -- lifecycle -------------------------------------------------------------------------
+    def start(self) -> None:
+        kernel_env.ensure_tracefs()
+        kernel_env.kernel_headers()
+        from bcc import BPF  # imported late: bcc fixes the tracefs path when imported
+
+        bpf_dir = bpf_source_dir()
+        try:
+            # TRACEPOINT_PROBE programs attach while the module loads.
+            self._bpf = BPF(src_file=str(bpf_dir / "connect.bpf.c").encode(), cflags=cflags_for(self.cfg, bpf_dir))
+        except Exception as e:  # bcc raises bare Exception on compile/load errors
+            raise ProbeError(f"cannot load {bpf_dir / 'connect.bpf.c'}: {e}") from None
+        cgroup = kernel_env.cgroup2_root()
+        self._cgroup_fd = os.open(cgroup, os.O_RDONLY | os.O_DIRECTORY)
+        if self.cfg.record_events:  # the connect hooks only add detail to records
+            self._attach_cgroup("nw_connect4", bpf_links.CGROUP_INET4_CONNECT)
+            self._attach_cgroup("nw_connect6", bpf_links.CGROUP_INET6_CONNECT)
+        self.set_udp_sends(self.cfg.trace_udp_sends)
+        self._ring = RingReader(self._bpf, b"events")
+        return_freed_heap()
+        log.info("connect probe attached: %s (cgroup %s)", ", ".join(self.attached_programs()), cgroup)
+
+    def stop(self) -> None:
+        for name in list(self._links):
+            self._detach(name)
+        if self._cgroup_fd >= 0:
+            os.close(self._cgroup_fd)
+            self._cgroup_fd = -1
+        if self._bpf is not None:
+            self._bpf.cleanup()
+            self._bpf = None
+
+    def set_udp_sends(self, enabled: bool) -> None:
+        """Attach or detach the unconnected-UDP-send hooks; used at start and on reload."""
+        hooks = (("nw_sendmsg4", bpf_links.CGROUP_UDP4_SENDMSG), ("nw_sendmsg6", bpf_links.CGROUP_UDP6_SENDMSG))
+        for name, attach_type in hooks:
+            if enabled and name not in self._links:
+                self._attach_cgroup(name, attach_type)
+            elif not enabled and name in self._links:
+                self._detach(name)
+
+    def attached_programs(self) -> List[str]:
+        tracepoints = ["sys_exit_connect"] if self._bpf is not None else []
+        return tracepoints + sorted(self._links)
+
+    def program_fds(self) -> Dict[str, int]:
+        """Loaded program name -> fd, for their run-time statistics (/proc/self/fdinfo)."""
+        if self._bpf is None:
+            return {}
+        fds = {}
+        for name, fn in self._bpf.funcs.items():
+            name = name.decode() if isinstance(name, bytes) else name
+            fds[name.replace("tracepoint__syscalls__", "")] = fn.fd
+        return fds
+
+    def _attach_cgroup(self, name: str, attach_type: int) -> None:
+        from bcc import BPF
+
+        fn = self._bpf.load_func(name.encode(), BPF.CGROUP_SOCK_ADDR, attach_type=attach_type)
+        try:
+            self._links[name] = bpf_links.link(fn.fd, self._cgroup_fd, attach_type, name)
+        except bpf_links.LinkError as e:
+            raise ProbeError(str(e)) from None
+
+    def _detach(self, name: str) -> None:
+        os.close(self._links.pop(name))
+
+    # -- reading ---------------------------------------------------------------------------
+    def drain(self) -> List[bytes]:
+        """Raw records the kernel has committed since the last call (no wakeups involved)."""
+        return self._ring.drain()
+
+    def read_counters(self) -> Dict[CounterKeyT, Tuple[str, Counts]]:
+        """Every process's cumulative counters: {(pid, generation): (command, counts)}.
+
+        Live entries are read before retired ones: an entry retired in between then shows up
+        in both with the same value, and the larger (equal) one is kept — never the sum.
+        """
+        out: Dict[CounterKeyT, Tuple[str, Counts]] = {}
+        for tgid, entry in table_items(self._bpf[b"proc_counts"]):
+            out[(int(getattr(tgid, "value", tgid)), entry.gen)] = (decode_comm(entry.comm), _counts(entry))
+        for key, entry in table_items(self._bpf[b"retired_counts"]):
+            k = (key.tgid, key.gen)
+            counts = _counts(entry)
+            if k in out:
+                counts = Counts(*(max(a, b) for a, b in zip(out[k][1], counts)))
+            out[k] = (decode_comm(entry.comm), counts)
+        return out
+
+    def delete_processes(self, pids: Set[int]) -> None:
+        """Free the counters of processes that are gone (after their last read)."""
+        live = self._bpf[b"proc_counts"]
+        for pid in pids:
+            try:
+                del live[live.Key(pid)]
+            except KeyError:
+                pass
+        retired = self._bpf[b"retired_counts"]
+        for key in [k for k in retired.keys() if k.tgid in pids]:
+            try:
+                del retired[key]
+            except KeyError:
+                pass
+
+    def losses(self) -> Tuple[int, int]:
+        """(records that found the ring full, processes that found the counter map full)."""
+        table = self._bpf[b"losses"]
+        ring = sum(table[ctypes.c_int(LOSS_RING_FULL)])
+        procs = sum(table[ctypes.c_int(LOSS_PROCS_FULL)])
+        return int(ring), int(procs)
+
+
+def _counts(entry) -> Counts:
+    c = entry.counts
+    return Counts(c.succeeded, c.failed, c.in_progress, c.udp_sends)

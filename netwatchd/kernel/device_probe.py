@@ -1,0 +1,113 @@
+"""The TC classifier, loaded through bcc and attached as TCX links. The only bcc importer on
+the device path.
+
+TCX links (kernel >= 6.6) are owned by their file descriptor and stack with whatever else is
+attached: we never replace or delete another program, qdisc or filter, and when the daemon
+exits -- however it exits -- the kernel detaches ours. Nothing to clean up after a SIGKILL.
+"""
+from __future__ import annotations
+
+import ctypes
+import logging
+import os
+from typing import Dict, List, Tuple
+
+from netwatchd.kernel import links as bpf_links
+
+from netwatchd.kernel import headers as kernel_env
+from netwatchd.config import DevicesConfig
+from netwatchd.kernel.bpf_util import ProbeError, RingReader, bpf_source_dir, return_freed_heap, ring_pages, table_items
+from netwatchd.devices.records import LOSS_DEVICES, LOSS_MALFORMED, LOSS_RING, SETTING_INDEX, DevCounters, sum_per_cpu
+from netwatchd.devices.model import mac_from_bytes
+from netwatchd.devices.interfaces import Interface
+
+log = logging.getLogger(__name__)
+
+DIRECTION_ATTACH = (("ingress", bpf_links.TCX_INGRESS), ("egress", bpf_links.TCX_EGRESS))
+
+
+class DeviceProbe:
+    def __init__(self, cfg: DevicesConfig):
+        self.cfg = cfg
+        self._bpf = None
+        self._fds: Dict[str, int] = {}  # nw_tc_ingress / nw_tc_egress program fds
+        self._links: Dict[Tuple[str, int], List[int]] = {}  # (name, ifindex) -> link fds
+        self._ring: RingReader | None = None
+
+    def program_fds(self) -> Dict[str, int]:
+        """Loaded program name -> fd, for their run-time statistics (/proc/self/fdinfo)."""
+        return dict(self._fds)
+
+    def start(self) -> None:
+        kernel_env.kernel_headers()
+        from bcc import BPF
+
+        bpf_dir = bpf_source_dir()
+        cflags = [
+            f"-I{bpf_dir}",
+            f"-DNW_MAX_DEVICES={self.cfg.max_devices}",
+            f"-DNW_MAX_PATTERNS={self.cfg.max_patterns}",
+            f"-DNW_DEV_RING_PAGES={ring_pages(self.cfg.ring_buffer_kib)}",
+        ]
+        try:
+            self._bpf = BPF(src_file=str(bpf_dir / "device.bpf.c").encode(), cflags=cflags)
+            for name in ("nw_tc_ingress", "nw_tc_egress"):
+                self._fds[name] = self._bpf.load_func(name.encode(), BPF.SCHED_CLS).fd
+        except Exception as e:  # bcc raises bare Exception on compile/load errors
+            raise ProbeError(f"cannot load {bpf_dir / 'device.bpf.c'}: {e}") from None
+        self.apply_settings(self.cfg)
+        self._ring = RingReader(self._bpf, b"dev_events")
+        return_freed_heap()
+
+    def stop(self) -> None:
+        for key in list(self._links):
+            self.detach(*key)
+        if self._bpf is not None:
+            self._bpf.cleanup()
+            self._bpf = None
+
+    def apply_settings(self, cfg: DevicesConfig) -> None:
+        """Privacy switches live in a map: a reload changes them without recompiling."""
+        table = self._bpf[b"dev_settings"]
+        for key, index in SETTING_INDEX.items():
+            table[ctypes.c_int(index)] = ctypes.c_uint32(1 if getattr(cfg, key) else 0)
+        self.cfg = cfg
+
+    # -- interfaces --------------------------------------------------------------------------
+    def attach(self, iface: Interface) -> None:
+        fds = []
+        try:
+            for direction, attach_type in DIRECTION_ATTACH:
+                prog = self._fds[f"nw_tc_{direction}"]
+                fds.append(bpf_links.link(prog, iface.ifindex, attach_type, f"nw_tc_{direction} on {iface.name}"))
+        except bpf_links.LinkError:
+            for fd in fds:
+                os.close(fd)
+            raise
+        self._links[(iface.name, iface.ifindex)] = fds
+
+    def detach(self, name: str, ifindex: int) -> None:
+        for fd in self._links.pop((name, ifindex), []):
+            os.close(fd)  # the link goes with its fd (already gone if the interface was deleted)
+
+    def attached(self) -> List[Tuple[str, int]]:
+        return sorted(self._links)
+
+    # -- reading -----------------------------------------------------------------------------
+    def drain(self) -> List[bytes]:
+        return self._ring.drain()
+
+    def read_counters(self) -> Dict[str, DevCounters]:
+        """Cumulative kernel counters per device MAC."""
+        out = {}
+        for key, per_cpu in table_items(self._bpf[b"devices"]):
+            out[mac_from_bytes(bytes(key.addr))] = sum_per_cpu(per_cpu)
+        return out
+
+    def losses(self) -> Dict[str, int]:
+        table = self._bpf[b"dev_losses"]
+        return {
+            "ring_full": int(sum(table[ctypes.c_int(LOSS_RING)])),
+            "devices_full": int(sum(table[ctypes.c_int(LOSS_DEVICES)])),
+            "malformed": int(sum(table[ctypes.c_int(LOSS_MALFORMED)])),
+        }

@@ -1,0 +1,148 @@
+"""The package's shape, read from its own imports (ast, lazy imports included): the pure engine
+imports no edge, there is no import cycle, netwatchctl stays a thin client, each edge library
+has its one home, and no file grows past 500 lines. See README "How it is built"."""
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+from typing import Dict, Set
+
+ROOT = Path(__file__).resolve().parents[2]
+PACKAGE = ROOT / "netwatchd"
+
+ENGINES = ("connects", "devices", "alerting")
+EDGE_LIBRARIES = {"bcc", "dbus_fast", "systemd", "sdnotify", "sqlite3", "asyncio", "socketserver", "http"}
+EDGE_PACKAGES = ("netwatchd.kernel", "netwatchd.store", "netwatchd.api", "netwatchd.ctl",
+                 "netwatchd.daemon", "netwatchd.device_setup", "netwatchd.notify", "netwatchd.logsetup")
+# Where each edge library may be imported, and nowhere else.
+LIBRARY_HOMES = {
+    "bcc": ("netwatchd.kernel.",),
+    "dbus_fast": ("netwatchd.api.dbus", "netwatchd.ctl.bus_client"),
+    "systemd": ("netwatchd.api.journal", "netwatchd.logsetup"),
+    "sdnotify": ("netwatchd.notify",),
+    "sqlite3": ("netwatchd.store.",),
+}
+# netwatchctl talks to the daemon over the bus: it may import the bus names and itself. The one
+# exception is `netwatchctl replay`, which runs the detector offline over the recorded history
+# (no daemon involved), so it needs the config, the alerting engine and the history file.
+CTL_ALLOWED = ("netwatchd.bus_names", "netwatchd.ctl.")
+CTL_REPLAY_ALLOWED = CTL_ALLOWED + ("netwatchd.config", "netwatchd.alerting.", "netwatchd.store.tick_history",
+                                   "netwatchd.store.state_files")
+MAX_LINES = 500
+
+
+def module_name(path: Path) -> str:
+    parts = list(path.relative_to(ROOT).with_suffix("").parts)
+    if parts[-1] == "__init__":
+        parts.pop()
+    return ".".join(parts)
+
+
+def imports_of(path: Path) -> Set[str]:
+    """Every module `path` imports, anywhere in it (functions and TYPE_CHECKING blocks too)."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:  # relative: resolve against this module's package
+                base = module_name(path).split(".")
+                base = base[: len(base) - node.level + (1 if path.name == "__init__.py" else 0)]
+                mod = ".".join(base + ([node.module] if node.module else []))
+            else:
+                mod = node.module or ""
+            found.add(mod)
+            # `from pkg import module` imports pkg.module
+            found.update(f"{mod}.{alias.name}" for alias in node.names)
+    return found
+
+
+def graph() -> Dict[str, Set[str]]:
+    modules = {module_name(p): p for p in PACKAGE.rglob("*.py")}
+    edges = {}
+    for name, path in modules.items():
+        edges[name] = {m for m in imports_of(path) if m in modules and m != name}
+    return edges
+
+
+def all_imports() -> Dict[str, Set[str]]:
+    return {module_name(p): imports_of(p) for p in PACKAGE.rglob("*.py")}
+
+
+def under(module: str, prefixes) -> bool:
+    return any(module == p.rstrip(".") or module.startswith(p if p.endswith(".") else p + ".") for p in prefixes)
+
+
+def test_the_engines_import_no_edge_and_not_each_other():
+    bad = []
+    for module, imported in all_imports().items():
+        parts = module.split(".")
+        if len(parts) < 2 or parts[1] not in ENGINES:
+            continue
+        others = tuple(f"netwatchd.{e}" for e in ENGINES if e != parts[1])
+        for m in imported:
+            if m.split(".")[0] in EDGE_LIBRARIES or under(m, EDGE_PACKAGES) or under(m, others):
+                bad.append(f"{module} imports {m}")
+    assert bad == []
+
+
+def test_each_edge_library_is_imported_only_in_its_home():
+    bad = []
+    for module, imported in all_imports().items():
+        for m in imported:
+            homes = LIBRARY_HOMES.get(m.split(".")[0])
+            if homes and not any(module == h or module.startswith(h) for h in homes):
+                bad.append(f"{module} imports {m}")
+    assert bad == []
+
+
+def test_no_import_cycle_lazy_imports_included():
+    edges = graph()
+    cycles, state = [], {}
+
+    def visit(node, stack):
+        state[node] = "open"
+        stack.append(node)
+        for nxt in sorted(edges[node]):
+            if state.get(nxt) == "open":
+                cycles.append(" -> ".join(stack[stack.index(nxt):] + [nxt]))
+            elif nxt not in state:
+                visit(nxt, stack)
+        stack.pop()
+        state[node] = "done"
+
+    for node in sorted(edges):
+        if node not in state:
+            visit(node, [])
+    # a package's __init__ is imported by its modules implicitly, never a cycle in itself
+    assert [c for c in cycles if c.count("netwatchd") > 1] == []
+
+
+def test_netwatchctl_imports_only_bus_names_and_itself():
+    bad = []
+    for module, imported in all_imports().items():
+        if not module.startswith("netwatchd.ctl"):
+            continue
+        allowed = CTL_REPLAY_ALLOWED if module == "netwatchd.ctl.replay" else CTL_ALLOWED
+        for m in imported:
+            if m.startswith("netwatchd") and m not in ("netwatchd", "netwatchd.ctl") and not under(m, allowed):
+                bad.append(f"{module} imports {m}")
+    assert bad == []
+
+
+def test_a_netwatchctl_query_loads_no_daemon_side_library():
+    """What `netwatchctl status` loads: not sqlite3, yaml, numpy, bcc or the engines."""
+    code = ("import sys, netwatchd.ctl.main; "
+            "print(' '.join(sorted(m for m in sys.modules if m.split('.')[0] in "
+            "('sqlite3', 'yaml', 'numpy', 'bcc', 'systemd') or m.startswith(('netwatchd.alerting', "
+            "'netwatchd.connects', 'netwatchd.devices', 'netwatchd.store', 'netwatchd.kernel', 'netwatchd.api')))))")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
+    assert out.stdout.split() == []
+
+
+def test_no_file_over_500_lines():
+    long = [f"{p.relative_to(ROOT)}: {n}" for d in ("netwatchd", "bench")
+            for p in (ROOT / d).rglob("*.py") if (n := len(p.read_text().splitlines())) > MAX_LINES]
+    assert long == []
