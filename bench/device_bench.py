@@ -56,11 +56,6 @@ from device_daemon import daemon_config, set_attached, watched_elsewhere, our_pr
 RESULTS = BENCH / "results"
 GOAL_BPF_X_FLOOR = 3.0
 GOAL_RATE_RATIO = 0.95
-TCX_INGRESS, TCX_EGRESS = 46, 47
-SINK_PORT = 40009
-TICK_SEC = 0.25
-SUBNET = "10.213.7"  # inside the namespaces only
-SUBNET_DIRECT = "10.213.8"
 
 
 # -- the figures ------------------------------------------------------------------------------

@@ -20,14 +20,8 @@ import yaml  # noqa: E402
 import bpf_stats  # noqa: E402
 from tests.harness import DaemonProcess, unvariant  # noqa: E402
 
-RESULTS = BENCH / "results"
-GOAL_BPF_X_FLOOR = 3.0
-GOAL_RATE_RATIO = 0.95
 TCX_INGRESS, TCX_EGRESS = 46, 47
-SINK_PORT = 40009
 TICK_SEC = 0.25
-SUBNET = "10.213.7"  # inside the namespaces only
-SUBNET_DIRECT = "10.213.8"
 
 
 from device_link import Link  # noqa: E402

@@ -16,12 +16,6 @@ sys.path[:0] = [str(REPO), str(BENCH)]
 
 
 
-RESULTS = BENCH / "results"
-GOAL_BPF_X_FLOOR = 3.0
-GOAL_RATE_RATIO = 0.95
-TCX_INGRESS, TCX_EGRESS = 46, 47
-SINK_PORT = 40009
-TICK_SEC = 0.25
 SUBNET = "10.213.7"  # inside the namespaces only
 SUBNET_DIRECT = "10.213.8"
 
