@@ -13,7 +13,7 @@ from typing import Any, Callable, Dict, List, Tuple
 from . import queries
 from .config import ConnectionsConfig
 from .connect_history import ZERO, ConnectHistory, CounterDeltas, Counts, ProcKeyT
-from .connect_record import MalformedEvent, decode_event
+from .connect_record import ConnectionRecord, MalformedEvent, decode_event
 from .recent_connections import RecentConnections
 
 log = logging.getLogger(__name__)
@@ -137,6 +137,11 @@ class ConnectMonitor:
         self.poll()
         records, truncated = self.recent.newest(pid, effective)
         return [queries.record_answer(r) for r in records], truncated
+
+    def list_per_process(self, pid: int, limit: int, keep) -> Tuple[Dict[int, List[ConnectionRecord]], bool]:
+        """Up to `limit` newest records per process, oldest first (ebpf-server's listing)."""
+        self.poll()
+        return self.recent.newest_per_process(pid, limit, keep)
 
     def events_lost(self) -> int:
         ring_full, _ = self.probe.losses()

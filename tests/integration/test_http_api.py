@@ -71,7 +71,7 @@ def test_health(daemon):
 
 def test_connection_summary_by_pid_and_by_command(daemon, child):
     for query in (f"pid={child.pid}&duration=60", f"command={child.command}&duration=60"):
-        status, ctype, body = get(daemon.base, "/api/connection-summary?" + query)
+        status, ctype, body = get(daemon.base, "/netwatchd/api/connection-summary?" + query)
         assert (status, ctype) == (200, "application/json"), body
         answer = json.loads(body)
         assert answer["total_attempts"] == OK_CONNECTS + REFUSED_CONNECTS, answer
@@ -81,7 +81,7 @@ def test_connection_summary_by_pid_and_by_command(daemon, child):
 
 
 def test_list_connections_grouped_by_pid(daemon, child):
-    status, _, body = get(daemon.base, f"/api/list-connections?pid={child.pid}&limit=1000")
+    status, _, body = get(daemon.base, f"/netwatchd/api/list-connections?pid={child.pid}&limit=1000")
     assert status == 200, body
     answer = json.loads(body)
     assert answer["total_pids"] == 1 and answer["truncated"] is False
@@ -90,17 +90,17 @@ def test_list_connections_grouped_by_pid(daemon, child):
     assert {r["port"] for r in records} == {child.port, child.closed_port}
     assert sum(1 for r in records if r["return_code"] == -111) == REFUSED_CONNECTS
     assert all(r["command"] == child.command and r["protocol"] == "TCP" for r in records)
-    status, _, body = get(daemon.base, f"/api/list-connections?pid={child.pid}&limit=2")
+    status, _, body = get(daemon.base, f"/netwatchd/api/list-connections?pid={child.pid}&limit=2")
     answer = json.loads(body)
     assert answer["truncated"] is True and len(answer["connections"][str(child.pid)]) == 2
 
 
 @pytest.mark.parametrize("path, message", [
-    ("/api/connection-summary?pid=1&command=x&duration=5", "give either a pid or a command, not both (pid=1, command='x')"),
-    ("/api/connection-summary?pid=1&duration=3601", "duration_sec must be between 1 and 3600, got 3601"),
-    ("/api/connection-summary?command=this-is-far-too-long", "command 'this-is-far-too-long' is longer than 15 bytes; the kernel keeps only the first 15"),
-    ("/api/list-connections?limit=5000", "limit must be at most 1000, got 5000"),
-    ("/api/list-connections?pid=x", "pid must be an integer 0..4294967295, got 'x'"),
+    ("/netwatchd/api/connection-summary?pid=1&command=x&duration=5", "give either a pid or a command, not both (pid=1, command='x')"),
+    ("/netwatchd/api/connection-summary?pid=1&duration=3601", "duration_sec must be between 1 and 3600, got 3601"),
+    ("/netwatchd/api/connection-summary?command=this-is-far-too-long", "command 'this-is-far-too-long' is longer than 15 bytes; the kernel keeps only the first 15"),
+    ("/netwatchd/api/list-connections?limit=5000", "limit must be at most 1000, got 5000"),
+    ("/netwatchd/api/list-connections?pid=x", "pid must be an integer 0..4294967295, got 'x'"),
 ])
 def test_bad_requests_are_400_with_the_message(daemon, path, message):
     status, ctype, body = get(daemon.base, path)
