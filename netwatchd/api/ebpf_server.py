@@ -18,6 +18,7 @@ the numbers come from the connect engine (summary, list_per_process).
 from __future__ import annotations
 
 import datetime
+import functools
 import json
 import re
 from typing import Any, Callable, Dict, List, NamedTuple, Optional, Tuple
@@ -39,6 +40,8 @@ STATUS_TEXT = {
     411: "Length Required", 413: "Request Entity Too Large", 431: "Request Header Fields Too Large",
     500: "Internal Server Error", 505: "HTTP Version Not Supported",
 }
+
+PROTOCOLS = {"tcp": "TCP", "udp": "UDP"}  # anything else was "Unknown" to ebpf-server too
 
 ENDPOINTS = {
     "POST /api/connection-summary": "Get connection summary for a process",
@@ -204,9 +207,9 @@ def connection_answer(record) -> Dict[str, Any]:
         "pid": record.pid,
         "command": record.command,
         "destination": destination(record.family, record.destination, record.port),
-        "protocol": {"tcp": "TCP", "udp": "UDP"}.get(record.transport, "Unknown"),
+        "protocol": PROTOCOLS.get(record.transport, "Unknown"),
         "return_code": record.return_code,
-        "timestamp": rfc3339_seconds(record.timestamp_usec),
+        "timestamp": rfc3339_seconds(record.timestamp_usec // 1_000_000),
         # ours, after ebpf-server's fields
         "outcome": record.outcome,
         "error": record.error_name,
@@ -218,9 +221,9 @@ def destination(family: str, address: str, port: int) -> str:
     return f"[{address}]:{port}" if family == "inet6" else f"{address}:{port}"
 
 
-def rfc3339_seconds(usec: int) -> str:
-    when = datetime.datetime.fromtimestamp(usec // 1_000_000, datetime.timezone.utc)
-    return when.strftime("%Y-%m-%dT%H:%M:%SZ")
+@functools.lru_cache(maxsize=4096)  # records come in bursts: a listing has few distinct seconds
+def rfc3339_seconds(seconds: int) -> str:
+    return datetime.datetime.fromtimestamp(seconds, datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 # -- decoding as Go's encoding/json into ebpf-server's request structs ----------------------------

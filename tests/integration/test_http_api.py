@@ -1,5 +1,5 @@
-"""The HTTP listener against a real daemon: /health, /metrics, the ebpf-server-compatible JSON
-routes with exact counts, 400s with the D-Bus messages, and a real Prometheus scraping us."""
+"""The metrics listener against a real daemon: /health, /metrics, our JSON routes (/netwatchd/api/)
+with exact counts, 400s with the D-Bus messages, and a real Prometheus scraping us."""
 from __future__ import annotations
 
 import json
@@ -109,6 +109,9 @@ def test_bad_requests_are_400_with_the_message(daemon, path, message):
 
 def test_unknown_path_and_method(daemon):
     assert get(daemon.base, "/nope")[0] == 404
+    # ebpf-server's paths are not ours: they have a listener of their own (ebpf_server_api)
+    status, _, body = get(daemon.base, "/api/connection-summary?pid=1&duration=5")
+    assert status == 404 and "ebpf-server's API is on ebpf_server_api.listen" in json.loads(body)["error"]
     req = urllib.request.Request(daemon.base + "/metrics", data=b"x", method="POST")
     with pytest.raises(urllib.error.HTTPError) as info:
         urllib.request.urlopen(req, timeout=10)
@@ -118,7 +121,7 @@ def test_unknown_path_and_method(daemon):
 def test_oversized_and_silent_requests_do_not_hurt(daemon):
     with socket.create_connection(("127.0.0.1", daemon.port), timeout=10) as s:
         s.sendall(b"GET /health HTTP/1.1\r\nX: " + b"a" * 20000 + b"\r\n\r\n")
-        assert s.recv(100).startswith(b"HTTP/1.1 413 ")
+        assert s.recv(100).startswith(b"HTTP/1.1 431 Request Header Fields Too Large\r\n")
     with socket.create_connection(("127.0.0.1", daemon.port), timeout=10):
         pass  # opened and closed without a word
     assert get(daemon.base, "/health")[0] == 200
