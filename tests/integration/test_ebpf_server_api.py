@@ -13,6 +13,8 @@ from __future__ import annotations
 import json
 import re
 import secrets
+import signal
+import socket
 import subprocess
 import time
 
@@ -325,3 +327,37 @@ def test_list_default_limit_and_keys_sorted_as_go_does(world, client):
 def test_list_bad_request(world, client, method, target, body, message):
     _, _, _, clients = world
     assert json_reply(clients, client, method, target, body) == (400, error("Bad Request", message))
+
+
+# -- the listener's setting -----------------------------------------------------------------------
+
+def test_reload_names_the_listener_as_restart_only_and_it_keeps_serving(world):
+    daemon, _, _, clients = world
+    daemon.write_config(shipped_config_with(ebpf_server_api={"enabled": True, "listen": "127.0.0.1:8081"}))
+    daemon.signal(signal.SIGHUP)
+    deadline = time.monotonic() + 15
+    line = "changed settings that take effect on restart: ebpf_server_api.listen"
+    while line not in daemon.log() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert line in daemon.log()
+    assert call(clients, "python", "GET", "/health").status == 200
+
+
+def test_listen_error_names_the_setting():
+    require_root_and_bcc()
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen(1)
+    address = f"127.0.0.1:{taken.getsockname()[1]}"
+    try:
+        with PrivateSystemBus() as bus:
+            d = DaemonProcess(bus, shipped_config_with(ebpf_server_api={"enabled": True, "listen": address}))
+            try:
+                with pytest.raises(RuntimeError):
+                    d.start(timeout=60)
+                assert f"netwatchd: ebpf_server_api.listen: cannot listen on {address}: Address already in use" in d.log()
+                assert d.proc.returncode == 1
+            finally:
+                d.cleanup()
+    finally:
+        taken.close()
