@@ -273,6 +273,11 @@ def _check_pid(pid: int) -> None:
         raise _Rejected(400, f"pid must be between 1 and {UINT32_MAX}, got {pid}")
 
 
+# Go's json.Encoder writes UTF-8 as is but escapes these (they can only occur inside strings).
+_GO_ESCAPES = str.maketrans({"<": "\\u003c", ">": "\\u003e", "&": "\\u0026", "\u2028": "\\u2028", "\u2029": "\\u2029"})
+
+
 def _json(status: int, answer: Dict[str, Any], headers: Tuple[Tuple[str, str], ...] = ()) -> Response:
-    # compact, one line and a newline: what Go's json.Encoder writes
-    return Response(status, JSON, (json.dumps(answer, separators=(",", ":")) + "\n").encode(), headers)
+    # compact, one line and a newline: byte for byte what Go's json.Encoder writes
+    text = json.dumps(answer, separators=(",", ":"), ensure_ascii=False).translate(_GO_ESCAPES)
+    return Response(status, JSON, (text + "\n").encode("utf-8", "replace"), headers)

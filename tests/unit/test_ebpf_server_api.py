@@ -251,3 +251,15 @@ def test_empty_arguments_mean_the_defaults(listed, method, query, body):
 def test_nothing_recorded_yet(engine):
     assert answer(engine, "GET", "/api/list-connections") == (200, {
         "total_pids": 0, "connections": {}, "truncated": False, "message": "Found 0 total connections across 0 processes"})
+
+
+def test_bodies_are_encoded_as_gos_json_encoder_writes_them(engine):
+    engine.recent.add(record(8, "a<b>&c\u00e9", 80))
+    status, _, raw, _ = call(engine, "GET", "/api/list-connections", query={"pid": ["8"]})
+    assert b'"command":"a\\u003cb\\u003e\\u0026c\xc3\xa9"' in raw
+    assert json.loads(raw)["connections"]["8"][0]["command"] == "a<b>&c\u00e9"
+
+
+def test_off_by_default_on_loopback_at_ebpf_servers_port():
+    from netwatchd.config import DaemonConfig, EbpfServerApiConfig
+    assert DaemonConfig().ebpf_server_api == EbpfServerApiConfig(enabled=False, listen="127.0.0.1:8080")
