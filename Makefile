@@ -7,7 +7,7 @@ UNITDIR ?= /etc/systemd/system
 DBUS_POLICYDIR ?= /usr/share/dbus-1/system.d
 PYTEST_ARGS ?=
 
-.PHONY: run test setup setup-test install uninstall bench bench-devices bench-alerts
+.PHONY: run test setup setup-test install uninstall bench bench-devices bench-alerts bench-api
 
 setup:
 	@scripts/setup.sh
@@ -32,6 +32,10 @@ bench-devices: setup
 # Baselines and alerts (issue 4): update + scoring per tick for 100k keys, vs a per-key Python loop (~5 s, no root).
 bench-alerts: setup
 	.venv/bin/python bench/detector_bench.py
+
+# ebpf-server's HTTP API (issue 13): each route's request latency against GET /health (~30 s).
+bench-api: setup
+	.venv/bin/python bench/ebpf_api_bench.py
 
 # The package into its own venv, the unit, the bus policy, the journal catalog, the config if absent.
 install: setup

@@ -123,6 +123,15 @@ class MetricsConfig:
 
 
 @dataclass(frozen=True)
+class EbpfServerApiConfig:
+    # Serve ebpf-server's HTTP API (/, /health, /api/connection-summary, /api/list-connections)
+    # on a listener of its own, so its users' scripts run unchanged.
+    enabled: bool = False
+    # host:port of that listener. ebpf-server's port on loopback; "0.0.0.0:8080" is its ":8080".
+    listen: str = field(default="127.0.0.1:8080", metadata={"listen": True})
+
+
+@dataclass(frozen=True)
 class DaemonConfig:
     # Seconds between reads of the kernel counters (the resolution of Summary windows).
     tick_interval_sec: float = field(default=1.0, metadata={"float_range": (0.05, 60.0)})
@@ -135,6 +144,7 @@ class DaemonConfig:
     devices: DevicesConfig = field(default_factory=DevicesConfig)
     alerts: AlertsConfig = field(default_factory=AlertsConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
+    ebpf_server_api: EbpfServerApiConfig = field(default_factory=EbpfServerApiConfig)
 
 
 def load_config(path: str) -> DaemonConfig:
@@ -157,7 +167,11 @@ def parse_config(text: str, source: str = "<string>") -> DaemonConfig:
         raise ConfigError(source, "", f"malformed YAML: {where}{problem}") from None
     if data is None:
         data = {}
-    return _build(DaemonConfig, data, source, "")
+    cfg = _build(DaemonConfig, data, source, "")
+    if cfg.metrics.enabled and cfg.ebpf_server_api.enabled and cfg.metrics.listen == cfg.ebpf_server_api.listen:
+        raise ConfigError(source, "ebpf_server_api.listen",
+                          f"{cfg.ebpf_server_api.listen} is also metrics.listen; each listener needs its own port")
+    return cfg
 
 
 def _build(cls: type, data: Any, source: str, prefix: str):

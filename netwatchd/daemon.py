@@ -43,6 +43,7 @@ class Daemon:
         self._stop = asyncio.Event()
         self._bus = None
         self._http = None  # http_api.HttpApi when metrics.enabled
+        self._ebpf_http = None  # ebpf-server's API when ebpf_server_api.enabled
 
     def programs_attached(self) -> list:
         names = self._probe.attached_programs() if self._probe else []
@@ -82,6 +83,11 @@ class Daemon:
 
                 self._http = HttpApi(self, self.cfg.metrics)
                 await self._http.start()
+            if self.cfg.ebpf_server_api.enabled:
+                from .http_api import ebpf_server_listener
+
+                self._ebpf_http = ebpf_server_listener(self)
+                await self._ebpf_http.start()
             loop = asyncio.get_running_loop()
             loop.add_signal_handler(signal.SIGTERM, self._stop.set)
             loop.add_signal_handler(signal.SIGINT, self._stop.set)
@@ -107,6 +113,8 @@ class Daemon:
         finally:
             if self._http is not None:
                 await self._http.stop()
+            if self._ebpf_http is not None:
+                await self._ebpf_http.stop()
             self._bus.disconnect()
             if self.devices is not None:
                 stop_devices(self.devices)
@@ -166,6 +174,8 @@ class Daemon:
                 ("state_directory", new.state_directory != self.started_cfg.state_directory),
                 ("metrics.enabled", new.metrics.enabled != self.started_cfg.metrics.enabled),
                 ("metrics.listen", new.metrics.listen != self.started_cfg.metrics.listen),
+                ("ebpf_server_api.enabled", new.ebpf_server_api.enabled != self.started_cfg.ebpf_server_api.enabled),
+                ("ebpf_server_api.listen", new.ebpf_server_api.listen != self.started_cfg.ebpf_server_api.listen),
             ) if changed]
             logsetup.set_level(new.log_level)
             self.cfg = new

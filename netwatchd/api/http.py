@@ -1,17 +1,18 @@
-"""The HTTP listener (off by default): Prometheus metrics and a read-only JSON API.
+"""The HTTP listeners (both off by default): metrics with our JSON API, and ebpf-server's API.
 
+The metrics listener (metrics.*):
     GET /metrics                                         Prometheus text format
     GET /health                                          {"status": "ok"}
-    GET /api/connection-summary?pid=N|command=NAME&duration=SEC
-    GET /api/list-connections?pid=N&limit=M
+    GET /netwatchd/api/connection-summary?pid=N|command=NAME&duration=SEC
+    GET /netwatchd/api/list-connections?pid=N&limit=M
+Our JSON routes answer the fields of D-Bus Summary / ListConnections; arguments are checked by
+netwatchd.queries, so a bad request gets the same message here (400) as on D-Bus (InvalidArgs).
+They live under /netwatchd/ so they can never be mistaken for ebpf-server's routes of the same
+name, which differ (POST, limit per process): those are served by netwatchd.api.ebpf_server on a
+listener of their own (ebpf_server_api.*).
 
-The JSON routes take and answer the fields of ebpf-server's API (pid or command, duration;
-total_attempts, message; total_pids, connections by pid, truncated) so scripts written against it
-keep working, plus this daemon's own fields. Arguments are checked by netwatchd.queries, so a bad
-request gets the same message here (400) as on D-Bus (InvalidArgs).
-
-A deliberately small HTTP/1.1 server: one request per connection, GET only, request head at most
-8 KiB, read within 10 s; no body is ever read.
+A deliberately small HTTP/1.1 server: one request per connection, request head at most 8 KiB,
+a body (ebpf-server's listener only; Content-Length, at most 8 KiB) too, all read within 10 s.
 """
 from __future__ import annotations
 
@@ -23,19 +24,27 @@ import os
 from typing import Any, Dict, List, Optional, Tuple
 from urllib.parse import parse_qs, urlsplit
 
+<<<<<<< HEAD:netwatchd/api/http.py
 from netwatchd.api import metrics
 from netwatchd.config import MetricsConfig, split_listen
 from netwatchd.connects.queries import InvalidQuery
+=======
+from . import __version__, metrics
+from .config import split_listen
+from .queries import InvalidQuery
+>>>>>>> issue-13:netwatchd/http_api.py
 
 log = logging.getLogger(__name__)
 
 MAX_HEAD_BYTES = 8192
+MAX_BODY_BYTES = 8192
 READ_TIMEOUT_SEC = 10.0
 DEFAULT_DURATION_SEC = 60
 UINT32_MAX = 2**32 - 1
 REASONS = {200: "OK", 400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed",
-           408: "Request Timeout", 413: "Request Header Fields Too Large", 500: "Internal Server Error",
-           505: "HTTP Version Not Supported"}
+           408: "Request Timeout", 411: "Length Required", 413: "Request Entity Too Large",
+           431: "Request Header Fields Too Large", 500: "Internal Server Error", 505: "HTTP Version Not Supported"}
+OUR_PREFIX = "/netwatchd/api"
 
 
 class ListenError(Exception):
@@ -74,6 +83,16 @@ def parse_head(head: bytes) -> Tuple[str, str, Dict[str, List[str]]]:
     except UnicodeDecodeError:
         raise BadRequest(400, "query string is not UTF-8") from None
     return method, url.path, query
+
+
+def parse_headers(head: bytes) -> Dict[str, str]:
+    """Header fields of a request head that parse_head accepted, by lower-case name."""
+    fields = {}
+    for line in head.decode("ascii").split("\r\n")[1:]:
+        name, sep, value = line.partition(":")
+        if sep:
+            fields[name.strip().lower()] = value.strip()
+    return fields
 
 
 def _one(query: Dict[str, List[str]], *names: str) -> Optional[str]:
@@ -124,9 +143,16 @@ def list_connections(connects, query: Dict[str, List[str]]) -> Dict[str, Any]:
 # -- the server ----------------------------------------------------------------------------------
 
 class HttpApi:
-    def __init__(self, daemon, cfg: MetricsConfig):
+    """One listener. `route(method, path, query, body)` and `error(status, message)` answer
+    (status, content type, body[, headers]); by default the metrics listener's routes."""
+
+    def __init__(self, daemon, cfg, setting: str = "metrics", route=None, error=None, reads_body: bool = False):
         self.daemon = daemon
-        self.cfg = cfg
+        self.cfg = cfg  # any section with `listen`
+        self.setting = setting
+        self.route = route or (lambda method, path, query, body: self.respond(method, path, query))
+        self.error = error or _error
+        self.reads_body = reads_body
         self.server: Optional[asyncio.AbstractServer] = None
 
     async def start(self) -> None:
@@ -135,8 +161,8 @@ class HttpApi:
             self.server = await asyncio.start_server(self._serve, host, port, reuse_address=True,
                                                      limit=MAX_HEAD_BYTES)
         except OSError as e:
-            raise ListenError(f"metrics.listen: cannot listen on {self.cfg.listen}: {os.strerror(e.errno) if e.errno else e}") from None
-        log.info("HTTP metrics and API on http://%s/", self.cfg.listen)
+            raise ListenError(f"{self.setting}.listen: cannot listen on {self.cfg.listen}: {os.strerror(e.errno) if e.errno else e}") from None
+        log.info("HTTP %s on http://%s/", self.setting, self.cfg.listen)
 
     async def stop(self) -> None:
         if self.server is not None:
@@ -145,37 +171,63 @@ class HttpApi:
             self.server = None
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        method = ""
         try:
+            deadline = asyncio.get_running_loop().time() + READ_TIMEOUT_SEC
             try:
                 head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), READ_TIMEOUT_SEC)
                 if len(head) > MAX_HEAD_BYTES:
-                    raise BadRequest(413, f"request head over {MAX_HEAD_BYTES} bytes")
-                status, ctype, body = self.respond(*parse_head(head))
+                    raise BadRequest(431, f"request head over {MAX_HEAD_BYTES} bytes")
+                method, path, query = parse_head(head)
+                body = await self._read_body(reader, writer, head, deadline) if self.reads_body else b""
+                answer = self.route(method, path, query, body)
             except asyncio.LimitOverrunError:
-                status, ctype, body = _error(413, f"request head over {MAX_HEAD_BYTES} bytes")
+                answer = self.error(431, f"request head over {MAX_HEAD_BYTES} bytes")
             except asyncio.TimeoutError:
-                status, ctype, body = _error(408, f"request head not received within {READ_TIMEOUT_SEC:g} s")
+                answer = self.error(408, f"request not received within {READ_TIMEOUT_SEC:g} s")
             except asyncio.IncompleteReadError:
                 return  # the client went away
             except BadRequest as e:
-                status, ctype, body = _error(e.status, str(e))
-            writer.write(_response(status, ctype, body))
+                answer = self.error(e.status, str(e))
+            except Exception:
+                log.exception("HTTP %s request failed", self.setting)
+                answer = self.error(500, "internal error; see the daemon's log")
+            status, ctype, body, *headers = answer
+            writer.write(_response(status, ctype, body, headers[0] if headers else None, head_only=method == "HEAD"))
             await asyncio.wait_for(writer.drain(), READ_TIMEOUT_SEC)
         except (ConnectionError, asyncio.TimeoutError):
             pass
         finally:
             writer.close()
 
+    async def _read_body(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, head: bytes,
+                         deadline: float) -> bytes:
+        fields = parse_headers(head)
+        if "transfer-encoding" in fields:
+            raise BadRequest(411, "send the body with a Content-Length (chunked bodies are not accepted)")
+        length = fields.get("content-length", "0")
+        if not length.isdigit():
+            raise BadRequest(400, f"malformed Content-Length {length!r}")
+        if int(length) > MAX_BODY_BYTES:
+            raise BadRequest(413, f"request body over {MAX_BODY_BYTES} bytes")
+        if not int(length):
+            return b""
+        if fields.get("expect", "").lower() == "100-continue":
+            writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        remaining = max(0.0, deadline - asyncio.get_running_loop().time())
+        return await asyncio.wait_for(reader.readexactly(int(length)), remaining)
+
     def respond(self, method: str, path: str, query: Dict[str, List[str]]) -> Tuple[int, str, bytes]:
         routes = {
             "/metrics": self._metrics,
             "/health": lambda q: _json(200, {"status": "ok"}),
-            "/api/connection-summary": lambda q: _json(200, connection_summary(self.daemon.connects, q)),
-            "/api/list-connections": lambda q: _json(200, list_connections(self.daemon.connects, q)),
+            OUR_PREFIX + "/connection-summary": lambda q: _json(200, connection_summary(self.daemon.connects, q)),
+            OUR_PREFIX + "/list-connections": lambda q: _json(200, list_connections(self.daemon.connects, q)),
         }
         handler = routes.get(path)
         if handler is None:
-            return _error(404, f"no such path {path!r}; try /metrics, /health, /api/connection-summary, /api/list-connections")
+            return _error(404, f"no such path {path!r}; try /metrics, /health, {OUR_PREFIX}/connection-summary, "
+                               f"{OUR_PREFIX}/list-connections (ebpf-server's API is on ebpf_server_api.listen)")
         if method != "GET":
             return _error(405, f"method {method} not allowed: this API is read-only (GET)")
         try:
@@ -201,9 +253,21 @@ def _error(status: int, message: str) -> Tuple[int, str, bytes]:
     return _json(status, {"error": message})
 
 
-def _response(status: int, ctype: str, body: bytes) -> bytes:
+def ebpf_server_listener(daemon) -> HttpApi:
+    """ebpf-server's API (netwatchd.api.ebpf_server) on its own listener, ebpf_server_api.*."""
+    from netwatchd.api import ebpf_server
+
+    return HttpApi(daemon, daemon.cfg.ebpf_server_api, "ebpf_server_api",
+                   route=lambda method, path, query, body: ebpf_server.handle(
+                       daemon.connects, method, path, query, body, __version__),
+                   error=ebpf_server.error_response, reads_body=True)
+
+
+def _response(status: int, ctype: str, body: bytes, headers=None, head_only: bool = False) -> bytes:
     head = (f"HTTP/1.1 {status} {REASONS.get(status, '')}\r\nContent-Type: {ctype}\r\n"
             f"Content-Length: {len(body)}\r\nConnection: close\r\n")
-    if status == 405:
-        head += "Allow: GET\r\n"
-    return (head + "\r\n").encode() + body
+    if headers is None and status == 405:
+        headers = (("Allow", "GET"),)
+    for name, value in headers or ():
+        head += f"{name}: {value}\r\n"
+    return (head + "\r\n").encode() + (b"" if head_only else body)

@@ -15,7 +15,7 @@ from netwatchd.config import ConnectionsConfig
 from netwatchd.connects import queries
 from netwatchd.connects.history import ZERO, ConnectHistory, CounterDeltas, Counts, ProcKeyT
 from netwatchd.connects.recent import RecentConnections
-from netwatchd.connects.records import MalformedEvent, decode_event
+from netwatchd.connects.records import ConnectionRecord, MalformedEvent, decode_event
 from netwatchd.record_decoding import RecordDecoder
 
 log = logging.getLogger(__name__)
@@ -139,6 +139,11 @@ class ConnectMonitor:
         effective = queries.check_list(pid, limit)
         records, truncated = self.recent.newest(pid, effective)
         return [queries.record_answer(r) for r in records], truncated
+
+    def list_per_process(self, pid: int, limit: int, keep) -> Tuple[Dict[int, List[ConnectionRecord]], bool]:
+        """Up to `limit` newest records per process, oldest first (ebpf-server's listing)."""
+        self.poll()
+        return self.recent.newest_per_process(pid, limit, keep)
 
     def events_lost(self) -> int:
         ring_full, _ = self.probe.losses()

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from collections import deque
-from typing import Deque, List, Tuple
+from typing import Callable, Deque, Dict, List, Tuple
 
 from netwatchd.connects.records import ConnectionRecord
 
@@ -33,6 +33,25 @@ class RecentConnections:
                 return out, True
             out.append(record)
         return out, False
+
+    def newest_per_process(self, pid: int, limit: int,
+                           keep: Callable[[ConnectionRecord], bool]) -> Tuple[Dict[int, List[ConnectionRecord]], bool]:
+        """The newest `limit` records of each process (pid 0 = every process) that `keep`
+        accepts, oldest first within a process. A process with matching records is present even
+        when limit is 0 (with an empty list); truncated if any process had more than `limit`."""
+        by_pid: Dict[int, List[ConnectionRecord]] = {}
+        truncated = False
+        for record in reversed(self._records):
+            if (pid and record.pid != pid) or not keep(record):
+                continue
+            shown = by_pid.setdefault(record.pid, [])
+            if len(shown) < limit:
+                shown.append(record)
+            else:
+                truncated = True
+        for shown in by_pid.values():
+            shown.reverse()
+        return by_pid, truncated
 
     def __len__(self) -> int:
         return len(self._records)

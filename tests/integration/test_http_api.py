@@ -1,5 +1,5 @@
-"""The HTTP listener against a real daemon: /health, /metrics, the ebpf-server-compatible JSON
-routes with exact counts, 400s with the D-Bus messages, and a real Prometheus scraping us."""
+"""The metrics listener against a real daemon: /health, /metrics, our JSON routes (/netwatchd/api/)
+with exact counts, 400s with the D-Bus messages, and a real Prometheus scraping us."""
 from __future__ import annotations
 
 import json
@@ -71,7 +71,7 @@ def test_health(daemon):
 
 def test_connection_summary_by_pid_and_by_command(daemon, child):
     for query in (f"pid={child.pid}&duration=60", f"command={child.command}&duration=60"):
-        status, ctype, body = get(daemon.base, "/api/connection-summary?" + query)
+        status, ctype, body = get(daemon.base, "/netwatchd/api/connection-summary?" + query)
         assert (status, ctype) == (200, "application/json"), body
         answer = json.loads(body)
         assert answer["total_attempts"] == OK_CONNECTS + REFUSED_CONNECTS, answer
@@ -81,7 +81,7 @@ def test_connection_summary_by_pid_and_by_command(daemon, child):
 
 
 def test_list_connections_grouped_by_pid(daemon, child):
-    status, _, body = get(daemon.base, f"/api/list-connections?pid={child.pid}&limit=1000")
+    status, _, body = get(daemon.base, f"/netwatchd/api/list-connections?pid={child.pid}&limit=1000")
     assert status == 200, body
     answer = json.loads(body)
     assert answer["total_pids"] == 1 and answer["truncated"] is False
@@ -90,17 +90,17 @@ def test_list_connections_grouped_by_pid(daemon, child):
     assert {r["port"] for r in records} == {child.port, child.closed_port}
     assert sum(1 for r in records if r["return_code"] == -111) == REFUSED_CONNECTS
     assert all(r["command"] == child.command and r["protocol"] == "TCP" for r in records)
-    status, _, body = get(daemon.base, f"/api/list-connections?pid={child.pid}&limit=2")
+    status, _, body = get(daemon.base, f"/netwatchd/api/list-connections?pid={child.pid}&limit=2")
     answer = json.loads(body)
     assert answer["truncated"] is True and len(answer["connections"][str(child.pid)]) == 2
 
 
 @pytest.mark.parametrize("path, message", [
-    ("/api/connection-summary?pid=1&command=x&duration=5", "give either a pid or a command, not both (pid=1, command='x')"),
-    ("/api/connection-summary?pid=1&duration=3601", "duration_sec must be between 1 and 3600, got 3601"),
-    ("/api/connection-summary?command=this-is-far-too-long", "command 'this-is-far-too-long' is longer than 15 bytes; the kernel keeps only the first 15"),
-    ("/api/list-connections?limit=5000", "limit must be at most 1000, got 5000"),
-    ("/api/list-connections?pid=x", "pid must be an integer 0..4294967295, got 'x'"),
+    ("/netwatchd/api/connection-summary?pid=1&command=x&duration=5", "give either a pid or a command, not both (pid=1, command='x')"),
+    ("/netwatchd/api/connection-summary?pid=1&duration=3601", "duration_sec must be between 1 and 3600, got 3601"),
+    ("/netwatchd/api/connection-summary?command=this-is-far-too-long", "command 'this-is-far-too-long' is longer than 15 bytes; the kernel keeps only the first 15"),
+    ("/netwatchd/api/list-connections?limit=5000", "limit must be at most 1000, got 5000"),
+    ("/netwatchd/api/list-connections?pid=x", "pid must be an integer 0..4294967295, got 'x'"),
 ])
 def test_bad_requests_are_400_with_the_message(daemon, path, message):
     status, ctype, body = get(daemon.base, path)
@@ -109,6 +109,9 @@ def test_bad_requests_are_400_with_the_message(daemon, path, message):
 
 def test_unknown_path_and_method(daemon):
     assert get(daemon.base, "/nope")[0] == 404
+    # ebpf-server's paths are not ours: they have a listener of their own (ebpf_server_api)
+    status, _, body = get(daemon.base, "/api/connection-summary?pid=1&duration=5")
+    assert status == 404 and "ebpf-server's API is on ebpf_server_api.listen" in json.loads(body)["error"]
     req = urllib.request.Request(daemon.base + "/metrics", data=b"x", method="POST")
     with pytest.raises(urllib.error.HTTPError) as info:
         urllib.request.urlopen(req, timeout=10)
@@ -118,7 +121,7 @@ def test_unknown_path_and_method(daemon):
 def test_oversized_and_silent_requests_do_not_hurt(daemon):
     with socket.create_connection(("127.0.0.1", daemon.port), timeout=10) as s:
         s.sendall(b"GET /health HTTP/1.1\r\nX: " + b"a" * 20000 + b"\r\n\r\n")
-        assert s.recv(100).startswith(b"HTTP/1.1 413 ")
+        assert s.recv(100).startswith(b"HTTP/1.1 431 Request Header Fields Too Large\r\n")
     with socket.create_connection(("127.0.0.1", daemon.port), timeout=10):
         pass  # opened and closed without a word
     assert get(daemon.base, "/health")[0] == 200

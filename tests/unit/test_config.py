@@ -125,7 +125,8 @@ def test_unknown_key_lists_the_known_keys():
 def test_unknown_top_level_key():
     e = error_of("tick_interval: 1\n")
     assert str(e) == (f"{SRC}: tick_interval: unknown key "
-                      "(known keys here: alerts, connections, devices, log_level, metrics, state_directory, tick_interval_sec)")
+                      "(known keys here: alerts, connections, devices, ebpf_server_api, log_level, metrics, "
+                      "state_directory, tick_interval_sec)")
 
 
 @pytest.mark.parametrize("text, key_path, problem", [
@@ -209,3 +210,9 @@ def test_load_config_names_the_real_path(tmp_path):
     with pytest.raises(ConfigError) as info:
         load_config(str(path))
     assert str(info.value) == f"{path}: connections.max_window_sec: 0 is out of range 1..3600"
+
+
+def test_the_two_listeners_cannot_share_an_address():
+    e = error_of("metrics: {enabled: true, listen: '127.0.0.1:8080'}\nebpf_server_api: {enabled: true}\n")
+    assert str(e) == (f"{SRC}: ebpf_server_api.listen: 127.0.0.1:8080 is also metrics.listen; "
+                      "each listener needs its own port")

@@ -155,13 +155,13 @@ def test_routes_status_codes():
 
 
 @pytest.mark.parametrize("target, message", [
-    ("/api/connection-summary?duration=60", "give a pid (non-zero) or a command name (non-empty)"),
-    ("/api/connection-summary?pid=1&command=x", "give either a pid or a command, not both (pid=1, command='x')"),
-    ("/api/connection-summary?pid=1&duration=0", "duration_sec must be between 1 and 3600, got 0"),
-    ("/api/connection-summary?pid=abc", "pid must be an integer 0..4294967295, got 'abc'"),
-    ("/api/connection-summary?pid=-1", "pid must be an integer 0..4294967295, got '-1'"),
-    ("/api/connection-summary?pid=1&pid=2", "give pid at most once"),
-    ("/api/list-connections?limit=1001", "limit must be at most 1000, got 1001"),
+    ("/netwatchd/api/connection-summary?duration=60", "give a pid (non-zero) or a command name (non-empty)"),
+    ("/netwatchd/api/connection-summary?pid=1&command=x", "give either a pid or a command, not both (pid=1, command='x')"),
+    ("/netwatchd/api/connection-summary?pid=1&duration=0", "duration_sec must be between 1 and 3600, got 0"),
+    ("/netwatchd/api/connection-summary?pid=abc", "pid must be an integer 0..4294967295, got 'abc'"),
+    ("/netwatchd/api/connection-summary?pid=-1", "pid must be an integer 0..4294967295, got '-1'"),
+    ("/netwatchd/api/connection-summary?pid=1&pid=2", "give pid at most once"),
+    ("/netwatchd/api/list-connections?limit=1001", "limit must be at most 1000, got 1001"),
 ])
 def test_bad_requests_get_400_with_the_query_message(target, message):
     status, ctype, body = respond(target)
