@@ -84,7 +84,7 @@ class Daemon:
                 self._http = HttpApi(self, self.cfg.metrics)
                 await self._http.start()
             if self.cfg.ebpf_server_api.enabled:
-                from .http_api import ebpf_server_listener
+                from netwatchd.api.http import ebpf_server_listener
 
                 self._ebpf_http = ebpf_server_listener(self)
                 await self._ebpf_http.start()

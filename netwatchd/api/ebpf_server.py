@@ -23,7 +23,7 @@ import json
 import re
 from typing import Any, Callable, Dict, List, NamedTuple, Optional, Tuple
 
-from netwatchd.queries import InvalidQuery
+from netwatchd.errors import InvalidQuery
 
 SERVICE = "eBPF Network Monitor"
 HEALTH_SERVICE = "ebpf-server"

@@ -24,15 +24,10 @@ import os
 from typing import Any, Dict, List, Optional, Tuple
 from urllib.parse import parse_qs, urlsplit
 
-<<<<<<< HEAD:netwatchd/api/http.py
+from netwatchd import __version__
 from netwatchd.api import metrics
-from netwatchd.config import MetricsConfig, split_listen
-from netwatchd.connects.queries import InvalidQuery
-=======
-from . import __version__, metrics
-from .config import split_listen
-from .queries import InvalidQuery
->>>>>>> issue-13:netwatchd/http_api.py
+from netwatchd.config import split_listen
+from netwatchd.errors import InvalidQuery
 
 log = logging.getLogger(__name__)
 
@@ -257,9 +252,12 @@ def ebpf_server_listener(daemon) -> HttpApi:
     """ebpf-server's API (netwatchd.api.ebpf_server) on its own listener, ebpf_server_api.*."""
     from netwatchd.api import ebpf_server
 
-    return HttpApi(daemon, daemon.cfg.ebpf_server_api, "ebpf_server_api",
-                   route=lambda method, path, query, body: ebpf_server.handle(
-                       daemon.connects, method, path, query, body, __version__),
+    def route(method, path, query, body):
+        if path.startswith("/api/") and daemon.connects is not None:  # exact up to this request
+            daemon.connects.refresh()
+        return ebpf_server.handle(daemon.connects, method, path, query, body, __version__)
+
+    return HttpApi(daemon, daemon.cfg.ebpf_server_api, "ebpf_server_api", route=route,
                    error=ebpf_server.error_response, reads_body=True)
 
 

@@ -142,7 +142,6 @@ class ConnectMonitor:
 
     def list_per_process(self, pid: int, limit: int, keep) -> Tuple[Dict[int, List[ConnectionRecord]], bool]:
         """Up to `limit` newest records per process, oldest first (ebpf-server's listing)."""
-        self.poll()
         return self.recent.newest_per_process(pid, limit, keep)
 
     def events_lost(self) -> int:

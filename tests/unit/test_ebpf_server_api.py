@@ -8,9 +8,9 @@ import pytest
 
 from netwatchd.api.ebpf_server import handle
 from netwatchd.config import ConnectionsConfig
-from netwatchd.connect_history import Counts
-from netwatchd.connect_monitor import ConnectMonitor
-from netwatchd.connect_record import ConnectionRecord
+from netwatchd.connects.history import Counts
+from netwatchd.connects.monitor import ConnectMonitor
+from netwatchd.connects.records import ConnectionRecord
 from tests.unit.test_connect_monitor import Clock, FakeProbe
 
 VERSION = "9.9.9"
@@ -35,6 +35,7 @@ def engine():
 
 
 def call(engine, method, path, body=b"", query=None):
+    engine.refresh()  # what the HTTP edge does before it answers
     status, ctype, raw, headers = handle(engine, method, path, query or {}, body, VERSION)
     return status, ctype, raw, dict(headers)
 
