@@ -193,7 +193,9 @@ def test_ready_only_when_programs_are_attached_and_the_name_is_owned(fresh):
     # start() returned on READY=1: from that moment on, everything must already be in place
     assert name_owner_pid(d.bus) == d.pid
     assert set(d.get_property("ProgramsAttached")) == {"sys_exit_connect"} | CGROUP_PROGRAMS
-    assert summary(d, 60)["total_attempts"] >= 0
+    answer = summary(d, 60, command="nw-none-ready")  # answers at READY, exactly (no such command)
+    assert (answer["total_attempts"], answer["message"]) == (
+        0, "command 'nw-none-ready' made 0 connection attempts in the last 60 s: 0 succeeded, 0 failed, 0 in progress")
     progs, links, names = owned_programs(d)
     assert CGROUP_PROGRAMS <= names
     assert any(n.endswith("sys_exit_connect") for n in names), names

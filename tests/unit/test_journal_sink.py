@@ -11,6 +11,7 @@ import pytest
 from netwatchd.api import journal as journal_sink
 from netwatchd.alerting.alerts import KINDS, Alert
 from netwatchd.api.journal import JournalSink, field_name, journal_fields, stderr_line
+from tests.oracles import readme_alert_kinds
 
 SCAN = Alert("6560f1a2-7", "fan_out", "device:02:00:00:00:00:0a", 1_700_000_000_123_456,
              "device 02:00:00:00:00:0a reached 120 new ports and 1 new peers in a tick",
@@ -36,11 +37,17 @@ def test_fields_of_an_alert():
     }
 
 
-@pytest.mark.parametrize("kind", sorted(KINDS))
+def test_the_readme_documents_every_kind():
+    assert sorted(readme_alert_kinds()) == sorted(KINDS)
+
+
+@pytest.mark.parametrize("kind", sorted(readme_alert_kinds()))
 def test_every_kind_has_its_message_id_and_priority(kind):
+    """As the README's table documents them: users filter the journal by these."""
     fields = journal_fields(Alert("a-1", kind, "device:x", 1, "m"))
-    assert fields["MESSAGE_ID"] == KINDS[kind]["message_id"]
-    assert fields["PRIORITY"] == str(KINDS[kind]["priority"])
+    message_id, priority = readme_alert_kinds()[kind]
+    assert fields["MESSAGE_ID"] == message_id
+    assert fields["PRIORITY"] == str(priority)
     assert fields["NETWATCHD_OBSERVED"] == fields["NETWATCHD_BASELINE"] == fields["NETWATCHD_SCORE"] == "0"
 
 
