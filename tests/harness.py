@@ -23,6 +23,63 @@ import yaml
 
 REPO = Path(__file__).resolve().parent.parent
 POLICY = REPO / "systemd" / "org.netwatchd.Netwatchd1.conf"
+SHIPPED_CONFIG = REPO / "config" / "netwatchd.yaml"
+
+# The rule (tests/README.md): a daemon under test runs the shipped config/netwatchd.yaml. A test
+# may compress time, put its files in its own directory, and change the keys it is about (it
+# names them in `about=`, and tests/unit/test_config_rule.py checks that its name says so).
+TIME_KEYS = frozenset({"tick_interval_sec", "alerts.learning_period_sec", "alerts.warmup_ticks",
+                       "devices.store_interval_sec", "connections.poll_interval_ms"})
+ENVIRONMENT_KEYS = frozenset({"state_directory"})
+
+
+class ConfigRuleError(AssertionError):
+    """A test changed a setting that is neither time, nor its files' place, nor what it is about."""
+
+
+def leaf_paths(config: Dict, prefix: str = "") -> List[str]:
+    paths = []
+    for key, value in config.items():
+        path = f"{prefix}{key}"
+        paths += leaf_paths(value, path + ".") if isinstance(value, dict) else [path]
+    return paths
+
+
+def shipped_value(path: str):
+    value = yaml.safe_load(SHIPPED_CONFIG.read_text())
+    for key in path.split("."):
+        value = value.get(key) if isinstance(value, dict) else None
+    return value
+
+
+def check_config_rule(overrides: Dict, about=()) -> None:
+    """Raises ConfigRuleError for the first override that changes the shipped config without
+    being a time setting, the test's own directory, or in `about`."""
+    for path in leaf_paths(overrides):
+        if path in TIME_KEYS or path in ENVIRONMENT_KEYS:
+            continue
+        value = overrides
+        for key in path.split("."):
+            value = value[key]
+        if value == shipped_value(path):
+            continue
+        if any(path == a or path.startswith(a + ".") for a in about):
+            continue
+        raise ConfigRuleError(f"{path} is not a time setting and not in about={tuple(about)!r}: tests run the "
+                              f"shipped config (tests/README.md)")
+
+
+def shipped_config_with(overrides: Dict, about=()) -> Dict:
+    """config/netwatchd.yaml with the test's overrides, after checking them against the rule."""
+    check_config_rule(overrides, about)
+
+    def merge(base: Dict, extra: Dict) -> Dict:
+        out = dict(base)
+        for key, value in extra.items():
+            out[key] = merge(out.get(key) or {}, value) if isinstance(value, dict) else value
+        return out
+
+    return merge(yaml.safe_load(SHIPPED_CONFIG.read_text()), overrides)
 BUS_NAME = "org.netwatchd.Netwatchd1"
 OBJECT_PATH = "/org/netwatchd/Netwatchd1"
 INTERFACE = "org.netwatchd.Netwatchd1.Manager"
@@ -138,10 +195,13 @@ class DaemonProcess:
     """netwatchd in its own process, on a private bus, with a config the test wrote."""
 
     def __init__(self, bus: PrivateSystemBus, config: Optional[Dict] = None, watchdog_usec: int = 0,
-                 command_prefix: Optional[List[str]] = None):
-        """command_prefix: what runs netwatchd, e.g. PrivateJournal.command() to start it inside
+                 command_prefix: Optional[List[str]] = None, about=()):
+        """config: overrides of the shipped config, within the rule (see check_config_rule);
+        about: the key paths this test is about, which it may change too.
+        command_prefix: what runs netwatchd, e.g. PrivateJournal.command() to start it inside
         the mount namespace of a journald of the test's own (tests/journal_harness.py)."""
         self.bus = bus
+        self.about = tuple(about)
         self.command_prefix = list(command_prefix or [])
         self.dir = Path(tempfile.mkdtemp(prefix="nwd-daemon-"))
         self.config_path = self.dir / "netwatchd.yaml"
@@ -153,13 +213,13 @@ class DaemonProcess:
         self.exec_time = 0.0
         self.ready_time = 0.0
 
-    def write_config(self, config: Dict) -> None:
-        """The test's config, with state kept in this daemon's own temporary directory unless
-        the test says otherwise (never the host's /var/lib/netwatchd), and device watching off
-        unless the test configures it (it would attach to every interface of the host)."""
+    def write_config(self, config: Dict, about=None) -> None:
+        """The shipped config with the test's overrides, state kept in this daemon's own
+        temporary directory unless the test says otherwise (never the host's /var/lib/netwatchd).
+        The device watcher is on, as shipped (interfaces: auto)."""
         config = dict(config)
         config.setdefault("state_directory", str(self.dir / "state"))
-        config.setdefault("devices", {"enabled": False})
+        config = shipped_config_with(config, self.about if about is None else about)
         # atomically, as an editor saving the file would: a reload never reads half a file
         tmp = self.config_path.with_suffix(".tmp")
         tmp.write_text(yaml.safe_dump(config))

@@ -224,7 +224,13 @@ class World:
                 "alerts": dict(self.alerts_cfg)}
 
     def start_daemon(self) -> DaemonProcess:
-        d = DaemonProcess(self.bus, self.config(), command_prefix=self.journal.command())
+        """Tuned, not shipped: alerts.ewma_alpha, alerts.consecutive_ticks,
+        alerts.process_connect_floor, alerts.cold_connect_rate, alerts.history_ticks and
+        devices.interfaces differ from config/netwatchd.yaml (the module docstring of
+        test_alerts_e2e.py says why)."""
+        d = DaemonProcess(self.bus, self.config(), command_prefix=self.journal.command(),
+                          about=("alerts.ewma_alpha", "alerts.consecutive_ticks", "alerts.process_connect_floor",
+                                 "alerts.cold_connect_rate", "alerts.history_ticks", "devices.interfaces"))
         self.daemons.append(d)
         d.start()
         return d

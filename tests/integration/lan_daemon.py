@@ -1,6 +1,7 @@
 """A small world for the operator-surface tests: a private system bus, a LAN of two namespaces
 (`pc`, an IEEE Cisco MAC, and `srv`, an Intel one; tests/integration/lan.py) and a real
-netwatchd watching the LAN's bridge ports. Both devices have exchanged one echoed datagram
+netwatchd watching the LAN's bridge ports (devices.interfaces lists them, the one key changed
+besides time: the README's commands then show a known set of devices, not the host's). Both devices have exchanged one echoed datagram
 (ARP/NDP settled) before the world is handed over, so the daemon knows both with their
 addresses. Everything is removed by close(), even when a test fails."""
 from __future__ import annotations
@@ -40,7 +41,7 @@ class LanDaemon:
             self.lan.start(self.srv, sys.executable, "-c", UDP_ECHO, str(ECHO_PORT), ready="ready")
             config: Dict = {"state_directory": str(self.tmp / "state"), "tick_interval_sec": TICK,
                             "devices": {"interfaces": self.lan.ports(), "store_interval_sec": 0.5}}
-            self.daemon = DaemonProcess(self.bus, config)
+            self.daemon = DaemonProcess(self.bus, config, about=("devices.interfaces",))
             self.daemon.start()
             self.udp("pc", ECHO_PORT, echo=True)
         except BaseException:

@@ -158,7 +158,9 @@ def assert_warmed_up(w: World, alert: Dict) -> None:
 
 
 def reload(w: World, **alerts) -> None:
+    """A reload that changes `alerts`: the calling test is about those keys."""
     w.alerts_cfg.update(alerts)
+    w.d.about += tuple(f"alerts.{key}" for key in alerts)
     reload_with(w.d, w.config())
 
 

@@ -28,6 +28,7 @@ REPO = Path(__file__).resolve().parents[2]
 SHIPPED_CONFIG = REPO / "config" / "netwatchd.yaml"
 JOURNAL_SOCKET = "/run/systemd/journal/socket"
 BASE_CONFIG = {"tick_interval_sec": 0.2, "connections": {"max_window_sec": 60}}
+RELOAD_KEYS = ("connections.max_window_sec", "connections.max_processes")
 WATCHDOG_USEC = 500_000  # the daemon pings every 0.25 s
 STATUS_RE = re.compile(r"STATUS=watching connect\(\): (\d+) attempts, \d+ processes tracked, \d+ records lost")
 CGROUP_PROGRAMS = {"nw_connect4", "nw_connect6", "nw_sendmsg4", "nw_sendmsg6"}
@@ -156,8 +157,10 @@ def bus():
 
 @pytest.fixture(scope="module")
 def daemon(bus):
-    """One daemon for the tests that leave it running: fast ticks, a watchdog, max_window_sec 60."""
-    with DaemonProcess(bus, BASE_CONFIG, watchdog_usec=WATCHDOG_USEC) as d:
+    """One daemon for the tests that leave it running: fast ticks, a watchdog. The reload tests
+    are about connections.max_window_sec (60 here; a reload's effect shows in what Summary
+    accepts) and connections.max_processes (a reload names it restart-only)."""
+    with DaemonProcess(bus, BASE_CONFIG, watchdog_usec=WATCHDOG_USEC, about=RELOAD_KEYS) as d:
         yield d
 
 
@@ -288,7 +291,7 @@ def test_reload_with_a_valid_file_takes_effect(daemon):
 
 @pytest.mark.root
 def test_a_second_daemon_on_the_same_bus_fails_clearly(daemon):
-    second = DaemonProcess(daemon.bus, BASE_CONFIG)
+    second = DaemonProcess(daemon.bus, {"tick_interval_sec": 0.2})
     try:
         with pytest.raises(RuntimeError, match="did not become ready"):
             second.start()

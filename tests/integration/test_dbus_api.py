@@ -37,9 +37,9 @@ def bus():
 
 @pytest.fixture(scope="module")
 def daemon(bus):
-    # Other people's load on this host is traced too: keep plenty of recent records so ours
-    # are still there when the tests ask.
-    d = DaemonProcess(bus, {"connections": {"recent_records": 200000}})
+    """About ListConnections, so about connections.recent_records: other people's load on this
+    host is traced too; keep plenty of recent records so ours are still there when asked."""
+    d = DaemonProcess(bus, {"connections": {"recent_records": 200000}}, about=("connections.recent_records",))
     d.before_start_usec = time.time_ns() // 1000
     with d:
         d.after_ready_usec = time.time_ns() // 1000

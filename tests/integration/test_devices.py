@@ -9,6 +9,12 @@ frame after netwatchd is ready, so ARP and NDP are seen and every UDP datagram a
 is in the `ledger`, which the counters must equal exactly (the sender checks the kernel did not
 drop one silently). One daemon serves the module; the persistence tests restart it on the same
 state directory, so they come last.
+
+The config is the shipped one with time compressed, except two keys these tests are about:
+devices.interfaces lists the LAN's bridge ports, so that the host's own interfaces (whose
+devices come and go with other people's traffic) cannot disturb exact device counts -- the
+shipped `auto` is checked with exact counts by test_auto_watches_the_ports_not_the_bridge --
+and devices.capture_http, which the privacy test switches off and on by a reload.
 """
 from __future__ import annotations
 
@@ -128,7 +134,7 @@ class World:
                 "devices": {"interfaces": self.lan.ports(), "store_interval_sec": STORE_INTERVAL, **devices}}
 
     def start_daemon(self) -> DaemonProcess:
-        d = DaemonProcess(self.bus, self.config())
+        d = DaemonProcess(self.bus, self.config(), about=("devices.interfaces", "devices.capture_http"))
         self.daemons.append(d)
         d.start()
         return d
@@ -255,6 +261,21 @@ def test_each_device_has_its_mac_addresses_vendor_and_exact_udp_counts(world):
 
 
 # -- 2. real clients: dig, curl, openssl -----------------------------------------------------------
+
+def test_auto_watches_the_ports_not_the_bridge(world):
+    """The shipped `interfaces: auto` (nothing changed but time), with exact counts: a second
+    daemon on a bus of its own watches every LAN port and not the bridge (a frame between two
+    devices crosses the ports, never the master), and counts a device's datagrams exactly once."""
+    with PrivateSystemBus() as bus, DaemonProcess(bus, {"tick_interval_sec": TICK}) as d:
+        watched = set(d.get_property("Interfaces"))
+        assert set(world.lan.ports()) <= watched, watched
+        assert world.lan.bridge not in watched and "lo" not in watched, watched
+        pi = world.node("pi")
+        sent = world.udp("pi", 29, 40)
+        devs = wait_devices(d, lambda ds: count(ds.get(pi.mac), "tx_udp_packets") >= sent.packets)
+        assert count(devs[pi.mac], "tx_udp_packets") == sent.packets == 58
+        assert devs[pi.mac]["interface"] == pi.port
+
 
 def test_dig_query_names_show_on_the_asking_device(world):
     srv = world.node("srv")

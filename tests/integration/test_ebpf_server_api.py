@@ -19,7 +19,6 @@ import subprocess
 import time
 
 import pytest
-import yaml
 
 from netwatchd import __version__
 from tests.conftest import REPO, require_root_and_bcc, require_tools
@@ -41,12 +40,9 @@ EBPF_SERVER_ONE_LINERS = [
 ]
 
 
-def shipped_config_with(**sections) -> dict:
-    config = yaml.safe_load((REPO / "config" / "netwatchd.yaml").read_text())
-    config["devices"]["enabled"] = False  # the harness's rule: never attach to the host's interfaces
-    for name, keys in sections.items():
-        config[name].update(keys)
-    return config
+def api_config(**keys) -> dict:
+    """The shipped config with ebpf-server's listener on: the one section this test is about."""
+    return {"ebpf_server_api": {"enabled": True, **keys}}
 
 
 @pytest.fixture(scope="module")
@@ -56,7 +52,7 @@ def world():
     others = subprocess.run(["pgrep", "-x", "nginx"], capture_output=True, text=True).stdout.split()
     assert not others, f"processes named nginx already run here ({others}): the nginx count would not be ours"
     with PrivateSystemBus() as bus, NetNamespace() as ns:
-        daemon = DaemonProcess(bus, shipped_config_with(ebpf_server_api={"enabled": True}), command_prefix=ns.prefix())
+        daemon = DaemonProcess(bus, api_config(), command_prefix=ns.prefix(), about=("ebpf_server_api",))
         with daemon:
             command = "nwapi" + secrets.token_hex(4)
             with KnownConnects(command, 5, 3, extra=True) as child, \
@@ -333,7 +329,7 @@ def test_list_bad_request(world, client, method, target, body, message):
 
 def test_reload_names_the_listener_as_restart_only_and_it_keeps_serving(world):
     daemon, _, _, clients = world
-    daemon.write_config(shipped_config_with(ebpf_server_api={"enabled": True, "listen": "127.0.0.1:8081"}))
+    daemon.write_config(api_config(listen="127.0.0.1:8081"))
     daemon.signal(signal.SIGHUP)
     deadline = time.monotonic() + 15
     line = "changed settings that take effect on restart: ebpf_server_api.listen"
@@ -351,7 +347,7 @@ def test_listen_error_names_the_setting():
     address = f"127.0.0.1:{taken.getsockname()[1]}"
     try:
         with PrivateSystemBus() as bus:
-            d = DaemonProcess(bus, shipped_config_with(ebpf_server_api={"enabled": True, "listen": address}))
+            d = DaemonProcess(bus, api_config(listen=address), about=("ebpf_server_api",))
             try:
                 with pytest.raises(RuntimeError):
                     d.start(timeout=60)

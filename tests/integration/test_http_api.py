@@ -51,9 +51,12 @@ def bus():
 
 @pytest.fixture(scope="module")
 def daemon(bus):
+    """About the metrics listener (metrics), and the records our JSON routes list
+    (connections.recent_records: plenty, so the child's are still there on a busy host)."""
     port = free_port()
     d = DaemonProcess(bus, {"connections": {"recent_records": 200000},
-                            "metrics": {"enabled": True, "listen": f"127.0.0.1:{port}", "top_commands": 1000}})
+                            "metrics": {"enabled": True, "listen": f"127.0.0.1:{port}", "top_commands": 1000}},
+                      about=("metrics", "connections.recent_records"))
     d.base = f"http://127.0.0.1:{port}"
     d.port = port
     with d:
@@ -148,7 +151,7 @@ def test_listen_error_names_the_address():
     taken.listen(1)
     address = f"127.0.0.1:{taken.getsockname()[1]}"
     bus = PrivateSystemBus().start()  # its own: the module's daemon owns the name on the other
-    d = DaemonProcess(bus, {"metrics": {"enabled": True, "listen": address}})
+    d = DaemonProcess(bus, {"metrics": {"enabled": True, "listen": address}}, about=("metrics",))
     try:
         with pytest.raises(RuntimeError):
             d.start(timeout=60)
