@@ -83,6 +83,9 @@ class DeviceMonitor:
         # called as listener(mac, peer, port, transport, name) for each new pattern the TC
         # classifier reports (the daemon connects the PatternSeen signal here; no D-Bus in here)
         self.pattern_listeners: List[Callable[[str, str, int, str, str], None]] = []
+        # called at every save and at stop (the known-pattern store writes its batch then)
+        self.save_hooks: List[Callable[[], None]] = []
+        self.close_hooks: List[Callable[[], None]] = []  # device_setup's, at stop
         self.malformed_events = 0
         self._kernel_last: Dict[str, Dict[str, int]] = {}
         self._dirty: set = set()
@@ -211,6 +214,11 @@ class DeviceMonitor:
     def save(self) -> None:
         """One transaction for everything that changed since the last save."""
         self._last_save = self.clock()
+        for hook in self.save_hooks:
+            try:
+                hook()
+            except Exception:  # another file's trouble must not cost the inventory its save
+                log.exception("save hook failed")
         if self.store is None or not self._dirty:
             return
         batch = [self.devices[mac] for mac in self._dirty if mac in self.devices]
