@@ -37,6 +37,8 @@ def main() -> int:
     print(f"  {'scenario':<44} {'expected (kind, subject)':<40} {'allowed':>8} {'measured':>9}")
     for name, (kind, subject, most) in EXPECTED.items():
         got = data["latency_ticks"].get(name, "-")
+        if kind == "nothing" and got == 0:
+            got = "none"
         what = "nothing" if kind == "nothing" else f"{kind} on {subject}"
         allowed = f"{most} quiet" if kind == "nothing" else f"<= {most}"
         print(f"  {name:<44} {what:<40} {allowed:>8} {got!s:>9}")
