@@ -30,8 +30,12 @@ bench-devices: setup
 	.venv/bin/python bench/device_bench.py
 
 # Baselines and alerts (issue 4): update + scoring per tick for 100k keys, vs a per-key Python loop (~5 s, no root).
+# Issue 10: the detector before and after side by side, how the burst defaults were chosen, and
+# detection latency in ticks per scenario (the last needs root, ~2 min).
 bench-alerts: setup
 	.venv/bin/python bench/detector_bench.py
+	.venv/bin/python bench/burst_bench.py
+	.venv/bin/python bench/alert_latency.py
 
 # ebpf-server's HTTP API (issue 13): each route's request latency against GET /health (~30 s).
 bench-api: setup

@@ -10,6 +10,12 @@ Every timed tick runs, one after the other on the same tick's data:
   3. detector  the whole Detector.tick on a TickObservation whose dicts spread the same number
              of keys over its three tables (device SYNs, device fan-out, command connects),
              as the monitors hand it over: only keys with a non-zero count are in the dicts.
+             Today's detector: bursts, seasonality (per-slot sums of every key, profiles for
+             the keys that alerted), address moves -- on the shipped defaults;
+  4. detector_before  the Detector as it was before issue 10 (bursts, seasonality and address
+             moves absent), loaded from git (LEGACY_COMMIT) into a package of its own, on the
+             same observations, so the two are compared side by side in one run.
+Also timed once: a seasonal slot change with seasonality_max_keys profiles in each table.
 Goal: numpy and detector <= 20 ms per tick. The ratio python/numpy is the point of numpy.
 
 Data: per key a background rate drawn from a log-normal (most keys well under 1 a tick, a
@@ -44,6 +50,8 @@ from netwatchd.alerting.detector import Detector  # noqa: E402
 from netwatchd.alerting.observation import TickObservation  # noqa: E402
 
 RESULTS = BENCH / "results"
+LEGACY_COMMIT = "1592847"  # the last commit before issue 10's detector
+LEGACY_FILES = ("alerts", "baseline", "config", "detector", "observation")
 GOAL_MS = 20.0
 ANOMALOUS_FRACTION = 0.001
 STORM_TICKS = 5  # a storm lasts this many ticks on the same keys, then others storm
@@ -128,6 +136,46 @@ class PythonBaselines:
         return fired
 
 
+# -- the detector before issue 10 --------------------------------------------------------------
+def legacy_detector(cfg_kwargs: Dict):
+    """A Detector from LEGACY_COMMIT (its own package, netwatchd_legacy), or None without git."""
+    import importlib
+    import subprocess
+    import tempfile
+    import types
+
+    root = Path(tempfile.mkdtemp(prefix="nwd-bench-legacy-")) / "netwatchd_legacy"
+    root.mkdir()
+    try:
+        for name in LEGACY_FILES:
+            text = subprocess.run(["git", "-C", str(BENCH.parent), "show", f"{LEGACY_COMMIT}:netwatchd/{name}.py"],
+                                  capture_output=True, text=True, check=True).stdout
+            (root / f"{name}.py").write_text(text)
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    (root / "__init__.py").write_text("")
+    sys.path.insert(0, str(root.parent))
+    config = importlib.import_module("netwatchd_legacy.config")
+    detector = importlib.import_module("netwatchd_legacy.detector")
+    alerts = importlib.import_module("netwatchd_legacy.alerts")
+    assert isinstance(detector, types.ModuleType)
+    return detector.Detector(config.AlertsConfig(**cfg_kwargs), alerts.AlertIds(0), learning_until_usec=0)
+
+
+def time_slot_change(detector: Detector) -> float:
+    """ms for one slot change with every table's profiles full (seasonality_max_keys rows)."""
+    total = 0.0
+    for name, season in detector.seasons.items():
+        table = detector.tables[name]
+        for slot in range(min(len(table), season.max_keys)):
+            season.adopt(table.key(slot), slot)
+        later = (season.current + 1) * season.slot_sec * 1_000_000 + 1
+        t0 = time.perf_counter()
+        season.advance(later)
+        total += (time.perf_counter() - t0) * 1e3
+    return total
+
+
 # -- measuring -------------------------------------------------------------------------------
 def timed(fn, *args):
     w0, c0 = time.perf_counter(), time.thread_time()
@@ -155,28 +203,34 @@ def run(keys: int, ticks: int, seed: int) -> Dict:
     table.indexes(flat_keys)
     python = PythonBaselines(flat_keys)
     detector = Detector(CFG, AlertIds(0), learning_until_usec=0)
+    before = legacy_detector({"warmup_ticks": WARMUP_TICKS, "cooldown_sec": 600, "learning_period_sec": 0})
     rows = [counts[t] for t in range(warm + ticks)]
     lists = [r.tolist() for r in rows]
     observations = [observation(t, r, names) for t, r in enumerate(rows)]
     setup_sec = time.perf_counter() - t0
 
-    series = {"numpy": ([], []), "python": ([], []), "detector": ([], [])}
+    series = {"numpy": ([], []), "python": ([], []), "detector": ([], []), "detector_before": ([], [])}
+    alerts_before = 0
     alerts, mismatched_ticks, anomalies = 0, 0, 0
     for t in range(warm + ticks):
         got_np, w_np, c_np = timed(table.update_dense, rows[t], PARAMS)
         got_py, w_py, c_py = timed(python.update, lists[t], PARAMS)
         got_det, w_det, c_det = timed(detector.tick, observations[t])
+        got_old, w_old, c_old = timed(before.tick, observations[t]) if before else ([], 0.0, 0.0)
         if sorted(a.key for a in got_np) != sorted(a.key for a in got_py):
             mismatched_ticks += 1
         if t >= warm:
-            for name, w, c in (("numpy", w_np, c_np), ("python", w_py, c_py), ("detector", w_det, c_det)):
+            alerts_before += len(got_old)
+            for name, w, c in (("numpy", w_np, c_np), ("python", w_py, c_py), ("detector", w_det, c_det),
+                               ("detector_before", w_old, c_old)):
                 series[name][0].append(w)
                 series[name][1].append(c)
             anomalies += len(got_np)
             alerts += len(got_det)
     agree = (mismatched_ticks == 0 and np.allclose(table.mean[:keys], python.mean)
              and np.allclose(table.var[:keys], python.var))
-    result = {name: stats(w, c) for name, (w, c) in series.items()}
+    result = {name: stats(w, c) for name, (w, c) in series.items() if w and (name != "detector_before" or before)}
+    slot_change_ms = round(time_slot_change(detector), 3)
     return {
         "keys": keys, "timed_ticks": ticks, "untimed_warmup_ticks": warm, "seed": seed,
         "tables": {"device_connects": len(names[0]), "device_fan_out": len(names[1]),
@@ -185,6 +239,7 @@ def run(keys: int, ticks: int, seed: int) -> Dict:
             len(o.device_connects) + len(o.device_new_ports) + len(o.command_connects) for o in observations), 1),
         "anomalous_keys_per_tick": max(1, int(keys * ANOMALOUS_FRACTION)),
         "anomalies_per_tick": round(anomalies / ticks, 1), "detector_alerts": alerts,
+        "detector_before_alerts": alerts_before if before else None, "slot_change_ms": slot_change_ms,
         "implementations_agree": bool(agree), "setup_sec": round(setup_sec, 2),
         **result,
         "ratio_python_to_numpy": round(result["python"]["median_ms"] / result["numpy"]["median_ms"], 1),
@@ -205,13 +260,20 @@ def report(r: Dict, host: Dict) -> str:
     labels = {"numpy": "BaselineTable.update_dense (numpy, all keys)",
               "detector": "Detector.tick (dicts -> 3 tables -> alerts)",
               "python": "per-key Python loop, same arithmetic"}
-    for name in ("numpy", "detector", "python"):
+    labels["detector_before"] = "Detector.tick before issue 10 (same data)"
+    for name in ("numpy", "detector", "detector_before", "python"):
+        if name not in r:
+            continue
         s = r[name]
-        goal = "" if name == "python" else ("  PASS" if s["median_ms"] <= GOAL_MS else "  FAIL")
+        goal = "" if name in ("python", "detector_before") else ("  PASS" if s["median_ms"] <= GOAL_MS else "  FAIL")
         L.append(f"  {labels[name]:<44} {s['median_ms']:>7.2f}ms {s['p95_ms']:>7.2f}ms {s['cpu_median_ms']:>7.2f}ms{goal}")
     L += ["",
           f"  ratio Python loop / numpy:         {r['ratio_python_to_numpy']:.1f}x  (CPU time: {r['ratio_python_to_numpy_cpu']:.1f}x)",
           f"  ratio Python loop / Detector.tick: {r['ratio_python_to_detector']:.1f}x",
+          *([f"  Detector.tick now / before issue 10: {r['detector']['median_ms'] / r['detector_before']['median_ms']:.2f}x "
+             f"(CPU {r['detector']['cpu_median_ms'] / r['detector_before']['cpu_median_ms']:.2f}x); "
+             f"alerts now {r['detector_alerts']}, before {r['detector_before_alerts']}"] if "detector_before" in r else []),
+          f"  a seasonal slot change with full profiles (3 tables): {r['slot_change_ms']:.2f} ms, once a slot",
           f"  numpy and Python loop agree (means, variances, anomalous keys every tick): "
           f"{'yes' if r['implementations_agree'] else 'NO'}; {r['anomalies_per_tick']} anomalies a tick, "
           f"{r['detector_alerts']} detector alerts in the timed ticks (cooldown {CFG.cooldown_sec} s)"]

@@ -110,6 +110,36 @@ class AlertsConfig:
     history_ticks: int = field(default=86400, metadata={"range": IntRange(0, 10_000_000)})
     # Recent alerts kept for ListAlerts.
     max_alerts: int = field(default=1000, metadata={"range": IntRange(1, 1_000_000)})
+    # Bursts (netwatchd/alerting/burst.py): one tick this many standard deviations above normal
+    # AND at least the kind's burst count alerts at once, without waiting for consecutive_ticks.
+    burst_score: float = field(default=30.0, metadata={"float_range": (1.0, 1_000_000.0)})
+    # Burst counts per kind: first-seen ports or peers, SYNs of a device, connect() of a command.
+    burst_fan_out: int = field(default=100, metadata={"range": IntRange(1, 10_000_000)})
+    burst_device_connects: int = field(default=500, metadata={"range": IntRange(1, 10_000_000)})
+    burst_process_connects: int = field(default=1000, metadata={"range": IntRange(1, 10_000_000)})
+    # Seasonality (netwatchd/alerting/seasonality.py): a rate learnt per slot of a period (an
+    # hour of the week by default) excuses what is normal for that slot, e.g. a nightly backup.
+    seasonality: bool = True
+    seasonality_period_sec: int = field(default=7 * 86400, metadata={"range": IntRange(2, 366 * 86400)})
+    seasonality_slot_sec: int = field(default=3600, metadata={"range": IntRange(1, 86400)})
+    # Weight of the newest period in a slot's learnt rate (EWMA over periods).
+    seasonality_weight: float = field(default=0.3, metadata={"float_range": (0.01, 1.0)})
+    # Keys (devices, commands) with a seasonal profile; the ones that alerted first get one.
+    seasonality_max_keys: int = field(default=1024, metadata={"range": IntRange(16, 1_000_000)})
+
+    def check(self):
+        """Settings that are wrong together: (key, problem) or None."""
+        if self.burst_score < self.z_threshold:
+            return "burst_score", (f"{self.burst_score:g} is below z_threshold {self.z_threshold:g}: "
+                                   "a burst must be further from normal than an anomaly")
+        if self.seasonality_period_sec % self.seasonality_slot_sec:
+            return "seasonality_slot_sec", (f"{self.seasonality_slot_sec} does not divide "
+                                            f"seasonality_period_sec {self.seasonality_period_sec}")
+        if self.seasonality_period_sec // self.seasonality_slot_sec > 10_000:
+            return "seasonality_slot_sec", (f"{self.seasonality_slot_sec} makes "
+                                            f"{self.seasonality_period_sec // self.seasonality_slot_sec} slots "
+                                            "per period (at most 10000)")
+        return None
 
 
 @dataclass(frozen=True)
@@ -189,7 +219,11 @@ def _build(cls: type, data: Any, source: str, prefix: str):
             continue
         path = _join(prefix, name)
         values[name] = _convert(f, data[name], source, path)
-    return cls(**values)
+    built = cls(**values)
+    wrong = built.check() if hasattr(built, "check") else None
+    if wrong:  # settings valid one by one but not together
+        raise ConfigError(source, _join(prefix, wrong[0]), wrong[1])
+    return built
 
 
 def _convert(f: dataclasses.Field, value: Any, source: str, path: str):

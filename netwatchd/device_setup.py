@@ -10,6 +10,7 @@ from netwatchd.config import DaemonConfig, state_directory
 from netwatchd.devices.monitor import DeviceMonitor
 from netwatchd.store.inventory import CorruptStoreError, InventoryStore, StoreError, move_aside
 from netwatchd.devices.vendors import VendorDb
+from netwatchd.store.patterns import open_patterns
 
 log = logging.getLogger(__name__)
 
@@ -38,11 +39,21 @@ def start_devices(cfg: DaemonConfig, probe=None) -> DeviceMonitor:
 
     probe = probe or DeviceProbe(cfg.devices)
     probe.start()
+    patterns = None
     try:
         store = open_store(cfg)
         monitor = DeviceMonitor(probe, cfg.devices, VendorDb.load(), store)
+        patterns = open_patterns(state_directory(cfg), cfg.devices.max_patterns)
+        if patterns is not None:  # before any interface is attached: nothing is new twice
+            known = patterns.newest(cfg.devices.max_patterns)
+            log.info("%d known patterns loaded into the classifier", probe.remember_patterns(known))
+            monitor.pattern_listeners.append(patterns.seen)
+            monitor.save_hooks.append(patterns.flush)
+            monitor.close_hooks.append(patterns.close)
         monitor.refresh_interfaces()
     except Exception:
+        if patterns is not None:
+            patterns.close()
         probe.stop()
         raise
     log.info("device inventory: %d devices known, watching %s", len(monitor.devices),
@@ -60,4 +71,9 @@ def stop_devices(monitor: DeviceMonitor) -> None:
     finally:
         if monitor.store is not None:
             monitor.store.close()
+        for close in monitor.close_hooks:
+            try:
+                close()
+            except Exception:  # noqa: BLE001 - the probe must still stop
+                log.exception("closing %s failed", close)
         monitor.probe.stop()

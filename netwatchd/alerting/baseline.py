@@ -25,6 +25,10 @@ class BaselineParams:
     floor: float
     cold_rate: float
     consecutive: int
+    # a burst (netwatchd/alerting/burst.py): one hot tick this far above normal and this large
+    # fires at once; the defaults never do
+    burst_score: float = float("inf")
+    burst_min: float = float("inf")
 
 
 @dataclass(frozen=True)
@@ -34,6 +38,7 @@ class Anomaly:
     baseline: float
     score: float
     warmed_up: bool
+    burst: bool = False  # fired on its first tick, not after `consecutive` ticks
 
 
 class BaselineTable:
@@ -74,12 +79,21 @@ class BaselineTable:
 
     def update(self, observed: Dict[str, float], p: BaselineParams) -> List[Anomaly]:
         """One tick: every known key is observed (0 when absent), scored, then learnt from."""
+        return self.update_dense(self.dense(observed), p)
+
+    def dense(self, observed: Dict[str, float]) -> np.ndarray:
+        """`observed` laid out by slot, every known key (0 when absent), new keys added."""
         idx = self.indexes(observed.keys())
-        n = len(self._keys)
-        x = np.zeros(n)
+        x = np.zeros(len(self._keys))
         if len(idx):
             x[idx] = np.fromiter(observed.values(), dtype=float, count=len(idx))
-        return self.update_dense(x, p)
+        return x
+
+    def key(self, slot: int) -> str:
+        return self._keys[slot]
+
+    def slot(self, key: str):
+        return self._index.get(key)
 
     def update_dense(self, x: np.ndarray, p: BaselineParams) -> List[Anomaly]:
         """The same, with the observations already laid out by slot (len(x) == len(self))."""
@@ -90,9 +104,12 @@ class BaselineTable:
         warm = ticks >= p.warmup_ticks
         hot = np.where(warm, z >= p.z_threshold, x >= p.cold_rate) & (x >= p.floor)
         streak[:] = np.where(hot, streak + 1, 0)
-        fire = np.flatnonzero(streak >= p.consecutive)
+        # a key still warming up has no normal to be far from: its burst is the count alone
+        burst = hot & (x >= p.burst_min) & (~warm | (z >= p.burst_score))
+        fire = np.flatnonzero((streak >= p.consecutive) | burst)
         anomalies = [
-            Anomaly(self._keys[i], float(x[i]), float(mean[i]), float(z[i]), bool(warm[i])) for i in fire
+            Anomaly(self._keys[i], float(x[i]), float(mean[i]), float(z[i]), bool(warm[i]),
+                    bool(burst[i] and streak[i] < p.consecutive)) for i in fire
         ]
         # learn; an anomalous value counts only a tenth, clipped to the threshold: a storm
         # neither teaches that storms are normal nor inflates the variance enough to hide its

@@ -71,6 +71,9 @@ class DeviceMonitor:
         # called as listener(mac, peer, port, transport, name) for each new pattern the TC
         # classifier reports (the daemon connects the PatternSeen signal here; no D-Bus in here)
         self.pattern_listeners: List[Callable[[str, str, int, str, str], None]] = []
+        # called at every save and at stop (the known-pattern store writes its batch then)
+        self.save_hooks: List[Callable[[], None]] = []
+        self.close_hooks: List[Callable[[], None]] = []  # device_setup's, at stop
         self._boot_offset_ns = boot_to_realtime_ns()
         self._decoder = RecordDecoder(lambda raw: decode_device_event(raw, self._boot_offset_ns),
                                       MalformedDeviceEvent, "device events", log)
@@ -80,7 +83,6 @@ class DeviceMonitor:
         # what happened since the last observation (see take_observation)
         self._obs_syns: Dict[str, int] = {}
         self._obs_new: List[str] = []
-        self._held_new: List[str] = []  # new, but no address yet: reported a tick later
         self._obs_peers: Dict[str, set] = {}
         self._obs_ports: Dict[str, set] = {}
         self._obs_changes: List[Dict[str, Any]] = []
@@ -98,22 +100,15 @@ class DeviceMonitor:
         return self._decoder.malformed
 
     def take_observation(self, obs) -> None:
-        """What the devices did since the last observation, into a TickObservation.
-
-        A new MAC with no address yet is reported one observation later: a device that changes
-        its MAC may send something else first (Linux sends an MLD report) and the ARP that
-        shows its address moved only a moment later, in the next tick; the detector reports a
-        new MAC taking over a known address as address_change, not also as new_device, only
-        when both are in one observation."""
+        """What the devices did since the last observation, into a TickObservation: facts as
+        they were seen. A new MAC that turns out to be a known device changing its MAC, a tick
+        later, is sorted out by the detector (alerting/address_moves.py), so the replay history
+        holds what happened and a replay decides the same way."""
         obs.device_connects.update(self._obs_syns)
         obs.device_new_peers.update({mac: len(v) for mac, v in self._obs_peers.items()})
         obs.device_new_ports.update({mac: len(v) for mac, v in self._obs_ports.items()})
-        held, self._held_new = self._held_new, []
-        for mac in held + self._obs_new:
+        for mac in self._obs_new:
             d = self.devices[mac]
-            if mac not in held and not d.ipv4 and not d.ipv6:
-                self._held_new.append(mac)
-                continue
             obs.new_devices.append({"mac": mac, "vendor": d.vendor, "randomized": d.randomized,
                                     "interface": d.interface, "ipv4": sorted(d.ipv4), "ipv6": sorted(d.ipv6)})
         obs.address_changes.extend(self._obs_changes)
@@ -174,6 +169,11 @@ class DeviceMonitor:
     def save(self) -> None:
         """One transaction for everything that changed since the last save."""
         self._last_save = self.clock()
+        for hook in self.save_hooks:
+            try:
+                hook()
+            except Exception:  # another file's trouble must not cost the inventory its save
+                log.exception("save hook failed")
         if self.store is None or not self._dirty:
             return
         batch = [self.devices[mac] for mac in self._dirty if mac in self.devices]

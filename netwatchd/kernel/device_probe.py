@@ -23,6 +23,8 @@ from netwatchd.devices.interfaces import Interface
 
 log = logging.getLogger(__name__)
 
+PATTERN_EVENT_KIND = 3  # NW_EV_PATTERN in bpf/device.h: the kind byte of every seen_patterns key
+
 DIRECTION_ATTACH = (("ingress", bpf_links.TCX_INGRESS), ("egress", bpf_links.TCX_EGRESS))
 
 
@@ -111,3 +113,30 @@ class DeviceProbe:
             "devices_full": int(sum(table[ctypes.c_int(LOSS_DEVICES)])),
             "malformed": int(sum(table[ctypes.c_int(LOSS_MALFORMED)])),
         }
+
+    # -- known patterns across restarts (netwatchd/store/patterns.py) ------------------------
+    def remember_patterns(self, patterns) -> int:
+        """Loads known (device, peer, port, transport) patterns into the first-seen LRU before
+        any interface is attached, so a restart does not report a device's usual peers as new.
+        `patterns` come oldest first and are at most max_patterns (the LRU keeps the newest if
+        not). Returns how many the kernel took."""
+        table = self._bpf[b"seen_patterns"]
+        keys = []
+        for p in patterns:
+            key = table.Key()
+            key.mac[:] = list(bytes.fromhex(p.mac.replace(":", "")))
+            key.kind, key.transport, key.port, key.family = PATTERN_EVENT_KIND, p.transport, p.port, p.family
+            key.addr[:] = list(p.address_bytes())
+            keys.append(key)
+        if not keys:
+            return 0
+        try:  # one syscall (kernel >= 5.6); one per key otherwise
+            key_array = (table.Key * len(keys))(*keys)
+            leaf_array = (table.Leaf * len(keys))(*([1] * len(keys)))
+            table.items_update_batch(key_array, leaf_array)
+        except Exception as e:  # noqa: BLE001 - bcc raises bare Exception; fall back
+            log.debug("batch update of seen_patterns refused (%s); one by one", e)
+            for key in keys:
+                table[key] = table.Leaf(1)
+        return len(keys)
+

@@ -122,8 +122,13 @@ class AlertService(LineProcess):
         return [json.loads(line[len("alert "):]) for line in self.out[since:done] if line.startswith("alert ")]
 
     def tick(self, **observation) -> List[Dict]:
+        """One tick with `observation`; with new devices, the next (empty) tick too, since the
+        detector reports a new device a tick after it is first seen (alerting/address_moves.py)."""
         observation.setdefault("time_usec", time.time_ns() // 1000)
-        return self.command({"tick": observation})
+        raised = self.command({"tick": observation})
+        if observation.get("new_devices"):
+            raised += self.command({"tick": {"time_usec": observation["time_usec"] + 1000}})
+        return raised
 
 
 class Subscriber(LineProcess):

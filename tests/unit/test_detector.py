@@ -104,25 +104,36 @@ def test_a_key_warming_up_is_judged_by_the_cold_rate():
     assert [a.subject for o in obs for a in d.tick(o)] == ["command:other"]
 
 
+def next_tick(d, usec):
+    """A tick with nothing in it: when new devices held one tick are reported."""
+    return d.tick(TickObservation(time_usec=usec))
+
+
 def test_new_device_after_learning_and_randomized_policies():
     d = detector()
     learning = TickObservation(time_usec=5 * SEC, new_devices=[{"mac": B, "vendor": "Cisco"}])
-    assert d.tick(learning) == []  # learnt silently
+    assert d.tick(learning) == []
+    assert next_tick(d, 11 * SEC) == []  # seen while learning: learnt silently, even when reported after it
     later = TickObservation(time_usec=20 * SEC, new_devices=[{"mac": "00:00:0c:00:00:0c", "vendor": "Cisco",
                                                                "interface": "eth0", "ipv4": ["10.0.0.9"]}])
-    (alert,) = d.tick(later)
-    assert (alert.kind, alert.subject) == ("new_device", "device:00:00:0c:00:00:0c")
+    assert d.tick(later) == []  # held one tick: it may be a known device changing its MAC
+    (alert,) = next_tick(d, 21 * SEC)
+    assert (alert.kind, alert.subject, alert.timestamp_usec) == ("new_device", "device:00:00:0c:00:00:0c", 21 * SEC)
     assert alert.message == "new device 00:00:0c:00:00:0c (Cisco) on eth0, 10.0.0.9"
-    phones = TickObservation(time_usec=21 * SEC, new_devices=[
+    phones = TickObservation(time_usec=22 * SEC, new_devices=[
         {"mac": "02:11:11:11:11:11", "randomized": True}, {"mac": "06:22:22:22:22:22", "randomized": True}])
-    once = d.tick(phones)
-    assert [(a.kind, a.subject) for a in once] == [("new_device", "randomized-macs")]
-    assert d.tick(dataclasses.replace(phones, time_usec=22 * SEC)) == []  # cooling down
+    assert d.tick(phones) == []
+    once = next_tick(d, 23 * SEC)
+    assert [(a.kind, a.subject, a.message) for a in once] == [
+        ("new_device", "randomized-macs", "new device(s) with randomized MACs, latest 02:11:11:11:11:11 (2 this tick)")]
+    d.tick(dataclasses.replace(phones, time_usec=24 * SEC))
+    assert next_tick(d, 25 * SEC) == []  # cooling down
     ignore = detector(dataclasses.replace(CFG, randomized_macs="ignore"))
-    assert ignore.tick(dataclasses.replace(phones, time_usec=30 * SEC)) == []
+    ignore.tick(dataclasses.replace(phones, time_usec=30 * SEC))
+    assert next_tick(ignore, 31 * SEC) == []
     every = detector(dataclasses.replace(CFG, randomized_macs="alert"))
-    assert [a.subject for a in every.tick(dataclasses.replace(phones, time_usec=30 * SEC))] == [
-        "device:02:11:11:11:11:11", "device:06:22:22:22:22:22"]
+    every.tick(dataclasses.replace(phones, time_usec=30 * SEC))
+    assert [a.subject for a in next_tick(every, 31 * SEC)] == ["device:02:11:11:11:11:11", "device:06:22:22:22:22:22"]
 
 
 def test_address_change_and_flip_flop():

@@ -41,7 +41,7 @@ def detector_alerts(randomized_macs: str) -> List[Alert]:
                       "ipv4": [], "ipv6": []}],
         address_changes=[{"ip": "10.0.0.5", "old_mac": "00:16:3e:00:00:05", "new_mac": "00:16:3e:00:00:06",
                           "flip_flop": True}])
-    return detector.tick(obs)
+    return detector.tick(obs) + detector.tick(TickObservation(time_usec=3_000_000))  # new devices: a tick later
 
 
 def parse_catalog(text: str) -> List[Dict]:
