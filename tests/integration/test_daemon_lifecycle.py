@@ -30,7 +30,8 @@ JOURNAL_SOCKET = "/run/systemd/journal/socket"
 BASE_CONFIG = {"tick_interval_sec": 0.2, "connections": {"max_window_sec": 60}}
 RELOAD_KEYS = ("connections.max_window_sec", "connections.max_processes")
 WATCHDOG_USEC = 500_000  # the daemon pings every 0.25 s
-STATUS_RE = re.compile(r"STATUS=watching connect\(\): (\d+) attempts, \d+ processes tracked, \d+ records lost")
+STATUS_RE = re.compile(r"STATUS=watching connect\(\): (\d+) attempts, \d+ processes tracked, \d+ records lost; "
+                       r"\d+ devices on \S.*")
 CGROUP_PROGRAMS = {"nw_connect4", "nw_connect6", "nw_sendmsg4", "nw_sendmsg6"}
 
 
@@ -195,16 +196,19 @@ def test_ready_only_when_programs_are_attached_and_the_name_is_owned(fresh):
     d = fresh()
     # start() returned on READY=1: from that moment on, everything must already be in place
     assert name_owner_pid(d.bus) == d.pid
-    assert set(d.get_property("ProgramsAttached")) == {"sys_exit_connect"} | CGROUP_PROGRAMS
+    interfaces = d.get_property("Interfaces")  # the shipped `auto`: every up interface but lo
+    assert interfaces and "lo" not in interfaces
+    tc = {f"nw_tc_{direction}@{name}" for name in interfaces for direction in ("ingress", "egress")}
+    assert set(d.get_property("ProgramsAttached")) == {"sys_exit_connect"} | CGROUP_PROGRAMS | tc
     answer = summary(d, 60, command="nw-none-ready")  # answers at READY, exactly (no such command)
     assert (answer["total_attempts"], answer["message"]) == (
         0, "command 'nw-none-ready' made 0 connection attempts in the last 60 s: 0 succeeded, 0 failed, 0 in progress")
     progs, links, names = owned_programs(d)
-    assert CGROUP_PROGRAMS <= names
+    assert CGROUP_PROGRAMS | {"nw_tc_ingress", "nw_tc_egress"} <= names
     assert any(n.endswith("sys_exit_connect") for n in names), names
     kernel = kernel_programs()
     assert {i for i in progs if kernel[i]["name"] in CGROUP_PROGRAMS} <= root_cgroup_programs()
-    assert len(links) == len(CGROUP_PROGRAMS)
+    assert len(links) == len(CGROUP_PROGRAMS) + len(tc)  # cgroup links, and a TCX link per hook
 
     ready = [m for m in d.notify.messages if "READY=1" in m.split("\n")]
     assert len(ready) == 1 and STATUS_RE.search(ready[0]), d.notify.messages
@@ -312,7 +316,7 @@ def test_a_second_daemon_on_the_same_bus_fails_clearly(daemon):
 def test_sigterm_exits_0_and_detaches_everything(fresh):
     d = fresh()
     progs, links, names = owned_programs(d)
-    assert CGROUP_PROGRAMS <= names and links
+    assert CGROUP_PROGRAMS | {"nw_tc_ingress", "nw_tc_egress"} <= names and links
     since = mark(d.notify)
     d.signal(signal.SIGTERM)
     assert d.proc.wait(15) == 0
