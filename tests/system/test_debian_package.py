@@ -173,6 +173,13 @@ def test_apt_install_pulls_the_dependencies_and_starts_the_service(box, installe
         box.run(["systemctl", "show", "-p", "ExecStart", "--value", UNIT]).stdout
 
 
+def test_the_installed_unit_verifies_with_its_man_pages(box, installed):
+    """systemd-analyze verify without --man=no: each man: in Documentation= must resolve too."""
+    r = box.run(["systemd-analyze", "verify", "/lib/systemd/system/netwatchd.service"], check=False)
+    diagnostics = (r.stdout + r.stderr).strip()
+    assert r.returncode == 0 and not diagnostics, f"systemd-analyze verify (rc {r.returncode}):\n{diagnostics}"
+
+
 def test_the_package_set_up_group_conffile_state_and_catalog(box, installed):
     assert box.run(["getent", "group", "netwatchd"], check=False).returncode == 0
     conffiles = box.run(["dpkg-query", "-W", "-f=${Conffiles}", "netwatchd"]).stdout
