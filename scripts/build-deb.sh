@@ -7,7 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 missing_tools=()
-for p in dpkg-dev lintian; do
+for p in build-essential dpkg-dev lintian; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'ok installed' || missing_tools+=("$p")
 done
 # Build-Depends as debian/control writes it (one field, continued over indented lines)
@@ -18,7 +18,7 @@ if ((${#missing_tools[@]})) || ! dpkg-checkbuilddeps >/dev/null 2>&1; then
   echo "deb: installing the build dependencies"
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
-  apt-get install -y -qq --no-install-recommends dpkg-dev lintian >/dev/null
+  apt-get install -y -qq --no-install-recommends build-essential dpkg-dev lintian >/dev/null
   apt-get satisfy -y -qq --no-install-recommends "$build_depends" >/dev/null
 fi
 
