@@ -38,7 +38,8 @@ if [ -d .git ] || [ -f .git ]; then
     if [ -e "$f" ] || [ -L "$f" ]; then printf '%s\0' "$f"; fi
   done < <(git ls-files -z --cached --others --exclude-standard) | tar --null -T - -cf - | tar -xf - -C "$src"
 else
-  tar --exclude=./.venv --exclude=./build --exclude=./dist -cf - . | tar -xf - -C "$src"
+  tar --exclude=./.venv --exclude=./build --exclude=./dist --exclude=__pycache__ --exclude='*.egg-info' \
+      --exclude=.pytest_cache --exclude=.hypothesis -cf - . | tar -xf - -C "$src"
 fi
 
 t0=$(date +%s)
