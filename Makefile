@@ -7,7 +7,7 @@ UNITDIR ?= /etc/systemd/system
 DBUS_POLICYDIR ?= /usr/share/dbus-1/system.d
 PYTEST_ARGS ?=
 
-.PHONY: run test setup setup-test install uninstall bench bench-devices bench-alerts bench-api
+.PHONY: run test setup setup-test install uninstall deb man bench bench-devices bench-alerts bench-api
 
 setup:
 	@scripts/setup.sh
@@ -47,3 +47,13 @@ install: setup
 
 uninstall:
 	@scripts/install.sh --uninstall "$(PREFIX)" "$(SYSCONFDIR)" "$(UNITDIR)" "$(DBUS_POLICYDIR)"
+
+# The Debian package (debian/, debhelper + pybuild), checked with lintian: dist/netwatchd_<version>_all.deb.
+# Installs the build dependencies when any is missing.
+deb:
+	@scripts/build-deb.sh
+
+# Regenerates the man pages made from other sources (the config's comments, the D-Bus
+# introspection) and the D-Bus interface XML; a unit test fails when the committed ones differ.
+man: setup
+	.venv/bin/python man/generate.py

@@ -1,7 +1,9 @@
 #!/bin/bash
-# make install / make uninstall: the package into its own venv, unit, bus policy, sysusers,
-# journal catalog (journalctl -x), config (only if absent: an operator's file is never
-# overwritten), then daemon-reload.
+# make install / make uninstall: the package into its own venv, unit, bus policy, sysusers and
+# tmpfiles snippets, journal catalog (journalctl -x), man pages, bash completion, config (only if
+# absent: an operator's file is never overwritten), then daemon-reload.
+# The unit and the catalog name the Debian package's paths (/usr/sbin, /usr/libexec/netwatchd,
+# /usr/share/doc/netwatchd): they are rewritten here to this prefix's.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 uninstall=0
@@ -9,6 +11,9 @@ uninstall=0
 prefix=$1 sysconfdir=$2 unitdir=$3 policydir=$4
 
 catalogdir=/usr/lib/systemd/catalog
+mandir=/usr/local/share/man
+completiondir=/usr/local/share/bash-completion/completions
+manpages=(man/netwatchd.8 man/netwatchctl.1 man/netwatchd.yaml.5 man/org.netwatchd.Netwatchd1.5)
 
 systemd_running() { [ -d /run/systemd/system ]; }
 # journalctl -x reads a compiled database, not the catalog files: rebuild it after each change.
@@ -21,7 +26,9 @@ if [ "$uninstall" = 1 ]; then
   systemd_running && systemctl disable --now netwatchd.service 2>/dev/null || true
   rm -rf "$prefix"
   rm -f "$unitdir/netwatchd.service" "$policydir/org.netwatchd.Netwatchd1.conf" \
-        /usr/lib/sysusers.d/netwatchd.conf /usr/local/bin/netwatchctl "$catalogdir/netwatchd.catalog"
+        /usr/lib/sysusers.d/netwatchd.conf /usr/lib/tmpfiles.d/netwatchd.conf /usr/local/bin/netwatchctl \
+        "$catalogdir/netwatchd.catalog" "$completiondir/netwatchctl"
+  for page in "${manpages[@]}"; do rm -f "$mandir/man${page##*.}/${page#man/}"; done
   update_catalog
   systemd_running && systemctl daemon-reload || true
   echo "uninstalled (kept $sysconfdir/netwatchd and /var/lib/netwatchd)"
@@ -33,11 +40,16 @@ fi
 install -D -m 0755 scripts/netwatchd-kernel-headers "$prefix/libexec/netwatchd-kernel-headers"
 install -D -m 0644 README.md "$prefix/share/doc/netwatchd/README.md"
 install -D -m 0644 systemd/netwatchd.service "$unitdir/netwatchd.service"
-sed -i "s#/opt/netwatchd#$prefix#g; s#/etc/netwatchd#$sysconfdir/netwatchd#g" "$unitdir/netwatchd.service"
+sed -i "s#/usr/sbin/netwatchd#$prefix/bin/netwatchd#g; s#/usr/libexec/netwatchd/#$prefix/libexec/#g;
+        s#/usr/share/doc/netwatchd/#$prefix/share/doc/netwatchd/#g;
+        s#/etc/netwatchd#$sysconfdir/netwatchd#g" "$unitdir/netwatchd.service"
 install -D -m 0644 systemd/org.netwatchd.Netwatchd1.conf "$policydir/org.netwatchd.Netwatchd1.conf"
 install -D -m 0644 systemd/netwatchd.sysusers.conf /usr/lib/sysusers.d/netwatchd.conf
+install -D -m 0644 systemd/netwatchd.tmpfiles.conf /usr/lib/tmpfiles.d/netwatchd.conf
 install -D -m 0644 systemd/netwatchd.catalog "$catalogdir/netwatchd.catalog"
-sed -i "s#/opt/netwatchd#$prefix#g" "$catalogdir/netwatchd.catalog"
+sed -i "s#/usr/share/doc/netwatchd/#$prefix/share/doc/netwatchd/#g" "$catalogdir/netwatchd.catalog"
+for page in "${manpages[@]}"; do install -D -m 0644 "$page" "$mandir/man${page##*.}/${page#man/}"; done
+install -D -m 0644 completion/netwatchctl "$completiondir/netwatchctl"
 update_catalog
 getent group netwatchd >/dev/null || groupadd --system netwatchd
 ln -sfn "$prefix/bin/netwatchctl" /usr/local/bin/netwatchctl

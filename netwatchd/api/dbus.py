@@ -12,7 +12,12 @@ from typing import Any, Dict, List
 from dbus_fast import BusType, DBusError, NameFlag, RequestNameReply, Variant
 from dbus_fast.aio import MessageBus
 from dbus_fast.constants import PropertyAccess
-from dbus_fast.service import ServiceInterface, dbus_property, dbus_signal, method
+from dbus_fast.service import ServiceInterface, dbus_property, method
+
+try:
+    from dbus_fast.service import dbus_signal
+except ImportError:  # dbus-fast < 2 (Debian 12's python3-dbus-fast 1.84) names it `signal`
+    from dbus_fast.service import signal as dbus_signal
 
 from netwatchd import __version__
 from netwatchd.bus_names import (

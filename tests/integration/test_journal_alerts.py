@@ -143,7 +143,7 @@ def test_journalctl_x_text(journal):
     text = "\n".join(explanation(journal, ALERTS[1]))
     assert text.startswith("Subject: An address moved to another MAC: ip:10.0.0.5\n"
                            "Defined-By: netwatchd\n"
-                           "Support: file:///opt/netwatchd/share/doc/netwatchd/README.md\n\n"
+                           "Support: file:///usr/share/doc/netwatchd/README.md\n\n"
                            "The IP address 10.0.0.5 was used by 00:16:3e:00:00:05 and is now used by\n"
                            "00:16:3e:00:00:06. Alert id: 65b-2.\n")
 

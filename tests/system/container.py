@@ -92,9 +92,10 @@ def rootfs_packages(repo: Path) -> List[str]:
     return sorted(set(BASE_PACKAGES) | set(runtime_packages(repo)))
 
 
-def rootfs_tarball(repo: Path) -> Path:
-    """The cached rootfs tarball for the current package list; built with mmdebstrap if absent."""
-    pkgs = rootfs_packages(repo)
+def rootfs_tarball(repo: Path, packages: Optional[Sequence[str]] = None) -> Path:
+    """The cached rootfs tarball for a package list (default: rootfs_packages, what `make
+    install` needs); built with mmdebstrap if absent."""
+    pkgs = sorted(set(packages)) if packages is not None else rootfs_packages(repo)
     key = hashlib.sha256("\n".join([SUITE, MIRROR, "minbase", *pkgs]).encode()).hexdigest()[:16]
     CACHE_DIR.mkdir(parents=True, exist_ok=True)
     tarball = CACHE_DIR / f"rootfs-{SUITE}-{key}.tar.zst"
