@@ -33,6 +33,13 @@ TIME_KEYS = frozenset({"tick_interval_sec", "alerts.learning_period_sec", "alert
 ENVIRONMENT_KEYS = frozenset({"state_directory"})
 
 
+class BusctlError(subprocess.CalledProcessError):
+    """A busctl call that failed, with busctl's own words in the message (the D-Bus error)."""
+
+    def __str__(self) -> str:
+        return f"{super().__str__()} stderr: {(self.stderr or '').strip()}"
+
+
 class ConfigRuleError(AssertionError):
     """A test changed a setting that is neither time, nor its files' place, nor what it is about."""
 
