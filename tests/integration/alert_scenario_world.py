@@ -42,7 +42,7 @@ from typing import Callable, Dict, List, Optional
 
 import yaml
 
-from netwatchd.alerting.pipeline import history_path
+from netwatchd.store.state_files import history_path
 from netwatchd.alerting.observation import TickObservation
 from netwatchd.store.tick_history import HistoryError, TickHistory
 from tests.harness import DaemonProcess, PrivateSystemBus, unvariant
