@@ -301,7 +301,7 @@ def busctl(bus: PrivateSystemBus, *args: str, user: Optional[str] = None, check:
         cmd = ["setpriv", f"--reuid={user}", f"--regid={user_group(user)}", "--clear-groups", *cmd]
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=30)
     if check and r.returncode != 0:
-        raise subprocess.CalledProcessError(r.returncode, cmd, r.stdout, r.stderr)
+        raise BusctlError(r.returncode, cmd, r.stdout, r.stderr)
     return r
 
 

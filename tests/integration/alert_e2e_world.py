@@ -38,7 +38,7 @@ import yaml
 from netwatchd.store.state_files import history_path
 from netwatchd.alerting.observation import TickObservation
 from netwatchd.store.tick_history import HistoryError, TickHistory
-from tests.harness import DaemonProcess, PrivateSystemBus, unvariant
+from tests.harness import BusctlError, DaemonProcess, PrivateSystemBus, unvariant
 from tests.integration.alert_bus_support import LineProcess, Subscriber
 from tests.integration.lan import UDP_ECHO, Lan, Node
 from tests.journal_harness import PrivateJournal
@@ -242,7 +242,12 @@ class World:
     # -- reading ----------------------------------------------------------------------------
     def alerts(self) -> List[Dict]:
         """ListAlerts, oldest first (alerts.json keeps them across restarts)."""
-        return [unvariant(r) for r in reversed(self.d.call("ListAlerts", "u", 1000)[0])]
+        try:
+            records = self.d.call("ListAlerts", "u", 1000)[0]
+        except BusctlError as e:  # say why: a daemon that died, or one that stopped answering
+            raise AssertionError(f"ListAlerts failed: {e}; daemon exit status {self.d.proc.poll()}\n"
+                                 f"{self.daemon_journal()}") from None
+        return [unvariant(r) for r in reversed(records)]
 
     def signals(self) -> List[List[str]]:
         return self.subscriber.signals_after_sync()

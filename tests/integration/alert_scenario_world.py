@@ -300,7 +300,9 @@ class World:
         return shipped_config_with_time_compressed(self.state, self.lan.ports())
 
     def start_daemon(self) -> DaemonProcess:
-        d = DaemonProcess(self.bus, self.config())
+        """The shipped config, time compressed; devices.interfaces lists the LAN's ports so that
+        every device:/ip: subject is the scenario's own."""
+        d = DaemonProcess(self.bus, self.config(), about=("devices.interfaces",))
         self.daemons.append(d)
         d.start()
         return d
