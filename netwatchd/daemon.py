@@ -75,7 +75,8 @@ class Daemon:
             if self.cfg.devices.enabled:
                 self.devices = start_devices(self.cfg)
             self.alerting = AlertPipeline(self.cfg.alerts, AlertStateFiles(state_directory(self.cfg)), sinks=[JournalSink()],
-                                          history=open_history(state_directory(self.cfg), self.cfg.alerts.history_ticks))
+                                          history=open_history(state_directory(self.cfg), self.cfg.alerts.history_ticks),
+                                          beacons=self.cfg.beacons)
             interface = dbus_service.export(self._bus, self)
             self.alerting.sinks.append(dbus_service.DBusAlertSink(interface))
             if self.cfg.metrics.enabled:
@@ -166,7 +167,7 @@ class Daemon:
             log.error("reload rejected, keeping the running configuration: %s", e)
         else:
             restart_keys = self.connects.reconfigure(new.connections)
-            self.alerting.reconfigure(new.alerts)
+            self.alerting.reconfigure(new.alerts, new.beacons)
             if self.devices is not None:
                 restart_keys += self.devices.reconfigure(new.devices)
             restart_keys += [k for k, changed in (
