@@ -125,7 +125,7 @@ def test_status_shows_alerts_and_learning(service, bus):
     assert "Alerts: 7 raised: new_device 5, address_change 1, connect_rate 1, fan_out 0" in lines
     assert "Learning: no" in lines
     props = json.loads(ok(bus, "status", "--json"))
-    assert props["AlertCounts"] == {"new_device": 5, "address_change": 1, "connect_rate": 1, "fan_out": 0}
+    assert props["AlertCounts"] == {"new_device": 5, "address_change": 1, "connect_rate": 1, "fan_out": 0, "beacon": 0}
     assert (props["AlertsRaised"], props["Learning"]) == (7, False)
 
 
