@@ -277,17 +277,16 @@ static __always_inline void note_start(const u8 *mac, struct nw_pkt *p)
     key.port = p->dport;
     key.family = p->family;
     __builtin_memcpy(key.addr, p->daddr, 16);
-    u64 now = bpf_ktime_get_boot_ns();
     struct nw_beacon_starts *s = beacon_pairs.lookup(&key);
     if (!s) {
-        struct nw_beacon_starts fresh = {.last_ns = now, .count = 1, .last_sport = p->sport};
+        struct nw_beacon_starts fresh = {.last_ns = bpf_ktime_get_boot_ns(), .count = 1, .last_sport = p->sport};
         beacon_pairs.update(&key, &fresh);
         return;
     }
     if (s->last_sport == p->sport)
         return; /* the same connection's SYN again: a retransmission, not a new start */
     s->prev_ns = s->last_ns;
-    s->last_ns = now;
+    s->last_ns = bpf_ktime_get_boot_ns();
     s->count += 1;
     s->last_sport = p->sport;
 #endif

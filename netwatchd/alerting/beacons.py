@@ -16,6 +16,7 @@ Live and replay run the same code on the same observations, so replay finds the 
 """
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 from typing import Dict, Iterable, List, Optional, Tuple
 
@@ -87,6 +88,9 @@ class BeaconTracker:
         self.cfg = cfg
         self.allow = AllowList(cfg.allow_destinations, cfg.allow_names, cfg.allow_commands)
         self._allowed: Dict[Tuple[PairKey, str], bool] = {}
+        now_allowed = [slot for key, slot in self._index.items()
+                       if self.allow.allows(key[0], key[1], key[2], self._names[slot])]
+        self._release(now_allowed)  # an entry added by a reload silences its pairs at once
 
     def __len__(self) -> int:
         return len(self._index)
@@ -183,10 +187,14 @@ class BeaconTracker:
         now_ms = now_abs - self.epoch_ms
         slots, times = [], []
         for source, destination, port, name, when in starts:
-            key = (str(source), str(destination), int(port))
-            if self._is_allowed(key, name):
-                continue
-            slot = self._slot(key, name, now_ms, slots)
+            key = (sys.intern(str(source)), str(destination), int(port))  # one copy of each source
+            slot = self._index.get(key)  # a tracked pair is not allowed (reconfigure drops those)
+            if slot is None:
+                if self._is_allowed(key, name):
+                    continue
+                slot = self._slot(key, name, now_ms, slots)
+            elif name:
+                self._names[slot] = name
             for t in sorted(when)[-MAX_STARTS_PER_TICK:]:
                 slots.append(slot)
                 times.append(int(t) // 1000 - self.epoch_ms)
