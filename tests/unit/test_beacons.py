@@ -4,6 +4,7 @@ connect records as starts, and replay finding what the live pipeline found."""
 from __future__ import annotations
 
 import dataclasses
+import json
 
 import numpy as np
 import pytest
@@ -228,3 +229,43 @@ def test_replay_finds_the_beacon_the_live_pipeline_found():
     allowed = dataclasses.replace(DEFAULTS, allow_commands=("beac",))
     assert replay(observations, AlertsConfig(learning_period_sec=0), allowed) == []
     assert isinstance(replayed[0], Alert) and replayed[0].kind == "beacon"
+
+
+def beacon_history(n=40):
+    beacon = calls(periodic(n))
+    now, out = T0, []
+    while now <= beacon[-1] + 2:
+        obs = TickObservation(time_usec=int(now * 1e6))
+        when = [int(t * 1e6) for t in beacon if now - 1 < t <= now]
+        if when:
+            obs.connection_starts.append(["device:02:00:00:00:00:07", "198.51.100.9", 8443, "c2.example", when])
+        out.append(obs)
+        now += 1
+    return out
+
+
+def test_netwatchctl_replay_finds_beacons_and_uses_the_files_allow_list(tmp_path, capsys):
+    from netwatchd.ctl.main import main as ctl_main
+    from tests.unit.test_replay import record, write_config
+
+    record(tmp_path, beacon_history())
+    config = write_config(tmp_path, "alerts:\n  learning_period_sec: 0\n")
+    assert ctl_main(["replay", "--config", config, "--state-dir", str(tmp_path), "--json"]) == 0
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    ((alert), summary) = lines
+    assert (alert["kind"], alert["subject"], alert["details"]["destination"], alert["details"]["name"]) == \
+        ("beacon", "device:02:00:00:00:00:07", "198.51.100.9:8443", "c2.example")
+    assert summary["summary"]["alerts_per_kind"] == {"beacon": 1}
+    allowed = write_config(tmp_path, "alerts:\n  learning_period_sec: 0\nbeacons:\n  allow_names: ['*.example']\n")
+    assert ctl_main(["replay", "--config", allowed, "--state-dir", str(tmp_path), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out.splitlines()[-1])["summary"]["alerts"] == 0
+
+
+def test_a_reload_that_allows_a_tracked_pair_silences_it_at_once():
+    tracker = BeaconTracker(DEFAULTS)
+    beacon = calls(periodic(40))
+    first = {("command:agent", "198.51.100.4", 9000): beacon[:8]}
+    assert run(tracker, first) == [] and len(tracker) == 1
+    tracker.reconfigure(dataclasses.replace(DEFAULTS, allow_commands=("agent",)))
+    assert len(tracker) == 0
+    assert run(tracker, {("command:agent", "198.51.100.4", 9000): beacon[8:]}) == []
