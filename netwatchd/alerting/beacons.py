@@ -30,6 +30,11 @@ from netwatchd.config import BeaconsConfig
 KEEP = 32  # newest starts kept per pair: 31 intervals
 CONSECUTIVE = 2  # scorings in a row at or above the threshold: one lucky draw is not a beacon
 MAX_STARTS_PER_TICK = 8  # per pair in one observation (more is a poll loop, never a beacon)
+# Connects of one pair closer than this fraction of min_period_sec are one start: glibc's
+# getaddrinfo() connect()s a UDP socket to each address it sorts (RFC 6724), so one `curl` call
+# is a UDP and a TCP connect to the same address and port microseconds apart; a client may
+# retry at once. Counted twice, each beacon period would hold a ~0 s interval.
+COALESCE_FRACTION = 0.25
 INT32_SPAN_MS = 1 << 30  # rebase the ring's clock before int32 milliseconds run out
 NEVER = np.iinfo(np.int64).max // 2  # last_ms of a free slot: never idle, never expired again
 
@@ -140,17 +145,15 @@ class BeaconTracker:
         self.dropped += int(np.count_nonzero(~idle[order[:batch]]))
         self._release(chosen)
 
-    def _slot(self, key: PairKey, name: str, now_ms: int, protect: List[int]) -> int:
-        slot = self._index.get(key)
-        if slot is not None:
-            if name:
-                self._names[slot] = name
-            return slot
+    def _slot(self, key: PairKey, name: str, now_ms: int, protect: List[int]) -> Optional[int]:
+        """A place for a new pair (None: none can be freed this tick)."""
         if not self._free:
             if len(self.head) < self.cfg.max_pairs:
                 self._grow(min(self.cfg.max_pairs, max(1024, 2 * len(self.head))))
             else:
                 self._make_room(now_ms, protect)
+        if not self._free:
+            return None
         slot = self._free.pop()
         self._keys[slot], self._names[slot], self._index[key] = key, name, slot
         self.head[slot] = self.filled[slot] = self.streak[slot] = 0
@@ -185,6 +188,8 @@ class BeaconTracker:
         now_abs = now_usec // 1000
         self._clock(now_abs)
         now_ms = now_abs - self.epoch_ms
+        self._expire(now_ms)  # first: a pair idle past the horizon starts afresh below
+        coalesce_ms = self.cfg.min_period_sec * 1000 * COALESCE_FRACTION
         slots, times = [], []
         for source, destination, port, name, when in starts:
             key = (sys.intern(str(source)), str(destination), int(port))  # one copy of each source
@@ -193,12 +198,19 @@ class BeaconTracker:
                 if self._is_allowed(key, name):
                     continue
                 slot = self._slot(key, name, now_ms, slots)
+                if slot is None:  # every place holds a pair with starts in this very tick
+                    self.dropped += 1
+                    continue
             elif name:
                 self._names[slot] = name
+            last = int(self.last_ms[slot])
             for t in sorted(when)[-MAX_STARTS_PER_TICK:]:
+                t_ms = int(t) // 1000 - self.epoch_ms
+                if t_ms - last < coalesce_ms:  # the same start (or an older one, out of order)
+                    continue
                 slots.append(slot)
-                times.append(int(t) // 1000 - self.epoch_ms)
-        self._expire(now_ms)
+                times.append(t_ms)
+                last = t_ms
         if not slots:
             return []
         dirty = self._file(np.asarray(slots, dtype=np.int64), np.asarray(times, dtype=np.int64))

@@ -269,3 +269,29 @@ def test_a_reload_that_allows_a_tracked_pair_silences_it_at_once():
     tracker.reconfigure(dataclasses.replace(DEFAULTS, allow_commands=("agent",)))
     assert len(tracker) == 0
     assert run(tracker, {("command:agent", "198.51.100.4", 9000): beacon[8:]}) == []
+
+
+def test_more_new_pairs_in_one_tick_than_places_are_counted_not_fatal():
+    tracker = BeaconTracker(dataclasses.replace(DEFAULTS, max_pairs=16), capacity=16)
+    starts = [["command:fan", f"198.51.100.{k}", 80, "", [int(T0 * 1e6)]] for k in range(20)]
+    assert tracker.tick(starts, int(T0 * 1e6) + 1, AlertIds(0)) == []
+    assert len(tracker) == 16 and tracker.dropped == 4
+
+
+def test_a_pair_idle_past_the_horizon_starts_afresh():
+    cfg = dataclasses.replace(DEFAULTS, horizon_sec=60)
+    tracker = BeaconTracker(cfg)
+    first = calls(periodic(5))
+    later = calls(periodic(30), start=first[-1] + 500)
+    found = run(tracker, {("command:b", "198.51.100.5", 443): np.concatenate([first, later])})
+    assert [a.subject for _, a in found] == ["command:b"]
+
+
+def test_connects_of_one_pair_microseconds_apart_are_one_start():
+    """getaddrinfo()'s UDP connect and the TCP connect right after it: one start, so a beacon
+    that resolves its name each time is still found."""
+    beacon = calls(periodic(30))
+    doubled = np.sort(np.concatenate([beacon, beacon + 0.0004]))
+    found = run(BeaconTracker(DEFAULTS), {("command:curl", "203.0.113.5", 443): doubled})
+    ((_, alert),) = found
+    assert abs(float(alert.details["period_sec"]) - 2.0) < 0.25
