@@ -17,6 +17,8 @@ from netwatchd.api.journal import journal_fields
 from tests.conftest import require_root_and_bcc, require_tools, requires
 from tests.harness import DaemonProcess, PrivateSystemBus
 from tests.journal_harness import JOURNALD, PrivateJournal
+from netwatchd.alerting.alerts import AlertIds
+from netwatchd.alerting.beacons import Beacon, beacon_alert
 from tests.unit.test_journal_catalog import parse_catalog
 
 pytestmark = pytest.mark.root
@@ -38,6 +40,8 @@ ALERTS = [
     Alert("65b-4", "fan_out", "device:00:16:3e:00:00:0a", 1_700_000_000_000_004,
           "device 00:16:3e:00:00:0a reached 997 new ports and 1 new peers in a tick", observed=997,
           baseline=0.4, score=166.1, details={"mac": "00:16:3e:00:00:0a", "new_ports": "997", "new_peers": "1"}),
+    beacon_alert(Beacon("command:nwbeacon", "2001:db8::7", 443, "c2.example", 30.1, 2.4, -0.05, 24, 0.931),
+                 AlertIds(1_700_000_000_000_000), 1_700_000_000_000_005),
 ]
 
 # Runs inside the namespace: the sink as the daemon uses it, on the standard socket path.
@@ -80,7 +84,10 @@ def test_entries_can_be_found_by_netwatchd_fields(journal):
     (scan,) = journal.entries("NETWATCHD_KIND=fan_out")
     assert scan["NETWATCHD_NEW_PORTS"] == "997" and scan["NETWATCHD_SCORE"] == "166.1"
     warnings = journal.entries("SYSLOG_IDENTIFIER=netwatchd", "--priority=warning")  # 0..4
-    assert sorted(e["NETWATCHD_KIND"] for e in warnings) == ["address_change", "connect_rate", "fan_out"]
+    assert sorted(e["NETWATCHD_KIND"] for e in warnings) == ["address_change", "beacon", "connect_rate", "fan_out"]
+    (beacon,) = journal.entries("NETWATCHD_KIND=beacon")
+    assert (beacon["NETWATCHD_DESTINATION"], beacon["NETWATCHD_PERIOD_SEC"], beacon["NETWATCHD_COMMAND"]) == \
+        ("[2001:db8::7]:443", "30.100", "nwbeacon")
 
 
 def test_catalog_is_in_the_database(journal):
