@@ -8,6 +8,8 @@ Four callers run at once, each making CONNECTIONS TCP connections:
   a  a local command, every 2 s +-25% to 127.x.y.z:53: allow-listed by the shipped
      beacons.allow_destinations ("127.0.0.0/8:53", the local resolver)      -> nothing
   d  a device in a namespace, every 2 s +-25% to a TCP sink on another device -> one beacon
+  n  another device, the same to a third device's sink, whose address it first looks up in DNS
+     (a name server on srv): the beacon's details carry that name            -> one beacon
 Commands run under names of this run's own (nwb<tag><letter>), so their subjects are ours.
 
 Time settings compressed: tick_interval_sec 0.5 (the shipped 1.0 works too; a faster tick only
@@ -17,8 +19,8 @@ documented bound: an alert within MAX_PERIODS = 20 periods of the first connecti
 """
 from __future__ import annotations
 
+import json
 import os
-import random
 import secrets
 import shutil
 import socket
@@ -35,7 +37,7 @@ import yaml
 from tests.conftest import require_root_and_bcc, require_tools, tool
 from tests.harness import DaemonProcess, PrivateSystemBus, unvariant
 from tests.integration.alert_e2e_world import TCP_SINK, mac_tail
-from tests.integration.lan import Lan
+from tests.integration.lan import DNS_SERVER, Lan
 
 pytestmark = pytest.mark.root
 
@@ -53,6 +55,15 @@ import random, socket, sys, time
 host, port, mode, count, seed, log = sys.argv[1], int(sys.argv[2]), sys.argv[3], int(sys.argv[4]), int(sys.argv[5]), sys.argv[6]
 period, jitter = float(sys.argv[7]), float(sys.argv[8])
 rng = random.Random(seed)
+if len(sys.argv) > 9:  # look the destination's name up first, as a real caller would
+    import struct
+    name, server = sys.argv[9], sys.argv[10]
+    query = struct.pack("!HHHHHH", 0x4242, 0x0100, 1, 0, 0, 0)
+    query += b"".join(bytes([len(l)]) + l.encode() for l in name.split(".")) + b"\0" + struct.pack("!HH", 1, 1)
+    u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    u.settimeout(2)
+    u.sendto(query, (server, 53))
+    u.recv(512)
 with open(log, "a") as out:
     for n in range(1, count + 1):
         s = socket.socket()
@@ -107,7 +118,14 @@ class World:
         self.lan.create_bridge()
         self.lan.add_node("srv", "00:1b:21:" + mac_tail())
         self.dev = self.lan.add_node("dev", "00:50:56:" + mac_tail())
-        self.lan.start(self.lan.nodes["srv"], sys.executable, "-c", TCP_SINK, str(SINK_PORT), ready="ready")
+        self.named = self.lan.add_node("named", "00:0c:29:" + mac_tail())
+        self.c2 = self.lan.add_node("c2", "00:16:3e:" + mac_tail())
+        self.c2_name = f"c2.nwb{self.tag}.test"
+        srv = self.lan.nodes["srv"]
+        self.lan.start(srv, sys.executable, "-c", TCP_SINK, str(SINK_PORT), ready="ready")
+        self.lan.start(self.c2, sys.executable, "-c", TCP_SINK, str(SINK_PORT), ready="ready")
+        self.lan.start(srv, sys.executable, "-c", DNS_SERVER, "53", json.dumps({self.c2_name: {"A": self.c2.ipv4}}),
+                       ready="ready")
         config = dict(SHIPPED)
         config.update(state_directory=str(self.tmp / "state"), tick_interval_sec=0.5)
         config["devices"] = dict(SHIPPED["devices"], interfaces=self.lan.ports())
@@ -129,6 +147,12 @@ class World:
         self.logs["d"] = self.tmp / "d.log"
         self.lan.start(self.dev, sys.executable, "-c", CALLER, self.lan.nodes["srv"].ipv4, str(SINK_PORT),
                        "periodic", str(CONNECTIONS), str(seed), str(self.logs["d"]), str(PERIOD), str(JITTER))
+
+    def named_device(self, seed: int) -> None:
+        self.logs["n"] = self.tmp / "n.log"
+        self.lan.start(self.named, sys.executable, "-c", CALLER, self.c2.ipv4, str(SINK_PORT), "periodic",
+                       str(CONNECTIONS), str(seed), str(self.logs["n"]), str(PERIOD), str(JITTER), self.c2_name,
+                       self.lan.nodes["srv"].ipv4)
 
     def sent(self, letter: str) -> List[float]:
         path = self.logs[letter]
@@ -162,8 +186,9 @@ def world():
         w.local("q", free_port(w.loop), "poisson", seed=2)
         w.local("a", 53, "periodic", seed=3)
         w.device(seed=4)
+        w.named_device(seed=5)
         deadline = time.monotonic() + CONNECTIONS * PERIOD * (1 + JITTER) + 60
-        while any(len(w.sent(x)) < CONNECTIONS for x in "pqad") and time.monotonic() < deadline:
+        while any(len(w.sent(x)) < CONNECTIONS for x in "pqadn") and time.monotonic() < deadline:
             time.sleep(1)
         time.sleep(3)  # the last connections' records and ticks
         yield w
@@ -182,10 +207,10 @@ def periods_to(w: World, letter: str, alert: Dict) -> int:
     return sum(1 for t in sent if t * 1e6 <= alert["timestamp_usec"]) - 1
 
 
-def assert_beacon_details(alert: Dict, destination: str) -> None:
+def assert_beacon_details(alert: Dict, destination: str, name: str = "") -> None:
     d = alert["details"]
     assert d["destination"] == destination
-    assert d["name"] == ""
+    assert d["name"] == name
     assert abs(float(d["period_sec"]) - PERIOD) <= 0.3, d
     # uniform +-25% jitter: a median absolute deviation of about a quarter of that range
     assert 0.1 <= float(d["jitter_sec"]) <= 0.4, d
@@ -236,3 +261,12 @@ def test_beacons_are_counted_and_listed_by_netwatchctl(world):
     assert r.returncode == 0, r.stderr
     assert f"command:{w.command('p')}" in r.stdout and f"device:{w.dev.mac}" in r.stdout, r.stdout
     assert "beacon" in r.stdout
+
+
+def test_a_device_beaconing_to_a_name_it_looked_up_is_reported_with_that_name(world):
+    w = world
+    assert len(w.sent("n")) == CONNECTIONS
+    (alert,) = ours(w, f"device:{w.named.mac}")
+    assert_beacon_details(alert, f"{w.c2.ipv4}:{SINK_PORT}", name=w.c2_name)
+    assert f"({w.c2_name})" in alert["message"]
+    assert 1 <= periods_to(w, "n", alert) <= MAX_PERIODS
