@@ -7,7 +7,7 @@ UNITDIR ?= /etc/systemd/system
 DBUS_POLICYDIR ?= /usr/share/dbus-1/system.d
 PYTEST_ARGS ?=
 
-.PHONY: run test setup setup-test install uninstall deb man bench bench-devices bench-alerts bench-api
+.PHONY: run test setup setup-test install uninstall deb man bench bench-devices bench-alerts bench-api bench-beacons
 
 setup:
 	@scripts/setup.sh
@@ -40,6 +40,12 @@ bench-alerts: setup
 # ebpf-server's HTTP API (issue 13): each route's request latency against GET /health (~30 s).
 bench-api: setup
 	.venv/bin/python bench/ebpf_api_bench.py
+
+# Beacons (issue 14): per-tick CPU/memory at 100k pairs, latency per jitter, false alerts/hour on a
+# quiet host (~2 min, no root); then ns per packet of the classifier with and without the map (root).
+bench-beacons: setup
+	.venv/bin/python bench/beacon_bench.py
+	.venv/bin/python bench/beacon_kernel_bench.py
 
 # The package into its own venv, the unit, the bus policy, the journal catalog, the config if absent.
 install: setup

@@ -11,7 +11,7 @@
  * malformed and left alone. The classifier never changes a verdict (TC_ACT_UNSPEC).
  *
  * Settings arrive as -D cflags from netwatchd/kernel/device_probe.py:
- *   NW_MAX_DEVICES, NW_MAX_PATTERNS, NW_DEV_RING_PAGES.
+ *   NW_MAX_DEVICES, NW_MAX_PATTERNS, NW_DEV_RING_PAGES, NW_BEACON_PAIRS (0: no beacon map).
  * Runtime switches (DNS/HTTP/TLS/DHCP capture) live in the dev_settings array. */
 #include <uapi/linux/bpf.h>
 #include <uapi/linux/if_ether.h>
@@ -39,6 +39,14 @@ BPF_TABLE("lru_hash", struct nw_ip_key, struct nw_mac, ip_owner, NW_MAX_PATTERNS
 BPF_ARRAY(dev_settings, u32, NW_NSETTINGS);
 BPF_RINGBUF_OUTPUT(dev_events, NW_DEV_RING_PAGES);
 BPF_PERCPU_ARRAY(dev_losses, u64, NW_NLOSSES);
+#ifndef NW_BEACON_PAIRS
+#define NW_BEACON_PAIRS 0
+#endif
+#if NW_BEACON_PAIRS > 0
+/* Beacons: each device's last two connection starts per (peer, port), read every tick. Shared,
+ * not per-CPU: one pair's SYNs come one at a time; a rare race between CPUs costs one start. */
+BPF_TABLE("lru_hash", struct nw_beacon_key, struct nw_beacon_starts, beacon_pairs, NW_BEACON_PAIRS);
+#endif
 
 struct nw_eth {
     u8 dst[6];
@@ -260,6 +268,30 @@ static __always_inline void report_pattern(struct __sk_buff *skb, struct nw_dev_
         emit(skb, NW_EV_PATTERN, NW_DIR_TX, mac, peer_mac, vlan, p);
 }
 
+/* A TCP connection start of the device: SYNs only, so other packets pay nothing for this. */
+static __always_inline void note_start(const u8 *mac, struct nw_pkt *p)
+{
+#if NW_BEACON_PAIRS > 0
+    struct nw_beacon_key key = {};
+    __builtin_memcpy(key.mac, mac, 6);
+    key.port = p->dport;
+    key.family = p->family;
+    __builtin_memcpy(key.addr, p->daddr, 16);
+    struct nw_beacon_starts *s = beacon_pairs.lookup(&key);
+    if (!s) {
+        struct nw_beacon_starts fresh = {.last_ns = bpf_ktime_get_boot_ns(), .count = 1, .last_sport = p->sport};
+        beacon_pairs.update(&key, &fresh);
+        return;
+    }
+    if (s->last_sport == p->sport)
+        return; /* the same connection's SYN again: a retransmission, not a new start */
+    s->prev_ns = s->last_ns;
+    s->last_ns = bpf_ktime_get_boot_ns();
+    s->count += 1;
+    s->last_sport = p->sport;
+#endif
+}
+
 static __always_inline int is_http_request(const u8 *h)
 {
     u32 w = (u32)h[0] | ((u32)h[1] << 8) | ((u32)h[2] << 16) | ((u32)h[3] << 24);
@@ -449,6 +481,7 @@ static __always_inline int handle(struct __sk_buff *skb, int dir)
     if (dir == NW_DIR_TX) {
         if (p.pclass == NW_P_TCP && (p.tcp_flags & (NW_TCP_SYN | NW_TCP_ACK)) == NW_TCP_SYN) {
             c->tcp_syns += 1;
+            note_start(mac, &p);
             report_pattern(skb, c, mac, peer_mac, vlan, &p);
         } else if (p.pclass == NW_P_UDP) {
             report_pattern(skb, c, mac, peer_mac, vlan, &p);

@@ -89,6 +89,25 @@ struct nw_pattern {
     u8 addr[16];
 };
 
+/* The beacon_pairs LRU (bpf/device.bpf.c): per (device, peer, port), the device's last two TCP
+ * connection starts (SYNs), read every tick, so user space sees each start of a slow, regular
+ * caller without a ring-buffer record per SYN. */
+struct nw_beacon_key {
+    u8 mac[6];
+    u16 port;
+    u16 family;
+    u16 pad;
+    u8 addr[16];
+};
+
+struct nw_beacon_starts {
+    u64 last_ns;   /* bpf_ktime_get_boot_ns() of the newest start */
+    u64 prev_ns;   /* of the one before it (0: none yet) */
+    u32 count;     /* starts so far; a retransmitted SYN (same source port) is not one */
+    u16 last_sport;
+    u16 pad;
+};
+
 /* Runtime switches (array map "dev_settings"), written by the daemon; a reload needs no
  * recompile. */
 #define NW_SET_DNS 0

@@ -13,6 +13,8 @@ from typing import Any, Mapping
 
 import yaml
 
+from netwatchd.beacon_allow import parse_command, parse_destination, parse_name
+
 DEFAULT_CONFIG_PATH = "/etc/netwatchd/netwatchd.yaml"
 MAX_SUMMARY_WINDOW_SEC = 3600
 
@@ -143,6 +145,31 @@ class AlertsConfig:
 
 
 @dataclass(frozen=True)
+class BeaconsConfig:
+    # Look for beacons: (command or device, destination) pairs whose connections start on a timer.
+    enabled: bool = True
+    # Time setting: starts older than this are forgotten; a pair idle this long is dropped.
+    horizon_sec: int = field(default=3600, metadata={"range": IntRange(60, 7 * 86400)})
+    # Time setting: a typical interval shorter than this is a poll loop or a stream, not a beacon.
+    min_period_sec: float = field(default=1.0, metadata={"float_range": (0.01, 86400.0)})
+    # Connections within the horizon before a pair is scored (its intervals are one fewer).
+    min_connections: int = field(default=11, metadata={"range": IntRange(5, 33)})
+    # Regularity score (0..1) at which a pair is a beacon (twice in a row).
+    score_threshold: float = field(default=0.85, metadata={"float_range": (0.5, 1.0)})
+    # Pairs tracked at once in user space; beyond, the least active are dropped (counted).
+    max_pairs: int = field(default=100000, metadata={"range": IntRange(16, 10_000_000)})
+    # (device, peer, port) pairs the kernel keeps the last connection starts of. Restart to change.
+    max_device_pairs: int = field(default=16384, metadata={"range": IntRange(256, 4_194_304)})
+    # Never a beacon: destinations, DNS/TLS names and commands (netwatchd.beacon_allow).
+    allow_destinations: tuple = field(default=("127.0.0.0/8:53", "[::1]:53", "*:123"),
+                                      metadata={"allow": parse_destination})
+    allow_names: tuple = field(default=("*.debian.org", "*.ubuntu.com", "*.pool.ntp.org"),
+                               metadata={"allow": parse_name})
+    allow_commands: tuple = field(default=("systemd-resolve", "systemd-timesyn", "chronyd", "ntpd"),
+                                  metadata={"allow": parse_command})
+
+
+@dataclass(frozen=True)
 class MetricsConfig:
     # Serve Prometheus metrics (/metrics) and the read-only JSON API (/api/...) over HTTP.
     enabled: bool = False
@@ -173,6 +200,7 @@ class DaemonConfig:
     connections: ConnectionsConfig = field(default_factory=ConnectionsConfig)
     devices: DevicesConfig = field(default_factory=DevicesConfig)
     alerts: AlertsConfig = field(default_factory=AlertsConfig)
+    beacons: BeaconsConfig = field(default_factory=BeaconsConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
     ebpf_server_api: EbpfServerApiConfig = field(default_factory=EbpfServerApiConfig)
 
@@ -232,6 +260,8 @@ def _convert(f: dataclasses.Field, value: Any, source: str, path: str):
     if dataclasses.is_dataclass(default):
         # a section whose keys are all commented out is empty, not an error
         return _build(type(default), {} if value is None else value, source, path)
+    if meta.get("allow"):
+        return _allow_list(value, meta["allow"], source, path)
     if meta.get("interfaces"):
         return _interfaces(value, source, path)
     if meta.get("listen"):
@@ -280,6 +310,20 @@ def _interfaces(value: Any, source: str, path: str):
     for name in value:
         if not isinstance(name, str) or not 0 < len(name) < 16 or any(c in name for c in "/ \t\n:"):
             raise ConfigError(source, path, f"{name!r} is not an interface name")
+    return tuple(value)
+
+
+def _allow_list(value: Any, parse, source: str, path: str) -> tuple:
+    """A list of allow-list entries; each bad one is named with its position."""
+    if value is None:
+        return ()
+    if not isinstance(value, list):
+        raise ConfigError(source, path, f"expected a list, got {_show(value)}")
+    for n, entry in enumerate(value):
+        try:
+            parse(entry)
+        except ValueError as e:
+            raise ConfigError(source, f"{path}[{n}]", str(e)) from None
     return tuple(value)
 
 

@@ -74,8 +74,10 @@ class Daemon:
             self.connects = ConnectMonitor(self._probe, self.cfg.connections)
             if self.cfg.devices.enabled:
                 self.devices = start_devices(self.cfg)
+                self.connects.name_of = self.devices.metadata.name_of  # names for beacon alerts
             self.alerting = AlertPipeline(self.cfg.alerts, AlertStateFiles(state_directory(self.cfg)), sinks=[JournalSink()],
-                                          history=open_history(state_directory(self.cfg), self.cfg.alerts.history_ticks))
+                                          history=open_history(state_directory(self.cfg), self.cfg.alerts.history_ticks),
+                                          beacons=self.cfg.beacons)
             interface = dbus_service.export(self._bus, self)
             self.alerting.sinks.append(dbus_service.DBusAlertSink(interface))
             if self.cfg.metrics.enabled:
@@ -166,11 +168,12 @@ class Daemon:
             log.error("reload rejected, keeping the running configuration: %s", e)
         else:
             restart_keys = self.connects.reconfigure(new.connections)
-            self.alerting.reconfigure(new.alerts)
+            self.alerting.reconfigure(new.alerts, new.beacons)
             if self.devices is not None:
                 restart_keys += self.devices.reconfigure(new.devices)
             restart_keys += [k for k, changed in (
                 ("devices.enabled", new.devices.enabled != self.started_cfg.devices.enabled),
+                ("beacons.max_device_pairs", new.beacons.max_device_pairs != self.started_cfg.beacons.max_device_pairs),
                 ("state_directory", new.state_directory != self.started_cfg.state_directory),
                 ("metrics.enabled", new.metrics.enabled != self.started_cfg.metrics.enabled),
                 ("metrics.listen", new.metrics.listen != self.started_cfg.metrics.listen),

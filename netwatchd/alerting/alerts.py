@@ -16,6 +16,7 @@ KINDS: Dict[str, Dict[str, Any]] = {
     "address_change": {"message_id": "8cda3aa23ac6453da62310ac7c216a92", "priority": 4},  # warning
     "connect_rate": {"message_id": "f737e7d8e9bb42de99b82a59c42f0dd1", "priority": 4},  # warning
     "fan_out": {"message_id": "1b4bb667acef4d14b880d00c9cb6cfd7", "priority": 3},  # err: a scan
+    "beacon": {"message_id": "faa2a1af520c4085acc397e93eb70cec", "priority": 4},  # warning: call-home
 }
 
 

@@ -19,6 +19,9 @@ class TickObservation:
     new_devices: List[Dict[str, Any]] = field(default_factory=list)
     # {"ip", "old_mac", "new_mac", "flip_flop"}
     address_changes: List[Dict[str, Any]] = field(default_factory=list)
+    # connection starts per pair, for beacons: [source ("command:<name>" / "device:<mac>"),
+    # destination address, port, DNS/TLS name or "", [start times, usec]]
+    connection_starts: List[List[Any]] = field(default_factory=list)
 
     def to_json(self) -> str:
         return json.dumps({k: v for k, v in asdict(self).items() if v}, separators=(",", ":"), sort_keys=True)

@@ -11,9 +11,10 @@ import time
 from typing import Callable, List
 
 from netwatchd.alerting.alerts import Alert, AlertIds, AlertLog
+from netwatchd.alerting.beacons import BeaconTracker
 from netwatchd.alerting.detector import Detector
 from netwatchd.alerting.observation import TickObservation
-from netwatchd.config import AlertsConfig
+from netwatchd.config import AlertsConfig, BeaconsConfig
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +32,7 @@ def restore_alerts(records: List[dict]) -> List[Alert]:
 
 class AlertPipeline:
     def __init__(self, cfg: AlertsConfig, state, sinks: List = (), history=None,
-                 clock: Callable[[], float] = time.time):
+                 clock: Callable[[], float] = time.time, beacons: BeaconsConfig = BeaconsConfig()):
         self.cfg = cfg
         self.state = state
         self.sinks = list(sinks)
@@ -47,6 +48,8 @@ class AlertPipeline:
             except Exception as e:  # saved by another version: learn again rather than fail
                 log.error("cannot use the saved baselines (%s): learning baselines again", e)
         self.log = AlertLog(cfg.max_alerts, restore_alerts(state.load_alerts()))
+        self.beacons = BeaconTracker(beacons)
+        self.beacons.remember_alerts(self.log.all())
 
     def _learning_until(self) -> int:
         return self.first_start_usec + self.cfg.learning_period_sec * 1_000_000
@@ -66,7 +69,9 @@ class AlertPipeline:
             self.history.close()
 
     # -- work --------------------------------------------------------------------------------
-    def reconfigure(self, cfg: AlertsConfig) -> None:
+    def reconfigure(self, cfg: AlertsConfig, beacons: BeaconsConfig = None) -> None:
+        if beacons is not None:
+            self.beacons.reconfigure(beacons)
         self.cfg = cfg
         self.detector.reconfigure(cfg, self._learning_until())
         self.log.resize(cfg.max_alerts)
@@ -79,7 +84,8 @@ class AlertPipeline:
     def tick(self, obs: TickObservation) -> List[Alert]:
         if self.history is not None:
             self.history.record(obs)
-        alerts = self.detector.tick(obs)
+        alerts = self.detector.tick(obs) + self.beacons.tick(
+            obs.connection_starts, obs.time_usec, self.detector.ids, self.cfg.enabled, self.cfg.cooldown_sec)
         for alert in alerts:
             self.log.add(alert)
             for sink in self.sinks:

@@ -12,7 +12,8 @@ from dataclasses import dataclass, field
 from typing import Dict, Iterable, Iterator, List
 
 from netwatchd.alerting.alerts import Alert, AlertIds
-from netwatchd.config import AlertsConfig
+from netwatchd.alerting.beacons import BeaconTracker
+from netwatchd.config import AlertsConfig, BeaconsConfig
 from netwatchd.alerting.detector import Detector
 from netwatchd.alerting.observation import TickObservation
 
@@ -34,15 +35,19 @@ class ReplaySpan:
             yield obs
 
 
-def replay(observations: Iterable[TickObservation], cfg: AlertsConfig) -> List[Alert]:
-    """The alerts a fresh Detector with `cfg` raises over `observations` (oldest first)."""
+def replay(observations: Iterable[TickObservation], cfg: AlertsConfig,
+           beacons: BeaconsConfig = BeaconsConfig()) -> List[Alert]:
+    """The alerts a fresh Detector with `cfg` (and a fresh beacon tracker with `beacons`)
+    raises over `observations` (oldest first)."""
     detector = None
+    tracker = BeaconTracker(beacons)
     alerts: List[Alert] = []
     for obs in observations:
         if detector is None:
             start = obs.time_usec
             detector = Detector(cfg, AlertIds(start), start + cfg.learning_period_sec * 1_000_000)
         alerts += detector.tick(obs)
+        alerts += tracker.tick(obs.connection_starts, obs.time_usec, detector.ids, cfg.enabled, cfg.cooldown_sec)
     return alerts
 
 

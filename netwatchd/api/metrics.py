@@ -25,6 +25,8 @@ class Snapshot:
     alerts: Dict[str, int] = field(default_factory=dict)
     events_lost: Dict[str, int] = field(default_factory=dict)  # path -> count
     bpf: Dict[str, Tuple[int, int]] = field(default_factory=dict)  # program -> (run_time_ns, run_cnt)
+    beacon_pairs: int = 0  # (source, destination) pairs the beacon tracker holds
+    beacon_pairs_dropped: int = 0  # pairs pushed out by beacons.max_pairs while still active
 
 
 def escape_label(value: str) -> str:
@@ -84,6 +86,11 @@ def render(snap: Snapshot, top_n: int) -> str:
     alerts.update(snap.alerts)
     for kind in sorted(alerts):
         w.sample("netwatchd_alerts_total", alerts[kind], kind=kind)
+    w.family("netwatchd_beacon_pairs", "gauge", "(source, destination) pairs tracked for beacons")
+    w.sample("netwatchd_beacon_pairs", snap.beacon_pairs)
+    w.family("netwatchd_beacon_pairs_dropped_total", "counter",
+             "Beacon pairs dropped while active because beacons.max_pairs was reached")
+    w.sample("netwatchd_beacon_pairs_dropped_total", snap.beacon_pairs_dropped)
     w.family("netwatchd_events_lost_total", "counter",
              "Ring-buffer records lost (detail only: counts are kept in the kernel), by path")
     for path in ("connect", "device"):
@@ -143,5 +150,7 @@ def snapshot(daemon) -> Snapshot:
         fds.update(getattr(devices.probe, "program_fds", dict)())
     if daemon.alerting is not None:
         snap.alerts = {kind: int(n) for kind, n in daemon.alerting.log.counts.items()}
+        snap.beacon_pairs = len(daemon.alerting.beacons)
+        snap.beacon_pairs_dropped = daemon.alerting.beacons.dropped
     snap.bpf = read_bpf_stats(fds)
     return snap

@@ -22,6 +22,7 @@ log = logging.getLogger(__name__)
 
 
 MAX_COMMAND_TOTALS = 10000
+STARTS_PER_PAIR = 8  # connection starts per (command, destination, port) kept between observations
 
 
 def process_gone(pid: int) -> bool:
@@ -52,6 +53,10 @@ class ConnectMonitor:
         # MAX_COMMAND_TOTALS are summed in command_overflow.
         self.command_totals: Dict[str, Counts] = {}
         self.command_overflow = ZERO
+        # connect() starts per (command, address, port) since the last observation, for beacons;
+        # name_of(address) -> DNS/TLS name (the daemon wires the device engine's names in here)
+        self._starts: Dict[Tuple[str, str, int], List[int]] = {}
+        self.name_of: Callable[[str], str] = lambda address: ""
 
     def reconfigure(self, cfg: ConnectionsConfig) -> List[str]:
         """Apply what can change live; returns the keys that need a restart to change."""
@@ -73,6 +78,11 @@ class ConnectMonitor:
         raw = self.probe.drain()
         for record in self._decoder.decode_all(raw):
             self.recent.add(record)
+            if record.kind == "connect" and record.family in ("inet", "inet6"):
+                times = self._starts.setdefault((record.command, record.destination, record.port), [])
+                times.append(record.timestamp_usec)
+                if len(times) > 2 * STARTS_PER_PAIR:  # a busy pair: its newest are enough
+                    del times[:-STARTS_PER_PAIR]
         return len(raw)
 
     @property
@@ -127,6 +137,10 @@ class ConnectMonitor:
                 obs.command_failed[command] = failed
                 obs.command_pids[command] = sorted(pids)
         self._since_observed = {}
+        for (command, address, port), times in self._starts.items():
+            obs.connection_starts.append([f"command:{command}", address, port, self.name_of(address),
+                                          sorted(times)[-STARTS_PER_PAIR:]])
+        self._starts = {}
 
     # -- queries (read-only: call refresh() first for answers exact up to now) ---------------
     def summary(self, pid: int, command: str, duration_sec: int) -> Dict[str, Any]:

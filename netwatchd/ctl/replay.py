@@ -18,7 +18,7 @@ if TYPE_CHECKING:  # the parser imports this module for HELP: numpy and yaml onl
 
 EXIT_OK, EXIT_NO_HISTORY, EXIT_CONFIG = 0, 66, 78
 
-HELP = ("run a fresh detector with the alerts section of --config over the recorded per-tick history "
+HELP = ("run a fresh detector with the alerts and beacons sections of --config over the recorded per-tick history "
         "and print the alerts it would have raised. Nothing is learnt beforehand: baselines warm up "
         "over the first recorded ticks, and the new-device learning period counts from the first "
         "recorded tick.")
@@ -50,7 +50,7 @@ def run_replay(config_path: str, state_dir: Optional[str], as_json: bool,
     span = ReplaySpan()
     try:
         with TickHistory.open_readonly(path) as history:
-            alerts = replay(span.count(history.read()), cfg.alerts)
+            alerts = replay(span.count(history.read()), cfg.alerts, cfg.beacons)
     except HistoryError as e:
         print(f"netwatchctl: cannot replay: {e}", file=err)
         return EXIT_NO_HISTORY

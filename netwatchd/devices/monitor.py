@@ -21,6 +21,7 @@ from netwatchd.config import DevicesConfig
 from netwatchd.devices import queries
 from netwatchd.devices.address_owners import AddressOwners
 from netwatchd.devices.app_metadata import AppMetadata, append_capped
+from netwatchd.devices.beacon_starts import DeviceStarts
 from netwatchd.devices.interface_watch import InterfaceWatcher
 from netwatchd.devices.interfaces import read_interfaces
 from netwatchd.devices.model import MAX_ADDRESSES, MAX_RECENT_PEERS, Device
@@ -86,6 +87,7 @@ class DeviceMonitor:
         self._obs_peers: Dict[str, set] = {}
         self._obs_ports: Dict[str, set] = {}
         self._obs_changes: List[Dict[str, Any]] = []
+        self.beacon_starts = DeviceStarts(self._boot_offset_ns)  # SYN times per (device, peer, port)
         if store is not None:
             for device in store.load_devices():
                 self.devices[device.mac] = device
@@ -112,6 +114,7 @@ class DeviceMonitor:
             obs.new_devices.append({"mac": mac, "vendor": d.vendor, "randomized": d.randomized,
                                     "interface": d.interface, "ipv4": sorted(d.ipv4), "ipv6": sorted(d.ipv6)})
         obs.address_changes.extend(self._obs_changes)
+        obs.connection_starts.extend(self.beacon_starts.take(self.metadata.name_of))
         self._obs_syns, self._obs_new, self._obs_peers, self._obs_ports, self._obs_changes = {}, [], {}, {}, []
 
     def _now_usec(self) -> int:
@@ -151,6 +154,9 @@ class DeviceMonitor:
     def collect(self) -> None:
         """Adds what the kernel counted since the last call to the devices' counters."""
         now = self._now_usec()
+        read_starts = getattr(self.probe, "read_beacon_starts", None)  # None: beacons off
+        if read_starts is not None:
+            self.beacon_starts.read(read_starts())
         for mac, kernel in self.probe.read_counters().items():
             current = counters_dict(kernel)
             last = self._kernel_last.get(mac, {})

@@ -36,6 +36,25 @@ class DevCounters(ctypes.Structure):
     ]
 
 
+class BeaconKey(ctypes.Structure):
+    """struct nw_beacon_key: a (device, peer, port) of the beacon_pairs LRU."""
+
+    _fields_ = [("mac", ctypes.c_uint8 * 6), ("port", ctypes.c_uint16), ("family", ctypes.c_uint16),
+                ("pad", ctypes.c_uint16), ("addr", ctypes.c_uint8 * 16)]
+
+
+class BeaconStarts(ctypes.Structure):
+    """struct nw_beacon_starts: that pair's last two connection starts and their count."""
+
+    _fields_ = [("last_ns", ctypes.c_uint64), ("prev_ns", ctypes.c_uint64), ("count", ctypes.c_uint32),
+                ("last_sport", ctypes.c_uint16), ("pad", ctypes.c_uint16)]
+
+
+def beacon_pair(key: BeaconKey):
+    """(mac, peer address, port) of a beacon_pairs key."""
+    return mac_from_bytes(bytes(key.mac)), _address(key.family, bytes(key.addr)), int(key.port)
+
+
 class DevEvent(ctypes.Structure):
     _fields_ = [
         ("boot_ns", ctypes.c_uint64),

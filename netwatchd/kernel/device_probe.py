@@ -17,7 +17,8 @@ from netwatchd.kernel import links as bpf_links
 from netwatchd.kernel import headers as kernel_env
 from netwatchd.config import DevicesConfig
 from netwatchd.kernel.bpf_util import ProbeError, RingReader, bpf_source_dir, return_freed_heap, ring_pages, table_items
-from netwatchd.devices.records import LOSS_DEVICES, LOSS_MALFORMED, LOSS_RING, SETTING_INDEX, DevCounters, sum_per_cpu
+from netwatchd.devices.records import (LOSS_DEVICES, LOSS_MALFORMED, LOSS_RING, SETTING_INDEX, DevCounters,
+                                      beacon_pair, sum_per_cpu)
 from netwatchd.devices.model import mac_from_bytes
 from netwatchd.devices.interfaces import Interface
 
@@ -29,8 +30,9 @@ DIRECTION_ATTACH = (("ingress", bpf_links.TCX_INGRESS), ("egress", bpf_links.TCX
 
 
 class DeviceProbe:
-    def __init__(self, cfg: DevicesConfig):
+    def __init__(self, cfg: DevicesConfig, beacon_pairs: int = 0):
         self.cfg = cfg
+        self.beacon_pairs = beacon_pairs  # size of the beacon_pairs LRU; 0: beacons off, no map
         self._bpf = None
         self._fds: Dict[str, int] = {}  # nw_tc_ingress / nw_tc_egress program fds
         self._links: Dict[Tuple[str, int], List[int]] = {}  # (name, ifindex) -> link fds
@@ -50,6 +52,7 @@ class DeviceProbe:
             f"-DNW_MAX_DEVICES={self.cfg.max_devices}",
             f"-DNW_MAX_PATTERNS={self.cfg.max_patterns}",
             f"-DNW_DEV_RING_PAGES={ring_pages(self.cfg.ring_buffer_kib)}",
+            f"-DNW_BEACON_PAIRS={self.beacon_pairs}",
         ]
         try:
             self._bpf = BPF(src_file=str(bpf_dir / "device.bpf.c").encode(), cflags=cflags)
@@ -105,6 +108,12 @@ class DeviceProbe:
         for key, per_cpu in table_items(self._bpf[b"devices"]):
             out[mac_from_bytes(bytes(key.addr))] = sum_per_cpu(per_cpu)
         return out
+
+    def read_beacon_starts(self) -> Dict[Tuple[str, str, int], Tuple[int, int, int]]:
+        """{(mac, peer, port): (last_ns, prev_ns, count)} of the beacon_pairs LRU ({} when off)."""
+        if not self.beacon_pairs:
+            return {}
+        return {beacon_pair(k): (v.last_ns, v.prev_ns, v.count) for k, v in table_items(self._bpf[b"beacon_pairs"])}
 
     def losses(self) -> Dict[str, int]:
         table = self._bpf[b"dev_losses"]

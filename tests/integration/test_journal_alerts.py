@@ -16,6 +16,8 @@ from netwatchd.alerting.alerts import Alert
 from tests.conftest import require_root_and_bcc, require_tools, requires
 from tests.harness import DaemonProcess, PrivateSystemBus
 from tests.journal_harness import JOURNALD, PrivateJournal
+from netwatchd.alerting.alerts import AlertIds
+from netwatchd.alerting.beacons import Beacon, beacon_alert
 from tests.oracles import readme_alert_kinds
 from tests.unit.test_journal_catalog import parse_catalog
 
@@ -38,6 +40,8 @@ ALERTS = [
     Alert("65b-4", "fan_out", "device:00:16:3e:00:00:0a", 1_700_000_000_000_004,
           "device 00:16:3e:00:00:0a reached 997 new ports and 1 new peers in a tick", observed=997,
           baseline=0.4, score=166.1, details={"mac": "00:16:3e:00:00:0a", "new_ports": "997", "new_peers": "1"}),
+    beacon_alert(Beacon("command:nwbeacon", "2001:db8::7", 443, "c2.example", 30.1, 2.4, -0.05, 24, 0.931),
+                 AlertIds(1_700_000_000_000_000), 1_700_000_000_000_005),
 ]
 
 # What each entry must carry, written out by hand from the README ("Alerts in the journal" and
@@ -65,6 +69,13 @@ EXPECTED = {
         "NETWATCHD_ALERT_ID": "65b-4", "NETWATCHD_KIND": "fan_out", "NETWATCHD_SUBJECT": "device:00:16:3e:00:00:0a",
         "NETWATCHD_OBSERVED": "997", "NETWATCHD_BASELINE": "0.4", "NETWATCHD_SCORE": "166.1",
         "NETWATCHD_MAC": "00:16:3e:00:00:0a", "NETWATCHD_NEW_PORTS": "997", "NETWATCHD_NEW_PEERS": "1"},
+    "beacon": {  # observed = connections, baseline = period (README "Beacons")
+        "MESSAGE_ID": "faa2a1af520c4085acc397e93eb70cec", "PRIORITY": "4", "SYSLOG_IDENTIFIER": "netwatchd",
+        "NETWATCHD_ALERT_ID": "6553f100-1", "NETWATCHD_KIND": "beacon", "NETWATCHD_SUBJECT": "command:nwbeacon",
+        "NETWATCHD_OBSERVED": "24", "NETWATCHD_BASELINE": "30.1", "NETWATCHD_SCORE": "0.931",
+        "NETWATCHD_DESTINATION": "[2001:db8::7]:443", "NETWATCHD_ADDRESS": "2001:db8::7", "NETWATCHD_PORT": "443",
+        "NETWATCHD_NAME": "c2.example", "NETWATCHD_PERIOD_SEC": "30.100", "NETWATCHD_JITTER_SEC": "2.400",
+        "NETWATCHD_SKEW": "-0.050", "NETWATCHD_COUNT": "24", "NETWATCHD_COMMAND": "nwbeacon"},
 }
 
 # Runs inside the namespace: the sink as the daemon uses it, on the standard socket path.
@@ -106,7 +117,10 @@ def test_entries_can_be_found_by_netwatchd_fields(journal):
     (scan,) = journal.entries("NETWATCHD_KIND=fan_out")
     assert scan["NETWATCHD_NEW_PORTS"] == "997" and scan["NETWATCHD_SCORE"] == "166.1"
     warnings = journal.entries("SYSLOG_IDENTIFIER=netwatchd", "--priority=warning")  # 0..4
-    assert sorted(e["NETWATCHD_KIND"] for e in warnings) == ["address_change", "connect_rate", "fan_out"]
+    assert sorted(e["NETWATCHD_KIND"] for e in warnings) == ["address_change", "beacon", "connect_rate", "fan_out"]
+    (beacon,) = journal.entries("NETWATCHD_KIND=beacon")
+    assert (beacon["NETWATCHD_DESTINATION"], beacon["NETWATCHD_PERIOD_SEC"], beacon["NETWATCHD_COMMAND"]) == \
+        ("[2001:db8::7]:443", "30.100", "nwbeacon")
 
 
 def test_catalog_is_in_the_database(journal):

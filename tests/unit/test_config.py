@@ -125,7 +125,7 @@ def test_unknown_key_lists_the_known_keys():
 def test_unknown_top_level_key():
     e = error_of("tick_interval: 1\n")
     assert str(e) == (f"{SRC}: tick_interval: unknown key "
-                      "(known keys here: alerts, connections, devices, ebpf_server_api, log_level, metrics, "
+                      "(known keys here: alerts, beacons, connections, devices, ebpf_server_api, log_level, metrics, "
                       "state_directory, tick_interval_sec)")
 
 

@@ -163,3 +163,26 @@ def test_observation_gathers_every_read_per_command(env):
     again = TickObservation(time_usec=2)
     mon.take_observation(again)
     assert again.command_connects == {}
+
+
+def test_connects_to_ip_destinations_are_beacon_starts(env):
+    """connect() records to IPv4/IPv6 addresses become the observation's connection starts, per
+    (command, destination, port), exact times; UDP sends and unix sockets do not."""
+    from netwatchd.alerting.observation import TickObservation
+
+    probe, _, _, mon = env
+    mon.name_of = lambda address: "example.org" if address.count(".") == 3 else ""
+    probe.raw = [build_event(c["event"]) for c in CASES]
+    mon.refresh()
+    records = {r["command"]: r for r in mon.list_connections(0, 100)[0]}
+    obs = TickObservation(time_usec=1)
+    mon.take_observation(obs)
+    got = {(s[0], s[2]): s for s in obs.connection_starts}
+    assert set(got) == {("command:curl", 443), ("command:nc", 1), ("command:python3", 80), ("command:dig", 53),
+                        ("command:abcdefghijklmnop", 1)}
+    curl = got[("command:curl", 443)]
+    assert curl == ["command:curl", records["curl"]["destination"], 443, "example.org", [records["curl"]["timestamp_usec"]]]
+    assert got[("command:dig", 53)][3] == ""  # an IPv6 destination with no name
+    again = TickObservation(time_usec=2)
+    mon.take_observation(again)
+    assert again.connection_starts == []

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from netwatchd.connects.records import ConnEvent, ConnEventLong, Counts4, ProcEntry
-from netwatchd.devices.records import DevCounters, DevEvent
+from netwatchd.devices.records import BeaconKey, BeaconStarts, DevCounters, DevEvent
 
 BPF = Path(__file__).resolve().parents[2] / "bpf"
 CONNECT_HEADER = BPF / ("connect.h" if (BPF / "connect.h").exists() else "netwatch.h")
@@ -23,6 +23,8 @@ MIRRORS = [
     (CONNECT_HEADER, "nw_conn_event_long", ConnEventLong),
     (BPF / "device.h", "nw_dev_counters", DevCounters),
     (BPF / "device.h", "nw_dev_event", DevEvent),
+    (BPF / "device.h", "nw_beacon_key", BeaconKey),
+    (BPF / "device.h", "nw_beacon_starts", BeaconStarts),
 ]
 
 PRELUDE = """#include <stddef.h>

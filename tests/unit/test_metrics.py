@@ -193,3 +193,10 @@ def test_bad_listen_addresses_are_config_errors(listen):
     with pytest.raises(ConfigError) as info:
         parse_config(f'metrics: {{listen: "{listen}"}}', "f.yaml")
     assert str(info.value).startswith("f.yaml: metrics.listen: ")
+
+
+def test_beacon_alerts_and_the_pair_table_are_exported():
+    s = samples(render(Snapshot(alerts={"beacon": 2}, beacon_pairs=1234, beacon_pairs_dropped=7), 20))
+    assert s['netwatchd_alerts_total{kind="beacon"}'] == "2"
+    assert s["netwatchd_beacon_pairs"] == "1234"
+    assert s["netwatchd_beacon_pairs_dropped_total"] == "7"
