@@ -114,6 +114,8 @@ class World:
         return f"nwb{self.tag}{letter}"
 
     def build(self) -> None:
+        """The LAN, its servers and the daemon: shipped config, time compressed, and
+        devices.interfaces listing the LAN's ports (so every device: subject is ours)."""
         self.bus.start()
         self.lan.create_bridge()
         self.lan.add_node("srv", "00:1b:21:" + mac_tail())
@@ -130,7 +132,7 @@ class World:
         config.update(state_directory=str(self.tmp / "state"), tick_interval_sec=0.5)
         config["devices"] = dict(SHIPPED["devices"], interfaces=self.lan.ports())
         config["alerts"] = dict(SHIPPED["alerts"], learning_period_sec=0)
-        self.daemon = DaemonProcess(self.bus, config)
+        self.daemon = DaemonProcess(self.bus, config, about=("devices.interfaces",))
         self.daemon.start()
 
     def local(self, letter: str, port: int, mode: str, seed: int) -> None:
