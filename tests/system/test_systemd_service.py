@@ -343,16 +343,15 @@ def test_busctl_summary_counts_connects_exactly(box):
     refused = [r for r in records if r["port"] == ran["refused_port"] and r["error"] == "ECONNREFUSED"
                and r["outcome"] == "failed"]
     assert len(ok) + len(refused) == len(records), records
-    # The ring of recent records is capped: a flood of connects elsewhere on the kernel (another
-    # engineer's load test: tracepoints are system-wide) may push ours out, and a full ring
-    # buffer loses records (counted). Counts stay exact either way; records are checked exactly
-    # only when neither can have happened.
+    # The ring of recent records is capped and a full ring buffer loses records (counted): a
+    # flood of connects elsewhere on the kernel (tracepoints are system-wide) could push ours
+    # out. Counts stay exact either way; the records are checked exactly, and a host too busy
+    # for that fails the test with the reason rather than checking less.
     others = seen_after - seen_before - total
-    if others <= RECENT_RECORDS // 2 and lost_after == lost_before:
-        assert not truncated and (len(ok), len(refused)) == (n_ok, n_refused), records
-    else:
-        print(f"{others} connects by other processes and {lost_after - lost_before} records lost meanwhile: "
-              f"{len(records)} of our {total} records left, checked field by field")
+    assert others <= RECENT_RECORDS // 2 and lost_after == lost_before, (
+        f"{others} connects by other processes and {lost_after - lost_before} records lost meanwhile: "
+        f"too busy a host to check our {total} records exactly")
+    assert not truncated and (len(ok), len(refused)) == (n_ok, n_refused), records
     stamps = [r["timestamp_usec"] for r in records]
     assert stamps == sorted(stamps, reverse=True), "ListConnections is not newest first"
     if len(records) > 3:
