@@ -4,7 +4,7 @@ namespace LAN scans 300 ports (fan_out), a local command named `curl` makes 4000
 in a fraction of a second (connect_rate, command:curl). The catalog is installed as make install
 does, so `-x` explains.
 
-The config is the shipped one with time compressed (0.2 s ticks, a 3 s learning period), and
+The config is the shipped one with time compressed (0.5 s ticks, a 3 s learning period), and
 devices.interfaces lists the LAN's ports: the host's own interfaces carry other people's
 devices, whose alerts would be in these answers too.
 """
@@ -34,7 +34,7 @@ pytestmark = pytest.mark.root
 
 REPO = Path(__file__).resolve().parents[2]
 CATALOG = REPO / "systemd" / "netwatchd.catalog"
-TICK = 0.2
+TICK = 0.5  # a storm on a loaded machine still puts its 1000+ connects in one tick
 LEARNING_SEC = 3
 SCAN_PORTS = 300
 
