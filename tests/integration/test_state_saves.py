@@ -8,7 +8,9 @@ compressed: devices.store_interval_sec is also how often the alert state is save
   is kept.
 - A restart during the learning period keeps its deadline (first_start): devices seen before and
   after the restart are learnt without alerts until first_start + learning_period_sec, not
-  restart + learning_period_sec; a device that joins after it is one new_device alert.
+  restart + learning_period_sec; a device that joins after it is one new_device alert. That
+  test's daemon watches only its LAN's bridge ports (devices.interfaces lists them), so every
+  new device is one of its own, not one of the host's.
 """
 from __future__ import annotations
 
