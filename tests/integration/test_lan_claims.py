@@ -45,7 +45,6 @@ VLAN_PREFIX = "10.77.5."  # inside the tagged frames only: no interface has thes
 ECHO_PORT, DISCARD_PORT, DNS_PORT, TLS_PORT = 7000, 9, 53, 8443
 ABOUT = ("devices.interfaces", "devices.max_devices", "devices.capture_dns", "devices.capture_tls",
          "devices.capture_dhcp")
-PROTOCOLS_OF = lambda counters: {k.split("_")[1] for k in counters if k.endswith("_packets")}  # noqa: E731
 
 
 class World:
