@@ -269,4 +269,7 @@ class DeviceMonitor:
         return queries.protocol_totals(self.devices.values())
 
     def events_lost(self) -> int:
-        return self.probe.losses()["ring_full"] + self.malformed_events
+        """Everything the device path lost: events that found the ring full, frames of devices
+        that found the counter map full (devices.max_devices), events that did not decode."""
+        losses = self.probe.losses()
+        return losses["ring_full"] + losses.get("devices_full", 0) + self.malformed_events

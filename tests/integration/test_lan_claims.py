@@ -323,10 +323,6 @@ def test_devices_max_devices_overflow_lists_only_the_first_devices(world):
     assert w.d.proc.poll() is None
 
 
-@pytest.mark.xfail(strict=True, reason="config/netwatchd.yaml says devices beyond devices.max_devices "
-                   "'are counted as lost', and the kernel does count them (dev_losses[NW_LOSS_DEVICES]), "
-                   "but no property, metric or log line shows that count (DeviceEventsLost is the ring "
-                   "buffer's losses and malformed events only)")
 def test_devices_max_devices_overflow_is_counted_as_lost(world):
     """After the overflow above: every frame of the 14 MACs that found no room (2 each) is a loss
     the daemon reports (DeviceEventsLost is the one loss count for the device path)."""
