@@ -12,7 +12,8 @@ from pathlib import Path
 from typing import Dict, List, Set, Tuple
 
 from . import bpf_links, kernel_env
-from .bpf_util import PAGE_SIZE, ProbeError, bpf_source_dir, return_freed_heap, table_items
+from netwatchd.kernel import features
+from .bpf_util import PAGE_SIZE, QUIET_KERNEL_HEADER_WARNINGS, ProbeError, bpf_source_dir, return_freed_heap, table_items
 from .config import ConnectionsConfig
 from .connect_history import CounterKeyT, Counts
 from .connect_record import decode_comm
@@ -25,7 +26,8 @@ LOSS_RING_FULL = 0
 LOSS_PROCS_FULL = 1
 
 
-def cflags_for(cfg: ConnectionsConfig, bpf_dir: Path) -> List[str]:
+def cflags_for(cfg: ConnectionsConfig, bpf_dir: Path, kernel: features.KernelFeatures = None) -> List[str]:
+    kernel = kernel or features.current()
     ring_pages = max(1, cfg.ring_buffer_kib * 1024 // PAGE_SIZE)
     return [
         f"-I{bpf_dir}",
@@ -33,7 +35,8 @@ def cflags_for(cfg: ConnectionsConfig, bpf_dir: Path) -> List[str]:
         f"-DNW_PENDING_SLOTS={PENDING_SLOTS}",
         f"-DNW_RING_PAGES={ring_pages}",
         f"-DNW_RECORD_EVENTS={1 if cfg.record_events else 0}",
-    ]
+        f"-DNW_SOCKADDR_AT_ENTER={0 if kernel.task_pt_regs else 1}",
+    ] + QUIET_KERNEL_HEADER_WARNINGS
 
 
 class ConnectProbe:
@@ -87,6 +90,8 @@ class ConnectProbe:
 
     def attached_programs(self) -> List[str]:
         tracepoints = ["sys_exit_connect"] if self._bpf is not None else []
+        if self._bpf is not None and self.cfg.record_events and not features.current().task_pt_regs:
+            tracepoints.append("sys_enter_connect")  # the sockaddr fallback of kernels < 5.15
         return tracepoints + sorted(self._links)
 
     def program_fds(self) -> Dict[str, int]:

@@ -43,10 +43,19 @@ class Daemon:
         self._bus = None
         self._http = None  # http_api.HttpApi when metrics.enabled
 
+    @property
+    def kernel(self):
+        """What the running kernel can do (netwatchd/kernel/features.py), probed once."""
+        from netwatchd.kernel import features
+
+        return features.current()
+
     def programs_attached(self) -> list:
         names = self._probe.attached_programs() if self._probe else []
         if self.devices is not None:
-            names += [f"nw_tc_{d}@{ifname}" for ifname in self.devices.interfaces() for d in ("ingress", "egress")]
+            path = getattr(self.devices.probe, "attach_path", lambda: "")()  # tcx or clsact
+            names += [f"nw_tc_{d}@{ifname}" + (f" ({path})" if path else "")
+                      for ifname in self.devices.interfaces() for d in ("ingress", "egress")]
         return names
 
     def status_line(self) -> str:
@@ -65,6 +74,7 @@ class Daemon:
         from .connect_probe import ConnectProbe
 
         self._bus = await dbus_service.own_name()
+        self.kernel  # probed and logged once, before any program is compiled
         if self._probe is None:
             self._probe = ConnectProbe(self.cfg.connections)
         try:

@@ -36,7 +36,7 @@ def open_store(cfg: DaemonConfig) -> Optional[InventoryStore]:
 def start_devices(cfg: DaemonConfig, probe=None) -> DeviceMonitor:
     from .device_probe import DeviceProbe
 
-    probe = probe or DeviceProbe(cfg.devices)
+    probe = probe or DeviceProbe(cfg.devices, state_dir=state_directory(cfg))
     probe.start()
     try:
         store = open_store(cfg)
