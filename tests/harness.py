@@ -160,6 +160,11 @@ class DaemonProcess:
         config = dict(config)
         config.setdefault("state_directory", str(self.dir / "state"))
         config.setdefault("devices", {"enabled": False})
+        # NETWATCHD_TEST_TC_ATTACH=tc runs every device test over clsact filters instead of TCX
+        # (tests/integration/test_tc_attach.py does, for the device tests)
+        forced = os.environ.get("NETWATCHD_TEST_TC_ATTACH")
+        if forced and isinstance(config["devices"], dict) and "tc_attach" not in config["devices"]:
+            config["devices"] = {**config["devices"], "tc_attach": forced}
         # atomically, as an editor saving the file would: a reload never reads half a file
         tmp = self.config_path.with_suffix(".tmp")
         tmp.write_text(yaml.safe_dump(config))

@@ -2,7 +2,7 @@
 kernel accepts instead of failing to load.
 
 Probes ask the kernel itself (libbpf's helper probe loads a two-instruction program; TCX is
-looked up in /proc/kallsyms), never the version number: distributions backport features.
+looked up in the kernel's BTF, else /proc/kallsyms), never the version number: distributions backport features.
 Each capability with a fallback is chosen here; what a kernel really cannot give is listed in
 `degraded` with its reason, which the daemon logs once and shows in status.
 """
@@ -20,7 +20,8 @@ BPF_PROG_TYPE_TRACEPOINT = 5
 BPF_MAP_TYPE_RINGBUF = 27
 BPF_FUNC_GET_CURRENT_TASK_BTF = 158  # Linux 5.11
 BPF_FUNC_TASK_PT_REGS = 175  # Linux 5.15
-TCX_SYMBOL = "tcx_link_attach"  # kernel/bpf/tcx.c, Linux 6.6
+TCX_TYPE = "tcx_link"  # struct tcx_link, include/net/tcx.h, Linux 6.6
+TCX_SYMBOL = "tcx_link_attach"  # kernel/bpf/tcx.c, Linux 6.6 (kernels without BTF)
 
 
 @dataclass(frozen=True)
@@ -63,6 +64,16 @@ def map_type_available(lib, map_type: int) -> bool:
     return lib is not None and lib.libbpf_probe_bpf_map_type(map_type, None) == 1
 
 
+def kernel_has_type(name: str, btf: str = "/sys/kernel/btf/vmlinux") -> Optional[bool]:
+    """Whether the kernel's BTF names a type `name` (None without BTF). One read of a few MB and
+    a byte search: far cheaper than walking /proc/kallsyms, which matters under emulation."""
+    try:
+        with open(btf, "rb") as f:
+            return b"\0" + name.encode() + b"\0" in f.read()
+    except OSError:
+        return None
+
+
 def kernel_has_symbol(name: str, kallsyms: str = "/proc/kallsyms") -> bool:
     suffix = " " + name
     try:
@@ -81,7 +92,12 @@ def probe() -> KernelFeatures:
     if not ringbuf:
         degraded.append("no BPF ring buffer (Linux 5.8): netwatchd needs it and cannot start")
     return KernelFeatures(release=os.uname().release, task_pt_regs=task_pt_regs,
-                          tcx=kernel_has_symbol(TCX_SYMBOL), ringbuf=ringbuf, degraded=degraded)
+                          tcx=has_tcx(), ringbuf=ringbuf, degraded=degraded)
+
+
+def has_tcx() -> bool:
+    in_btf = kernel_has_type(TCX_TYPE)
+    return in_btf if in_btf is not None else kernel_has_symbol(TCX_SYMBOL)
 
 
 _probed: Optional[KernelFeatures] = None

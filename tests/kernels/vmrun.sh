@@ -6,9 +6,9 @@
 #
 #   vmrun.sh KERNEL -- COMMAND...  boot KERNEL (1 vCPU, 2 GiB), run COMMAND as root in the current
 #                                   directory, print its stdout/stderr, exit with its exit code
-#                                   (124: KVMLAB_TIMEOUT hit; 125: kvmlab itself failed)
-#   vmrun.sh setup                 host packages (apt) + virtme-ng (pip, in $KVMLAB_DIR/venv); idempotent
-#   vmrun.sh fetch KERNEL...       download + unpack image, modules and headers into $KVMLAB_DIR/k/ABI
+#                                   (124: NWVM_TIMEOUT hit; 125: vmrun itself failed)
+#   vmrun.sh setup                 host packages (apt) + virtme-ng (pip, in $NWVM_DIR/venv); idempotent
+#   vmrun.sh fetch KERNEL...       download + unpack image, modules and headers into $NWVM_DIR/k/ABI
 #   vmrun.sh list                  kernel ABIs the configured Debian suites offer (amd64 flavour)
 #   vmrun.sh resolve KERNEL        print the ABI name an alias resolves to
 #
@@ -19,25 +19,25 @@
 # `run` does `setup` and `fetch` itself when needed, so on a fresh machine this is enough:
 #   tests/kernels/vmrun.sh 6.1 -- uname -r
 #
-# Env: KVMLAB_DIR (/opt/netwatchd-kernels: cache of kernels, apt lists, venv; must stay visible in the guest,
-#        so not under /var/cache, /var/tmp or /var/log, which it hides with tmpfs), KVMLAB_MEM (2G), KVMLAB_CPUS (1), KVMLAB_TIMEOUT (1800 s, whole
-#        VM), KVMLAB_ACCEL (auto|kvm|tcg; auto = kvm only where /dev/kvm is real hardware
+# Env: NWVM_DIR (/opt/netwatchd-kernels: cache of kernels, apt lists, venv; must stay visible in the guest,
+#        so not under /var/cache, /var/tmp or /var/log, which it hides with tmpfs), NWVM_MEM (2G), NWVM_CPUS (1), NWVM_TIMEOUT (1800 s, whole
+#        VM), NWVM_ACCEL (auto|kvm|tcg; auto = kvm only where /dev/kvm is real hardware
 #        virtualisation, else tcg: this host's /dev/kvm is nested PVM and cannot run stock kernels),
-#        KVMLAB_RWDIR (host directories, space-separated, shared read-write into the guest, e.g. to
-#        collect logs), KVMLAB_VERBOSE=1 (show the kernel console), KVMLAB_APPEND (more kernel
-#        parameters), KVMLAB_MIRROR (http://deb.debian.org).
+#        NWVM_RWDIR (host directories, space-separated, shared read-write into the guest, e.g. to
+#        collect logs), NWVM_VERBOSE=1 (show the kernel console), NWVM_APPEND (more kernel
+#        parameters), NWVM_MIRROR (http://deb.debian.org).
 set -uo pipefail
 
-KVMLAB_DIR=${KVMLAB_DIR:-/opt/netwatchd-kernels}
-MEM=${KVMLAB_MEM:-2G}
-CPUS=${KVMLAB_CPUS:-1}
-TIMEOUT=${KVMLAB_TIMEOUT:-1800}
-ACCEL=${KVMLAB_ACCEL:-auto}
-MIRROR=${KVMLAB_MIRROR:-http://deb.debian.org}
+NWVM_DIR=${NWVM_DIR:-/opt/netwatchd-kernels}
+MEM=${NWVM_MEM:-2G}
+CPUS=${NWVM_CPUS:-1}
+TIMEOUT=${NWVM_TIMEOUT:-1800}
+ACCEL=${NWVM_ACCEL:-auto}
+MIRROR=${NWVM_MIRROR:-http://deb.debian.org}
 VNG_VERSION=1.42
 HOST_PKGS="qemu-system-x86 busybox-static kmod udev iproute2 file binutils python3-venv"
 NOISY_MODULES=ahci,libahci,libata,sr_mod,cdrom,sg,i2c_i801,i2c_smbus,lpc_ich,iTCO_wdt,iTCO_vendor_support,intel_pmc_bxt,i6300esb,pcspkr,psmouse,serio_raw,evdev,kvm,kvm_amd,kvm_intel,ccp,button,joydev,intel_rapl_msr,intel_rapl_common,powernow_k8,acpi_cpufreq,aesni_intel,ghash_clmulni_intel,crc32_pclmul,crct10dif_pclmul,sha1_ssse3,sha256_ssse3,sha512_ssse3,polyval_clmulni,aria_aesni_avx_x86_64,camellia_aesni_avx2,sm4_aesni_avx2_x86_64
-APTDIR=$KVMLAB_DIR/apt
+APTDIR=$NWVM_DIR/apt
 APT_OPTS=(-o "Dir::Etc::SourceList=$APTDIR/sources.list" -o "Dir::Etc::SourceParts=/dev/null"
           -o "Dir::State::Lists=$APTDIR/lists" -o "Dir::Cache=$APTDIR/cache" -o "Debug::NoLocking=1"
           -o "APT::Sandbox::User=root")
@@ -58,11 +58,11 @@ do_setup() {
     DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=900 install -y -qq --no-install-recommends \
       "${missing[@]}" >/dev/null || die "apt-get install ${missing[*]} failed"
   fi
-  if [ ! -x "$KVMLAB_DIR/venv/bin/vng" ]; then
+  if [ ! -x "$NWVM_DIR/venv/bin/vng" ]; then
     say "installing virtme-ng $VNG_VERSION (pip)"
-    mkdir -p "$KVMLAB_DIR"
-    /usr/bin/python3 -m venv "$KVMLAB_DIR/venv" || die "python3 -m venv failed (apt-get install python3-venv)"
-    "$KVMLAB_DIR/venv/bin/pip" install -q "virtme-ng==$VNG_VERSION" >/dev/null || die "pip install virtme-ng failed"
+    mkdir -p "$NWVM_DIR"
+    /usr/bin/python3 -m venv "$NWVM_DIR/venv" || die "python3 -m venv failed (apt-get install python3-venv)"
+    "$NWVM_DIR/venv/bin/pip" install -q "virtme-ng==$VNG_VERSION" >/dev/null || die "pip install virtme-ng failed"
   fi
 }
 
@@ -108,11 +108,11 @@ resolve() {  # alias or ABI -> ABI; a series X.Y -> its newest generic (not rt, 
 do_fetch() {  # ABI...
   local abi dir tmp common
   for abi in "$@"; do
-    dir=$KVMLAB_DIR/k/$abi
+    dir=$NWVM_DIR/k/$abi
     [ -f "$dir/.ok" ] && continue
     apt_lists
     say "fetching linux-image-$abi + headers"
-    tmp=$(mktemp -d "$KVMLAB_DIR/dl.XXXXXX")
+    tmp=$(mktemp -d "$NWVM_DIR/dl.XXXXXX")
     common=$(acache show "linux-headers-$abi" 2>/dev/null | sed -n 's/^Depends: //p' | head -1 \
              | tr ',' '\n' | grep -o 'linux-headers-[^ ]*-common[^ ]*' | head -1)
     local img=linux-image-$abi
@@ -138,8 +138,8 @@ real_kvm() {  # hardware virtualisation, not a nested PVM /dev/kvm
 
 do_run() {  # ABI COMMAND...
   local abi=$1; shift
-  local dir=$KVMLAB_DIR/k/$abi rc
-  RUNDIR=$(mktemp -d "$KVMLAB_DIR/run.XXXXXX")
+  local dir=$NWVM_DIR/k/$abi rc
+  RUNDIR=$(mktemp -d "$NWVM_DIR/run.XXXXXX")
   trap 'rm -rf "$RUNDIR"' EXIT
   {
     echo '# guest preamble'
@@ -162,15 +162,15 @@ do_run() {  # ABI COMMAND...
   [ "$accel" = tcg ] && args+=(--disable-kvm)
   # udev's coldplug would modprobe drivers for q35's emulated chipset (AHCI, SMBus, watchdogs, ...)
   # one by one over 9p under TCG: ~15 s of boot on 5.10, for devices nobody uses
-  args+=(--append "modprobe.blacklist=$NOISY_MODULES ${KVMLAB_APPEND:-}")
-  [ "${KVMLAB_VERBOSE:-0}" = 1 ] && args+=(--verbose)
-  for d in ${KVMLAB_RWDIR:-}; do args+=(--rwdir "$d"); done
+  args+=(--append "modprobe.blacklist=$NOISY_MODULES ${NWVM_APPEND:-}")
+  [ "${NWVM_VERBOSE:-0}" = 1 ] && args+=(--verbose)
+  for d in ${NWVM_RWDIR:-}; do args+=(--rwdir "$d"); done
   # vng's QEMU opens /proc/self/fd/1 and /2 anew: two files at independent offsets clobber each
   # other when both point at one regular file, so they always go through pipes.
-  PATH=$KVMLAB_DIR/venv/bin:$PATH timeout -k 15 "$TIMEOUT" "$KVMLAB_DIR/venv/bin/vng" "${args[@]}" \
+  PATH=$NWVM_DIR/venv/bin:$PATH timeout -k 15 "$TIMEOUT" "$NWVM_DIR/venv/bin/vng" "${args[@]}" \
     2> >(cat >&2) < /dev/null | cat
   rc=${PIPESTATUS[0]}
-  [ "$rc" = 124 ] && say "timed out after ${TIMEOUT}s (KVMLAB_TIMEOUT)"
+  [ "$rc" = 124 ] && say "timed out after ${TIMEOUT}s (NWVM_TIMEOUT)"
   return "$rc"
 }
 
@@ -179,15 +179,15 @@ main() {
     setup) do_setup ;;
     list) do_list ;;
     resolve) shift; resolve "${1:?kernel}" ;;
-    fetch) shift; [ $# -gt 0 ] || die "fetch KERNEL..."; do_setup; mkdir -p "$KVMLAB_DIR"
+    fetch) shift; [ $# -gt 0 ] || die "fetch KERNEL..."; do_setup; mkdir -p "$NWVM_DIR"
            want=(); for k in "$@"; do want+=("$(resolve "$k")") || exit 125; done
-           exec 9> "$KVMLAB_DIR/.lock"; flock 9; do_fetch "${want[@]}" ;;
+           exec 9> "$NWVM_DIR/.lock"; flock 9; do_fetch "${want[@]}" ;;
     ""|-h|--help) usage ;;
     *)
       [ "${2:-}" = -- ] && [ $# -gt 2 ] || usage
-      do_setup; mkdir -p "$KVMLAB_DIR"
+      do_setup; mkdir -p "$NWVM_DIR"
       abi=$(resolve "$1") || exit 125; shift 2
-      ( exec 9> "$KVMLAB_DIR/.lock"; flock 9; do_fetch "$abi" ) || exit 125
+      ( exec 9> "$NWVM_DIR/.lock"; flock 9; do_fetch "$abi" ) || exit 125
       do_run "$abi" "$@" ;;
   esac
 }
