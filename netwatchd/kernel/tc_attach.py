@@ -101,9 +101,18 @@ class Attachment:
     created_qdisc: bool = False
 
 
+def _tc(*args: str) -> subprocess.CompletedProcess:
+    """iproute2's tc (a run-time dependency); its absence reads as "nothing there"."""
+    try:
+        return subprocess.run(["tc", *args], capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        log.warning("cannot run tc %s: %s", " ".join(args), e)
+        return subprocess.CompletedProcess(["tc", *args], 1, "", str(e))
+
+
 def filters_on(ifname: str, direction: str) -> List[dict]:
     """Every filter on the interface's clsact hook, as `tc -j filter show` reports it."""
-    r = subprocess.run(["tc", "-j", "filter", "show", "dev", ifname, direction], capture_output=True, text=True)
+    r = _tc("-j", "filter", "show", "dev", ifname, direction)
     if r.returncode != 0 or not r.stdout.strip():
         return []
     try:
@@ -119,7 +128,7 @@ def program_name(f: dict) -> str:
 
 
 def has_clsact(ifname: str) -> bool:
-    r = subprocess.run(["tc", "-j", "qdisc", "show", "dev", ifname], capture_output=True, text=True)
+    r = _tc("-j", "qdisc", "show", "dev", ifname)
     try:
         return any(q.get("kind") == "clsact" for q in json.loads(r.stdout or "[]"))
     except ValueError:
@@ -136,6 +145,8 @@ class TcAttacher:
         self._logged = False
 
     def attach(self, ifname: str, ifindex: int, prog_fds: Dict[str, int]) -> Attachment:
+        # whatever the path now: a run on clsact that was killed may have left filters there
+        self.remove_leftovers(ifname, ifindex)
         if self.path == PATH_TCX:
             try:
                 att = self._attach_tcx(ifname, ifindex, prog_fds)
@@ -189,7 +200,6 @@ class TcAttacher:
     # -- clsact ------------------------------------------------------------------------------
     def _attach_clsact(self, ifname: str, ifindex: int, prog_fds: Dict[str, int]) -> Attachment:
         lib = _libbpf()
-        self.remove_leftovers(ifname, ifindex)
         att = Attachment(ifname, ifindex, PATH_CLSACT)
         r = lib.bpf_tc_hook_create(ctypes.byref(_hook(ifindex, BPF_TC_INGRESS | BPF_TC_EGRESS)))
         if r == 0:
