@@ -150,10 +150,9 @@ struct nw_user_sockaddr {
 };
 BPF_ARRAY(entry_sockaddr, struct nw_user_sockaddr, NW_PENDING_SLOTS);
 
+#if NW_RECORD_EVENTS /* counts alone never need the address: no program at all then */
 TRACEPOINT_PROBE(syscalls, sys_enter_connect)
 {
-    if (!NW_RECORD_EVENTS)
-        return 0;
     u32 tid = (u32)bpf_get_current_pid_tgid();
     u32 slot = tid & (NW_PENDING_SLOTS - 1);
     struct nw_user_sockaddr *s = entry_sockaddr.lookup(&slot);
@@ -164,6 +163,7 @@ TRACEPOINT_PROBE(syscalls, sys_enter_connect)
     }
     return 0;
 }
+#endif
 
 static __always_inline int user_sockaddr_args(u64 *uaddr, u64 *ulen)
 {
