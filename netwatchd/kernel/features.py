@@ -49,10 +49,10 @@ class KernelFeatures:
 def _libbpf() -> Optional[ctypes.CDLL]:
     try:
         lib = ctypes.CDLL("libbpf.so.1", use_errno=True)
-    except OSError:
+        lib.libbpf_probe_bpf_helper.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_void_p]
+        lib.libbpf_probe_bpf_map_type.argtypes = [ctypes.c_int, ctypes.c_void_p]
+    except (OSError, AttributeError):  # no libbpf >= 0.7: every choice falls back to the safe side
         return None
-    lib.libbpf_probe_bpf_helper.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_void_p]
-    lib.libbpf_probe_bpf_map_type.argtypes = [ctypes.c_int, ctypes.c_void_p]
     return lib
 
 
@@ -61,7 +61,8 @@ def helper_available(lib, prog_type: int, helper: int) -> bool:
 
 
 def map_type_available(lib, map_type: int) -> bool:
-    return lib is not None and lib.libbpf_probe_bpf_map_type(map_type, None) == 1
+    """Unknown (no probe in this libbpf) counts as available: loading will say if it is not."""
+    return lib is None or lib.libbpf_probe_bpf_map_type(map_type, None) == 1
 
 
 def kernel_has_type(name: str, btf: str = "/sys/kernel/btf/vmlinux") -> Optional[bool]:
