@@ -2,7 +2,8 @@
 booted in a VM -- 5.10 (bullseye), 6.1 (bookworm's stock), 6.12 (bookworm's opt-in) -- and on
 the host's kernel directly. What each run checks is tests/kernels/smoke.py; the VM runner is
 tests/kernels/vm.py (it installs QEMU + virtme-ng and fetches each kernel, its modules and
-headers itself). Kernels run one after another: under TCG each takes minutes.
+headers itself). Kernels run one after another, in the background from the start of the
+session (tests/kernels/conftest.py): under TCG each takes minutes.
 
 exec -> READY per kernel lands in $NETWATCHD_MATRIX_RESULTS (default
 /tmp/netwatchd-kernel-matrix.json), one entry per kernel, with the fallbacks it used.
@@ -23,7 +24,7 @@ from tests.kernels import vm
 pytestmark = pytest.mark.root
 
 RESULTS = Path(os.environ.get("NETWATCHD_MATRIX_RESULTS", "/tmp/netwatchd-kernel-matrix.json"))
-SMOKE = ["tests/kernels/smoke.py"]
+SMOKE = vm.SMOKE
 
 
 def record(kernel: str, result: dict) -> None:
@@ -44,17 +45,13 @@ def verdict(kernel: str, stdout: str, stderr: str) -> None:
         f"{c['check']}: {c['detail']}" for c in failed) + "\n" + stdout[-4000:]
 
 
-@pytest.fixture(scope="module")
-def kernels_fetched():
-    """QEMU, virtme-ng and the kernels: installed and downloaded once, cached across runs."""
-    require_root_and_bcc()
-    r = vm.fetch(list(vm.MATRIX))
-    requires(r.returncode == 0, f"cannot set up the VMs (vmrun.sh fetch, exit {r.returncode}): {r.stderr[-1500:]}")
-
-
 @pytest.mark.parametrize("kernel", vm.MATRIX)
-def test_debian_kernel_in_a_vm(kernel, kernels_fetched):
-    r = vm.run(kernel, [sys.executable, *SMOKE], timeout=1200)
+def test_debian_kernel_in_a_vm(kernel, matrix):
+    require_root_and_bcc()
+    requires(matrix is not None, "the kernel matrix was not started (tests/kernels/conftest.py)")
+    # it runs in the background from the start of the session; kernels one after another
+    r = matrix.result(kernel, timeout=len(vm.MATRIX) * (matrix.timeout + 150) + 1800)
+    assert r is not None, f"{kernel}: no result from the VM run in time"
     # 125: the VM itself could not be set up or booted (not the smoke's verdict)
     requires(r.returncode != vm.EXIT_VM_FAILED, f"the {kernel} VM could not start: {r.stderr[-2000:]}")
     assert r.returncode != vm.EXIT_TIMEOUT, f"{kernel}: the VM timed out\n{r.stdout[-4000:]}"
