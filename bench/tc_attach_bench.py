@@ -1,6 +1,6 @@
 """clsact filters vs TCX links for netwatchd's classifier (issue 9), side by side in one run.
 
-    .venv/bin/python bench/tc_attach_bench.py            (make bench-tc; as root; about 1 minute)
+    .venv/bin/python bench/tc_attach_bench.py            (make bench-tc; as root; about 1.5 minutes)
     .venv/bin/python bench/tc_attach_bench.py --quick    (smoke check: short phases)
 
 The direct path of bench/device_bench.py: one device namespace whose veth peer is a plain host
@@ -91,6 +91,12 @@ def run(args) -> Dict:
         mine = [p for p in phases if p["path"] == path]
         summary[path] = {"bpf_ns_per_packet": statistics.median(p["bpf_ns_per_packet"] for p in mine),
                          "packets_per_sec": statistics.median(p["packets_per_sec"] for p in mine)}
+    # each round's two phases ran back to back: their ratio cancels most of the drift between rounds
+    paired = [(by["tc"], by["tcx"]) for by in ({p["path"]: p for p in phases[i:i + 2]}
+                                               for i in range(0, len(phases), 2))]
+    summary["paired_median"] = {
+        "bpf_ns_ratio": statistics.median(tc["bpf_ns_per_packet"] / tcx["bpf_ns_per_packet"] for tc, tcx in paired),
+        "rate_ratio": statistics.median(tc["packets_per_sec"] / tcx["packets_per_sec"] for tc, tcx in paired)}
     return {"host": host_info(), "sender": sender_kind, "phases": phases, "summary": summary,
             "clsact_vs_tcx": {"bpf_ns_ratio": summary["tc"]["bpf_ns_per_packet"] / summary["tcx"]["bpf_ns_per_packet"],
                               "rate_ratio": summary["tc"]["packets_per_sec"] / summary["tcx"]["packets_per_sec"]}}
@@ -104,13 +110,15 @@ def report(r: Dict) -> str:
         f"clsact {s['tc']['bpf_ns_per_packet']:.1f}  (clsact/TCX {x['bpf_ns_ratio']:.2f})",
         f"  sender packets/s:                  TCX {s['tcx']['packets_per_sec']:,.0f}, "
         f"clsact {s['tc']['packets_per_sec']:,.0f}  (clsact/TCX {x['rate_ratio']:.2f})",
+        f"  round by round (back-to-back phases), median clsact/TCX: BPF ns {s['paired_median']['bpf_ns_ratio']:.2f}, "
+        f"packets/s {s['paired_median']['rate_ratio']:.2f}",
     ])
 
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true")
-    p.add_argument("--rounds", type=int, default=4)
+    p.add_argument("--rounds", type=int, default=6)
     p.add_argument("--phase-msec", type=int, default=4000)
     p.add_argument("--results-dir", default=str(RESULTS))
     args = p.parse_args()
