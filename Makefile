@@ -7,7 +7,7 @@ UNITDIR ?= /etc/systemd/system
 DBUS_POLICYDIR ?= /usr/share/dbus-1/system.d
 PYTEST_ARGS ?=
 
-.PHONY: run test setup setup-test install uninstall deb man bench bench-devices bench-alerts bench-api bench-beacons
+.PHONY: run test setup setup-test install uninstall deb man bench bench-devices bench-tc bench-alerts bench-api bench-beacons
 
 setup:
 	@scripts/setup.sh
@@ -28,6 +28,10 @@ bench: setup
 # The device path (issue 3): BPF ns per packet, sender packet rate, per-device counts (~2 min).
 bench-devices: setup
 	.venv/bin/python bench/device_bench.py
+
+# TC attach paths (issue 9): clsact filters vs TCX links, BPF ns per packet and packets/s (~1 min).
+bench-tc: setup
+	.venv/bin/python bench/tc_attach_bench.py
 
 # Baselines and alerts (issue 4): update + scoring per tick for 100k keys, vs a per-key Python loop (~5 s, no root).
 # Issue 10: the detector before and after side by side, how the burst defaults were chosen, and

@@ -11,13 +11,16 @@
  * Settings arrive as -D cflags from netwatchd/kernel/connect_probe.py:
  *   NW_MAX_PROCS, NW_PENDING_SLOTS (power of two), NW_RING_PAGES, NW_RECORD_EVENTS (0: counts
  *   only, no per-connect records). The sendmsg hooks are attached only when UDP sends are traced.
+ *   NW_SOCKADDR_AT_ENTER (chosen by netwatchd/kernel/features.py): 0 = read the caller's sockaddr
+ *   through bpf_task_pt_regs when needed (Linux >= 5.15); 1 = a sys_enter_connect tracepoint
+ *   notes the address argument of every connect() (any kernel; one more program run per call).
  * Only tracepoints, cgroup hooks, helpers and uapi types: it loads whatever the kernel headers. */
 #include <linux/errno.h>
 #include <linux/in.h>
 #include <linux/in6.h>
 #include <linux/socket.h>
 #include <linux/un.h>
-#include "netwatch.h"
+#include "connect.h"
 
 #ifndef AF_INET
 #define AF_INET 2
@@ -132,19 +135,70 @@ static __always_inline int note_inet_connect(struct bpf_sock_addr *ctx, u16 fami
 int nw_connect4(struct bpf_sock_addr *ctx) { return note_inet_connect(ctx, AF_INET); }
 int nw_connect6(struct bpf_sock_addr *ctx) { return note_inet_connect(ctx, AF_INET6); }
 
+#ifndef NW_SOCKADDR_AT_ENTER
+#define NW_SOCKADDR_AT_ENTER 0
+#endif
+
+#if NW_SOCKADDR_AT_ENTER
+/* Kernels before 5.15 have no bpf_task_pt_regs (nor bpf_get_current_task_btf before 5.11): the
+ * syscall's own arguments, which every kernel's sys_enter_connect tracepoint has, are noted per
+ * thread here and read back at exit. Costs one more program run per connect(). */
+struct nw_user_sockaddr {
+    u32 tid;
+    u32 len;
+    u64 uaddr;
+};
+BPF_ARRAY(entry_sockaddr, struct nw_user_sockaddr, NW_PENDING_SLOTS);
+
+#if NW_RECORD_EVENTS /* counts alone never need the address: no program at all then */
+TRACEPOINT_PROBE(syscalls, sys_enter_connect)
+{
+    u32 tid = (u32)bpf_get_current_pid_tgid();
+    u32 slot = tid & (NW_PENDING_SLOTS - 1);
+    struct nw_user_sockaddr *s = entry_sockaddr.lookup(&slot);
+    if (s) {
+        s->tid = tid;
+        s->len = (u32)args->addrlen;
+        s->uaddr = (u64)args->uservaddr;
+    }
+    return 0;
+}
+#endif
+
+static __always_inline int user_sockaddr_args(u64 *uaddr, u64 *ulen)
+{
+    u32 tid = (u32)bpf_get_current_pid_tgid();
+    u32 slot = tid & (NW_PENDING_SLOTS - 1);
+    struct nw_user_sockaddr *s = entry_sockaddr.lookup(&slot);
+    if (!s || s->tid != tid)
+        return -1;
+    *uaddr = s->uaddr;
+    *ulen = s->len;
+    s->tid = 0; /* consumed */
+    return 0;
+}
+#else
 /* No cgroup hook ran (unix socket, or connect() failed before reaching the socket): read the
  * caller's sockaddr through the syscall's saved registers. Rare, so its cost stays off the
  * common path; a second tracepoint on sys_enter_connect would cost every connect. */
 static long (*nw_task_pt_regs)(void *task) = (void *)BPF_FUNC_task_pt_regs;
 static void *(*nw_current_task_btf)(void) = (void *)BPF_FUNC_get_current_task_btf;
 
+static __always_inline int user_sockaddr_args(u64 *uaddr, u64 *ulen)
+{
+    struct pt_regs *regs = (struct pt_regs *)nw_task_pt_regs(nw_current_task_btf());
+    bpf_probe_read_kernel(uaddr, sizeof(*uaddr), &PT_REGS_PARM2(regs));
+    bpf_probe_read_kernel(ulen, sizeof(*ulen), &PT_REGS_PARM3(regs));
+    return 0;
+}
+#endif
+
 static __always_inline void read_user_sockaddr(struct nw_conn_event_long *l)
 {
     struct nw_conn_event *e = &l->ev;
-    struct pt_regs *regs = (struct pt_regs *)nw_task_pt_regs(nw_current_task_btf());
     u64 uaddr = 0, ulen = 0;
-    bpf_probe_read_kernel(&uaddr, sizeof(uaddr), &PT_REGS_PARM2(regs));
-    bpf_probe_read_kernel(&ulen, sizeof(ulen), &PT_REGS_PARM3(regs));
+    if (user_sockaddr_args(&uaddr, &ulen) != 0)
+        return;
     u16 family = 0;
     if (bpf_probe_read_user(&family, sizeof(family), (void *)uaddr) != 0)
         return;

@@ -76,6 +76,9 @@ class DevicesConfig:
     capture_dhcp: bool = True
     # Seconds between batched writes of the inventory to SQLite (what a SIGKILL can lose).
     store_interval_sec: float = field(default=5.0, metadata={"float_range": (0.1, 3600.0)})
+    # How the classifier attaches: TCX links (kernel >= 6.6), a clsact qdisc with direct-action
+    # filters (any kernel), or "auto" = TCX where the kernel has it, else clsact.
+    tc_attach: str = field(default="auto", metadata={"choices": ("auto", "tcx", "tc")})
 
 
 @dataclass(frozen=True)

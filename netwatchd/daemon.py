@@ -45,10 +45,19 @@ class Daemon:
         self._http = None  # http_api.HttpApi when metrics.enabled
         self._ebpf_http = None  # ebpf-server's API when ebpf_server_api.enabled
 
+    @property
+    def kernel(self):
+        """What the running kernel can do (netwatchd/kernel/features.py), probed once."""
+        from netwatchd.kernel import features
+
+        return features.current()
+
     def programs_attached(self) -> list:
         names = self._probe.attached_programs() if self._probe else []
         if self.devices is not None:
-            names += [f"nw_tc_{d}@{ifname}" for ifname in self.devices.interfaces() for d in ("ingress", "egress")]
+            path = getattr(self.devices.probe, "attach_path", lambda: "")()  # tcx or clsact
+            names += [f"nw_tc_{d}@{ifname}" + (f" ({path})" if path else "")
+                      for ifname in self.devices.interfaces() for d in ("ingress", "egress")]
         return names
 
     def status_line(self) -> str:
@@ -67,6 +76,7 @@ class Daemon:
         from netwatchd.kernel.connect_probe import ConnectProbe
 
         self._bus = await dbus_service.own_name()
+        self.kernel  # probed and logged once, before any program is compiled
         if self._probe is None:
             self._probe = ConnectProbe(self.cfg.connections)
         try:

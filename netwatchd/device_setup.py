@@ -37,7 +37,8 @@ def open_store(cfg: DaemonConfig) -> Optional[InventoryStore]:
 def start_devices(cfg: DaemonConfig, probe=None) -> DeviceMonitor:
     from netwatchd.kernel.device_probe import DeviceProbe
 
-    probe = probe or DeviceProbe(cfg.devices, cfg.beacons.max_device_pairs if cfg.beacons.enabled else 0)
+    probe = probe or DeviceProbe(cfg.devices, cfg.beacons.max_device_pairs if cfg.beacons.enabled else 0,
+                                 state_dir=state_directory(cfg))
     probe.start()
     patterns = None
     try:

@@ -227,6 +227,12 @@ class DaemonProcess:
         config = dict(config)
         config.setdefault("state_directory", str(self.dir / "state"))
         config = shipped_config_with(config, self.about if about is None else about)
+        # NETWATCHD_TEST_TC_ATTACH=tc runs every device test over clsact filters instead of TCX
+        # (tests/integration/test_tc_attach.py does, for the device tests): the same product on
+        # the attach path older kernels get, so it is no change of behaviour under test
+        forced = os.environ.get("NETWATCHD_TEST_TC_ATTACH")
+        if forced and "tc_attach" not in (config.get("devices") or {}):
+            config["devices"] = {**config["devices"], "tc_attach": forced}
         # atomically, as an editor saving the file would: a reload never reads half a file
         tmp = self.config_path.with_suffix(".tmp")
         tmp.write_text(yaml.safe_dump(config))

@@ -239,6 +239,15 @@ class ManagerInterface(ServiceInterface):
     def ConfigFile(self) -> "s":  # noqa: F821
         return self._daemon.config_path
 
+    @dbus_property(access=PropertyAccess.READ)
+    def KernelRelease(self) -> "s":  # noqa: F821
+        return self._daemon.kernel.release
+
+    @dbus_property(access=PropertyAccess.READ)
+    def KernelFallbacks(self) -> "as":  # noqa: F821
+        """What this kernel gives another way, or not at all (empty on a kernel with everything)."""
+        return self._daemon.kernel.notes()
+
 
 def _name_signal_args(signal_method, names) -> None:
     """dbus-fast leaves signal arguments unnamed in the introspection data; name them, so that

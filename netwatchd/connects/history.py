@@ -44,7 +44,7 @@ class CounterDeltas:
     """Turns cumulative kernel counters into increments since the previous read.
 
     Kernel counters only grow, so a smaller value can only be a read that raced with the
-    kernel moving an entry (see bpf/netwatch.h, retired_counts): it is ignored, and the next
+    kernel moving an entry (see bpf/connect.h, retired_counts): it is ignored, and the next
     consistent read yields the increment. Counters we delete are forgotten, so a re-created
     one counts from zero.
     """

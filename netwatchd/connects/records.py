@@ -1,4 +1,4 @@
-"""Per-connect records: the ctypes mirror of bpf/netwatch.h and their decoding (pure).
+"""Per-connect records: the ctypes mirror of bpf/connect.h and their decoding (pure).
 
 The kernel sends raw `struct nw_conn_event` bytes; `decode_event` turns them into a
 ConnectionRecord with names a person reads (family, transport, destination, errno name).

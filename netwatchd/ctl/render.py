@@ -53,6 +53,8 @@ def render_status(props: Dict[str, Any], now_usec: int = 0) -> str:
         + (f" (up {format_uptime((now_usec - started) / 1e6)})" if started else ""),
         f"       Config: {props.get('ConfigFile', '?')}",
         f"     Programs: {', '.join(props.get('ProgramsAttached', [])) or 'none'}",
+        f"       Kernel: {props.get('KernelRelease', '?')}"
+        + (f" ({'; '.join(props['KernelFallbacks'])})" if props.get("KernelFallbacks") else ""),
         f"   Interfaces: {', '.join(props.get('Interfaces', [])) or 'none'}",
         f"     Connects: {props.get('ConnectAttempts', 0)} attempts seen",
         f"      Devices: {props.get('DeviceCount', 0)}",

@@ -124,7 +124,7 @@ class DeviceMonitor:
     def reconfigure(self, cfg: DevicesConfig) -> List[str]:
         restart_keys = [
             f"devices.{k}"
-            for k in ("max_devices", "max_patterns", "ring_buffer_kib")
+            for k in ("max_devices", "max_patterns", "ring_buffer_kib", "tc_attach")
             if getattr(cfg, k) != getattr(self.started_cfg, k)
         ]
         self.probe.apply_settings(cfg)

@@ -9,6 +9,21 @@ from pathlib import Path
 PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
 
 
+# clang warnings that some supported kernels' own headers trigger and that say nothing about our
+# code; bcc would print them into the daemon's output (and the journal) on every start:
+#  -Wduplicate-decl-specifier  6.12's asm/current.h and asm/processor.h (`const const` via
+#                              __seg_gs/__percpu macros meant for gcc)
+#  -Wignored-attributes        6.12's asm/ibt.h: `nocf_check`, which clang ignores for BPF
+#  -Wunused-command-line-argument, -Wunknown-warning-option  older clangs with flags they lack
+# Anything else clang says about our programs still shows.
+QUIET_KERNEL_HEADER_WARNINGS = [
+    "-Wno-duplicate-decl-specifier",
+    "-Wno-ignored-attributes",
+    "-Wno-unused-command-line-argument",
+    "-Wno-unknown-warning-option",
+]
+
+
 class ProbeError(RuntimeError):
     """The BPF side could not be loaded or attached."""
 

@@ -11,13 +11,14 @@ import os
 from pathlib import Path
 from typing import Dict, List, Set, Tuple
 
-from netwatchd.kernel import links as bpf_links
-
-from netwatchd.kernel import headers as kernel_env
-from netwatchd.kernel.bpf_util import ProbeError, RingReader, bpf_source_dir, return_freed_heap, ring_pages, table_items
 from netwatchd.config import ConnectionsConfig
 from netwatchd.connects.history import CounterKeyT, Counts
 from netwatchd.connects.records import decode_comm
+from netwatchd.kernel import features
+from netwatchd.kernel import headers as kernel_env
+from netwatchd.kernel import links as bpf_links
+from netwatchd.kernel.bpf_util import (QUIET_KERNEL_HEADER_WARNINGS, ProbeError, RingReader, bpf_source_dir,
+                                       return_freed_heap, ring_pages, table_items)
 
 log = logging.getLogger(__name__)
 
@@ -27,14 +28,16 @@ LOSS_RING_FULL = 0
 LOSS_PROCS_FULL = 1
 
 
-def cflags_for(cfg: ConnectionsConfig, bpf_dir: Path) -> List[str]:
+def cflags_for(cfg: ConnectionsConfig, bpf_dir: Path, kernel: features.KernelFeatures = None) -> List[str]:
+    kernel = kernel or features.current()
     return [
         f"-I{bpf_dir}",
         f"-DNW_MAX_PROCS={cfg.max_processes}",
         f"-DNW_PENDING_SLOTS={PENDING_SLOTS}",
         f"-DNW_RING_PAGES={ring_pages(cfg.ring_buffer_kib)}",
         f"-DNW_RECORD_EVENTS={1 if cfg.record_events else 0}",
-    ]
+        f"-DNW_SOCKADDR_AT_ENTER={0 if kernel.task_pt_regs else 1}",
+    ] + QUIET_KERNEL_HEADER_WARNINGS
 
 
 class ConnectProbe:
@@ -88,6 +91,8 @@ class ConnectProbe:
 
     def attached_programs(self) -> List[str]:
         tracepoints = ["sys_exit_connect"] if self._bpf is not None else []
+        if self._bpf is not None and self.cfg.record_events and not features.current().task_pt_regs:
+            tracepoints.append("sys_enter_connect")  # the sockaddr fallback of kernels < 5.15
         return tracepoints + sorted(self._links)
 
     def program_fds(self) -> Dict[str, int]:

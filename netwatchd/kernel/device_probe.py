@@ -1,22 +1,19 @@
-"""The TC classifier, loaded through bcc and attached as TCX links. The only bcc importer on
-the device path.
-
-TCX links (kernel >= 6.6) are owned by their file descriptor and stack with whatever else is
-attached: we never replace or delete another program, qdisc or filter, and when the daemon
-exits -- however it exits -- the kernel detaches ours. Nothing to clean up after a SIGKILL.
+"""The TC classifier, loaded through bcc and attached by netwatchd/kernel/tc_attach.py: TCX
+links where the kernel has them (6.6+), else clsact direct-action filters. The only bcc importer
+on the device path.
 """
 from __future__ import annotations
 
 import ctypes
 import logging
-import os
-from typing import Dict, List, Tuple
+from typing import Dict, List, Optional, Tuple
 
-from netwatchd.kernel import links as bpf_links
-
+from netwatchd.kernel import features
 from netwatchd.kernel import headers as kernel_env
+from netwatchd.kernel.tc_attach import Attachment, TcAttacher
 from netwatchd.config import DevicesConfig
-from netwatchd.kernel.bpf_util import ProbeError, RingReader, bpf_source_dir, return_freed_heap, ring_pages, table_items
+from netwatchd.kernel.bpf_util import (QUIET_KERNEL_HEADER_WARNINGS, ProbeError, RingReader, bpf_source_dir,
+                                       return_freed_heap, ring_pages, table_items)
 from netwatchd.devices.records import (LOSS_DEVICES, LOSS_MALFORMED, LOSS_RING, SETTING_INDEX, DevCounters,
                                       beacon_pair, sum_per_cpu)
 from netwatchd.devices.model import mac_from_bytes
@@ -26,17 +23,17 @@ log = logging.getLogger(__name__)
 
 PATTERN_EVENT_KIND = 3  # NW_EV_PATTERN in bpf/device.h: the kind byte of every seen_patterns key
 
-DIRECTION_ATTACH = (("ingress", bpf_links.TCX_INGRESS), ("egress", bpf_links.TCX_EGRESS))
-
 
 class DeviceProbe:
-    def __init__(self, cfg: DevicesConfig, beacon_pairs: int = 0):
+    def __init__(self, cfg: DevicesConfig, beacon_pairs: int = 0, state_dir: Optional[str] = None):
         self.cfg = cfg
         self.beacon_pairs = beacon_pairs  # size of the beacon_pairs LRU; 0: beacons off, no map
         self._bpf = None
         self._fds: Dict[str, int] = {}  # nw_tc_ingress / nw_tc_egress program fds
-        self._links: Dict[Tuple[str, int], List[int]] = {}  # (name, ifindex) -> link fds
+        self._links: Dict[Tuple[str, int], Attachment] = {}  # (name, ifindex) -> our attachment
         self._ring: RingReader | None = None
+        # where the clsact path remembers which qdiscs it created (survives a SIGKILL)
+        self.tc = TcAttacher(cfg.tc_attach, features.current().tcx, state_dir)
 
     def program_fds(self) -> Dict[str, int]:
         """Loaded program name -> fd, for their run-time statistics (/proc/self/fdinfo)."""
@@ -53,7 +50,7 @@ class DeviceProbe:
             f"-DNW_MAX_PATTERNS={self.cfg.max_patterns}",
             f"-DNW_DEV_RING_PAGES={ring_pages(self.cfg.ring_buffer_kib)}",
             f"-DNW_BEACON_PAIRS={self.beacon_pairs}",
-        ]
+        ] + QUIET_KERNEL_HEADER_WARNINGS
         try:
             self._bpf = BPF(src_file=str(bpf_dir / "device.bpf.c").encode(), cflags=cflags)
             for name in ("nw_tc_ingress", "nw_tc_egress"):
@@ -80,20 +77,16 @@ class DeviceProbe:
 
     # -- interfaces --------------------------------------------------------------------------
     def attach(self, iface: Interface) -> None:
-        fds = []
-        try:
-            for direction, attach_type in DIRECTION_ATTACH:
-                prog = self._fds[f"nw_tc_{direction}"]
-                fds.append(bpf_links.link(prog, iface.ifindex, attach_type, f"nw_tc_{direction} on {iface.name}"))
-        except bpf_links.LinkError:
-            for fd in fds:
-                os.close(fd)
-            raise
-        self._links[(iface.name, iface.ifindex)] = fds
+        self._links[(iface.name, iface.ifindex)] = self.tc.attach(iface.name, iface.ifindex, self._fds)
 
     def detach(self, name: str, ifindex: int) -> None:
-        for fd in self._links.pop((name, ifindex), []):
-            os.close(fd)  # the link goes with its fd (already gone if the interface was deleted)
+        att = self._links.pop((name, ifindex), None)
+        if att is not None:
+            self.tc.detach(att)
+
+    def attach_path(self) -> str:
+        """"tcx" or "clsact": how the classifier is attached (shown in ProgramsAttached)."""
+        return self.tc.path
 
     def attached(self) -> List[Tuple[str, int]]:
         return sorted(self._links)

@@ -42,12 +42,19 @@ def kernel_headers() -> str:
             f"linux-headers-{release}, or links the distro's generic headers when there is none)"
         )
     real = os.path.realpath(build)
-    if release not in os.path.basename(real):
-        log.info(
-            "using generic kernel headers %s for kernel %s: safe, our BPF code uses only "
-            "tracepoints, hooks and uapi types", real, release,
-        )
+    if real not in _logged:  # both probes ask; say it once
+        _logged.add(real)
+        if release not in os.path.basename(real):
+            log.info(
+                "using generic kernel headers %s for kernel %s: safe, our BPF code uses only "
+                "tracepoints, hooks and uapi types", real, release,
+            )
+        else:
+            log.info("using the running kernel's own headers %s", real)
     return real
+
+
+_logged: set = set()
 
 
 def cgroup2_root() -> str:

@@ -50,6 +50,8 @@ class FakeDaemon:
     def programs_attached(self):
         return []
 
+    kernel = SimpleNamespace(release="test", notes=lambda: [])
+
 
 def say(line: str) -> None:
     print(line, flush=True)

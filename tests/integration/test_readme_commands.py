@@ -147,7 +147,11 @@ def check_output(argv: List[str], out: str, w: LanDaemon) -> None:
         if "--json" in argv:
             _json_connections(out, w)
         else:
-            assert out.split("\n", 1)[0].split()[:3] == ["TIME", "PID", "COMMAND"] and w.child.command in out
+            assert out.split("\n", 1)[0].split()[:3] == ["TIME", "PID", "COMMAND"], out
+            rows = [line for line in out.splitlines()[1:] if line and not line.startswith("(")]
+            # the host's newest 20: on a busy host (the kernel matrix's VM set-up runs alongside),
+            # newer records of other processes may fill them all before our child's
+            assert w.child.command in out or ("--limit" in argv and len(rows) == 20), out
     elif v == "devices":
         assert out.split()[0] == "MAC" and w.pc.mac in out and w.srv.mac in out
     elif v == "device":

@@ -32,7 +32,7 @@ def build_event(fields: dict) -> bytes:
 
 
 def test_layout_matches_bpf_header():
-    # bpf/netwatch.h: struct nw_conn_event is 64 bytes (176 with a unix path), nw_proc_entry 56
+    # bpf/connect.h: struct nw_conn_event is 64 bytes (176 with a unix path), nw_proc_entry 56
     assert ctypes.sizeof(ConnEvent) == 64 and LONG_EVENT_SIZE == 176
     assert ConnEvent.comm.offset == 32 and ConnEvent.addr.offset == 48
     assert ctypes.sizeof(ProcEntry) == 56 and ProcEntry.counts.offset == 24

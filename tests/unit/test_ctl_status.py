@@ -18,3 +18,11 @@ def test_status_shows_uptime_interfaces_devices_and_packets_per_protocol():
     assert "Devices: 3" in lines
     assert "Packets: arp 2, tcp 5" in lines
     assert "Events lost: 1 connect records, 2 device events, 4 malformed frames" in lines
+
+
+def test_status_names_the_kernel_and_what_it_gives_another_way():
+    props = {"KernelRelease": "6.1.0-57-amd64",
+             "KernelFallbacks": ["TC classifier on clsact filters (no TCX links before Linux 6.6)"]}
+    assert "Kernel: 6.1.0-57-amd64 (TC classifier on clsact filters (no TCX links before Linux 6.6))" in [
+        line.strip() for line in render_status(props, now_usec=1).splitlines()]
+    assert "Kernel: 6.18.0 " not in render_status({"KernelRelease": "6.18.0", "KernelFallbacks": []}, now_usec=1)

@@ -1,7 +1,7 @@
 /* Structures shared by the BPF programs and netwatchd/connects/records.py (which mirrors them
  * with ctypes). Change both together; tests/unit/test_connect_record.py checks the sizes. */
-#ifndef NETWATCH_H
-#define NETWATCH_H
+#ifndef NW_CONNECT_H
+#define NW_CONNECT_H
 
 #define NW_COMM_LEN 16
 #define NW_PATH_LEN 108 /* sizeof(sun_path) */
