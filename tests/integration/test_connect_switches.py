@@ -80,3 +80,19 @@ def test_connections_max_processes_overflow_is_counted_in_processes_untracked(bu
         # the command's total is the tracked ones' only
         (by_command,) = d.call("Summary", "usu", 0, parent.command, 60)
         assert unvariant(by_command)["total_attempts"] == len(tracked)
+
+
+def test_connections_record_events_false_counts_exactly_and_keeps_no_records(bus):
+    """connections.record_events: false: no connect hooks, no per-connect records, and the
+    counts are exactly what they are with records (they never depended on records)."""
+    config = {"tick_interval_sec": TICK, "connections": {"record_events": False}}
+    with DaemonProcess(bus, config, about=("connections.record_events",)) as d, NamedChild() as child:
+        attached = set(d.get_property("ProgramsAttached"))
+        assert "sys_exit_connect" in attached and attached.isdisjoint({"nw_connect4", "nw_connect6"}), attached
+        child.refused_connects(7)
+        child.udp_sends(4)
+        s = summary_of(d, child.pid)
+        assert (s["total_attempts"], s["failed"], s["udp_sends"]) == (7, 7, 4), s
+        records, truncated = d.call("ListConnections", "uu", child.pid, 0)
+        assert (records, truncated) == ([], False)
+        assert d.get_property("EventsLost") == 0  # nothing was recorded, so nothing was lost
