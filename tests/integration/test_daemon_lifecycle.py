@@ -198,8 +198,10 @@ def test_ready_only_when_programs_are_attached_and_the_name_is_owned(fresh):
     assert name_owner_pid(d.bus) == d.pid
     interfaces = d.get_property("Interfaces")  # the shipped `auto`: every up interface but lo
     assert interfaces and "lo" not in interfaces
-    tc = {f"nw_tc_{direction}@{name}" for name in interfaces for direction in ("ingress", "egress")}
-    assert set(d.get_property("ProgramsAttached")) == {"sys_exit_connect"} | CGROUP_PROGRAMS | tc
+    attached = set(d.get_property("ProgramsAttached"))
+    path = "tcx" if any(p.endswith(" (tcx)") for p in attached) else "clsact"  # TCX from Linux 6.6
+    tc = {f"nw_tc_{direction}@{name} ({path})" for name in interfaces for direction in ("ingress", "egress")}
+    assert attached == {"sys_exit_connect"} | CGROUP_PROGRAMS | tc
     answer = summary(d, 60, command="nw-none-ready")  # answers at READY, exactly (no such command)
     assert (answer["total_attempts"], answer["message"]) == (
         0, "command 'nw-none-ready' made 0 connection attempts in the last 60 s: 0 succeeded, 0 failed, 0 in progress")
@@ -208,7 +210,8 @@ def test_ready_only_when_programs_are_attached_and_the_name_is_owned(fresh):
     assert any(n.endswith("sys_exit_connect") for n in names), names
     kernel = kernel_programs()
     assert {i for i in progs if kernel[i]["name"] in CGROUP_PROGRAMS} <= root_cgroup_programs()
-    assert len(links) == len(CGROUP_PROGRAMS) + len(tc)  # cgroup links, and a TCX link per hook
+    # cgroup links, and on TCX a link per hook (clsact filters are no links)
+    assert len(links) == len(CGROUP_PROGRAMS) + (len(tc) if path == "tcx" else 0)
 
     ready = [m for m in d.notify.messages if "READY=1" in m.split("\n")]
     assert len(ready) == 1 and STATUS_RE.search(ready[0]), d.notify.messages
