@@ -224,14 +224,14 @@ class DaemonProcess:
         """The shipped config with the test's overrides, state kept in this daemon's own
         temporary directory unless the test says otherwise (never the host's /var/lib/netwatchd).
         The device watcher is on, as shipped (interfaces: auto)."""
-        config = dict(config)
-        config.setdefault("state_directory", str(self.dir / "state"))
-        config = shipped_config_with(config, self.about if about is None else about)
+        overrides = dict(config)
+        overrides.setdefault("state_directory", str(self.dir / "state"))
+        config = shipped_config_with(overrides, self.about if about is None else about)
         # NETWATCHD_TEST_TC_ATTACH=tc runs every device test over clsact filters instead of TCX
         # (tests/integration/test_tc_attach.py does, for the device tests): the same product on
         # the attach path older kernels get, so it is no change of behaviour under test
         forced = os.environ.get("NETWATCHD_TEST_TC_ATTACH")
-        if forced and "tc_attach" not in (config.get("devices") or {}):
+        if forced and "tc_attach" not in (overrides.get("devices") or {}):
             config["devices"] = {**config["devices"], "tc_attach": forced}
         # atomically, as an editor saving the file would: a reload never reads half a file
         tmp = self.config_path.with_suffix(".tmp")

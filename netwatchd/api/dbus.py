@@ -229,6 +229,7 @@ class ManagerInterface(ServiceInterface):
 
     @dbus_property(access=PropertyAccess.READ)
     def ConnectAttempts(self) -> "t":  # noqa: F821
+        self._daemon.connects.refresh()  # exact up to this read, as Summary is
         return self._daemon.connects.history.total.attempts
 
     @dbus_property(access=PropertyAccess.READ)

@@ -13,7 +13,7 @@ state directory, so they come last.
 The config is the shipped one with time compressed, except two keys these tests are about:
 devices.interfaces lists the LAN's bridge ports, so that the host's own interfaces (whose
 devices come and go with other people's traffic) cannot disturb exact device counts -- the
-shipped `auto` is checked with exact counts by test_auto_watches_the_ports_not_the_bridge --
+shipped `auto` is checked with exact counts by tests/integration/test_devices_auto.py --
 and devices.capture_http, which the privacy test switches off and on by a reload.
 """
 from __future__ import annotations
@@ -261,20 +261,6 @@ def test_each_device_has_its_mac_addresses_vendor_and_exact_udp_counts(world):
 
 
 # -- 2. real clients: dig, curl, openssl -----------------------------------------------------------
-
-def test_auto_watches_the_ports_not_the_bridge(world):
-    """The shipped `interfaces: auto` (nothing changed but time), with exact counts: a second
-    daemon on a bus of its own watches every LAN port and not the bridge (a frame between two
-    devices crosses the ports, never the master), and counts a device's datagrams exactly once."""
-    with PrivateSystemBus() as bus, DaemonProcess(bus, {"tick_interval_sec": TICK}) as d:
-        watched = set(d.get_property("Interfaces"))
-        assert set(world.lan.ports()) <= watched, watched
-        assert world.lan.bridge not in watched and "lo" not in watched, watched
-        pi = world.node("pi")
-        sent = world.udp("pi", 29, 40)
-        devs = wait_devices(d, lambda ds: count(ds.get(pi.mac), "tx_udp_packets") >= sent.packets)
-        assert count(devs[pi.mac], "tx_udp_packets") == sent.packets == 58
-        assert devs[pi.mac]["interface"] == pi.port
 
 
 def test_dig_query_names_show_on_the_asking_device(world):

@@ -70,9 +70,11 @@ class World:
         return {d: foreign(dev, d) for d in ("ingress", "egress")}
 
     def start(self, tc_attach: str = "tc") -> DaemonProcess:
+        """A daemon about devices.tc_attach, on devices.interfaces = the pair's host end only."""
         d = DaemonProcess(self.bus, {"state_directory": str(self.tmp / "state"), "tick_interval_sec": 0.2,
                                      "devices": {"interfaces": [self.pair.host], "tc_attach": tc_attach,
-                                                 "store_interval_sec": 0.5}})
+                                                 "store_interval_sec": 0.5}},
+                          about=("devices.interfaces", "devices.tc_attach"))
         self.daemons.append(d)
         return d.start()
 
@@ -192,13 +194,16 @@ def test_the_device_tests_pass_over_clsact():
 
 
 def test_forcing_tc_reaches_every_device_test_daemon(monkeypatch):
-    """What makes test_the_device_tests_pass_over_clsact mean clsact: the harness's config."""
+    """What makes test_the_device_tests_pass_over_clsact mean clsact: the harness's config
+    (this test is about devices.tc_attach, on devices.interfaces of its own)."""
     import yaml
 
     monkeypatch.setenv("NETWATCHD_TEST_TC_ATTACH", "tc")
-    d = DaemonProcess(bus=None, config={"devices": {"interfaces": ["eth9"]}})
+    d = DaemonProcess(bus=None, config={"devices": {"interfaces": ["eth9"]}},
+                      about=("devices.interfaces", "devices.tc_attach"))
     try:
-        assert yaml.safe_load(d.config_path.read_text())["devices"] == {"interfaces": ["eth9"], "tc_attach": "tc"}
+        devices = yaml.safe_load(d.config_path.read_text())["devices"]
+        assert (devices["interfaces"], devices["tc_attach"]) == (["eth9"], "tc")
         d.write_config({"devices": {"interfaces": ["eth9"], "tc_attach": "tcx"}})  # a test's own choice wins
         assert yaml.safe_load(d.config_path.read_text())["devices"]["tc_attach"] == "tcx"
     finally:
