@@ -44,7 +44,7 @@ class FakeDaemon:
         self.started_at_usec = time.time_ns() // 1000
         self.config_path = "/etc/netwatchd/netwatchd.yaml"
         self.devices = None
-        self.connects = SimpleNamespace(events_lost=lambda: 0, processes_untracked=lambda: 0,
+        self.connects = SimpleNamespace(events_lost=lambda: 0, processes_untracked=lambda: 0, refresh=lambda: None,
                                         history=SimpleNamespace(total=SimpleNamespace(attempts=0)))
 
     def programs_attached(self):
