@@ -1,6 +1,6 @@
 """Processes for the alert D-Bus tests, read line by line in the background so that a pipe never
 fills and a test can wait for a line with a timeout: the stand-in service (alert_service.py),
-plain subscribers (alert_subscriber.py), `netwatchctl watch`, `busctl monitor`.
+plain subscribers (signal_subscriber.py), `netwatchctl watch`, `busctl monitor`.
 
 Every process is started and stopped by its pid, even when a test fails.
 """
@@ -132,14 +132,15 @@ class AlertService(LineProcess):
 
 
 class Subscriber(LineProcess):
-    """alert_subscriber.py, as whoever `prefix` makes it; ready when its match rule is in place."""
+    """signal_subscriber.py AlertRaised, as whoever `prefix` makes it; ready when its match rule is
+    in place."""
 
     def __init__(self, bus: PrivateSystemBus, prefix: Optional[List[str]] = None) -> None:
-        super().__init__([sys.executable, str(HERE / "alert_subscriber.py")], bus, prefix, ends_on_stdin_eof=True)
+        super().__init__([sys.executable, str(HERE / "signal_subscriber.py"), "AlertRaised"], bus, prefix, ends_on_stdin_eof=True)
         self.wait_line("subscribed", timeout=30)
 
     def signals_after_sync(self) -> List[List[str]]:
-        """Every AlertRaised delivered so far (see alert_subscriber.py: sync)."""
+        """Every AlertRaised delivered so far (see signal_subscriber.py: sync)."""
         since = len(self.out)
         self.send("sync")
         self.wait_line("synced", since)

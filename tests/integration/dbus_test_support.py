@@ -31,10 +31,11 @@ def wait_notify_line(notify: NotifyReceiver, line: str, since: int = 0, timeout:
 
 
 # Runs in the child: `ok` connects to a listening port, then `refused` to a bound port that does
-# not listen; prints "done" and waits for stdin to close so the pid stays alive for queries.
+# not listen; with a closed IPv6 port (closed6, 0 = none) also a UDP connect() and a refused
+# connect to ::1. Prints "done" and waits for stdin to close so the pid stays alive for queries.
 CHILD_SCRIPT = r"""
 import socket, sys
-ok, refused, port, closed = map(int, sys.argv[1:5])
+ok, refused, port, closed, closed6 = map(int, sys.argv[1:6])
 for _ in range(ok):
     s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     s.connect(("127.0.0.1", port))
@@ -48,26 +49,43 @@ for _ in range(refused):
     else:
         sys.exit("connect to the closed port succeeded")
     s.close()
+if closed6:
+    u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)  # UDP connect(): nothing is sent, returns 0
+    u.connect(("127.0.0.1", closed))
+    u.close()
+    s = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
+    try:
+        s.connect(("::1", closed6))
+    except ConnectionRefusedError:
+        pass
+    else:
+        sys.exit("connect to the closed IPv6 port succeeded")
+    s.close()
 print("done", flush=True)
 sys.stdin.read()
 """
 
 
 class ConnectChild:
-    """A copy of the Python interpreter named `nwtest<hex>` (so its comm is unique on the host)
-    that makes `ok` accepted and `refused` refused TCP connects to 127.0.0.1."""
+    """A copy of the Python interpreter named `command` (default `nwtest<hex>`, so its comm is
+    unique on the host) that makes `ok` accepted and `refused` refused TCP connects to
+    127.0.0.1, and with `extra` a UDP connect and a refused IPv6 TCP connect to ::1."""
 
-    def __init__(self, ok: int, refused: int) -> None:
+    def __init__(self, ok: int, refused: int, command: Optional[str] = None, extra: bool = False) -> None:
         self.ok = ok
         self.refused = refused
-        self.command = "nwtest" + secrets.token_hex(4)  # 14 bytes: fits the kernel's comm
+        self.extra = extra
+        self.command = command or "nwtest" + secrets.token_hex(4)  # 14 bytes: fits the kernel's comm
         self.dir = Path(tempfile.mkdtemp(prefix="nwd-child-"))
         self.proc: Optional[subprocess.Popen] = None
         self.listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self.closed = socket.socket(socket.AF_INET, socket.SOCK_STREAM)  # bound, never listens
+        self.closed6 = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
         self.port = 0
         self.closed_port = 0
+        self.closed6_port = 0
         self.start_usec = 0
+        self.start_time = 0.0
         self.end_usec = 0
         self.end_time = 0.0
         self._stop = threading.Event()
@@ -75,7 +93,7 @@ class ConnectChild:
 
     @property
     def total(self) -> int:
-        return self.ok + self.refused
+        return self.ok + self.refused + (2 if self.extra else 0)
 
     @property
     def pid(self) -> int:
@@ -90,17 +108,22 @@ class ConnectChild:
         self.port = self.listener.getsockname()[1]
         self.closed.bind(("127.0.0.1", 0))
         self.closed_port = self.closed.getsockname()[1]
+        if self.extra:
+            self.closed6.bind(("::1", 0))
+            self.closed6_port = self.closed6.getsockname()[1]
         self._acceptor = threading.Thread(target=self._accept, daemon=True)
         self._acceptor.start()
         self.start_usec = time.time_ns() // 1000
+        self.start_time = time.time()
         self.proc = subprocess.Popen(
-            [str(exe), "-c", CHILD_SCRIPT, str(self.ok), str(self.refused), str(self.port), str(self.closed_port)],
+            [str(exe), "-c", CHILD_SCRIPT, *map(str, (self.ok, self.refused, self.port, self.closed_port,
+                                                      self.closed6_port))],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         )
         line = self.proc.stdout.readline()
         if line.strip() != "done":
             err = self.proc.stderr.read() if self.proc.poll() is not None else ""
-            raise RuntimeError(f"connect child failed: {line!r} {err}")
+            raise RuntimeError(f"connect child {self.command} failed: {line!r} {err}")
         self.end_usec = time.time_ns() // 1000
         self.end_time = time.time()
         return self
@@ -126,8 +149,8 @@ class ConnectChild:
         self._stop.set()
         if self._acceptor is not None:
             self._acceptor.join(2)
-        self.listener.close()
-        self.closed.close()
+        for s in (self.listener, self.closed, self.closed6):
+            s.close()
         shutil.rmtree(self.dir, ignore_errors=True)
 
     def __enter__(self) -> "ConnectChild":

@@ -15,13 +15,13 @@ import shutil
 import socket
 import subprocess
 import tempfile
-import threading
-import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
+
+from tests.integration.dbus_test_support import ConnectChild
 
 CLONE_NEWNET = 0x40000000
 
@@ -51,41 +51,6 @@ class NetNamespace:
         subprocess.run(["ip", "netns", "del", self.name], capture_output=True, timeout=30)
 
 
-# Runs in a child named by the test: connects of every kind the API reports, in a known order, then
-# prints "done" and waits for stdin to close so the pid stays alive for queries.
-CHILD_SCRIPT = r"""
-import socket, sys
-ok, refused, port, closed, closed6 = map(int, sys.argv[1:6])
-for _ in range(ok):
-    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    s.connect(("127.0.0.1", port))
-    s.close()
-for _ in range(refused):
-    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    try:
-        s.connect(("127.0.0.1", closed))
-    except ConnectionRefusedError:
-        pass
-    else:
-        sys.exit("connect to the closed port succeeded")
-    s.close()
-if closed6:
-    u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)  # UDP connect(): nothing is sent, returns 0
-    u.connect(("127.0.0.1", closed))
-    u.close()
-    s = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
-    try:
-        s.connect(("::1", closed6))
-    except ConnectionRefusedError:
-        pass
-    else:
-        sys.exit("connect to the closed IPv6 port succeeded")
-    s.close()
-print("done", flush=True)
-sys.stdin.read()
-"""
-
-
 @dataclass(frozen=True)
 class Expected:
     """One connect() the API must list: destination, protocol, return code."""
@@ -95,38 +60,12 @@ class Expected:
     return_code: int
 
 
-class KnownConnects:
-    """A copy of the Python interpreter under a name of the test's choosing (its comm) that makes
-    `ok` accepted and `refused` refused TCP connects to 127.0.0.1, and with `extra` a UDP connect
-    and a refused IPv6 TCP connect to ::1."""
+class KnownConnects(ConnectChild):
+    """The connect child (tests/integration/dbus_test_support.py) under a command name of the
+    test's choosing, with the listing ebpf-server's API must give for it."""
 
     def __init__(self, command: str, ok: int, refused: int, extra: bool) -> None:
-        self.command = command
-        self.ok, self.refused, self.extra = ok, refused, extra
-        self.dir = Path(tempfile.mkdtemp(prefix="nwd-known-"))
-        self.proc: Optional[subprocess.Popen] = None
-        self.listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self.closed = socket.socket(socket.AF_INET, socket.SOCK_STREAM)  # bound, never listens
-        self.closed6 = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
-        self.start_time = self.end_time = 0.0
-        self._stop = threading.Event()
-        self._acceptor: Optional[threading.Thread] = None
-
-    @property
-    def pid(self) -> int:
-        return self.proc.pid
-
-    @property
-    def port(self) -> int:
-        return self.listener.getsockname()[1]
-
-    @property
-    def closed_port(self) -> int:
-        return self.closed.getsockname()[1]
-
-    @property
-    def closed6_port(self) -> int:
-        return self.closed6.getsockname()[1] if self.extra else 0
+        super().__init__(ok, refused, command=command, extra=extra)
 
     def expected(self) -> List[Expected]:
         """Every connect() in the order the child made them."""
@@ -135,57 +74,6 @@ class KnownConnects:
         if self.extra:
             out += [Expected(f"127.0.0.1:{self.closed_port}", "UDP", 0), Expected(f"[::1]:{self.closed6_port}", "TCP", -111)]
         return out
-
-    def __enter__(self) -> "KnownConnects":
-        try:
-            exe = self.dir / self.command
-            shutil.copy(os.path.realpath("/usr/bin/python3"), exe)
-            self.listener.bind(("127.0.0.1", 0))
-            self.listener.listen(1024)
-            self.listener.settimeout(0.2)
-            self.closed.bind(("127.0.0.1", 0))
-            if self.extra:
-                self.closed6.bind(("::1", 0))
-            self._acceptor = threading.Thread(target=self._accept, daemon=True)
-            self._acceptor.start()
-            self.start_time = time.time()
-            self.proc = subprocess.Popen(
-                [str(exe), "-c", CHILD_SCRIPT, *map(str, (self.ok, self.refused, self.port, self.closed_port, self.closed6_port))],
-                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-            line = self.proc.stdout.readline()
-            if line.strip() != "done":
-                err = self.proc.stderr.read() if self.proc.poll() is not None else ""
-                raise RuntimeError(f"connect child {self.command} failed: {line!r} {err}")
-            self.end_time = time.time()
-            return self
-        except BaseException:
-            self.__exit__()
-            raise
-
-    def _accept(self) -> None:
-        while not self._stop.is_set():
-            try:
-                conn, _ = self.listener.accept()
-            except socket.timeout:
-                continue
-            except OSError:
-                return
-            conn.close()
-
-    def __exit__(self, *exc) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            try:
-                self.proc.stdin.close()
-                self.proc.wait(5)
-            except (OSError, subprocess.TimeoutExpired):
-                self.proc.kill()
-                self.proc.wait()
-        self._stop.set()
-        if self._acceptor is not None:
-            self._acceptor.join(2)
-        for s in (self.listener, self.closed, self.closed6):
-            s.close()
-        shutil.rmtree(self.dir, ignore_errors=True)
 
 
 @dataclass(frozen=True)

@@ -1,11 +1,12 @@
 """A plain subscriber to one of netwatchd's signals, for the bus-policy tests, run as any user
-(setpriv). Like alert_subscriber.py, but for any member:
+(setpriv):
 
-    python signal_subscriber.py PatternSeen     (DBUS_SYSTEM_BUS_ADDRESS says which bus)
+    python signal_subscriber.py AlertRaised     (or PatternSeen; DBUS_SYSTEM_BUS_ADDRESS says which bus)
 
 stdout: "subscribed" once the match rule is in place, then "signal <json body>" per signal of
-that member delivered to us. stdin "sync\\n" answers "synced" after one round trip to the bus,
-so a signal the bus delivered before is printed before it. Ends when stdin closes.
+that member delivered to us. stdin "sync\\n" answers "synced" after one round trip to the bus:
+a signal the bus delivered before that answer has been printed before it, so a test can tell
+"not delivered" from "not yet". Ends when stdin closes.
 """
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ import sys
 from dbus_fast import BusType, Message, MessageType
 from dbus_fast.aio import MessageBus
 
-from netwatchd.api.dbus import MANAGER_INTERFACE
+from netwatchd.bus_names import MANAGER_INTERFACE
 from netwatchd.ctl.bus_client import DBUS_INTERFACE, DBUS_NAME, DBUS_PATH, signal_match
 
 
