@@ -37,7 +37,7 @@ REPO = BENCH.parent
 sys.path[:0] = [str(REPO), str(BENCH)]
 
 import bpf_stats  # noqa: E402
-from bench_main import run_benchmark  # noqa: E402
+from bench_main import bench_daemon, run_benchmark  # noqa: E402
 from loadgen import LoopbackLoad, PhaseResult, add_counts  # noqa: E402
 from reference_probes import ReferenceProbes  # noqa: E402
 from tests.harness import BUS_NAME, INTERFACE, OBJECT_PATH, DaemonProcess, PrivateSystemBus, unvariant  # noqa: E402
@@ -109,7 +109,7 @@ def startup_floor() -> Dict:
 
 
 def start_daemon(bus: PrivateSystemBus, config: Dict, stack: contextlib.ExitStack) -> DaemonProcess:
-    d = DaemonProcess(bus, config)
+    d = bench_daemon(bus, config)
     stack.callback(d.cleanup)
     d.start()
     return d

@@ -45,7 +45,7 @@ sys.path[:0] = [str(REPO), str(BENCH)]
 
 
 import bpf_stats  # noqa: E402
-from bench_main import run_benchmark  # noqa: E402
+from bench_main import bench_daemon, run_benchmark  # noqa: E402
 from connect_bench import cpu_sec, host_info, progress, shielded_cleanup, verdict  # noqa: E402
 from device_floors import FloorClassifiers  # noqa: E402
 from tests.harness import DaemonProcess, PrivateSystemBus  # noqa: E402
@@ -194,7 +194,7 @@ def run(args) -> Dict:
 
         progress("netwatchd, watching every port")
         bus = stack.enter_context(PrivateSystemBus())
-        daemon = DaemonProcess(bus, daemon_config(link, True))
+        daemon = bench_daemon(bus, daemon_config(link, True))
         stack.callback(daemon.cleanup)
         daemon.start()
         floors.wait_loaded()

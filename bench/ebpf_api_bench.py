@@ -33,7 +33,7 @@ BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
 sys.path[:0] = [str(REPO), str(BENCH)]
 
-from bench_main import run_benchmark  # noqa: E402
+from bench_main import bench_daemon, run_benchmark  # noqa: E402
 from tests.harness import DaemonProcess, PrivateSystemBus  # noqa: E402
 
 RESULTS = BENCH / "results"
@@ -104,7 +104,7 @@ def run(args) -> Dict:
     children: List[subprocess.Popen] = []
     acceptor = Acceptor()
     try:
-        with PrivateSystemBus() as bus, DaemonProcess(bus, config):
+        with PrivateSystemBus() as bus, bench_daemon(bus, config):
             for _ in range(args.processes):
                 child = subprocess.Popen([sys.executable, "-c", CHILD, str(acceptor.port), str(args.connects)],
                                          stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)

@@ -28,7 +28,7 @@ BENCH = Path(__file__).resolve().parent
 sys.path[:0] = [str(BENCH.parent), str(BENCH)]
 
 import bpf_stats  # noqa: E402
-from bench_main import run_benchmark  # noqa: E402
+from bench_main import bench_daemon, run_benchmark  # noqa: E402
 from connect_bench import host_info, progress  # noqa: E402
 from device_bench import RESULTS, Link, Senders, build_sender  # noqa: E402
 from tests.harness import DaemonProcess, PrivateSystemBus  # noqa: E402
@@ -56,7 +56,7 @@ def ingress_prog(daemon: DaemonProcess, link: Link, path: str) -> bpf_stats.Prog
 def phase(bus: PrivateSystemBus, link: Link, senders: Senders, path: str, msec: int, state: str) -> Dict:
     config = {"state_directory": state, "tick_interval_sec": 0.25,
               "devices": {"interfaces": [link.direct.port], "tc_attach": path}}
-    with DaemonProcess(bus, config) as daemon:
+    with bench_daemon(bus, config) as daemon:
         prog = ingress_prog(daemon, link, path)
         attached = [p for p in daemon.get_property("ProgramsAttached") if p.startswith("nw_tc_ingress@")]
         with bpf_stats.StatsEnabled():
