@@ -1,19 +1,27 @@
-/* netwatchd connect path: counts every connect() per process in the kernel and sends one record
- * per call through a ring buffer without waking user space.
+/* netwatchd connect path: counts every connect() per process under its final outcome, and
+ * sends one record per call through a ring buffer without waking user space.
  *
- *   cgroup connect4/6   notes the destination and the transport read from the socket
- *   sys_exit_connect    counts the outcome per process and emits the record; for what the
- *                       cgroup hook never sees (unix sockets, early failures) it reads the
- *                       caller's sockaddr itself
- *   cgroup sendmsg4/6   counts and records unconnected UDP sends
- *   sched_process_exec  moves a process's counters under its old command name (rare)
+ *   cgroup connect4/6    notes the destination and the transport read from the socket
+ *   sock:inet_sock_set_state
+ *                        TCP only: CLOSE -> SYN_SENT notes the socket and the time of the SYN;
+ *                        SYN_SENT -> ESTABLISHED or CLOSE ends the handshake: in the slot of
+ *                        the connecting thread while connect() has not returned, else in the
+ *                        `handshakes` map (counted, histogram, a handshake-end record)
+ *   sys_exit_connect     counts the outcome per process and emits the record; a handshake
+ *                        still pending goes into `handshakes`; for what the cgroup hook never
+ *                        sees (unix sockets, early failures) it reads the caller's sockaddr
+ *   cgroup sendmsg4/6    counts and records unconnected UDP sends
+ *   sched_process_exec   moves a process's counters under its old command name (rare)
  *
  * Settings arrive as -D cflags from netwatchd/kernel/connect_probe.py:
  *   NW_MAX_PROCS, NW_PENDING_SLOTS (power of two), NW_RING_PAGES, NW_RECORD_EVENTS (0: counts
- *   only, no per-connect records). The sendmsg hooks are attached only when UDP sends are traced.
+ *   only, no per-connect records), NW_MAX_HANDSHAKES, NW_MAX_LATENCY_KEYS. The sendmsg hooks
+ *   are attached only when UDP sends are traced.
  *   NW_SOCKADDR_AT_ENTER (chosen by netwatchd/kernel/features.py): 0 = read the caller's sockaddr
  *   through bpf_task_pt_regs when needed (Linux >= 5.15); 1 = a sys_enter_connect tracepoint
  *   notes the address argument of every connect() (any kernel; one more program run per call).
+ *   NW_SK_ERR_OFFSET: offset of sk_err in struct sock, from the running kernel's BTF (-1: not
+ *   known; a handshake that fails after connect() returned is then other_failed).
  * Only tracepoints, cgroup hooks, helpers and uapi types: it loads whatever the kernel headers. */
 #include <linux/errno.h>
 #include <linux/in.h>
@@ -33,13 +41,28 @@
 #endif
 #define NW_SOCK_STREAM 1
 #define NW_SOCK_DGRAM 2
+#define NW_TCP_ESTABLISHED 1 /* include/net/tcp_states.h */
+#define NW_TCP_SYN_SENT 2
+#define NW_TCP_CLOSE 7
+#ifndef NW_SK_ERR_OFFSET
+#define NW_SK_ERR_OFFSET -1
+#endif
 
 BPF_HASH(proc_counts, u32, struct nw_proc_entry, NW_MAX_PROCS);
 BPF_HASH(retired_counts, struct nw_retired_key, struct nw_proc_entry, NW_MAX_PROCS);
 BPF_ARRAY(pending, struct nw_pending, NW_PENDING_SLOTS);
 BPF_RINGBUF_OUTPUT(events, NW_RING_PAGES);
-/* [0] records that found the ring full, [1] processes that found proc_counts full. */
-BPF_PERCPU_ARRAY(losses, u64, 2);
+BPF_HASH(handshakes, u64, struct nw_handshake, NW_MAX_HANDSHAKES);
+BPF_HASH(latency, struct nw_latency_key, u64, NW_MAX_LATENCY_KEYS);
+/* [0] records that found the ring full, [1] processes that found proc_counts full,
+ * [2] handshakes that found `handshakes` full (counted unknown), [3] handshake ends whose
+ * process counters were already freed, [4] latencies that found `latency` full. */
+#define NW_LOSS_RING 0
+#define NW_LOSS_PROCS 1
+#define NW_LOSS_HANDSHAKES 2
+#define NW_LOSS_LATE_END 3
+#define NW_LOSS_LATENCY 4
+BPF_PERCPU_ARRAY(losses, u64, 5);
 
 static __always_inline void count_loss(int which)
 {
@@ -58,7 +81,7 @@ static __always_inline struct nw_proc_entry *proc_entry(u32 tgid)
     proc_counts.insert(&tgid, &fresh); /* another thread may win the race: both use its entry */
     c = proc_counts.lookup(&tgid);
     if (!c)
-        count_loss(1);
+        count_loss(NW_LOSS_PROCS);
     return c;
 }
 
@@ -69,7 +92,7 @@ static __always_inline void retire(u32 tgid, struct nw_proc_entry *c)
 {
     struct nw_retired_key key = {.tgid = tgid, .gen = c->gen};
     if (retired_counts.update(&key, c) != 0) {
-        count_loss(1);
+        count_loss(NW_LOSS_PROCS);
         return; /* keep counting under the old generation rather than lose counts */
     }
     __builtin_memset(&c->counts, 0, sizeof(c->counts));
@@ -122,6 +145,8 @@ static __always_inline int note_inet_connect(struct bpf_sock_addr *ctx, u16 fami
     p->family = family;
     p->port = ntohs((u16)ctx->user_port);
     p->transport = transport_of(ctx->type, ctx->protocol);
+    p->sk = 0; /* until this connect's SYN, if any */
+    p->end_outcome = 0;
     if (family == AF_INET) {
         u32 a4 = ctx->user_ip4;
         __builtin_memcpy(p->addr, &a4, 4);
@@ -235,7 +260,216 @@ static __always_inline void fill_common(struct nw_conn_event *e, struct nw_proc_
     e->kind = NW_KIND_CONNECT;
     e->port = 0;
     e->path_len = 0;
+    e->syn_ns = 0;
+    e->latency_usec = 0;
+    e->end_err = 0;
     __builtin_memcpy(e->comm, c->comm, NW_COMM_LEN);
+}
+
+static __always_inline void count_outcome(struct nw_counts *n, u8 outcome)
+{
+    switch (outcome) {
+    case NW_OUT_SUCCEEDED:
+        __sync_fetch_and_add(&n->succeeded, 1);
+        break;
+    case NW_OUT_REFUSED:
+        __sync_fetch_and_add(&n->refused, 1);
+        break;
+    case NW_OUT_TIMED_OUT:
+        __sync_fetch_and_add(&n->timed_out, 1);
+        break;
+    case NW_OUT_UNKNOWN:
+        __sync_fetch_and_add(&n->unknown, 1);
+        break;
+    default:
+        __sync_fetch_and_add(&n->other_failed, 1);
+    }
+}
+
+static __always_inline u8 outcome_of_errno(long err)
+{
+    if (err == 0)
+        return NW_OUT_SUCCEEDED;
+    if (err == ECONNREFUSED)
+        return NW_OUT_REFUSED;
+    if (err == ETIMEDOUT)
+        return NW_OUT_TIMED_OUT;
+    return NW_OUT_OTHER_FAILED;
+}
+
+/* floor(log2(usec)) + 1, so slot k holds [2^(k-1), 2^k) us and slot 0 holds 0 us. */
+static __always_inline u32 latency_slot(u64 usec)
+{
+    u32 slot = 0;
+#pragma unroll
+    for (int shift = 32; shift > 0; shift >>= 1) {
+        if (usec >= ((u64)1 << shift)) {
+            usec >>= shift;
+            slot += shift;
+        }
+    }
+    slot = usec ? slot + 1 : 0;
+    return slot < NW_LATENCY_SLOTS ? slot : NW_LATENCY_SLOTS - 1;
+}
+
+/* Adds to a histogram cell, creating it; a cell another CPU created first is added to. */
+static __always_inline void add_to(struct nw_latency_key *key, u64 value)
+{
+    u64 *n = latency.lookup(key);
+    if (!n && latency.insert(key, &value) == 0)
+        return;
+    if (!n)
+        n = latency.lookup(key);
+    if (n)
+        __sync_fetch_and_add(n, value);
+    else
+        count_loss(NW_LOSS_LATENCY);
+}
+
+static __always_inline void add_latency(const char *comm, u16 family, u16 port, const u8 *addr, u64 usec)
+{
+    struct nw_latency_key key = {};
+    __builtin_memcpy(key.comm, comm, NW_COMM_LEN);
+    __builtin_memcpy(key.addr, addr, 16);
+    key.family = family;
+    key.port = port;
+    key.slot = latency_slot(usec);
+    add_to(&key, 1);
+    key.slot = NW_LATENCY_SUM_SLOT;
+    add_to(&key, usec);
+}
+
+/* The SYN of a connect(): runs inside connect(), in the connecting thread. */
+static __always_inline void note_syn(u64 sk, u16 family, u16 dport, const u8 *daddr)
+{
+    u32 tid = (u32)bpf_get_current_pid_tgid();
+    u32 slot = tid & (NW_PENDING_SLOTS - 1);
+    struct nw_pending *p = pending.lookup(&slot);
+    if (!p)
+        return;
+    p->tid = tid;
+    p->transport = NW_TRANSPORT_TCP;
+    p->family = family;
+    p->port = dport;
+    __builtin_memcpy(p->addr, daddr, 16);
+    p->sk = sk;
+    p->syn_ns = bpf_ktime_get_boot_ns();
+    p->end_ns = 0;
+    p->end_outcome = 0;
+    p->end_err = 0;
+}
+
+/* Counts a handshake that ended after connect() returned under the process that began it. */
+static __always_inline void count_late_end(struct nw_handshake *h, u8 outcome)
+{
+    struct nw_proc_entry *c = proc_counts.lookup(&h->tgid);
+    if (!c || c->gen != h->gen) {
+        struct nw_retired_key key = {.tgid = h->tgid, .gen = h->gen};
+        c = retired_counts.lookup(&key);
+    }
+    if (!c) {
+        count_loss(NW_LOSS_LATE_END);
+        return;
+    }
+    count_outcome(&c->counts, outcome);
+}
+
+TRACEPOINT_PROBE(sock, inet_sock_set_state)
+{
+    /* Every TCP state change of the host comes here: leave the others at once. */
+    if (args->oldstate != NW_TCP_SYN_SENT && args->newstate != NW_TCP_SYN_SENT)
+        return 0;
+    if (args->protocol != IPPROTO_TCP)
+        return 0;
+    if (args->newstate == NW_TCP_SYN_SENT) {
+        /* the address arrays are read, not dereferenced: the verifier refuses ctx + offset */
+        u8 daddr[16] = {};
+        if (args->family == AF_INET)
+            bpf_probe_read_kernel(daddr, 4, args->daddr);
+        else
+            bpf_probe_read_kernel(daddr, 16, args->daddr_v6);
+        note_syn((u64)args->skaddr, args->family, args->dport, daddr);
+        return 0;
+    }
+    u64 sk = (u64)args->skaddr;
+    u64 now = bpf_ktime_get_boot_ns();
+    s32 err = 0;
+    u8 outcome = NW_OUT_SUCCEEDED;
+    if (args->newstate != NW_TCP_ESTABLISHED) {
+        /* tcp_reset / tcp_write_err set sk_err before the socket goes to CLOSE; a socket the
+         * process closed has none (other_failed, "closed before the handshake ended"). */
+        if (NW_SK_ERR_OFFSET >= 0)
+            bpf_probe_read_kernel(&err, sizeof(err), (void *)(sk + NW_SK_ERR_OFFSET));
+        outcome = err ? outcome_of_errno(err) : NW_OUT_OTHER_FAILED;
+    }
+
+    /* Ended before connect() returned (a blocking connect's RST, loopback): in the caller's
+     * slot, for sys_exit_connect to count once. */
+    u32 tid = (u32)bpf_get_current_pid_tgid();
+    u32 slot = tid & (NW_PENDING_SLOTS - 1);
+    struct nw_pending *p = pending.lookup(&slot);
+    if (p && p->tid == tid && p->sk == sk) {
+        p->end_ns = now;
+        p->end_outcome = outcome;
+        p->end_err = err;
+        return 0;
+    }
+
+    struct nw_handshake *found = handshakes.lookup(&sk);
+    if (!found)
+        return 0; /* not a connect we followed, or a blocking one: sys_exit_connect counts it */
+    struct nw_handshake h = *found;
+    if (handshakes.delete(&sk) != 0)
+        return 0; /* someone else ended it (user space gave up on it): counted there */
+    count_late_end(&h, outcome);
+    u64 usec = (now - h.syn_ns) / 1000;
+    if (outcome == NW_OUT_SUCCEEDED)
+        add_latency(h.comm, h.family, h.port, h.addr, usec);
+    if (!NW_RECORD_EVENTS)
+        return 0;
+    struct nw_conn_event *e = events.ringbuf_reserve(sizeof(struct nw_conn_event));
+    if (!e) {
+        count_loss(NW_LOSS_RING);
+        return 0;
+    }
+    e->boot_ns = now;
+    e->tgid = h.tgid;
+    e->tid = h.tid;
+    e->uid = h.uid;
+    e->ret = -EINPROGRESS;
+    e->family = h.family;
+    e->port = h.port;
+    e->kind = NW_KIND_HANDSHAKE_END;
+    e->transport = NW_TRANSPORT_TCP;
+    e->path_len = 0;
+    e->outcome = outcome;
+    __builtin_memcpy(e->comm, h.comm, NW_COMM_LEN);
+    __builtin_memcpy(e->addr, h.addr, 16);
+    e->syn_ns = h.syn_ns;
+    e->latency_usec = usec;
+    e->end_err = err;
+    events.ringbuf_submit(e, BPF_RB_NO_WAKEUP);
+    return 0;
+}
+
+/* A handshake still pending at return: followed in `handshakes` until it ends. */
+static __always_inline u8 follow_handshake(struct nw_pending *p, struct nw_proc_entry *c, u32 tgid, u32 tid)
+{
+    struct nw_handshake h = {};
+    h.syn_ns = p->syn_ns;
+    h.tgid = tgid;
+    h.tid = tid;
+    h.uid = (u32)bpf_get_current_uid_gid();
+    h.gen = c->gen;
+    h.family = p->family;
+    h.port = p->port;
+    __builtin_memcpy(h.comm, c->comm, NW_COMM_LEN);
+    __builtin_memcpy(h.addr, p->addr, 16);
+    if (handshakes.insert(&p->sk, &h) != 0) {
+        count_loss(NW_LOSS_HANDSHAKES);
+        return NW_OUT_UNKNOWN;
+    }
+    return NW_OUT_IN_PROGRESS;
 }
 
 TRACEPOINT_PROBE(syscalls, sys_exit_connect)
@@ -248,40 +482,76 @@ TRACEPOINT_PROBE(syscalls, sys_exit_connect)
     struct nw_proc_entry *c = proc_entry(tgid);
     if (!c)
         return 0; /* counted as untracked; without an entry there is no command for a record */
-    if (ret == 0)
-        __sync_fetch_and_add(&c->counts.succeeded, 1);
-    else if (ret == -EINPROGRESS)
-        __sync_fetch_and_add(&c->counts.in_progress, 1);
-    else
-        __sync_fetch_and_add(&c->counts.failed, 1);
-
-    if (!NW_RECORD_EVENTS)
-        return 0;
     u32 slot = tid & (NW_PENDING_SLOTS - 1);
     struct nw_pending *p = pending.lookup(&slot);
-    if (p && p->tid == tid) {
+    if (!p)
+        return 0; /* never: the index is masked into the array */
+    /* What this call left in its thread's slot; another thread's slot says nothing of it. */
+    int mine = p->tid == tid;
+    u64 sk = mine ? p->sk : 0;
+    u64 syn_ns = sk ? p->syn_ns : 0;
+
+    u8 outcome;
+    s32 end_err = 0;
+    u64 end_ns = 0;
+    if (ret == -EINPROGRESS) {
+        if (sk && p->end_outcome) { /* the handshake ended before we returned */
+            outcome = p->end_outcome;
+            end_err = p->end_err;
+            end_ns = p->end_ns;
+        } else if (sk) {
+            outcome = follow_handshake(p, c, tgid, tid);
+        } else {
+            outcome = NW_OUT_UNKNOWN; /* no TCP handshake: SCTP, or the slot was taken */
+        }
+    } else {
+        outcome = outcome_of_errno(-ret);
+        end_err = -ret;
+    }
+    if (outcome != NW_OUT_IN_PROGRESS)
+        count_outcome(&c->counts, outcome);
+
+    u32 latency_usec = 0;
+    if (syn_ns && outcome != NW_OUT_IN_PROGRESS && outcome != NW_OUT_UNKNOWN) {
+        latency_usec = ((end_ns ? end_ns : bpf_ktime_get_boot_ns()) - syn_ns) / 1000;
+        if (outcome == NW_OUT_SUCCEEDED)
+            add_latency(c->comm, p->family, p->port, p->addr, latency_usec);
+    }
+
+    if (!NW_RECORD_EVENTS || (mine && p->family)) {
+        if (mine)
+            p->tid = 0; /* consumed */
+        if (!NW_RECORD_EVENTS)
+            return 0;
         struct nw_conn_event *e = events.ringbuf_reserve(sizeof(struct nw_conn_event));
         if (!e) {
-            count_loss(0);
+            count_loss(NW_LOSS_RING);
             return 0;
         }
         fill_common(e, c, tgid, tid, ret);
         e->family = p->family;
         e->port = p->port;
         e->transport = p->transport;
+        e->outcome = outcome;
+        e->syn_ns = syn_ns;
+        e->latency_usec = latency_usec;
+        e->end_err = end_err;
         __builtin_memcpy(e->addr, p->addr, 16);
-        p->tid = 0; /* consumed */
         events.ringbuf_submit(e, BPF_RB_NO_WAKEUP);
         return 0;
     }
+    if (mine)
+        p->tid = 0;
     struct nw_conn_event_long *l = events.ringbuf_reserve(sizeof(struct nw_conn_event_long));
     if (!l) {
-        count_loss(0);
+        count_loss(NW_LOSS_RING);
         return 0;
     }
     fill_common(&l->ev, c, tgid, tid, ret);
     l->ev.family = 0;
     l->ev.transport = NW_TRANSPORT_UNKNOWN;
+    l->ev.outcome = outcome;
+    l->ev.end_err = end_err;
     read_user_sockaddr(l);
     events.ringbuf_submit(l, BPF_RB_NO_WAKEUP);
     return 0;
@@ -300,11 +570,12 @@ static __always_inline int record_udp_send(struct bpf_sock_addr *ctx, u16 family
         return 1;
     struct nw_conn_event *e = events.ringbuf_reserve(sizeof(struct nw_conn_event));
     if (!e) {
-        count_loss(0);
+        count_loss(NW_LOSS_RING);
         return 1;
     }
     fill_common(e, c, tgid, (u32)id, 0);
     e->kind = NW_KIND_UDP_SEND;
+    e->outcome = NW_OUT_SENT;
     e->family = family;
     e->port = ntohs((u16)ctx->user_port);
     e->transport = transport_of(ctx->type, ctx->protocol);

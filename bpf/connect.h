@@ -9,6 +9,22 @@
 /* What a per-connect record describes. */
 #define NW_KIND_CONNECT 1
 #define NW_KIND_UDP_SEND 2 /* sendto/sendmsg with an address on an unconnected UDP socket */
+#define NW_KIND_HANDSHAKE_END 3 /* how a handshake still pending when connect() returned ended */
+
+/* The outcome of a connect(), final unless NW_OUT_IN_PROGRESS (a record only: the handshake
+ * was still going when connect() returned; a NW_KIND_HANDSHAKE_END record follows). */
+#define NW_OUT_SUCCEEDED 1    /* returned 0, or the TCP handshake reached ESTABLISHED */
+#define NW_OUT_REFUSED 2      /* ECONNREFUSED: an RST answered the SYN */
+#define NW_OUT_TIMED_OUT 3    /* ETIMEDOUT: no answer to the SYN and its retries */
+#define NW_OUT_OTHER_FAILED 4 /* any other error, or the socket closed before the handshake ended */
+#define NW_OUT_IN_PROGRESS 5
+#define NW_OUT_UNKNOWN 6 /* EINPROGRESS with no handshake to follow (not TCP, or the map was full) */
+#define NW_OUT_SENT 7    /* an unconnected UDP send */
+
+/* Latency histograms: slot k counts handshakes of [2^(k-1), 2^k) microseconds (slot 0: under
+ * 1 us); NW_LATENCY_SUM_SLOT holds the sum of their microseconds (for Prometheus' _sum). */
+#define NW_LATENCY_SLOTS 40
+#define NW_LATENCY_SUM_SLOT 63
 
 /* Transport read from the socket by the cgroup hook (type + protocol), never from the port. */
 #define NW_TRANSPORT_UNKNOWN 0 /* the socket hook did not run: unix socket or early failure */
@@ -16,11 +32,16 @@
 #define NW_TRANSPORT_UDP 2
 #define NW_TRANSPORT_OTHER 3
 
+/* Each connect() is counted once, under its final outcome, when that outcome is known: at
+ * return, or when a handshake pending at return ends. Pending handshakes are the entries of
+ * the `handshakes` map (user space counts them as in progress). */
 struct nw_counts {
-    u64 succeeded;   /* connect() returned 0 */
-    u64 failed;      /* connect() returned an error other than EINPROGRESS */
-    u64 in_progress; /* non-blocking connect() returned EINPROGRESS */
-    u64 udp_sends;   /* unconnected UDP sends with a destination address */
+    u64 succeeded;
+    u64 refused;
+    u64 timed_out;
+    u64 other_failed;
+    u64 unknown;
+    u64 udp_sends; /* unconnected UDP sends with a destination address */
 };
 
 /* Live per-process counters, keyed by tgid. The command is read once, when the process first
@@ -41,9 +62,9 @@ struct nw_retired_key {
     u32 gen;
 };
 
-/* One connect() or unconnected UDP send, as it travels through the ring buffer. */
+/* One connect(), unconnected UDP send or handshake end, as it travels through the ring buffer. */
 struct nw_conn_event {
-    u64 boot_ns; /* bpf_ktime_get_boot_ns() at the end of the call */
+    u64 boot_ns; /* bpf_ktime_get_boot_ns() at the end of the call (of the handshake for an end) */
     u32 tgid;
     u32 tid;
     u32 uid;
@@ -53,9 +74,12 @@ struct nw_conn_event {
     u8 kind;
     u8 transport;
     u8 path_len; /* unix: bytes of path used; first byte 0 = abstract */
-    u8 pad;
+    u8 outcome;  /* NW_OUT_* */
     char comm[NW_COMM_LEN];
     u8 addr[16]; /* IPv4 in the first 4 bytes */
+    u64 syn_ns;  /* when the SYN was sent (0: no TCP handshake); with tgid, names the handshake */
+    u32 latency_usec; /* SYN sent -> ESTABLISHED, or -> failure; 0 while in progress */
+    s32 end_err;      /* errno the handshake ended with (ECONNREFUSED, ...); 0 when it succeeded */
 };
 
 /* The rare record whose destination the cgroup hook did not see (unix sockets, early failures):
@@ -65,15 +89,46 @@ struct nw_conn_event_long {
     char path[NW_PATH_LEN];
 };
 
-/* What sys_enter_connect saw, completed by the cgroup hook, consumed by sys_exit_connect.
- * Slots are indexed by thread id; the tid check makes a collision lose detail, never a count. */
+/* One connect() in flight in a thread: the destination noted by the cgroup hook or the SYN,
+ * the socket whose SYN it sent, and, when the handshake ended before connect() returned, how.
+ * Consumed by sys_exit_connect. Slots are indexed by thread id; the tid check makes a
+ * collision lose detail, never a count. */
 struct nw_pending {
     u32 tid;
     u16 family;
     u16 port;
     u8 transport;
-    u8 pad[3];
+    u8 end_outcome; /* NW_OUT_*, 0 while the handshake is pending */
+    u8 pad[2];
+    s32 end_err;
     u8 addr[16];
+    u64 sk;     /* the socket of this connect's SYN, 0 if none was sent */
+    u64 syn_ns;
+    u64 end_ns;
+};
+
+/* A handshake still pending when connect() returned, keyed by its socket's address: what the
+ * record of its end needs, and whose counters it ends in (tgid, gen). */
+struct nw_handshake {
+    u64 syn_ns;
+    u32 tgid;
+    u32 tid;
+    u32 uid;
+    u32 gen;
+    u16 family;
+    u16 port;
+    u32 pad;
+    char comm[NW_COMM_LEN];
+    u8 addr[16];
+};
+
+/* Per (command, destination) latency histogram bucket, tcpconnlat's shape. */
+struct nw_latency_key {
+    char comm[NW_COMM_LEN];
+    u8 addr[16];
+    u16 family;
+    u16 port;
+    u32 slot;
 };
 
 #endif

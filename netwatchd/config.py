@@ -50,6 +50,9 @@ class ConnectionsConfig:
     trace_udp_sends: bool = True
     # Processes tracked at once by the kernel's per-process counters.
     max_processes: int = field(default=16384, metadata={"range": IntRange(64, 1_048_576)})
+    # TCP handshakes followed at once after a non-blocking connect() returned; beyond, their
+    # outcome is counted as unknown (HandshakesUntracked).
+    max_handshakes: int = field(default=16384, metadata={"range": IntRange(64, 1_048_576)})
     # Ring buffer between kernel and daemon, in KiB: a power of two, at least one page.
     ring_buffer_kib: int = field(default=4096, metadata={"range": IntRange(4, 262144), "power_of_two": True})
     # How often the ring buffer is drained, in milliseconds.

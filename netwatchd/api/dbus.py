@@ -48,6 +48,16 @@ FIELD_SIGNATURES = {
     "succeeded": "t",
     "failed": "t",
     "in_progress": "t",
+    "refused": "t",
+    "timed_out": "t",
+    "other_failed": "t",
+    "unknown": "t",
+    "latency_p50_usec": "t",
+    "latency_p90_usec": "t",
+    "latency_p99_usec": "t",
+    "latency_samples": "t",
+    "latency_usec": "u",
+    "end_error": "s",
     "udp_sends": "t",
     "message": "s",
     "kind": "s",
@@ -226,6 +236,16 @@ class ManagerInterface(ServiceInterface):
     @dbus_property(access=PropertyAccess.READ)
     def ProcessesUntracked(self) -> "t":  # noqa: F821
         return self._daemon.connects.processes_untracked()
+
+    @dbus_property(access=PropertyAccess.READ)
+    def HandshakesUntracked(self) -> "t":  # noqa: F821
+        """Non-blocking TCP connects whose outcome could not be followed (counted unknown)."""
+        return self._daemon.connects.handshakes_untracked()
+
+    @dbus_property(access=PropertyAccess.READ)
+    def LatencySamplesLost(self) -> "t":  # noqa: F821
+        """Handshake latencies not added to the kernel's histograms (their map was full)."""
+        return self._daemon.connects.latency_samples_lost()
 
     @dbus_property(access=PropertyAccess.READ)
     def ConnectAttempts(self) -> "t":  # noqa: F821

@@ -41,6 +41,10 @@ STATUS_TEXT = {
     500: "Internal Server Error", 505: "HTTP Version Not Supported",
 }
 
+# Ours, after ebpf-server's fields: each connect once under its final outcome (README, Summary).
+SUMMARY_EXTRAS = ("succeeded", "failed", "refused", "timed_out", "other_failed", "in_progress", "unknown",
+                  "udp_sends", "latency_p50_usec", "latency_p90_usec", "latency_p99_usec")
+
 PROTOCOLS = {"tcp": "TCP", "udp": "UDP"}  # anything else was "Unknown" to ebpf-server too
 
 ENDPOINTS = {
@@ -150,7 +154,7 @@ def connection_summary(connects, body: bytes) -> Dict[str, Any]:
         message = f"Found {total} connection attempts from PID {pid} over {duration} seconds"
     answer["duration"] = duration
     answer["message"] = message
-    for ours in ("succeeded", "failed", "in_progress", "udp_sends"):
+    for ours in SUMMARY_EXTRAS:
         answer[ours] = counts[ours]
     return answer
 
@@ -213,6 +217,8 @@ def connection_answer(record) -> Dict[str, Any]:
         # ours, after ebpf-server's fields
         "outcome": record.outcome,
         "error": record.error_name,
+        "latency_usec": record.latency_usec,
+        "end_error": record.end_error_name,
         "timestamp_usec": record.timestamp_usec,
     }
 

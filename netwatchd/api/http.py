@@ -236,6 +236,8 @@ class HttpApi:
             return _error(500, "internal error; see the daemon's log")
 
     def _metrics(self, _query) -> Tuple[int, str, bytes]:
+        if self.daemon.connects is not None:  # the latency histograms live in the kernel
+            self.daemon.connects.refresh_histograms()
         text = metrics.render(metrics.snapshot(self.daemon), self.daemon.cfg.metrics.top_commands)
         return 200, metrics.CONTENT_TYPE, text.encode()
 

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Tuple
 
 from netwatchd.alerting.alerts import KINDS
+from netwatchd.connects.latency import Log2Histogram
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 OTHER = "other"
@@ -27,6 +28,7 @@ class Snapshot:
     bpf: Dict[str, Tuple[int, int]] = field(default_factory=dict)  # program -> (run_time_ns, run_cnt)
     beacon_pairs: int = 0  # (source, destination) pairs the beacon tracker holds
     beacon_pairs_dropped: int = 0  # pairs pushed out by beacons.max_pairs while still active
+    latency: Dict[str, Log2Histogram] = field(default_factory=dict)  # command -> handshake latencies
 
 
 def escape_label(value: str) -> str:
@@ -79,6 +81,7 @@ def render(snap: Snapshot, top_n: int) -> str:
              "connect() calls that failed, by command (the same commands as netwatchd_connect_attempts_total)")
     for command, n in bounded(snap.command_failed, top, snap.overflow_failed).items():
         w.sample("netwatchd_connect_failed_total", n, command=command)
+    _latency(w, snap, top)
     w.family("netwatchd_devices", "gauge", "Devices in the inventory (0 when device watching is off)")
     w.sample("netwatchd_devices", snap.devices or 0)
     w.family("netwatchd_alerts_total", "counter", "Alerts raised, by kind")
@@ -104,6 +107,24 @@ def render(snap: Snapshot, top_n: int) -> str:
     for program in sorted(snap.bpf):
         w.sample("netwatchd_bpf_run_count_total", snap.bpf[program][1], program=program)
     return "\n".join(w.lines) + "\n"
+
+
+def _latency(w: _Writer, snap: Snapshot, top: List[str]) -> None:
+    """TCP handshake latency (SYN sent -> established) per command, from the kernel's log2
+    histograms: bucket le=2^k us; the same commands as the attempts, the rest folded as other."""
+    name = "netwatchd_connect_duration_seconds"
+    w.family(name, "histogram", "TCP connect latency, SYN sent to established, by command (the same commands "
+                                "as netwatchd_connect_attempts_total); buckets are powers of two microseconds")
+    folded: Dict[str, Log2Histogram] = {}
+    for command, hist in snap.latency.items():
+        folded.setdefault(command if command in top else OTHER, Log2Histogram()).add(hist)
+    for command in top + [OTHER]:
+        hist = folded.get(command, Log2Histogram())
+        for le, n in hist.cumulative():
+            w.sample(f"{name}_bucket", n, command=command, le=repr(le))
+        w.sample(f"{name}_bucket", hist.count, command=command, le="+Inf")
+        w.sample(f"{name}_sum", hist.sum_usec / 1e6, command=command)
+        w.sample(f"{name}_count", hist.count, command=command)
 
 
 def parse_fdinfo(text: str) -> Tuple[int, int]:
@@ -142,6 +163,7 @@ def snapshot(daemon) -> Snapshot:
         snap.overflow_attempts = connects.command_overflow.attempts
         snap.overflow_failed = connects.command_overflow.failed
         snap.events_lost["connect"] = connects.events_lost()
+        snap.latency = dict(getattr(connects, "latency_by_command", {}))
         fds.update(getattr(connects.probe, "program_fds", dict)())
     devices = daemon.devices
     if devices is not None:

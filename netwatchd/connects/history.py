@@ -17,15 +17,24 @@ CounterKeyT = Tuple[int, int]  # (pid, generation): how the kernel tells counter
 
 
 class Counts(NamedTuple):
+    """connect() calls by final outcome (bpf/connect.h struct nw_counts), and UDP sends."""
+
     succeeded: int = 0
-    failed: int = 0
-    in_progress: int = 0
+    refused: int = 0
+    timed_out: int = 0
+    other_failed: int = 0
+    unknown: int = 0  # non-blocking connects whose handshake could not be followed
     udp_sends: int = 0
 
     @property
+    def failed(self) -> int:
+        return self.refused + self.timed_out + self.other_failed
+
+    @property
     def attempts(self) -> int:
-        """connect() calls; unconnected UDP sends are their own kind and not included."""
-        return self.succeeded + self.failed + self.in_progress
+        """connect() calls with a known or unknown outcome (not those still in progress);
+        unconnected UDP sends are their own kind and not included."""
+        return self.succeeded + self.failed + self.unknown
 
     def __add__(self, other: "Counts") -> "Counts":  # type: ignore[override]
         return Counts(*(a + b for a, b in zip(self, other)))

@@ -14,6 +14,7 @@ from netwatchd.clock import boot_to_realtime_ns
 from netwatchd.config import ConnectionsConfig
 from netwatchd.connects import queries
 from netwatchd.connects.history import ZERO, ConnectHistory, CounterDeltas, Counts, ProcKeyT
+from netwatchd.connects.latency import LatencyHistory, Log2Histogram, by_command
 from netwatchd.connects.recent import RecentConnections
 from netwatchd.connects.records import ConnectionRecord, MalformedEvent, decode_event
 from netwatchd.record_decoding import RecordDecoder
@@ -23,6 +24,10 @@ log = logging.getLogger(__name__)
 
 MAX_COMMAND_TOTALS = 10000
 STARTS_PER_PAIR = 8  # connection starts per (command, destination, port) kept between observations
+# A handshake the kernel still follows after this long missed its end (a state change the
+# kernel did not run our program for): user space stops following it and counts it unknown.
+# Longer than any SYN retry schedule up to tcp_syn_retries = 8 (511 s).
+HANDSHAKE_GIVE_UP_SEC = 600
 
 
 def process_gone(pid: int) -> bool:
@@ -36,6 +41,7 @@ class ConnectMonitor:
         cfg: ConnectionsConfig,
         clock: Callable[[], float] = time.time,
         is_gone: Callable[[int], bool] = process_gone,
+        boot_offset_ns: int = None,
     ):
         self.probe = probe
         self.cfg = cfg
@@ -45,7 +51,12 @@ class ConnectMonitor:
         self.history = ConnectHistory(cfg.max_window_sec)
         self.deltas = CounterDeltas()
         self.recent = RecentConnections(cfg.recent_records)
-        self._boot_offset_ns = boot_to_realtime_ns()
+        self.latency = LatencyHistory(cfg.max_window_sec)
+        self._boot_offset_ns = boot_to_realtime_ns() if boot_offset_ns is None else boot_offset_ns
+        # handshakes pending at the last read: (pid, command, wall second of the SYN)
+        self._pending: List[Tuple[int, str, float]] = []
+        self.handshakes_abandoned = 0
+        self.latency_by_command: Dict[str, Log2Histogram] = {}
         self._decoder = RecordDecoder(lambda raw: decode_event(raw, self._boot_offset_ns),
                                       MalformedEvent, "connect records", log)
         self._since_observed: Dict[str, list] = {}  # command -> [attempts, failed, pids]
@@ -62,28 +73,40 @@ class ConnectMonitor:
         """Apply what can change live; returns the keys that need a restart to change."""
         restart_keys = [
             f"connections.{k}"
-            for k in ("max_processes", "ring_buffer_kib", "record_events")
+            for k in ("max_processes", "max_handshakes", "ring_buffer_kib", "record_events")
             if getattr(cfg, k) != getattr(self.started_cfg, k)
         ]
         if cfg.trace_udp_sends != self.cfg.trace_udp_sends:
             self.probe.set_udp_sends(cfg.trace_udp_sends)
         self.recent.resize(cfg.recent_records)
         self.history.max_window_sec = cfg.max_window_sec
+        self.latency.max_window_sec = cfg.max_window_sec
         self.cfg = cfg
         return restart_keys
 
     # -- periodic work ---------------------------------------------------------------------
     def poll(self) -> int:
-        """Move committed records from the ring buffer into the recent ring."""
+        """Move committed records from the ring buffer into the recent ring; a handshake's end
+        completes the record of its connect."""
         raw = self.probe.drain()
         for record in self._decoder.decode_all(raw):
+            if record.kind == "handshake_end":
+                self.recent.end_handshake(record)
+                self._note_latency(record)
+                continue
             self.recent.add(record)
+            self._note_latency(record)
             if record.kind == "connect" and record.family in ("inet", "inet6"):
                 times = self._starts.setdefault((record.command, record.destination, record.port), [])
                 times.append(record.timestamp_usec)
                 if len(times) > 2 * STARTS_PER_PAIR:  # a busy pair: its newest are enough
                     del times[:-STARTS_PER_PAIR]
         return len(raw)
+
+    def _note_latency(self, record: ConnectionRecord) -> None:
+        if record.outcome == "succeeded" and record.syn_boot_ns:
+            second = int(record.timestamp_usec // 1_000_000)
+            self.latency.add(second, (record.pid, record.command), record.latency_usec)
 
     @property
     def malformed_records(self) -> int:
@@ -116,13 +139,34 @@ class ConnectMonitor:
                 self.command_totals[command] = self.command_totals.get(command, ZERO) + delta
             else:
                 self.command_overflow = self.command_overflow + delta
+        self._read_handshakes(now, per_process)
         self._free_gone_processes(counts, idle)
         self.history.prune(now)
+        self.latency.prune(now)
+
+    def _read_handshakes(self, now: int, per_process: Dict[ProcKeyT, Counts]) -> None:
+        """Note the handshakes still pending (Summary's in_progress) and give up on those that
+        missed their end: counted unknown, under the process that began them."""
+        pending, given_up = [], {}
+        for h in self.probe.pending_handshakes():
+            syn_sec = (h.syn_ns + self._boot_offset_ns) / 1e9
+            if now - syn_sec > HANDSHAKE_GIVE_UP_SEC and self.probe.abandon_handshake(h.sk):
+                key = (h.tgid, h.command)
+                given_up[key] = given_up.get(key, ZERO) + Counts(unknown=1)
+                self.handshakes_abandoned += 1
+            else:
+                pending.append((h.tgid, h.command, syn_sec))
+        self._pending = pending
+        if given_up:
+            self.history.record(now, given_up)
+            for key, delta in given_up.items():
+                per_process[key] = per_process.get(key, ZERO) + delta
 
     def _free_gone_processes(self, counts, idle) -> None:
         """A process whose counters were all idle since the last read and that no longer exists
         will never count again: it was read for the last time above; free its entries."""
         busy = {key[0] for key in counts if key not in idle}
+        busy.update(pid for pid, _, _ in self._pending)  # a pending handshake still ends in them
         gone = {key[0] for key in idle if key[0] not in busy and self.is_gone(key[0])}
         if gone:
             self.probe.delete_processes(gone)
@@ -145,9 +189,18 @@ class ConnectMonitor:
     # -- queries (read-only: call refresh() first for answers exact up to now) ---------------
     def summary(self, pid: int, command: str, duration_sec: int) -> Dict[str, Any]:
         query = queries.check_summary(pid, command, duration_sec, self.cfg.max_window_sec)
-        counts = self.history.summary(int(self.clock()), query.duration_sec, pid=query.pid, command=query.command)
+        now = int(self.clock())
+        counts = self.history.summary(now, query.duration_sec, pid=query.pid, command=query.command)
         commands = self.history.commands_of(query.pid) if query.pid else []
-        return queries.summary_answer(query, counts, commands)
+        start = now - query.duration_sec
+        in_progress = sum(1 for p, c, syn in self._pending
+                          if (p == query.pid if query.pid else c == query.command) and syn > start)
+        latency = self.latency.window(now, query.duration_sec, self.latency.keys(query.pid, query.command))
+        return queries.summary_answer(query, counts, in_progress, latency, commands)
+
+    def refresh_histograms(self) -> None:
+        """Read the kernel's latency histograms (for metrics; the HTTP edge calls it)."""
+        self.latency_by_command = by_command(self.probe.latency_cells())
 
     def list_connections(self, pid: int, limit: int) -> Tuple[List[Dict[str, Any]], bool]:
         effective = queries.check_list(pid, limit)
@@ -159,8 +212,15 @@ class ConnectMonitor:
         return self.recent.newest_per_process(pid, limit, keep)
 
     def events_lost(self) -> int:
-        ring_full, _ = self.probe.losses()
-        return ring_full + self.malformed_records
+        return self.probe.losses().ring_full + self.malformed_records
 
     def processes_untracked(self) -> int:
-        return self.probe.losses()[1]
+        return self.probe.losses().processes
+
+    def handshakes_untracked(self) -> int:
+        """Handshakes whose outcome is unknown: the map was full, or they missed their end."""
+        losses = self.probe.losses()
+        return losses.handshakes + losses.late_ends + self.handshakes_abandoned
+
+    def latency_samples_lost(self) -> int:
+        return self.probe.losses().latency

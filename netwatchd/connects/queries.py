@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Any, Dict, List
 
 from netwatchd.connects.history import Counts
+from netwatchd.connects.latency import summary_percentiles
 from netwatchd.connects.records import ConnectionRecord
 from netwatchd.errors import InvalidQuery  # noqa: F401  (raised here; edges catch it from here or errors)
 
@@ -51,33 +52,52 @@ def check_list(pid: int, limit: int) -> int:
     return limit or LIST_DEFAULT_LIMIT
 
 
-def summary_answer(query: SummaryQuery, counts: Counts, commands: List[str]) -> Dict[str, Any]:
+def summary_answer(query: SummaryQuery, counts: Counts, in_progress: int, latency_buckets: Dict[int, int],
+                   commands: List[str]) -> Dict[str, Any]:
+    """Each connect() of the window once, under its final outcome (or in_progress while its
+    handshake is pending); latency percentiles over the window's established handshakes."""
     who = "pid %d" % query.pid if query.pid else "command %r" % query.command
     if query.pid and commands:
         who += " (%s)" % ", ".join(commands)
-    message = "%s made %d connection attempt%s in the last %d s: %d succeeded, %d failed, %d in progress" % (
-        who,
-        counts.attempts,
-        "" if counts.attempts == 1 else "s",
-        query.duration_sec,
-        counts.succeeded,
-        counts.failed,
-        counts.in_progress,
-    )
+    total = counts.attempts + in_progress
+    latency = summary_percentiles(latency_buckets)
+    message = ("%s made %d connection attempt%s in the last %d s: %d succeeded, %d failed "
+               "(%d refused, %d timed out, %d other), %d in progress") % (
+        who, total, "" if total == 1 else "s", query.duration_sec, counts.succeeded, counts.failed,
+        counts.refused, counts.timed_out, counts.other_failed, in_progress)
+    if counts.unknown:
+        message += ", %d of unknown outcome" % counts.unknown
+    if latency["latency_samples"]:
+        message += "; handshake latency p50 %s, p90 %s, p99 %s" % tuple(
+            _duration(latency[f"latency_p{q}_usec"]) for q in (50, 90, 99))
     if counts.udp_sends:
         message += "; %d unconnected UDP send%s" % (counts.udp_sends, "" if counts.udp_sends == 1 else "s")
-    return {
+    answer = {
         "pid": query.pid,
         "command": query.command,
         "duration_sec": query.duration_sec,
-        "total_attempts": counts.attempts,
+        "total_attempts": total,
         "succeeded": counts.succeeded,
         "failed": counts.failed,
-        "in_progress": counts.in_progress,
+        "refused": counts.refused,
+        "timed_out": counts.timed_out,
+        "other_failed": counts.other_failed,
+        "in_progress": in_progress,
+        "unknown": counts.unknown,
         "udp_sends": counts.udp_sends,
         "commands": commands,
         "message": message,
     }
+    answer.update(latency)
+    return answer
+
+
+def _duration(usec: int) -> str:
+    if usec >= 1_000_000:
+        return "%.2f s" % (usec / 1e6)
+    if usec >= 1000:
+        return "%.1f ms" % (usec / 1e3)
+    return "%d us" % usec
 
 
 def record_answer(record: ConnectionRecord) -> Dict[str, Any]:
@@ -94,5 +114,7 @@ def record_answer(record: ConnectionRecord) -> Dict[str, Any]:
         "return_code": record.return_code,
         "error": record.error_name,
         "outcome": record.outcome,
+        "latency_usec": record.latency_usec,
+        "end_error": record.end_error_name,
         "timestamp_usec": record.timestamp_usec,
     }

@@ -1,15 +1,24 @@
-"""The capped ring of recent per-connect records behind ListConnections (pure)."""
+"""The capped ring of recent per-connect records behind ListConnections (pure).
+
+A connect whose handshake was still pending when it returned is listed as in_progress until
+the handshake's end arrives; the end then completes that record in place. An end may arrive
+just before its connect's record (both written at once on two CPUs): it waits in `_early`.
+"""
 from __future__ import annotations
 
-from collections import deque
+from collections import OrderedDict, deque
 from typing import Callable, Deque, Dict, List, Tuple
 
 from netwatchd.connects.records import ConnectionRecord
 
 
 class RecentConnections:
+    EARLY_ENDS = 1024  # ends waiting for their connect's record (a few at most in practice)
+
     def __init__(self, capacity: int) -> None:
         self._records: Deque[ConnectionRecord] = deque(maxlen=capacity)
+        self._pending: "OrderedDict[tuple, ConnectionRecord]" = OrderedDict()
+        self._early: "OrderedDict[tuple, ConnectionRecord]" = OrderedDict()
 
     @property
     def capacity(self) -> int:
@@ -22,6 +31,23 @@ class RecentConnections:
 
     def add(self, record: ConnectionRecord) -> None:
         self._records.append(record)
+        if record.outcome == "in_progress":
+            end = self._early.pop(record.handshake, None)
+            if end is not None:
+                record.end_with(end)
+                return
+            self._pending[record.handshake] = record
+            while len(self._pending) > self.capacity:  # records that left the ring long ago
+                self._pending.popitem(last=False)
+
+    def end_handshake(self, end: ConnectionRecord) -> None:
+        record = self._pending.pop(end.handshake, None)
+        if record is not None:
+            record.end_with(end)
+            return
+        self._early[end.handshake] = end
+        while len(self._early) > self.EARLY_ENDS:  # its connect's record was lost (ring full)
+            self._early.popitem(last=False)
 
     def newest(self, pid: int, limit: int) -> Tuple[List[ConnectionRecord], bool]:
         """Up to `limit` records, newest first, of one pid (0 = all); truncated if more matched."""

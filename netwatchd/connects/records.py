@@ -10,23 +10,34 @@ import errno
 import ipaddress
 import socket
 from dataclasses import dataclass
+from typing import NamedTuple
 
 COMM_LEN = 16
 PATH_LEN = 108  # sizeof(sun_path)
 
 KIND_CONNECT = 1
 KIND_UDP_SEND = 2
-KIND_NAMES = {KIND_CONNECT: "connect", KIND_UDP_SEND: "udp_send"}
+KIND_HANDSHAKE_END = 3
+KIND_NAMES = {KIND_CONNECT: "connect", KIND_UDP_SEND: "udp_send", KIND_HANDSHAKE_END: "handshake_end"}
+
+# bpf/connect.h NW_OUT_*: the outcome of a connect(), as Summary counts it and records say it.
+OUTCOME_NAMES = {1: "succeeded", 2: "refused", 3: "timed_out", 4: "other_failed", 5: "in_progress",
+                 6: "unknown", 7: "sent"}
+FAILED_OUTCOMES = ("refused", "timed_out", "other_failed")
 
 TRANSPORT_NAMES = {0: "unknown", 1: "tcp", 2: "udp", 3: "other"}
 FAMILY_NAMES = {socket.AF_INET: "inet", socket.AF_INET6: "inet6", socket.AF_UNIX: "unix", 0: "unspec"}
 
 
-class Counts4(ctypes.Structure):
+class KernelCounts(ctypes.Structure):
+    """struct nw_counts."""
+
     _fields_ = [
         ("succeeded", ctypes.c_uint64),
-        ("failed", ctypes.c_uint64),
-        ("in_progress", ctypes.c_uint64),
+        ("refused", ctypes.c_uint64),
+        ("timed_out", ctypes.c_uint64),
+        ("other_failed", ctypes.c_uint64),
+        ("unknown", ctypes.c_uint64),
         ("udp_sends", ctypes.c_uint64),
     ]
 
@@ -35,7 +46,7 @@ class ProcEntry(ctypes.Structure):
     """struct nw_proc_entry: the value of proc_counts (key tgid) and of retired_counts."""
 
     _fields_ = [("comm", ctypes.c_char * COMM_LEN), ("gen", ctypes.c_uint32), ("pad", ctypes.c_uint32),
-                ("counts", Counts4)]
+                ("counts", KernelCounts)]
 
 
 class ConnEvent(ctypes.Structure):
@@ -52,9 +63,12 @@ class ConnEvent(ctypes.Structure):
         ("kind", ctypes.c_uint8),
         ("transport", ctypes.c_uint8),
         ("path_len", ctypes.c_uint8),
-        ("pad", ctypes.c_uint8),
+        ("outcome", ctypes.c_uint8),
         ("comm", ctypes.c_char * COMM_LEN),
         ("addr", ctypes.c_uint8 * 16),
+        ("syn_ns", ctypes.c_uint64),
+        ("latency_usec", ctypes.c_uint32),
+        ("end_err", ctypes.c_int32),
     ]
 
 
@@ -66,40 +80,70 @@ EVENT_SIZE = ctypes.sizeof(ConnEvent)
 LONG_EVENT_SIZE = ctypes.sizeof(ConnEventLong)  # padded to 8 bytes, as the C compiler does
 
 
-@dataclass(frozen=True)
+# -- what the probe hands over besides records ------------------------------------------------
+class Losses(NamedTuple):
+    """The kernel's loss counters (bpf/connect.bpf.c NW_LOSS_*)."""
+
+    ring_full: int  # records that found the ring buffer full
+    processes: int  # processes that found the counter map full
+    handshakes: int  # handshakes that found the handshake map full (their outcome: unknown)
+    late_ends: int  # handshake ends whose process counters were already freed
+    latency: int  # latencies that found the histogram map full
+
+
+class PendingHandshake(NamedTuple):
+    """An entry of the kernel's `handshakes` map."""
+
+    sk: int
+    tgid: int
+    gen: int
+    command: str
+    syn_ns: int  # CLOCK_BOOTTIME
+
+
+@dataclass
 class ConnectionRecord:
-    """One connect() or unconnected UDP send, as ListConnections shows it."""
+    """One connect(), unconnected UDP send, or (kind handshake_end, never listed) the end of a
+    handshake that was pending when its connect() returned. A connect record's outcome,
+    latency and end error are updated in place when its handshake ends."""
 
     timestamp_usec: int
     pid: int
     tid: int
     uid: int
     command: str
-    kind: str  # connect | udp_send
+    kind: str  # connect | udp_send | handshake_end
     family: str  # inet | inet6 | unix | unspec | af<N>
     transport: str  # tcp | udp | other | unknown
     destination: str  # IP address, unix path ("@name" when abstract), or ""
     port: int
     return_code: int  # 0 or -errno, as connect() returned it; 0 for UDP sends
-    outcome: str  # succeeded | failed | in_progress | sent
+    outcome: str  # succeeded | refused | timed_out | other_failed | in_progress | unknown | sent
+    latency_usec: int = 0  # SYN sent -> established (or -> failure); 0 without a TCP handshake
+    end_errno: int = 0  # the errno the connection attempt ended with; 0 if it succeeded
+    syn_boot_ns: int = 0  # with pid, names the handshake (0: none)
 
     @property
     def error_name(self) -> str:
         return errno.errorcode.get(-self.return_code, str(-self.return_code)) if self.return_code else ""
 
+    @property
+    def end_error_name(self) -> str:
+        return errno.errorcode.get(self.end_errno, str(self.end_errno)) if self.end_errno else ""
+
+    @property
+    def handshake(self) -> tuple:
+        return (self.pid, self.syn_boot_ns)
+
+    def end_with(self, end: "ConnectionRecord") -> None:
+        """Take the outcome of this connect's handshake end."""
+        self.outcome = end.outcome
+        self.latency_usec = end.latency_usec
+        self.end_errno = end.end_errno
+
 
 class MalformedEvent(ValueError):
     """Bytes from the ring buffer that cannot be a record (wrong size): counted, never fatal."""
-
-
-def outcome_of(kind: int, ret: int) -> str:
-    if kind == KIND_UDP_SEND:
-        return "sent"
-    if ret == 0:
-        return "succeeded"
-    if ret == -errno.EINPROGRESS:
-        return "in_progress"
-    return "failed"
 
 
 def decode_event(raw: bytes, boot_to_realtime_ns: int) -> ConnectionRecord:
@@ -107,6 +151,8 @@ def decode_event(raw: bytes, boot_to_realtime_ns: int) -> ConnectionRecord:
     if len(raw) not in (EVENT_SIZE, LONG_EVENT_SIZE):
         raise MalformedEvent(f"record of {len(raw)} bytes, expected {EVENT_SIZE} or {LONG_EVENT_SIZE}")
     ev = ConnEvent.from_buffer_copy(raw[:EVENT_SIZE])
+    if ev.outcome not in OUTCOME_NAMES:
+        raise MalformedEvent(f"record with outcome {ev.outcome}, expected one of {sorted(OUTCOME_NAMES)}")
     return ConnectionRecord(
         timestamp_usec=(ev.boot_ns + boot_to_realtime_ns) // 1000,
         pid=ev.tgid,
@@ -119,7 +165,10 @@ def decode_event(raw: bytes, boot_to_realtime_ns: int) -> ConnectionRecord:
         destination=_destination(ev, raw[EVENT_SIZE:]),
         port=ev.port,
         return_code=ev.ret,
-        outcome=outcome_of(ev.kind, ev.ret),
+        outcome=OUTCOME_NAMES[ev.outcome],
+        latency_usec=ev.latency_usec,
+        end_errno=ev.end_err if ev.end_err > 0 else 0,
+        syn_boot_ns=ev.syn_ns,
     )
 
 

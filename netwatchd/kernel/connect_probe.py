@@ -13,7 +13,7 @@ from typing import Dict, List, Set, Tuple
 
 from netwatchd.config import ConnectionsConfig
 from netwatchd.connects.history import CounterKeyT, Counts
-from netwatchd.connects.records import decode_comm
+from netwatchd.connects.records import Losses, PendingHandshake, decode_comm
 from netwatchd.kernel import features
 from netwatchd.kernel import headers as kernel_env
 from netwatchd.kernel import links as bpf_links
@@ -23,9 +23,10 @@ from netwatchd.kernel.bpf_util import (QUIET_KERNEL_HEADER_WARNINGS, ProbeError,
 log = logging.getLogger(__name__)
 
 PENDING_SLOTS = 4096  # in-flight connect()s tracked by thread id; a power of two
-
-LOSS_RING_FULL = 0
-LOSS_PROCS_FULL = 1
+# (command, destination, bucket) cells of the latency histograms; beyond, latencies are
+# counted in losses (LatencySamplesLost) and the histograms stop growing.
+MAX_LATENCY_KEYS = 16384
+LATENCY_SUM_SLOT = 63  # bpf/connect.h NW_LATENCY_SUM_SLOT
 
 
 def cflags_for(cfg: ConnectionsConfig, bpf_dir: Path, kernel: features.KernelFeatures = None) -> List[str]:
@@ -34,6 +35,9 @@ def cflags_for(cfg: ConnectionsConfig, bpf_dir: Path, kernel: features.KernelFea
         f"-I{bpf_dir}",
         f"-DNW_MAX_PROCS={cfg.max_processes}",
         f"-DNW_PENDING_SLOTS={PENDING_SLOTS}",
+        f"-DNW_MAX_HANDSHAKES={cfg.max_handshakes}",
+        f"-DNW_MAX_LATENCY_KEYS={MAX_LATENCY_KEYS}",
+        f"-DNW_SK_ERR_OFFSET={kernel.sk_err_offset}",
         f"-DNW_RING_PAGES={ring_pages(cfg.ring_buffer_kib)}",
         f"-DNW_RECORD_EVENTS={1 if cfg.record_events else 0}",
         f"-DNW_SOCKADDR_AT_ENTER={0 if kernel.task_pt_regs else 1}",
@@ -90,7 +94,7 @@ class ConnectProbe:
                 self._detach(name)
 
     def attached_programs(self) -> List[str]:
-        tracepoints = ["sys_exit_connect"] if self._bpf is not None else []
+        tracepoints = ["sys_exit_connect", "inet_sock_set_state"] if self._bpf is not None else []
         if self._bpf is not None and self.cfg.record_events and not features.current().task_pt_regs:
             tracepoints.append("sys_enter_connect")  # the sockaddr fallback of kernels < 5.15
         return tracepoints + sorted(self._links)
@@ -102,7 +106,7 @@ class ConnectProbe:
         fds = {}
         for name, fn in self._bpf.funcs.items():
             name = name.decode() if isinstance(name, bytes) else name
-            fds[name.replace("tracepoint__syscalls__", "")] = fn.fd
+            fds[name.replace("tracepoint__syscalls__", "").replace("tracepoint__sock__", "")] = fn.fd
         return fds
 
     def _attach_cgroup(self, name: str, attach_type: int) -> None:
@@ -154,14 +158,33 @@ class ConnectProbe:
             except KeyError:
                 pass
 
-    def losses(self) -> Tuple[int, int]:
-        """(records that found the ring full, processes that found the counter map full)."""
+    def losses(self) -> Losses:
         table = self._bpf[b"losses"]
-        ring = sum(table[ctypes.c_int(LOSS_RING_FULL)])
-        procs = sum(table[ctypes.c_int(LOSS_PROCS_FULL)])
-        return int(ring), int(procs)
+        return Losses(*(int(sum(table[ctypes.c_int(i)])) for i in range(len(Losses._fields))))
+
+    def pending_handshakes(self) -> List[PendingHandshake]:
+        """Handshakes still pending after their connect() returned (the kernel's `handshakes`)."""
+        return [PendingHandshake(int(getattr(sk, "value", sk)), h.tgid, h.gen, decode_comm(h.comm), h.syn_ns)
+                for sk, h in table_items(self._bpf[b"handshakes"])]
+
+    def abandon_handshake(self, sk: int) -> bool:
+        """Stop following a handshake; True if it was still followed (its end was not counted)."""
+        table = self._bpf[b"handshakes"]
+        try:
+            del table[table.Key(sk)]
+        except KeyError:
+            return False
+        return True
+
+    def latency_cells(self) -> Dict[Tuple[str, str, bytes, int], Dict[int, int]]:
+        """{(command, family, address, port): {slot: handshakes, LATENCY_SUM_SLOT: sum of us}}."""
+        out: Dict[Tuple[str, str, bytes, int], Dict[int, int]] = {}
+        for key, value in table_items(self._bpf[b"latency"]):
+            cell = (decode_comm(key.comm), key.family, bytes(key.addr), key.port)
+            out.setdefault(cell, {})[key.slot] = int(getattr(value, "value", value))
+        return out
 
 
 def _counts(entry) -> Counts:
     c = entry.counts
-    return Counts(c.succeeded, c.failed, c.in_progress, c.udp_sends)
+    return Counts(c.succeeded, c.refused, c.timed_out, c.other_failed, c.unknown, c.udp_sends)

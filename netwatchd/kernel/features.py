@@ -14,6 +14,8 @@ import os
 from dataclasses import dataclass, field
 from typing import List, Optional
 
+from netwatchd.kernel import btf
+
 log = logging.getLogger(__name__)
 
 BPF_PROG_TYPE_TRACEPOINT = 5
@@ -34,6 +36,9 @@ class KernelFeatures:
     # TCX links for the TC classifier; without them a clsact qdisc + direct-action filters.
     tcx: bool
     ringbuf: bool
+    # Byte offset of sk_err in struct sock, from the running kernel's BTF (-1 without BTF): how
+    # a handshake that failed after connect() returned is told apart (refused, timed out, other).
+    sk_err_offset: int = -1
     degraded: List[str] = field(default_factory=list)
 
     def notes(self) -> List[str]:
@@ -43,6 +48,9 @@ class KernelFeatures:
             out.append("connect sockaddr read at sys_enter_connect (no bpf_task_pt_regs before Linux 5.15)")
         if not self.tcx:
             out.append("TC classifier on clsact filters (no TCX links before Linux 6.6)")
+        if self.sk_err_offset < 0:
+            out.append("no kernel BTF: a non-blocking connect that fails after returning is counted as "
+                       "other_failed (refused and timed out are not told apart)")
         return out + list(self.degraded)
 
 
@@ -93,7 +101,15 @@ def probe() -> KernelFeatures:
     if not ringbuf:
         degraded.append("no BPF ring buffer (Linux 5.8): netwatchd needs it and cannot start")
     return KernelFeatures(release=os.uname().release, task_pt_regs=task_pt_regs,
-                          tcx=has_tcx(), ringbuf=ringbuf, degraded=degraded)
+                          tcx=has_tcx(), ringbuf=ringbuf, sk_err_offset=sk_err_offset(), degraded=degraded)
+
+
+def sk_err_offset() -> int:
+    try:
+        return btf.member_offsets([("sock", "sk_err")])[("sock", "sk_err")]
+    except btf.BtfError as e:
+        log.debug("sk_err offset: %s", e)
+        return -1
 
 
 def has_tcx() -> bool:

@@ -14,7 +14,7 @@ from netwatchd.config import ConfigError, ConnectionsConfig, DaemonConfig, as_di
 REPO = Path(__file__).resolve().parents[2]
 SHIPPED = REPO / "config" / "netwatchd.yaml"
 SRC = "/etc/netwatchd/test.yaml"
-CONNECTIONS_KEYS = ("max_processes, max_window_sec, poll_interval_ms, recent_records, record_events, "
+CONNECTIONS_KEYS = ("max_handshakes, max_processes, max_window_sec, poll_interval_ms, recent_records, record_events, "
                     "ring_buffer_kib, trace_udp_sends")
 
 
@@ -106,7 +106,7 @@ def test_an_integer_is_accepted_for_a_float_setting():
 
 
 @pytest.mark.parametrize("key, low, high", [
-    ("max_window_sec", 1, 3600), ("recent_records", 1, 1_000_000), ("max_processes", 64, 1_048_576),
+    ("max_window_sec", 1, 3600), ("recent_records", 1, 1_000_000), ("max_processes", 64, 1_048_576), ("max_handshakes", 64, 1_048_576),
     ("ring_buffer_kib", 4, 262144), ("poll_interval_ms", 10, 10000),
 ])
 def test_integer_bounds_are_inclusive(key, low, high):

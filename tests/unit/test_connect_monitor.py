@@ -8,6 +8,7 @@ from netwatchd.config import ConnectionsConfig
 from netwatchd.connects.history import Counts
 from netwatchd.connects.monitor import ConnectMonitor
 from netwatchd.connects.queries import InvalidQuery
+from netwatchd.connects.records import Losses, PendingHandshake
 from tests.unit.test_connect_record import CASES, build_event
 
 
@@ -18,6 +19,9 @@ class FakeProbe:
         self.deleted = []
         self.ring_full = 0
         self.udp_sends = None
+        self.handshakes = {}  # sk -> PendingHandshake
+        self.handshakes_full = 0
+        self.cells = {}
 
     def drain(self):
         raw, self.raw = self.raw, []
@@ -32,7 +36,16 @@ class FakeProbe:
             del self.counters[k]
 
     def losses(self):
-        return self.ring_full, 0
+        return Losses(self.ring_full, 0, self.handshakes_full, 0, 0)
+
+    def pending_handshakes(self):
+        return list(self.handshakes.values())
+
+    def abandon_handshake(self, sk):
+        return self.handshakes.pop(sk, None) is not None
+
+    def latency_cells(self):
+        return dict(self.cells)
 
     def set_udp_sends(self, enabled):
         self.udp_sends = enabled
@@ -55,20 +68,20 @@ def env():
 
 def test_refresh_reads_the_kernel_at_query_time(env):
     probe, clock, _, mon = env
-    probe.counters[(100, 0)] = ("curl", Counts(4, 2, 1, 3))
+    probe.counters[(100, 0)] = ("curl", Counts(4, 2, 0, 0, 1, 3))
     # no tick happened yet: the edge's refresh() reads the counters, so Summary is exact up to now
     mon.refresh()
     a = mon.summary(0, "curl", 60)
-    assert (a["total_attempts"], a["succeeded"], a["failed"], a["in_progress"], a["udp_sends"]) == (7, 4, 2, 1, 3)
+    assert (a["total_attempts"], a["succeeded"], a["failed"], a["unknown"], a["udp_sends"]) == (7, 4, 2, 1, 3)
     clock.t += 61
-    probe.counters[(100, 0)] = ("curl", Counts(5, 2, 1, 3))
+    probe.counters[(100, 0)] = ("curl", Counts(5, 2, 0, 0, 1, 3))
     mon.refresh()
     assert mon.summary(100, "", 60)["total_attempts"] == 1
 
 
 def test_queries_never_read_the_kernel_or_change_state(env):
     probe, clock, _, mon = env
-    probe.counters[(100, 0)] = ("curl", Counts(4, 2, 1, 3))
+    probe.counters[(100, 0)] = ("curl", Counts(4, 2, 0, 0, 1, 3))
     probe.raw.append(b"garbage")
     assert mon.summary(0, "curl", 60)["total_attempts"] == 0  # nothing read: nothing known yet
     assert mon.list_connections(0, 0) == ([], False)
@@ -80,10 +93,10 @@ def test_queries_never_read_the_kernel_or_change_state(env):
 
 def test_dead_idle_processes_are_freed_after_their_last_read(env):
     probe, clock, alive, mon = env
-    probe.counters[(200, 0)] = ("nc", Counts(1, 0, 0, 0))
+    probe.counters[(200, 0)] = ("nc", Counts(1, 0, 0, 0, 0, 0))
     mon.tick()
     alive.discard(200)
-    probe.counters[(200, 0)] = ("nc", Counts(3, 0, 0, 0))  # counted after the last tick, then exited
+    probe.counters[(200, 0)] = ("nc", Counts(3, 0, 0, 0, 0, 0))  # counted after the last tick, then exited
     clock.t += 1
     mon.tick()  # changed since the last read: read it, keep it
     assert probe.deleted == []
@@ -95,11 +108,11 @@ def test_dead_idle_processes_are_freed_after_their_last_read(env):
 
 def test_exec_keeps_each_command_its_own_counts(env):
     probe, clock, _, mon = env
-    probe.counters[(100, 0)] = ("bash", Counts(2, 0, 0, 0))
+    probe.counters[(100, 0)] = ("bash", Counts(2, 0, 0, 0, 0, 0))
     mon.tick()
     # bash execs curl: the kernel retires generation 0 under "bash", generation 1 counts for curl
-    probe.counters[(100, 0)] = ("bash", Counts(3, 0, 0, 0))
-    probe.counters[(100, 1)] = ("curl", Counts(4, 1, 0, 0))
+    probe.counters[(100, 0)] = ("bash", Counts(3, 0, 0, 0, 0, 0))
+    probe.counters[(100, 1)] = ("curl", Counts(4, 1, 0, 0, 0, 0))
     clock.t += 1
     mon.refresh()
     assert mon.summary(0, "bash", 60)["total_attempts"] == 3
@@ -110,10 +123,10 @@ def test_exec_keeps_each_command_its_own_counts(env):
 
 def test_a_pid_is_freed_only_when_all_its_generations_are_idle(env):
     probe, clock, alive, mon = env
-    probe.counters[(200, 0)] = ("sh", Counts(1, 0, 0, 0))
+    probe.counters[(200, 0)] = ("sh", Counts(1, 0, 0, 0, 0, 0))
     mon.tick()
     alive.discard(200)
-    probe.counters[(200, 1)] = ("nc", Counts(1, 0, 0, 0))  # new generation still moving
+    probe.counters[(200, 1)] = ("nc", Counts(1, 0, 0, 0, 0, 0))  # new generation still moving
     clock.t += 1
     mon.tick()
     assert probe.deleted == []
@@ -149,11 +162,11 @@ def test_observation_gathers_every_read_per_command(env):
     from netwatchd.alerting.observation import TickObservation
 
     probe, clock, _, mon = env
-    probe.counters[(100, 0)] = ("curl", Counts(3, 1, 0, 0))
+    probe.counters[(100, 0)] = ("curl", Counts(3, 1, 0, 0, 0, 0))
     mon.refresh()  # a Summary's refresh reads the kernel too: still observed
     mon.summary(0, "curl", 60)
-    probe.counters[(100, 0)] = ("curl", Counts(5, 1, 0, 0))
-    probe.counters[(200, 0)] = ("curl", Counts(0, 2, 0, 0))
+    probe.counters[(100, 0)] = ("curl", Counts(5, 1, 0, 0, 0, 0))
+    probe.counters[(200, 0)] = ("curl", Counts(0, 2, 0, 0, 0, 0))
     clock.t += 1
     mon.tick()
     obs = TickObservation(time_usec=1)

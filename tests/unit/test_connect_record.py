@@ -18,8 +18,10 @@ CASES = json.loads((Path(__file__).parent / "fixtures" / "conn_events.json").rea
 
 def build_event(fields: dict) -> bytes:
     ev = ConnEvent()
-    for name in ("boot_ns", "tgid", "tid", "uid", "ret", "family", "port", "kind", "transport"):
+    for name in ("boot_ns", "tgid", "tid", "uid", "ret", "family", "port", "kind", "transport", "outcome"):
         setattr(ev, name, fields[name])
+    for name in ("syn_ns", "latency_usec", "end_err"):
+        setattr(ev, name, fields.get(name, 0))
     ev.comm = fields["comm"].encode()
     if "addr_hex" in fields:
         raw = bytes.fromhex(fields["addr_hex"])
@@ -32,10 +34,10 @@ def build_event(fields: dict) -> bytes:
 
 
 def test_layout_matches_bpf_header():
-    # bpf/connect.h: struct nw_conn_event is 64 bytes (176 with a unix path), nw_proc_entry 56
-    assert ctypes.sizeof(ConnEvent) == 64 and LONG_EVENT_SIZE == 176
-    assert ConnEvent.comm.offset == 32 and ConnEvent.addr.offset == 48
-    assert ctypes.sizeof(ProcEntry) == 56 and ProcEntry.counts.offset == 24
+    # bpf/connect.h: struct nw_conn_event is 80 bytes (192 with a unix path), nw_proc_entry 72
+    assert ctypes.sizeof(ConnEvent) == 80 and LONG_EVENT_SIZE == 192
+    assert ConnEvent.comm.offset == 32 and ConnEvent.addr.offset == 48 and ConnEvent.syn_ns.offset == 64
+    assert ctypes.sizeof(ProcEntry) == 72 and ProcEntry.counts.offset == 24
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c["about"] for c in CASES])
@@ -47,7 +49,7 @@ def test_decode(case):
 
 
 def test_short_record_is_a_named_error():
-    with pytest.raises(MalformedEvent, match="record of 10 bytes, expected 64 or 176"):
+    with pytest.raises(MalformedEvent, match="record of 10 bytes, expected 80 or 192"):
         decode_event(b"\0" * 10, 0)
 
 
@@ -56,3 +58,10 @@ def test_unknown_family_and_kind_are_shown_not_fatal():
     ev.update(family=17, kind=9, transport=200)
     record = decode_event(build_event(ev), 0)
     assert (record.family, record.kind, record.transport, record.destination) == ("af17", "kind9", "unknown", "")
+
+
+def test_unknown_outcome_is_a_named_error():
+    ev = json.loads(json.dumps(CASES[0]["event"]))
+    ev.update(outcome=0)
+    with pytest.raises(MalformedEvent, match=r"record with outcome 0, expected one of \[1, 2, 3, 4, 5, 6, 7\]"):
+        decode_event(build_event(ev), 0)

@@ -11,6 +11,7 @@ from netwatchd.config import ConnectionsConfig
 from netwatchd.connects.history import Counts
 from netwatchd.connects.monitor import ConnectMonitor
 from netwatchd.connects.records import ConnectionRecord
+from netwatchd.connects.records import PendingHandshake
 from tests.unit.test_connect_monitor import Clock, FakeProbe
 
 VERSION = "9.9.9"
@@ -28,9 +29,11 @@ def record(pid, command, port, ret=0, *, usec=T0, family="inet", address="127.0.
 @pytest.fixture
 def engine():
     probe, clock = FakeProbe(), Clock(T0 / 1e6)
-    mon = ConnectMonitor(probe, ConnectionsConfig(), clock=clock, is_gone=lambda pid: False)
-    probe.counters[(1234, 0)] = ("nginx", Counts(5, 2, 1, 4))
-    probe.counters[(77, 0)] = ("nginx", Counts(1, 0, 0, 0))
+    mon = ConnectMonitor(probe, ConnectionsConfig(), clock=clock, is_gone=lambda pid: False, boot_offset_ns=0)
+    probe.counters[(1234, 0)] = ("nginx", Counts(5, 2, 0, 0, 0, 4))
+    # one handshake of 1234 still pending, its SYN sent 5 s ago
+    probe.handshakes[1] = PendingHandshake(1, 1234, 0, "nginx", (T0 - 5_000_000) * 1000)
+    probe.counters[(77, 0)] = ("nginx", Counts(1, 0, 0, 0, 0, 0))
     return mon
 
 
@@ -88,7 +91,8 @@ def test_summary_by_pid_has_no_command_field(engine):
     assert answer(engine, "POST", "/api/connection-summary", b'{"pid":1234,"duration":60}') == (200, {
         "total_attempts": 8, "pid": 1234, "duration": 60,
         "message": "Found 8 connection attempts from PID 1234 over 60 seconds",
-        "succeeded": 5, "failed": 2, "in_progress": 1, "udp_sends": 4})
+        "succeeded": 5, "failed": 2, "refused": 2, "timed_out": 0, "other_failed": 0, "in_progress": 1, "unknown": 0,
+        "udp_sends": 4, "latency_p50_usec": 0, "latency_p90_usec": 0, "latency_p99_usec": 0})
 
 
 @pytest.mark.parametrize("body", [b'{"command":"nginx","duration":60}', b'{"process_name":"nginx","duration":60}',
@@ -99,7 +103,8 @@ def test_summary_by_command_and_its_aliases(engine, body):
     assert answer(engine, "POST", "/api/connection-summary", body) == (200, {
         "total_attempts": 9, "command": "nginx", "duration": 60,
         "message": "Found 9 connection attempts from command 'nginx' over 60 seconds",
-        "succeeded": 6, "failed": 2, "in_progress": 1, "udp_sends": 4})
+        "succeeded": 6, "failed": 2, "refused": 2, "timed_out": 0, "other_failed": 0, "in_progress": 1, "unknown": 0,
+        "udp_sends": 4, "latency_p50_usec": 0, "latency_p90_usec": 0, "latency_p99_usec": 0})
 
 
 @pytest.mark.parametrize("body, message", [

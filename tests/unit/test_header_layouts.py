@@ -10,14 +10,14 @@ from pathlib import Path
 
 import pytest
 
-from netwatchd.connects.records import ConnEvent, ConnEventLong, Counts4, ProcEntry
+from netwatchd.connects.records import ConnEvent, ConnEventLong, KernelCounts, ProcEntry
 from netwatchd.devices.records import BeaconKey, BeaconStarts, DevCounters, DevEvent
 
 BPF = Path(__file__).resolve().parents[2] / "bpf"
 CONNECT_HEADER = BPF / ("connect.h" if (BPF / "connect.h").exists() else "netwatch.h")
 
 MIRRORS = [
-    (CONNECT_HEADER, "nw_counts", Counts4),
+    (CONNECT_HEADER, "nw_counts", KernelCounts),
     (CONNECT_HEADER, "nw_proc_entry", ProcEntry),
     (CONNECT_HEADER, "nw_conn_event", ConnEvent),
     (CONNECT_HEADER, "nw_conn_event_long", ConnEventLong),

@@ -23,7 +23,10 @@ def test_every_family_has_help_and_type_before_its_samples():
     seen_type = set()
     for line in text.splitlines():
         if line.startswith("# TYPE "):
-            seen_type.add(line.split()[2])
+            name, kind = line.split()[2:4]
+            seen_type.add(name)
+            if kind == "histogram":  # its samples are name_bucket, name_sum, name_count
+                seen_type.update({f"{name}_bucket", f"{name}_sum", f"{name}_count"})
         elif not line.startswith("#"):
             assert line.split("{")[0].split(" ")[0] in seen_type, line
     assert "# TYPE netwatchd_devices gauge" in text
@@ -107,11 +110,14 @@ class FakeConnects:
     def __init__(self):
         from netwatchd.connects.history import ZERO, Counts
         self.calls = []
-        self.command_totals = {"curl": Counts(succeeded=2, failed=1)}
+        self.command_totals = {"curl": Counts(succeeded=2, refused=1)}
         self.command_overflow = ZERO
         self.probe = object()
 
     def refresh(self):
+        pass
+
+    def refresh_histograms(self):
         pass
 
     def events_lost(self):
@@ -200,3 +206,21 @@ def test_beacon_alerts_and_the_pair_table_are_exported():
     assert s['netwatchd_alerts_total{kind="beacon"}'] == "2"
     assert s["netwatchd_beacon_pairs"] == "1234"
     assert s["netwatchd_beacon_pairs_dropped_total"] == "7"
+
+
+def test_connect_latency_is_a_histogram_per_bounded_command():
+    from netwatchd.connects.latency import by_command
+
+    addr = b"\x0a\0\0\x02" + b"\0" * 12
+    cells = {("curl", 2, addr, 443): {15: 3, 16: 1, 63: 100_000}, ("wget", 2, addr, 80): {10: 2, 63: 1_500},
+             ("ssh", 2, addr, 22): {1: 1, 63: 1}}
+    snap = Snapshot(command_attempts={"curl": 4, "wget": 2, "ssh": 1}, latency=by_command(cells))
+    s = samples(render(snap, 2))  # top 2 commands: curl, wget; ssh folds into other
+    name = "netwatchd_connect_duration_seconds"
+    assert s[f'{name}_bucket{{command="curl",le="0.016384"}}'] == "0"
+    assert s[f'{name}_bucket{{command="curl",le="0.032768"}}'] == "3"
+    assert s[f'{name}_bucket{{command="curl",le="0.065536"}}'] == "4"
+    assert s[f'{name}_bucket{{command="curl",le="+Inf"}}'] == "4" and s[f'{name}_count{{command="curl"}}'] == "4"
+    assert s[f'{name}_sum{{command="curl"}}'] == "0.1"
+    assert s[f'{name}_count{{command="other"}}'] == "1" and s[f'{name}_count{{command="wget"}}'] == "2"
+    assert not any('command="ssh"' in k for k in s)

@@ -2,6 +2,7 @@
 import pytest
 
 from netwatchd.connects.history import Counts
+from netwatchd.connects.latency import bucket_of
 from netwatchd.connects.queries import InvalidQuery, check_list, check_summary, summary_answer
 
 
@@ -36,12 +37,19 @@ def test_list_limits():
 
 def test_summary_answer_fields_and_message():
     q = check_summary(0, "curl", 60, 3600)
-    a = summary_answer(q, Counts(3, 1, 1, 2), [])
-    assert a["total_attempts"] == 5 and a["succeeded"] == 3 and a["failed"] == 1
-    assert a["in_progress"] == 1 and a["udp_sends"] == 2
+    counts = Counts(succeeded=3, refused=1, timed_out=1, other_failed=0, unknown=0, udp_sends=2)
+    latencies = {bucket_of(20_000): 9, bucket_of(40_000): 1}  # nine near 20 ms, one near 40 ms
+    a = summary_answer(q, counts, 1, latencies, [])
+    assert a["total_attempts"] == 6 and a["succeeded"] == 3 and a["failed"] == 2
+    assert (a["refused"], a["timed_out"], a["other_failed"], a["unknown"]) == (1, 1, 0, 0)
+    assert a["in_progress"] == 1 and a["udp_sends"] == 2 and a["latency_samples"] == 10
+    assert 19_456 <= a["latency_p50_usec"] <= 20_480 and 19_456 <= a["latency_p90_usec"] <= 20_480
+    assert 38_912 <= a["latency_p99_usec"] <= 40_960
     assert a["message"] == (
-        "command 'curl' made 5 connection attempts in the last 60 s: 3 succeeded, 1 failed, "
-        "1 in progress; 2 unconnected UDP sends"
+        "command 'curl' made 6 connection attempts in the last 60 s: 3 succeeded, 2 failed "
+        f"(1 refused, 1 timed out, 0 other), 1 in progress; handshake latency p50 {a['latency_p50_usec'] / 1000:.1f} ms, "
+        f"p90 {a['latency_p90_usec'] / 1000:.1f} ms, p99 {a['latency_p99_usec'] / 1000:.1f} ms; 2 unconnected UDP sends"
     )
-    by_pid = summary_answer(check_summary(42, "", 10, 3600), Counts(1, 0, 0, 0), ["curl"])
+    by_pid = summary_answer(check_summary(42, "", 10, 3600), Counts(1, 0, 0, 0, 0, 0), 0, {}, ["curl"])
+    assert by_pid["latency_p50_usec"] == 0 and by_pid["latency_samples"] == 0
     assert by_pid["message"].startswith("pid 42 (curl) made 1 connection attempt in the last 10 s")
