@@ -107,16 +107,27 @@ def pattern_json(mac: str, peer: str, port: int, transport: str, name: str) -> s
                        "transport": transport, "name": name}, sort_keys=True)
 
 
+def format_latency(usec: int) -> str:
+    """SYN sent -> established (or -> failure); "-" when there was no TCP handshake to time."""
+    if not usec:
+        return "-"
+    if usec < 1000:
+        return f"{usec}us"
+    return f"{usec / 1000:.1f}ms" if usec < 1_000_000 else f"{usec / 1e6:.2f}s"
+
+
 def render_connections(records: List[Dict[str, Any]], truncated: bool) -> str:
     rows = []
     for r in records:
         dest = r["destination"]
         if r["family"] in ("inet", "inet6") and r["port"]:
             dest = f"[{dest}]:{r['port']}" if r["family"] == "inet6" else f"{dest}:{r['port']}"
-        result = r["outcome"] if not r["error"] else f"{r['outcome']} ({r['error']})"
+        error = r.get("end_error") or r["error"]  # how it ended, else what connect() said (EINPROGRESS)
+        result = f"{r['outcome']} ({error})" if error and r["outcome"] != "succeeded" else r["outcome"]
         rows.append([format_time(r["timestamp_usec"]), r["pid"], r["command"], r["uid"], r["kind"],
-                     r["transport"], dest or "-", result])
-    text = render_table(rows, ["TIME", "PID", "COMMAND", "UID", "KIND", "TRANSPORT", "DESTINATION", "RESULT"])
+                     r["transport"], dest or "-", format_latency(r.get("latency_usec", 0)), result])
+    text = render_table(rows, ["TIME", "PID", "COMMAND", "UID", "KIND", "TRANSPORT", "DESTINATION", "LATENCY",
+                               "RESULT"])
     if truncated:
         text += "\n(more records match; raise --limit to see them)"
     return text

@@ -21,14 +21,18 @@ from tests.conftest import require_root_and_bcc
 pytestmark = pytest.mark.root
 
 CHILD = r'''
-import errno, json, os, socket, sys
+import errno, json, os, select, socket, sys
 plan = json.loads(sys.argv[1])
 truth = []
 def connect(kind, fam, typ, addr, blocking=True):
     s = socket.socket(fam, typ)
     s.setblocking(blocking)
     rc = s.connect_ex(addr)
-    truth.append({"call": kind, "return_code": -rc if rc else 0})
+    final = rc
+    if rc == errno.EINPROGRESS:  # how it ended, as a non-blocking client learns it
+        select.select([], [s], [], 5)
+        final = s.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+    truth.append({"call": kind, "return_code": -rc if rc else 0, "final": -final if final else 0})
     return s
 keep = []
 keep.append(connect("tcp_accepted", socket.AF_INET, socket.SOCK_STREAM, ("127.0.0.1", plan["tcp4"])))
@@ -36,7 +40,7 @@ keep.append(connect("tcp_refused", socket.AF_INET, socket.SOCK_STREAM, ("127.0.0
 keep.append(connect("udp_connect", socket.AF_INET, socket.SOCK_DGRAM, ("127.0.0.1", plan["udp"])))
 u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
 u.sendto(b"x", ("127.0.0.1", plan["udp"]))
-truth.append({"call": "udp_send", "return_code": 0})
+truth.append({"call": "udp_send", "return_code": 0, "final": 0})
 keep.append(connect("tcp6_accepted", socket.AF_INET6, socket.SOCK_STREAM, ("::1", plan["tcp6"])))
 keep.append(connect("unix_stream", socket.AF_UNIX, socket.SOCK_STREAM, plan["unix"]))
 keep.append(connect("tcp_nonblocking", socket.AF_INET, socket.SOCK_STREAM, ("127.0.0.1", plan["tcp4"]), blocking=False))
@@ -130,18 +134,18 @@ def test_known_connects_are_counted_and_listed_exactly(probe, unique_python, tmp
         servers.close()
     truth = child["truth"]
     connects = [t for t in truth if t["call"] != "udp_send"]
-    succeeded = sum(1 for t in connects if t["return_code"] == 0)
-    in_progress = sum(1 for t in connects if t["return_code"] == -115)
-    failed = len(connects) - succeeded - in_progress
+    succeeded = sum(1 for t in connects if t["final"] == 0)
+    failed = len(connects) - succeeded
     assert failed == 1  # the refused one
-    assert any(t["return_code"] == -111 for t in truth)
+    assert any(t["return_code"] == -111 for t in truth) and any(t["return_code"] == -115 for t in truth)
 
     probe.monitor.refresh()  # what the D-Bus edge does before it answers
     for by in ({"pid": child["pid"], "command": ""}, {"pid": 0, "command": name}):
         s = probe.monitor.summary(by["pid"], by["command"], 60)
-        assert (s["total_attempts"], s["succeeded"], s["failed"], s["in_progress"], s["udp_sends"]) == (
-            len(connects), succeeded, failed, in_progress, 1,
-        ), s["message"]
+        # each connect once, under its final outcome: the non-blocking one succeeded
+        assert (s["total_attempts"], s["succeeded"], s["failed"], s["refused"], s["in_progress"], s["unknown"],
+                s["udp_sends"]) == (len(connects), succeeded, failed, 1, 0, 0, 1), s["message"]
+        assert s["latency_samples"] == 3 and 0 < s["latency_p50_usec"] < 1_000_000  # the accepted TCP ones
 
     records, truncated = probe.monitor.list_connections(child["pid"], 0)
     assert not truncated
@@ -152,6 +156,10 @@ def test_known_connects_are_counted_and_listed_exactly(probe, unique_python, tmp
         assert record["destination"] == (destination if destination else plan["unix"]), call
         assert record["port"] == (plan[port_key] if port_key else 0), call
         assert record["return_code"] == call["return_code"], call
+        final = {0: "succeeded", -111: "refused"}[call["final"]]
+        assert record["outcome"] == ("sent" if kind == "udp_send" else final), call
+        assert record["end_error"] == ("ECONNREFUSED" if call["final"] == -111 else ""), call
+        assert (record["latency_usec"] > 0) == (transport == "tcp"), call  # SYN sent -> established/refused
         assert (record["command"], record["uid"], record["pid"]) == (name, child["uid"], child["pid"])
     assert records[-1]["timestamp_usec"] <= records[0]["timestamp_usec"]
 
@@ -162,7 +170,8 @@ def test_known_connects_are_counted_and_listed_exactly(probe, unique_python, tmp
 def test_a_command_that_never_connected_has_an_empty_answer(probe):
     s = probe.monitor.summary(0, "nw-never-ran", 60)
     assert s["total_attempts"] == 0
-    assert s["message"] == "command 'nw-never-ran' made 0 connection attempts in the last 60 s: 0 succeeded, 0 failed, 0 in progress"
+    assert s["message"] == ("command 'nw-never-ran' made 0 connection attempts in the last 60 s: 0 succeeded, "
+                            "0 failed (0 refused, 0 timed out, 0 other), 0 in progress")
 
 
 LOAD_WORKER = r'''

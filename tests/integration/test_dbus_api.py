@@ -69,9 +69,13 @@ def connections(d: DaemonProcess, pid: int, limit: int):
     return [unvariant(r) for r in records], truncated
 
 
-def expected_message(who: str, c: ConnectChild, duration: int) -> str:
+def expected_message(who: str, c: ConnectChild, duration: int, s: dict) -> str:
+    def ms(usec):  # the percentiles themselves are checked against the answer's fields
+        return f"{usec / 1000:.1f} ms" if usec >= 1000 else f"{usec} us"
     return (f"{who} made {c.total} connection attempts in the last {duration} s: "
-            f"{c.ok} succeeded, {c.refused} failed, 0 in progress")
+            f"{c.ok} succeeded, {c.refused} failed ({c.refused} refused, 0 timed out, 0 other), 0 in progress; "
+            f"handshake latency p50 {ms(s['latency_p50_usec'])}, p90 {ms(s['latency_p90_usec'])}, "
+            f"p99 {ms(s['latency_p99_usec'])}")
 
 
 # -- root may call; answers are exact ------------------------------------------------------------
@@ -100,7 +104,10 @@ def test_summary_by_command_is_exact(daemon, child):
     assert (s["total_attempts"], s["succeeded"], s["failed"]) == (child.total, child.ok, child.refused)
     assert (s["in_progress"], s["udp_sends"]) == (0, 0)
     assert (s["pid"], s["command"], s["duration_sec"]) == (0, child.command, 60)
-    assert s["message"] == expected_message(f"command {child.command!r}", child, 60)
+    assert (s["refused"], s["timed_out"], s["other_failed"], s["unknown"]) == (child.refused, 0, 0, 0)
+    assert s["latency_samples"] == child.ok  # every accepted loopback handshake, under a second
+    assert 0 < s["latency_p50_usec"] <= s["latency_p90_usec"] <= s["latency_p99_usec"] < 1_000_000
+    assert s["message"] == expected_message(f"command {child.command!r}", child, 60, s)
 
 
 def test_summary_by_pid_is_exact(daemon, child):
@@ -108,7 +115,7 @@ def test_summary_by_pid_is_exact(daemon, child):
     assert (s["total_attempts"], s["succeeded"], s["failed"]) == (child.total, child.ok, child.refused)
     assert (s["pid"], s["command"], s["duration_sec"]) == (child.pid, "", 3600)
     assert s["commands"] == [child.command]
-    assert s["message"] == expected_message(f"pid {child.pid} ({child.command})", child, 3600)
+    assert s["message"] == expected_message(f"pid {child.pid} ({child.command})", child, 3600, s)
 
 
 def test_list_connections_shows_each_connect(daemon, child):
@@ -126,7 +133,8 @@ def test_list_connections_shows_each_connect(daemon, child):
     refused, accepted = records[:child.refused], records[child.refused:]
     for r in refused:
         assert (r["port"], r["return_code"], r["error"], r["outcome"]) == (
-            child.closed_port, -ECONNREFUSED, "ECONNREFUSED", "failed")
+            child.closed_port, -ECONNREFUSED, "ECONNREFUSED", "refused")
+        assert r["end_error"] == "ECONNREFUSED" and r["latency_usec"] > 0
     for r in accepted:
         assert (r["port"], r["return_code"], r["error"], r["outcome"]) == (child.port, 0, "", "succeeded")
 
@@ -150,7 +158,8 @@ def test_unknown_command_and_pid_give_an_empty_answer(daemon):
     name = "nwnone" + secrets.token_hex(4)
     s = summary(daemon, 0, name, 60)
     assert (s["total_attempts"], s["succeeded"], s["failed"], s["in_progress"]) == (0, 0, 0, 0)
-    assert s["message"] == f"command {name!r} made 0 connection attempts in the last 60 s: 0 succeeded, 0 failed, 0 in progress"
+    assert s["message"] == (f"command {name!r} made 0 connection attempts in the last 60 s: 0 succeeded, "
+                            "0 failed (0 refused, 0 timed out, 0 other), 0 in progress")
     unused_pid = 4_000_000_000  # above any pid_max
     s = summary(daemon, unused_pid, "", 60)
     assert (s["total_attempts"], s["commands"]) == (0, [])

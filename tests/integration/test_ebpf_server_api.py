@@ -193,14 +193,26 @@ def test_head_sends_no_body_and_a_body_may_wait_for_100_continue(world):
 
 # -- POST /api/connection-summary -----------------------------------------------------------------
 
+# ours after ebpf-server's fields: the 4 failures are refusals (a closed loopback port)
+FINAL_OUTCOMES = {"refused": 4, "timed_out": 0, "other_failed": 0, "in_progress": 0, "unknown": 0, "udp_sends": 0}
+
+
+def without_latency(answer: dict) -> dict:
+    """The answer without its latency percentiles, after checking them: six loopback handshakes,
+    each well under a second, in order."""
+    p50, p90, p99 = (answer.pop(f"latency_p{q}_usec") for q in (50, 90, 99))
+    assert 0 < p50 <= p90 <= p99 < 1_000_000, (p50, p90, p99)
+    return answer
+
 @pytest.mark.parametrize("client", CLIENTS)
 def test_summary_by_pid(world, client):
     _, child, _, clients = world
     body = json.dumps({"pid": child.pid, "duration": 60})
-    assert json_reply(clients, client, "POST", "/api/connection-summary", body) == (200, {
+    status, answer = json_reply(clients, client, "POST", "/api/connection-summary", body)
+    assert (status, without_latency(answer)) == (200, {
         "total_attempts": 10, "pid": child.pid, "duration": 60,
         "message": f"Found 10 connection attempts from PID {child.pid} over 60 seconds",
-        "succeeded": 6, "failed": 4, "in_progress": 0, "udp_sends": 0})
+        "succeeded": 6, "failed": 4, **FINAL_OUTCOMES})
 
 
 @pytest.mark.parametrize("client", CLIENTS)
@@ -208,10 +220,11 @@ def test_summary_by_pid(world, client):
 def test_summary_by_command(world, client, field):
     _, child, _, clients = world
     body = json.dumps({field: child.command, "duration": 3600})
-    assert json_reply(clients, client, "POST", "/api/connection-summary", body) == (200, {
+    status, answer = json_reply(clients, client, "POST", "/api/connection-summary", body)
+    assert (status, without_latency(answer)) == (200, {
         "total_attempts": 10, "command": child.command, "duration": 3600,
         "message": f"Found 10 connection attempts from command '{child.command}' over 3600 seconds",
-        "succeeded": 6, "failed": 4, "in_progress": 0, "udp_sends": 0})
+        "succeeded": 6, "failed": 4, **FINAL_OUTCOMES})
 
 
 @pytest.mark.parametrize("client", CLIENTS)

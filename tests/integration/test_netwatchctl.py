@@ -4,6 +4,7 @@ bus policy denies the caller."""
 from __future__ import annotations
 
 import json
+import re
 import os
 import subprocess
 
@@ -78,8 +79,11 @@ def test_status_json(daemon, child):
 
 def test_summary_by_command(daemon, child):
     out = ok(daemon.bus.address, "summary", "--command", child.command, "--duration", "120")
-    assert out == (f"command {child.command!r} made {child.total} connection attempts in the last 120 s: "
-                   f"{OK} succeeded, {REFUSED} failed, 0 in progress\n")
+    assert out.startswith(f"command {child.command!r} made {child.total} connection attempts in the last 120 s: "
+                          f"{OK} succeeded, {REFUSED} failed ({REFUSED} refused, 0 timed out, 0 other), 0 in progress; "
+                          f"handshake latency p50 ")
+    assert re.fullmatch(r".*; handshake latency p50 \d+(\.\d)? m?s, p90 \d+(\.\d)? m?s, p99 \d+(\.\d)? m?s\n",
+                        out.replace(" us", " s")), out
 
 
 def test_summary_by_pid_json(daemon, child):
@@ -102,15 +106,20 @@ def test_connections_json(daemon, child):
 
 def test_connections_table(daemon, child):
     lines = ok(daemon.bus.address, "connections", "--pid", str(child.pid), "--limit", "4").splitlines()
-    assert lines[0].split() == ["TIME", "PID", "COMMAND", "UID", "KIND", "TRANSPORT", "DESTINATION", "RESULT"]
+    assert lines[0].split() == ["TIME", "PID", "COMMAND", "UID", "KIND", "TRANSPORT", "DESTINATION", "LATENCY",
+                                "RESULT"]
     rows, note = lines[1:-1], lines[-1]
     assert note == "(more records match; raise --limit to see them)"
     assert len(rows) == 4
     for row in rows[:REFUSED]:
-        assert row.split()[2:] == [str(child.pid), child.command, "0", "connect", "tcp",
-                                   f"127.0.0.1:{child.closed_port}", "failed", "(ECONNREFUSED)"]
-    assert rows[REFUSED].split()[2:] == [str(child.pid), child.command, "0", "connect", "tcp",
-                                         f"127.0.0.1:{child.port}", "succeeded"]
+        fields = row.split()[2:]
+        assert fields[:6] + fields[7:] == [str(child.pid), child.command, "0", "connect", "tcp",
+                                           f"127.0.0.1:{child.closed_port}", "refused", "(ECONNREFUSED)"]
+        assert re.fullmatch(r"\d+us|\d+\.\dms", fields[6]), fields  # SYN sent -> RST
+    fields = rows[REFUSED].split()[2:]
+    assert fields[:6] + fields[7:] == [str(child.pid), child.command, "0", "connect", "tcp",
+                                       f"127.0.0.1:{child.port}", "succeeded"]
+    assert re.fullmatch(r"\d+us|\d+\.\dms", fields[6]), fields  # the loopback handshake, timed
 
 
 # -- exit codes ----------------------------------------------------------------------------------
