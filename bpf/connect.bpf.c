@@ -53,7 +53,7 @@ BPF_HASH(retired_counts, struct nw_retired_key, struct nw_proc_entry, NW_MAX_PRO
 BPF_ARRAY(pending, struct nw_pending, NW_PENDING_SLOTS);
 BPF_RINGBUF_OUTPUT(events, NW_RING_PAGES);
 BPF_HASH(handshakes, u64, struct nw_handshake, NW_MAX_HANDSHAKES);
-BPF_HASH(latency, struct nw_latency_key, u64, NW_MAX_LATENCY_KEYS);
+BPF_HASH(latency, struct nw_latency_key, struct nw_latency_cell, NW_MAX_LATENCY_KEYS);
 /* [0] records that found the ring full, [1] processes that found proc_counts full,
  * [2] handshakes that found `handshakes` full (counted unknown), [3] handshake ends whose
  * process counters were already freed, [4] latencies that found `latency` full. */
@@ -312,20 +312,8 @@ static __always_inline u32 latency_slot(u64 usec)
     return slot < NW_LATENCY_SLOTS ? slot : NW_LATENCY_SLOTS - 1;
 }
 
-/* Adds to a histogram cell, creating it; a cell another CPU created first is added to. */
-static __always_inline void add_to(struct nw_latency_key *key, u64 value)
-{
-    u64 *n = latency.lookup(key);
-    if (!n && latency.insert(key, &value) == 0)
-        return;
-    if (!n)
-        n = latency.lookup(key);
-    if (n)
-        __sync_fetch_and_add(n, value);
-    else
-        count_loss(NW_LOSS_LATENCY);
-}
-
+/* Adds one handshake to its histogram cell, creating it; a cell another CPU created first is
+ * added to. One map operation per handshake: the cell holds its count and its sum. */
 static __always_inline void add_latency(const char *comm, u16 family, u16 port, const u8 *addr, u64 usec)
 {
     struct nw_latency_key key = {};
@@ -334,9 +322,19 @@ static __always_inline void add_latency(const char *comm, u16 family, u16 port, 
     key.family = family;
     key.port = port;
     key.slot = latency_slot(usec);
-    add_to(&key, 1);
-    key.slot = NW_LATENCY_SUM_SLOT;
-    add_to(&key, usec);
+    struct nw_latency_cell *cell = latency.lookup(&key);
+    if (!cell) {
+        struct nw_latency_cell fresh = {.count = 1, .sum_usec = usec};
+        if (latency.insert(&key, &fresh) == 0)
+            return;
+        cell = latency.lookup(&key);
+        if (!cell) {
+            count_loss(NW_LOSS_LATENCY);
+            return;
+        }
+    }
+    __sync_fetch_and_add(&cell->count, 1);
+    __sync_fetch_and_add(&cell->sum_usec, usec);
 }
 
 /* The SYN of a connect(): runs inside connect(), in the connecting thread. */

@@ -22,9 +22,8 @@
 #define NW_OUT_SENT 7    /* an unconnected UDP send */
 
 /* Latency histograms: slot k counts handshakes of [2^(k-1), 2^k) microseconds (slot 0: under
- * 1 us); NW_LATENCY_SUM_SLOT holds the sum of their microseconds (for Prometheus' _sum). */
+ * 1 us); each cell also sums their microseconds (for Prometheus' _sum). */
 #define NW_LATENCY_SLOTS 40
-#define NW_LATENCY_SUM_SLOT 63
 
 /* Transport read from the socket by the cgroup hook (type + protocol), never from the port. */
 #define NW_TRANSPORT_UNKNOWN 0 /* the socket hook did not run: unix socket or early failure */
@@ -129,6 +128,11 @@ struct nw_latency_key {
     u16 family;
     u16 port;
     u32 slot;
+};
+
+struct nw_latency_cell {
+    u64 count;
+    u64 sum_usec;
 };
 
 #endif

@@ -21,8 +21,11 @@ from netwatchd.store.state_files import AlertStateFiles, open_history
 from netwatchd.api.journal import JournalSink
 from netwatchd.notify import Notifier, watchdog_interval_sec
 from netwatchd.alerting.observation import TickObservation
+from netwatchd.kernel.bpf_util import return_freed_heap
 
 log = logging.getLogger("netwatchd")
+
+BIG_TICK_STARTS = 10_000  # connection starts in one tick above which freed heap is returned
 
 EXIT_CONFIG = 78  # EX_CONFIG; the unit's RestartPreventExitStatus stops a restart loop on it
 EXIT_FAILURE = 1
@@ -165,6 +168,10 @@ class Daemon:
         if self.devices is not None:
             self.devices.take_observation(obs)
         self.alerting.tick(obs)
+        if len(obs.connection_starts) > BIG_TICK_STARTS:
+            # a tick of many distinct flows leaves MBs of freed small objects behind; hand the
+            # pages back, or RSS keeps the high-water mark of the busiest tick for good
+            return_freed_heap()
         if time.monotonic() - self._last_alert_save >= self.cfg.devices.store_interval_sec:
             self._last_alert_save = time.monotonic()
             self.alerting.save()

@@ -107,7 +107,6 @@ def summary_percentiles(buckets: Dict[int, int]) -> Dict[str, int]:
 
 # -- the kernel's log2 histograms -----------------------------------------------------------------
 LOG2_SLOTS = 40  # bpf/connect.h NW_LATENCY_SLOTS: slot k holds [2^(k-1), 2^k) us, slot 0 holds 0 us
-SUM_SLOT = 63  # NW_LATENCY_SUM_SLOT: the sum of the microseconds
 
 
 class Log2Histogram:
@@ -134,16 +133,16 @@ class Log2Histogram:
         self.sum_usec += other.sum_usec
 
 
-def by_command(cells: Dict[Tuple, Dict[int, int]]) -> Dict[str, Log2Histogram]:
-    """Fold the kernel's (command, family, address, port) cells into one histogram per command."""
+def by_command(cells: Dict[Tuple, Dict[int, Tuple[int, int]]]) -> Dict[str, Log2Histogram]:
+    """Fold the kernel's (command, family, address, port) cells -- {slot: (count, sum of us)} --
+    into one histogram per command."""
     out: Dict[str, Log2Histogram] = {}
     for key, slots in cells.items():
         hist = out.setdefault(key[0], Log2Histogram())
-        for slot, n in slots.items():
-            if slot == SUM_SLOT:
-                hist.sum_usec += n
-            elif 0 <= slot < LOG2_SLOTS:
-                hist.slots[slot] += n
+        for slot, (count, sum_usec) in slots.items():
+            if 0 <= slot < LOG2_SLOTS:
+                hist.slots[slot] += count
+                hist.sum_usec += sum_usec
     return out
 
 

@@ -26,7 +26,6 @@ PENDING_SLOTS = 4096  # in-flight connect()s tracked by thread id; a power of tw
 # (command, destination, bucket) cells of the latency histograms; beyond, latencies are
 # counted in losses (LatencySamplesLost) and the histograms stop growing.
 MAX_LATENCY_KEYS = 16384
-LATENCY_SUM_SLOT = 63  # bpf/connect.h NW_LATENCY_SUM_SLOT
 
 
 def cflags_for(cfg: ConnectionsConfig, bpf_dir: Path, kernel: features.KernelFeatures = None) -> List[str]:
@@ -176,12 +175,12 @@ class ConnectProbe:
             return False
         return True
 
-    def latency_cells(self) -> Dict[Tuple[str, str, bytes, int], Dict[int, int]]:
-        """{(command, family, address, port): {slot: handshakes, LATENCY_SUM_SLOT: sum of us}}."""
-        out: Dict[Tuple[str, str, bytes, int], Dict[int, int]] = {}
-        for key, value in table_items(self._bpf[b"latency"]):
-            cell = (decode_comm(key.comm), key.family, bytes(key.addr), key.port)
-            out.setdefault(cell, {})[key.slot] = int(getattr(value, "value", value))
+    def latency_cells(self) -> Dict[Tuple[str, int, bytes, int], Dict[int, Tuple[int, int]]]:
+        """{(command, family, address, port): {slot: (handshakes, sum of their us)}}."""
+        out: Dict[Tuple[str, int, bytes, int], Dict[int, Tuple[int, int]]] = {}
+        for key, cell in table_items(self._bpf[b"latency"]):
+            where = (decode_comm(key.comm), key.family, bytes(key.addr), key.port)
+            out.setdefault(where, {})[key.slot] = (int(cell.count), int(cell.sum_usec))
         return out
 
 

@@ -29,6 +29,9 @@ log = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 1
 MAX_BUFFERED = 600  # ticks held in memory before a write, whether flush() is called or not
+# ...or this many bytes of them: a busy host's ticks (100k connection starts each) are MBs apiece,
+# and holding a minute of them would cost the daemon tens of MB of memory for nothing.
+MAX_BUFFERED_BYTES = 1 << 20
 READ_BATCH = 1000  # rows per query when reading: no read transaction stays open for long
 
 _SCHEMA = (
@@ -65,6 +68,7 @@ class TickHistory:
         self._conn = conn
         self._writable = writable
         self._buffer: List[Tuple[int, str]] = []
+        self._buffered_bytes = 0
         self._lock = threading.RLock()
         # rows in the file, kept exact by flush(): pruning then walks only the rows it deletes,
         # not the `keep` it keeps (a day of ticks is ~100 MB of table pages)
@@ -126,8 +130,10 @@ class TickHistory:
         """Buffers one tick; writes the buffer when it is full. A failed write is logged and
         the buffer dropped: recording never raises into the tick that called it."""
         with self._lock:
-            self._buffer.append((int(obs.time_usec), obs.to_json()))
-            if len(self._buffer) >= self.max_buffered:
+            data = obs.to_json()
+            self._buffer.append((int(obs.time_usec), data))
+            self._buffered_bytes += len(data)
+            if len(self._buffer) >= self.max_buffered or self._buffered_bytes >= MAX_BUFFERED_BYTES:
                 try:
                     self.flush()
                 except HistoryError as e:
@@ -140,7 +146,7 @@ class TickHistory:
         with self._lock:
             if not self._writable:
                 raise HistoryError(self.path, "opened read-only")
-            rows, self._buffer = self._buffer, []
+            rows, self._buffer, self._buffered_bytes = self._buffer, [], 0
             keep = max(0, int(self.keep))
             def write() -> int:
                 stored = self._stored + (self._insert(rows[-keep:]) if keep else 0)

@@ -66,6 +66,14 @@ def test_metrics_listen_on_an_ipv6_address_serves_metrics_and_health(daemon):
     assert status == 200
     assert f'netwatchd_connect_attempts_total{{command="{child.command}"}} 6' in body.splitlines()
     assert f'netwatchd_connect_failed_total{{command="{child.command}"}} 2' in body.splitlines()
+    # the 4 accepted handshakes' latency, from the kernel's log2 histogram (loopback: under 1 s)
+    name, label = "netwatchd_connect_duration_seconds", f'command="{child.command}"'
+    assert f'{name}_count{{{label}}} 4' in body.splitlines()
+    assert f'{name}_bucket{{{label},le="+Inf"}} 4' in body.splitlines()
+    assert f'{name}_bucket{{{label},le="1.048576"}} 4' in body.splitlines()
+    assert f'{name}_bucket{{{label},le="1e-06"}} 0' in body.splitlines()
+    (total,) = [float(line.split()[-1]) for line in body.splitlines() if line.startswith(f"{name}_sum{{{label}}} ")]
+    assert 0 < total < 4.0
     status, body = get(daemon.base, "/health")
     assert (status, json.loads(body)) == (200, {"status": "ok"})
 

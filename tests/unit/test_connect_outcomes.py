@@ -5,7 +5,7 @@ import pytest
 
 from netwatchd.config import ConnectionsConfig
 from netwatchd.connects.history import Counts
-from netwatchd.connects.latency import LOG2_SLOTS, SUM_SLOT, bucket_bounds, bucket_of, by_command, percentile
+from netwatchd.connects.latency import LOG2_SLOTS, bucket_bounds, bucket_of, by_command, percentile
 from netwatchd.connects.monitor import ConnectMonitor
 from netwatchd.connects.records import PendingHandshake
 from tests.unit.test_connect_monitor import Clock, FakeProbe
@@ -108,9 +108,9 @@ def test_latency_buckets_and_percentiles():
 
 
 def test_kernel_cells_fold_into_one_histogram_per_command():
-    cells = {("curl", 2, b"\x0a\0\0\x02" + b"\0" * 12, 443): {15: 3, 16: 1, SUM_SLOT: 3 * 20_000 + 40_000},
-             ("curl", 2, b"\x0a\0\0\x03" + b"\0" * 12, 80): {15: 2, SUM_SLOT: 40_000},
-             ("ssh", 10, b"\0" * 16, 22): {1: 1, SUM_SLOT: 1}}
+    cells = {("curl", 2, b"\x0a\0\0\x02" + b"\0" * 12, 443): {15: (3, 60_000), 16: (1, 40_000)},
+             ("curl", 2, b"\x0a\0\0\x03" + b"\0" * 12, 80): {15: (2, 40_000)},
+             ("ssh", 10, b"\0" * 16, 22): {1: (1, 1)}}
     hists = by_command(cells)
     assert hists["curl"].count == 6 and hists["curl"].sum_usec == 140_000
     assert hists["curl"].slots[15] == 5 and len(hists["curl"].slots) == LOG2_SLOTS

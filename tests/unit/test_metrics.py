@@ -212,8 +212,8 @@ def test_connect_latency_is_a_histogram_per_bounded_command():
     from netwatchd.connects.latency import by_command
 
     addr = b"\x0a\0\0\x02" + b"\0" * 12
-    cells = {("curl", 2, addr, 443): {15: 3, 16: 1, 63: 100_000}, ("wget", 2, addr, 80): {10: 2, 63: 1_500},
-             ("ssh", 2, addr, 22): {1: 1, 63: 1}}
+    cells = {("curl", 2, addr, 443): {15: (3, 60_000), 16: (1, 40_000)}, ("wget", 2, addr, 80): {10: (2, 1_500)},
+             ("ssh", 2, addr, 22): {1: (1, 1)}}
     snap = Snapshot(command_attempts={"curl": 4, "wget": 2, "ssh": 1}, latency=by_command(cells))
     s = samples(render(snap, 2))  # top 2 commands: curl, wget; ssh folds into other
     name = "netwatchd_connect_duration_seconds"

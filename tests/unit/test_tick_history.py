@@ -217,3 +217,16 @@ def test_reader_sees_what_a_live_writer_flushed(tmp_path):
     with TickHistory.open_readonly(path) as r:
         assert [o.time_usec for o in r.read()] == [tick(1).time_usec]
     w.close()
+
+
+def test_big_ticks_are_written_after_a_megabyte_not_after_600_ticks(tmp_path):
+    """A busy host's tick holds ~100k connection starts: the buffer is bounded in bytes too."""
+    path = str(tmp_path / "h.sqlite3")
+    h = TickHistory.open(path, keep=10_000)
+    big = [["command:curl", f"10.0.{k >> 8}.{k & 255}", 443, "", [1, 2]] for k in range(5000)]  # ~230 KB of JSON
+    for n in range(10):
+        h.record(dataclasses.replace(tick(n), connection_starts=big))
+        assert h.buffered <= 5  # 1 MiB / ~230 KB a tick
+    assert len(stored_times(path)) >= 5
+    h.close()
+    assert len(stored_times(path)) == 10
