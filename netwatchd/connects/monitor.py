@@ -16,7 +16,7 @@ from netwatchd.connects import queries
 from netwatchd.connects.history import ZERO, ConnectHistory, CounterDeltas, Counts, ProcKeyT
 from netwatchd.connects.latency import LatencyHistory, Log2Histogram, by_command
 from netwatchd.connects.recent import RecentConnections
-from netwatchd.connects.records import ConnectionRecord, MalformedEvent, decode_event
+from netwatchd.connects.records import ConnectionRecord, MalformedEvent, PendingHandshake, decode_event
 from netwatchd.record_decoding import RecordDecoder
 
 log = logging.getLogger(__name__)
@@ -122,6 +122,10 @@ class ConnectMonitor:
     def tick(self) -> None:
         """Read the kernel's cumulative counters and file the increments under this second."""
         now = int(self.clock())
+        # The handshake map before the counters: the kernel counts a handshake's end as it takes
+        # it out of the map, so an end the counters below miss is still listed here, and its
+        # process (perhaps gone) is kept until that count has been read.
+        handshakes = self.probe.pending_handshakes()
         snapshot = self.probe.read_counters()
         counts = {key: value[1] for key, value in snapshot.items()}
         idle = self.deltas.unchanged_keys(counts)
@@ -139,16 +143,17 @@ class ConnectMonitor:
                 self.command_totals[command] = self.command_totals.get(command, ZERO) + delta
             else:
                 self.command_overflow = self.command_overflow + delta
-        self._read_handshakes(now, per_process)
+        self._read_handshakes(now, handshakes, per_process)
         self._free_gone_processes(counts, idle)
         self.history.prune(now)
         self.latency.prune(now)
 
-    def _read_handshakes(self, now: int, per_process: Dict[ProcKeyT, Counts]) -> None:
+    def _read_handshakes(self, now: int, handshakes: List[PendingHandshake],
+                         per_process: Dict[ProcKeyT, Counts]) -> None:
         """Note the handshakes still pending (Summary's in_progress) and give up on those that
         missed their end: counted unknown, under the process that began them."""
         pending, given_up = [], {}
-        for h in self.probe.pending_handshakes():
+        for h in handshakes:
             syn_sec = (h.syn_ns + self._boot_offset_ns) / 1e9
             if now - syn_sec > HANDSHAKE_GIVE_UP_SEC and self.probe.abandon_handshake(h.sk):
                 key = (h.tgid, h.command)

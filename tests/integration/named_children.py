@@ -75,6 +75,16 @@ for pid in children:
 """
 
 
+def named_python(directory: Path, command: str) -> Path:
+    """A copy of the Python interpreter at directory/command: processes started from it carry
+    `command` as their kernel comm (at most 15 bytes are kept), which a test makes unique."""
+    if len(command.encode()) > 15:
+        raise ValueError(f"{command!r} is longer than the kernel's 15-byte comm")
+    exe = directory / command
+    shutil.copy(os.path.realpath("/usr/bin/python3"), exe)
+    return exe
+
+
 class NamedChild:
     def __init__(self) -> None:
         self.command = "nwc" + secrets.token_hex(5)  # 13 bytes: fits the kernel's 15-byte comm
@@ -94,8 +104,7 @@ class NamedChild:
         return self.proc.pid
 
     def start(self) -> "NamedChild":
-        exe = self.dir / self.command
-        shutil.copy(os.path.realpath("/usr/bin/python3"), exe)
+        exe = named_python(self.dir, self.command)
         self.proc = subprocess.Popen([str(exe), "-c", SCRIPT], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                      stderr=subprocess.PIPE, text=True)
         return self

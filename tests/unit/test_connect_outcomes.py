@@ -96,6 +96,35 @@ def test_a_gone_process_with_a_pending_handshake_keeps_its_counters(env):
     assert probe.deleted == [300]
 
 
+def test_a_handshake_that_ends_between_the_kernel_reads_is_not_freed_unread(env):
+    """The counters and the handshake map are read one after the other, not at once. A gone
+    process's last pending handshake may end (the kernel takes it out of the map and counts
+    it) just after its counters were read: that count must still be read, not freed with it."""
+    probe, clock, mon = env
+    probe.counters[(300, 0)] = ("curl", Counts(succeeded=1))
+    probe.handshakes[7] = PendingHandshake(7, 300, 0, "curl", int((NOW - 1) * 1e9))
+    mon.refresh()
+    clock.t += 1
+    mon.refresh()  # idle and gone, its handshake pending: kept
+    read_counters = probe.read_counters
+
+    def read_then_the_handshake_ends():
+        snapshot = read_counters()
+        del probe.handshakes[7]
+        probe.counters[(300, 0)] = ("curl", Counts(succeeded=1, other_failed=1))
+        return snapshot
+
+    probe.read_counters = read_then_the_handshake_ends
+    clock.t += 1
+    mon.refresh()
+    probe.read_counters = read_counters
+    for _ in range(2):
+        clock.t += 1
+        mon.refresh()
+    a = mon.summary(300, "", 60)
+    assert (a["succeeded"], a["other_failed"], a["in_progress"], a["total_attempts"]) == (1, 1, 0, 2)
+    assert probe.deleted == [300]
+
 def test_latency_buckets_and_percentiles():
     for usec in (0, 1, 15, 16, 31, 32, 1000, 20_000, 123_456_789):
         low, high = bucket_bounds(bucket_of(usec))
