@@ -7,6 +7,8 @@
  *                        SYN_SENT -> ESTABLISHED or CLOSE ends the handshake: in the slot of
  *                        the connecting thread while connect() has not returned, else in the
  *                        `handshakes` map (counted, histogram, a handshake-end record)
+ *   tcp:tcp_receive_reset
+ *                        marks the socket an RST is closing (refused, even if sk_err was read)
  *   sys_exit_connect     counts the outcome per process and emits the record; a handshake
  *                        still pending goes into `handshakes`; for what the cgroup hook never
  *                        sees (unix sockets, early failures) it reads the caller's sockaddr
@@ -22,6 +24,7 @@
  *   notes the address argument of every connect() (any kernel; one more program run per call).
  *   NW_SK_ERR_OFFSET: offset of sk_err in struct sock, from the running kernel's BTF (-1: not
  *   known; a handshake that fails after connect() returned is then other_failed).
+ *   NW_SK_STATE_OFFSET: offset of skc_state (BTF's, else 18).
  * Only tracepoints, cgroup hooks, helpers and uapi types: it loads whatever the kernel headers. */
 #include <linux/errno.h>
 #include <linux/in.h>
@@ -46,6 +49,9 @@
 #define NW_TCP_CLOSE 7
 #ifndef NW_SK_ERR_OFFSET
 #define NW_SK_ERR_OFFSET -1
+#endif
+#ifndef NW_SK_STATE_OFFSET
+#define NW_SK_STATE_OFFSET 18 /* skc_state in struct sock_common */
 #endif
 
 BPF_HASH(proc_counts, u32, struct nw_proc_entry, NW_MAX_PROCS);
@@ -357,6 +363,14 @@ static __always_inline void note_syn(u64 sk, u16 family, u16 dport, const u8 *da
     p->end_err = 0;
 }
 
+static __always_inline s32 sk_error(u64 sk)
+{
+    s32 err = 0;
+    if (NW_SK_ERR_OFFSET >= 0)
+        bpf_probe_read_kernel(&err, sizeof(err), (void *)(sk + NW_SK_ERR_OFFSET));
+    return err;
+}
+
 /* Counts a handshake that ended after connect() returned under the process that began it. */
 static __always_inline void count_late_end(struct nw_handshake *h, u8 outcome)
 {
@@ -371,6 +385,46 @@ static __always_inline void count_late_end(struct nw_handshake *h, u8 outcome)
     }
     count_outcome(&c->counts, outcome);
 }
+
+/* The socket whose RST this CPU is handling: tcp_reset() fires tcp_receive_reset, sets sk_err
+ * and closes the socket, all on this CPU in one go. A caller polling the socket may read (and so
+ * clear) sk_err before the close reaches inet_sock_set_state: the mark still says "refused". */
+struct nw_reset_mark {
+    u64 sk;
+    u64 at_ns;
+};
+BPF_PERCPU_ARRAY(resetting, struct nw_reset_mark, 1);
+/* tcp_reset() closes the socket microseconds after the mark; an older mark is of another socket
+ * that happened to live at the same address. */
+#define NW_RESET_MARK_NS 1000000
+
+TRACEPOINT_PROBE(tcp, tcp_receive_reset)
+{
+    int zero = 0;
+    struct nw_reset_mark *mark = resetting.lookup(&zero);
+    if (mark) {
+        mark->sk = (u64)args->skaddr;
+        mark->at_ns = bpf_ktime_get_boot_ns();
+    }
+    return 0;
+}
+
+static __always_inline int reset_here(u64 sk, u64 now)
+{
+    int zero = 0;
+    struct nw_reset_mark *mark = resetting.lookup(&zero);
+    return mark && mark->sk == sk && now - mark->at_ns < NW_RESET_MARK_NS;
+}
+
+/* Ends of handshakes that were neither in a caller's slot nor followed: one may belong to a
+ * connect() about to follow its handshake (see follow_handshake), which looks here. */
+struct nw_end {
+    u64 end_ns;
+    s32 err;
+    u8 outcome;
+    u8 pad[3];
+};
+BPF_TABLE("lru_hash", u64, struct nw_end, ended, 4096);
 
 TRACEPOINT_PROBE(sock, inet_sock_set_state)
 {
@@ -396,8 +450,9 @@ TRACEPOINT_PROBE(sock, inet_sock_set_state)
     if (args->newstate != NW_TCP_ESTABLISHED) {
         /* tcp_reset / tcp_write_err set sk_err before the socket goes to CLOSE; a socket the
          * process closed has none (other_failed, "closed before the handshake ended"). */
-        if (NW_SK_ERR_OFFSET >= 0)
-            bpf_probe_read_kernel(&err, sizeof(err), (void *)(sk + NW_SK_ERR_OFFSET));
+        err = sk_error(sk);
+        if (!err && reset_here(sk, now))
+            err = ECONNREFUSED;
         outcome = err ? outcome_of_errno(err) : NW_OUT_OTHER_FAILED;
     }
 
@@ -414,8 +469,17 @@ TRACEPOINT_PROBE(sock, inet_sock_set_state)
     }
 
     struct nw_handshake *found = handshakes.lookup(&sk);
-    if (!found)
-        return 0; /* not a connect we followed, or a blocking one: sys_exit_connect counts it */
+    if (!found) {
+        /* Not followed (yet): a blocking connect's end (sys_exit_connect counts it from the
+         * return code), or one whose connect() is about to follow it. Leave the end where
+         * that connect() looks after it inserts its entry, then look for the entry again:
+         * of the two, at least one sees the other's write, and the entry's delete decides. */
+        struct nw_end end = {.end_ns = now, .err = err, .outcome = outcome};
+        ended.update(&sk, &end);
+        found = handshakes.lookup(&sk);
+        if (!found)
+            return 0;
+    }
     struct nw_handshake h = *found;
     if (handshakes.delete(&sk) != 0)
         return 0; /* someone else ended it (user space gave up on it): counted there */
@@ -450,8 +514,17 @@ TRACEPOINT_PROBE(sock, inet_sock_set_state)
     return 0;
 }
 
-/* A handshake still pending at return: followed in `handshakes` until it ends. */
-static __always_inline u8 follow_handshake(struct nw_pending *p, struct nw_proc_entry *c, u32 tgid, u32 tid)
+/* A handshake still pending at return: followed in `handshakes` until it ends.
+ *
+ * Its end may already have happened on another CPU, after connect() released the socket and
+ * before this program runs (RSS/RPS, a fast reply): it found neither the caller's slot nor an
+ * entry, and left its end in `ended`. So after inserting, `ended` is read, then the socket's
+ * state (no longer SYN_SENT: it ended). Whoever deletes the entry first counts it -- this
+ * program, or the state-change program. An entry still left from a missed end at the same
+ * socket address (the socket freed and its memory reused) is counted unknown under its own
+ * process, never taken for this one; so is one still pending after 600 s (user space). */
+static __always_inline u8 follow_handshake(struct nw_pending *p, struct nw_proc_entry *c, u32 tgid, u32 tid,
+                                           s32 *end_err, u64 *end_ns)
 {
     struct nw_handshake h = {};
     h.syn_ns = p->syn_ns;
@@ -463,11 +536,36 @@ static __always_inline u8 follow_handshake(struct nw_pending *p, struct nw_proc_
     h.port = p->port;
     __builtin_memcpy(h.comm, c->comm, NW_COMM_LEN);
     __builtin_memcpy(h.addr, p->addr, 16);
-    if (handshakes.insert(&p->sk, &h) != 0) {
+    u64 sk = p->sk;
+    struct nw_handshake *stale = handshakes.lookup(&sk);
+    if (stale) {
+        struct nw_handshake old = *stale;
+        if (handshakes.delete(&sk) == 0)
+            count_late_end(&old, NW_OUT_UNKNOWN);
+    }
+    if (handshakes.insert(&sk, &h) != 0) {
         count_loss(NW_LOSS_HANDSHAKES);
         return NW_OUT_UNKNOWN;
     }
-    return NW_OUT_IN_PROGRESS;
+    struct nw_end *end = ended.lookup(&sk);
+    if (end && end->end_ns >= h.syn_ns) { /* this handshake's: an older socket's ended before */
+        struct nw_end seen = *end;
+        if (handshakes.delete(&sk) != 0)
+            return NW_OUT_IN_PROGRESS; /* the end found the entry after all and counts it */
+        ended.delete(&sk);
+        *end_err = seen.err;
+        *end_ns = seen.end_ns;
+        return seen.outcome;
+    }
+    u8 state = NW_TCP_SYN_SENT;
+    bpf_probe_read_kernel(&state, sizeof(state), (void *)(sk + NW_SK_STATE_OFFSET));
+    if (state == NW_TCP_SYN_SENT || handshakes.delete(&sk) != 0)
+        return NW_OUT_IN_PROGRESS; /* pending, or its end took the entry and counts it */
+    if (state == NW_TCP_ESTABLISHED)
+        return NW_OUT_SUCCEEDED;
+    s32 err = sk_error(sk);
+    *end_err = err;
+    return err ? outcome_of_errno(err) : NW_OUT_OTHER_FAILED;
 }
 
 TRACEPOINT_PROBE(syscalls, sys_exit_connect)
@@ -498,7 +596,7 @@ TRACEPOINT_PROBE(syscalls, sys_exit_connect)
             end_err = p->end_err;
             end_ns = p->end_ns;
         } else if (sk) {
-            outcome = follow_handshake(p, c, tgid, tid);
+            outcome = follow_handshake(p, c, tgid, tid, &end_err, &end_ns);
         } else {
             outcome = NW_OUT_UNKNOWN; /* no TCP handshake: SCTP, or the slot was taken */
         }

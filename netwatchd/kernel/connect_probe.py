@@ -37,6 +37,7 @@ def cflags_for(cfg: ConnectionsConfig, bpf_dir: Path, kernel: features.KernelFea
         f"-DNW_MAX_HANDSHAKES={cfg.max_handshakes}",
         f"-DNW_MAX_LATENCY_KEYS={MAX_LATENCY_KEYS}",
         f"-DNW_SK_ERR_OFFSET={kernel.sk_err_offset}",
+        f"-DNW_SK_STATE_OFFSET={kernel.sk_state_offset}",
         f"-DNW_RING_PAGES={ring_pages(cfg.ring_buffer_kib)}",
         f"-DNW_RECORD_EVENTS={1 if cfg.record_events else 0}",
         f"-DNW_SOCKADDR_AT_ENTER={0 if kernel.task_pt_regs else 1}",
@@ -93,7 +94,8 @@ class ConnectProbe:
                 self._detach(name)
 
     def attached_programs(self) -> List[str]:
-        tracepoints = ["sys_exit_connect", "inet_sock_set_state"] if self._bpf is not None else []
+        tracepoints = (["sys_exit_connect", "inet_sock_set_state", "tcp_receive_reset"] if self._bpf is not None
+                       else [])
         if self._bpf is not None and self.cfg.record_events and not features.current().task_pt_regs:
             tracepoints.append("sys_enter_connect")  # the sockaddr fallback of kernels < 5.15
         return tracepoints + sorted(self._links)
@@ -105,7 +107,8 @@ class ConnectProbe:
         fds = {}
         for name, fn in self._bpf.funcs.items():
             name = name.decode() if isinstance(name, bytes) else name
-            fds[name.replace("tracepoint__syscalls__", "").replace("tracepoint__sock__", "")] = fn.fd
+            fds[name.replace("tracepoint__syscalls__", "").replace("tracepoint__sock__", "")
+                .replace("tracepoint__tcp__", "")] = fn.fd
         return fds
 
     def _attach_cgroup(self, name: str, attach_type: int) -> None:

@@ -39,6 +39,9 @@ class KernelFeatures:
     # Byte offset of sk_err in struct sock, from the running kernel's BTF (-1 without BTF): how
     # a handshake that failed after connect() returned is told apart (refused, timed out, other).
     sk_err_offset: int = -1
+    # Byte offset of skc_state in struct sock_common (18 on every kernel so far; BTF's when known):
+    # a handshake that ended on another CPU just before connect() returned is seen in its state.
+    sk_state_offset: int = 18
     degraded: List[str] = field(default_factory=list)
 
     def notes(self) -> List[str]:
@@ -101,15 +104,17 @@ def probe() -> KernelFeatures:
     if not ringbuf:
         degraded.append("no BPF ring buffer (Linux 5.8): netwatchd needs it and cannot start")
     return KernelFeatures(release=os.uname().release, task_pt_regs=task_pt_regs,
-                          tcx=has_tcx(), ringbuf=ringbuf, sk_err_offset=sk_err_offset(), degraded=degraded)
+                          tcx=has_tcx(), ringbuf=ringbuf, degraded=degraded, **sock_offsets())
 
 
-def sk_err_offset() -> int:
+def sock_offsets() -> dict:
+    wanted = [("sock", "sk_err"), ("sock_common", "skc_state")]
     try:
-        return btf.member_offsets([("sock", "sk_err")])[("sock", "sk_err")]
+        found = btf.member_offsets(wanted)
     except btf.BtfError as e:
-        log.debug("sk_err offset: %s", e)
-        return -1
+        log.debug("struct sock offsets: %s", e)
+        return {}
+    return {"sk_err_offset": found[wanted[0]], "sk_state_offset": found[wanted[1]]}
 
 
 def has_tcx() -> bool:
