@@ -53,6 +53,8 @@ IPV4_CONNECT_PATH = ("sys_enter_connect", "nw_connect4", "sys_exit_connect")
 # Runs on every TCP state change of the host (both ends of a loopback connection: ~6 per connect
 # here); its cost per connect is its total run time over the connects.
 STATE_CHANGE = "inet_sock_set_state"
+# Runs on every RST received (the load's SO_LINGER 0 close sends one per connect).
+RESET = "tcp_receive_reset"
 IMPORT_FLOOR = ("import bcc, yaml, dbus_fast.aio, netwatchd.daemon, netwatchd.api.dbus, "
                 "netwatchd.kernel.connect_probe\nprint([l.split()[1] for l in open('/proc/self/status') "
                 "if l.startswith('VmRSS:')][0], flush=True)")
@@ -177,6 +179,7 @@ def bpf_phase(load: LoopbackLoad, n: int, daemons: Dict[str, DaemonProcess], pro
         calls = max(1, phase.calls)
         state = per_prog.get(STATE_CHANGE, {"runs": 0, "run_time_ns": 0, "ns_per_run": None})
         connect_path_ns = sum(per_prog[name]["ns_per_run"] or 0.0 for name in path)
+        reset = per_prog.get(RESET, {"runs": 0, "run_time_ns": 0, "ns_per_run": None})
         out["ours"][label] = {
             "programs": per_prog,
             "connect_path": path,
@@ -184,7 +187,9 @@ def bpf_phase(load: LoopbackLoad, n: int, daemons: Dict[str, DaemonProcess], pro
             "state_changes_per_connect": state["runs"] / calls,
             "ns_per_state_change": state["ns_per_run"],
             "state_ns_per_connect": state["run_time_ns"] / calls,
-            "all_ns_per_connect": connect_path_ns + state["run_time_ns"] / calls,
+            "reset_ns_per_connect": reset["run_time_ns"] / calls,
+            "resets_per_connect": reset["runs"] / calls,
+            "all_ns_per_connect": connect_path_ns + (state["run_time_ns"] + reset["run_time_ns"]) / calls,
             "daemon_cpu_sec": cpu1[label] - cpu0[label],
         }
     return out
@@ -313,6 +318,8 @@ def report(r: Dict) -> str:
             xa = o["all_ns_per_connect"] / floor
             L.append(f"      + inet_sock_set_state {o['ns_per_state_change']:.0f} ns per state change x "
                      f"{o['state_changes_per_connect']:.2f} per connect = {o['state_ns_per_connect']:.0f} ns; "
+                     f"tcp_receive_reset {o.get('reset_ns_per_connect', 0):.0f} ns per connect "
+                     f"({o.get('resets_per_connect', 0):.2f} RSTs); "
                      f"all programs {o['all_ns_per_connect']:.0f} ns = {xa:.2f}x floor "
                      f"(goal <= {GOAL_BPF_X_FLOOR:.0f}x: {verdict(xa <= GOAL_BPF_X_FLOOR)}); "
                      f"state-change floor {o['ns_per_state_change'] / floor:.2f}x")
