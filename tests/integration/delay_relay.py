@@ -37,6 +37,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import List, Optional
 
+from tests.processes import stop_processes
 from tests.integration.lan import sh
 
 RELAY_SCRIPT = Path(__file__).with_name("tun_relay.py")
@@ -135,17 +136,7 @@ class DelayedPeer:
         return self
 
     def cleanup(self) -> None:
-        for proc in [*self.procs, *([self.relay] if self.relay else [])]:
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-        for proc in [*self.procs, *([self.relay] if self.relay else [])]:
-            try:
-                proc.wait(5)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-            if proc.stdout:
-                proc.stdout.close()
+        stop_processes([*self.procs, *([self.relay] if self.relay else [])])
         self._close_fds()
         for dev in (self.host_device, self.ns_device):
             if _link_exists(dev):

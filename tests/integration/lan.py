@@ -10,13 +10,14 @@ when a test fails: processes by pid, then the veths, the bridge and the namespac
 from __future__ import annotations
 
 import secrets
-import signal
 import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional
+
+from tests.processes import stop_processes
 
 PREFIX4 = "10.77.0."
 PREFIX6 = "fd00:77::"
@@ -258,17 +259,7 @@ class Lan:
 
     # -- teardown ----------------------------------------------------------------------------
     def cleanup(self) -> None:
-        for proc in self.procs:
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-        for proc in self.procs:
-            try:
-                proc.wait(5)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-            if proc.stdout:
-                proc.stdout.close()
+        stop_processes(self.procs)
         for node in self.nodes.values():
             sh("ip", "link", "del", node.port, check=False)
         sh("ip", "link", "del", self.bridge, check=False)
