@@ -9,8 +9,12 @@ leaves the pair and the host side needs no address); netwatchd started and timed
 a child with a unique command name making known connect()s (TCP accepted and refused, IPv6, a
 unix socket: the sockaddr fallback of kernels < 5.15, an unconnected UDP send); then Summary
 exact, ListConnections records exact, the device with its exact UDP counter in ListDevices, one
-new_device alert in ListAlerts, and a clean stop that leaves none of our programs, filters or
-qdiscs behind. Prints one `SMOKE {json}` line; exit 0 when every check passed.
+new_device alert in ListAlerts; on kernels < 5.15 the sys_enter_connect fallback named in
+KernelFallbacks; connect outcomes and handshake latency against a peer 20 ms away through netem
+(tests/kernels/smoke_connects.py: blocking, asyncio and curl connects, refused, timed out,
+EALREADY, reset after accept; skipped, and said so, on a kernel without netem outside a VM); and
+a clean stop that leaves none of our programs, filters or qdiscs behind. Prints one
+`SMOKE {json}` line; exit 0 when every check passed.
 """
 from __future__ import annotations
 
@@ -31,6 +35,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from tests.harness import DaemonProcess, PrivateSystemBus, unvariant  # noqa: E402
+from tests.kernels import smoke_connects  # noqa: E402
 
 TICK = 0.5  # time compressed; everything else is config/netwatchd.yaml's default
 DATAGRAMS = 7
@@ -113,6 +118,11 @@ class Pair:
     def cleanup(self) -> None:
         sh(f"ip link del {self.host}", check=False)
         sh(f"ip netns del {self.ns}", check=False)
+
+
+def kernel_before(major: int, minor: int) -> bool:
+    release = os.uname().release.split("-")[0].split(".")
+    return (int(release[0]), int(release[1])) < (major, minor)
 
 
 def our_prog_ids(pid: int) -> set:
@@ -238,6 +248,16 @@ def run(c: Checks, info: dict) -> None:
             if have != want:
                 problems.append(f"{call['call']}: {have} != {want}")
         c.check("ListConnections records exact (unix path included)", not problems, problems or len(records))
+        if kernel_before(5, 15):  # no bpf_task_pt_regs: the sockaddr is noted at sys_enter_connect
+            c.check("KernelFallbacks: the sys_enter_connect sockaddr path (Linux < 5.15)",
+                    any("sys_enter_connect" in f for f in info["fallbacks"]), info["fallbacks"])
+
+        # -- connect outcomes and handshake latency, 20 ms away through netem ------------------
+        try:
+            smoke_connects.check(c, daemon, tmp, info)
+        except Exception as e:  # the stop checks below still run
+            c.check("connect outcomes and latency ran to the end", False,
+                    f"{type(e).__name__}: {e}\n{traceback.format_exc()[-1500:]}")
 
         # -- stop ----------------------------------------------------------------------------
         ours = our_prog_ids(daemon.pid)

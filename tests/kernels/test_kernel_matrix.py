@@ -32,7 +32,8 @@ def record(kernel: str, result: dict) -> None:
         known = json.loads(RESULTS.read_text())
     except (OSError, ValueError):
         known = {}
-    known[kernel] = {k: result.get(k) for k in ("release", "exec_to_ready_sec", "seconds", "fallbacks", "ok")}
+    known[kernel] = {k: result.get(k) for k in ("release", "exec_to_ready_sec", "seconds", "fallbacks", "netem",
+                                                "connects", "ok")}
     RESULTS.write_text(json.dumps(known, indent=1) + "\n")
 
 
