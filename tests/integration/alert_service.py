@@ -45,6 +45,7 @@ class FakeDaemon:
         self.config_path = "/etc/netwatchd/netwatchd.yaml"
         self.devices = None
         self.connects = SimpleNamespace(events_lost=lambda: 0, processes_untracked=lambda: 0, refresh=lambda: None,
+                                        handshakes_untracked=lambda: 0, latency_samples_lost=lambda: 0,
                                         history=SimpleNamespace(total=SimpleNamespace(attempts=0)))
 
     def programs_attached(self):

@@ -201,10 +201,12 @@ def test_ready_only_when_programs_are_attached_and_the_name_is_owned(fresh):
     attached = set(d.get_property("ProgramsAttached"))
     path = "tcx" if any(p.endswith(" (tcx)") for p in attached) else "clsact"  # TCX from Linux 6.6
     tc = {f"nw_tc_{direction}@{name} ({path})" for name in interfaces for direction in ("ingress", "egress")}
-    assert attached == {"sys_exit_connect"} | CGROUP_PROGRAMS | tc
+    # the connect() exit, the TCP state changes and RSTs that end handshakes, the cgroup hooks
+    assert attached == {"sys_exit_connect", "inet_sock_set_state", "tcp_receive_reset"} | CGROUP_PROGRAMS | tc
     answer = summary(d, 60, command="nw-none-ready")  # answers at READY, exactly (no such command)
     assert (answer["total_attempts"], answer["message"]) == (
-        0, "command 'nw-none-ready' made 0 connection attempts in the last 60 s: 0 succeeded, 0 failed, 0 in progress")
+        0, "command 'nw-none-ready' made 0 connection attempts in the last 60 s: 0 succeeded, 0 failed "
+           "(0 refused, 0 timed out, 0 other), 0 in progress")
     progs, links, names = owned_programs(d)
     assert CGROUP_PROGRAMS | {"nw_tc_ingress", "nw_tc_egress"} <= names
     assert any(n.endswith("sys_exit_connect") for n in names), names
@@ -347,7 +349,7 @@ def test_sigkill_leaves_nothing_attached_and_a_new_daemon_starts(fresh):
 
 # -- --check-config (no root needed) -------------------------------------------------------------
 
-CONNECTIONS_KEYS = ("max_processes, max_window_sec, poll_interval_ms, recent_records, record_events, "
+CONNECTIONS_KEYS = ("max_handshakes, max_processes, max_window_sec, poll_interval_ms, recent_records, record_events, "
                     "ring_buffer_kib, trace_udp_sends")
 BAD_CONFIGS = [
     pytest.param("connections:\n  max_window_sec: 60\n  max_processes: 100: 5\n",
