@@ -133,6 +133,7 @@ class ConnectMonitor:
         for key, delta in self.deltas.update(counts).items():
             name = (key[0], snapshot[key][0])
             per_process[name] = per_process.get(name, ZERO) + delta
+        self._read_handshakes(now, handshakes, per_process)
         self.history.record(now, per_process)
         for (pid, command), delta in per_process.items():  # for the detector's next tick
             seen = self._since_observed.setdefault(command, [0, 0, set()])
@@ -143,7 +144,6 @@ class ConnectMonitor:
                 self.command_totals[command] = self.command_totals.get(command, ZERO) + delta
             else:
                 self.command_overflow = self.command_overflow + delta
-        self._read_handshakes(now, handshakes, per_process)
         self._free_gone_processes(counts, idle)
         self.history.prune(now)
         self.latency.prune(now)
@@ -162,10 +162,8 @@ class ConnectMonitor:
             else:
                 pending.append((h.tgid, h.command, syn_sec))
         self._pending = pending
-        if given_up:
-            self.history.record(now, given_up)
-            for key, delta in given_up.items():
-                per_process[key] = per_process.get(key, ZERO) + delta
+        for key, delta in given_up.items():  # filed, totalled and observed with the counters
+            per_process[key] = per_process.get(key, ZERO) + delta
 
     def _free_gone_processes(self, counts, idle) -> None:
         """A process whose counters were all idle since the last read and that no longer exists

@@ -78,6 +78,7 @@ def test_a_handshake_that_missed_its_end_is_given_up_as_unknown(env):
     a = mon.summary(100, "", 3600)
     assert (a["unknown"], a["in_progress"], a["total_attempts"]) == (1, 1, 2)
     assert mon.handshakes_untracked() == 1
+    assert mon.command_totals["curl"].unknown == 1  # in the metrics' totals too
 
 
 def test_a_gone_process_with_a_pending_handshake_keeps_its_counters(env):
