@@ -59,7 +59,9 @@ BPF_HASH(retired_counts, struct nw_retired_key, struct nw_proc_entry, NW_MAX_PRO
 BPF_ARRAY(pending, struct nw_pending, NW_PENDING_SLOTS);
 BPF_RINGBUF_OUTPUT(events, NW_RING_PAGES);
 BPF_HASH(handshakes, u64, struct nw_handshake, NW_MAX_HANDSHAKES);
-BPF_HASH(latency, struct nw_latency_key, struct nw_latency_cell, NW_MAX_LATENCY_KEYS);
+/* Per CPU: every connect of a busy command hits the same few cells, and one shared cell's cache
+ * line bouncing between CPUs cost more than the rest of sys_exit_connect. User space sums. */
+BPF_PERCPU_HASH(latency, struct nw_latency_key, struct nw_latency_cell, NW_MAX_LATENCY_KEYS);
 /* [0] records that found the ring full, [1] processes that found proc_counts full,
  * [2] handshakes that found `handshakes` full (counted unknown), [3] handshake ends whose
  * process counters were already freed, [4] latencies that found `latency` full. */
@@ -318,8 +320,8 @@ static __always_inline u32 latency_slot(u64 usec)
     return slot < NW_LATENCY_SLOTS ? slot : NW_LATENCY_SLOTS - 1;
 }
 
-/* Adds one handshake to its histogram cell, creating it; a cell another CPU created first is
- * added to. One map operation per handshake: the cell holds its count and its sum. */
+/* Adds one handshake to this CPU's histogram cell, creating it. One map operation per
+ * handshake: the cell holds its count and its sum. */
 static __always_inline void add_latency(const char *comm, u16 family, u16 port, const u8 *addr, u64 usec)
 {
     struct nw_latency_key key = {};

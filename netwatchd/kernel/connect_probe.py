@@ -181,9 +181,10 @@ class ConnectProbe:
     def latency_cells(self) -> Dict[Tuple[str, int, bytes, int], Dict[int, Tuple[int, int]]]:
         """{(command, family, address, port): {slot: (handshakes, sum of their us)}}."""
         out: Dict[Tuple[str, int, bytes, int], Dict[int, Tuple[int, int]]] = {}
-        for key, cell in table_items(self._bpf[b"latency"]):
+        for key, per_cpu in table_items(self._bpf[b"latency"]):
             where = (decode_comm(key.comm), key.family, bytes(key.addr), key.port)
-            out.setdefault(where, {})[key.slot] = (int(cell.count), int(cell.sum_usec))
+            out.setdefault(where, {})[key.slot] = (sum(int(c.count) for c in per_cpu),
+                                                    sum(int(c.sum_usec) for c in per_cpu))
         return out
 
 
