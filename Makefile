@@ -7,7 +7,7 @@ UNITDIR ?= /etc/systemd/system
 DBUS_POLICYDIR ?= /usr/share/dbus-1/system.d
 PYTEST_ARGS ?=
 
-.PHONY: run test setup setup-test install uninstall deb man bench bench-devices bench-tc bench-alerts bench-api bench-beacons
+.PHONY: run test setup setup-test install uninstall deb man bench bench-devices bench-tc bench-alerts bench-api bench-beacons bench-flows
 
 setup:
 	@scripts/setup.sh
@@ -24,6 +24,10 @@ test: setup-test
 
 bench: setup
 	.venv/bin/python bench/connect_bench.py
+
+# Connect outcomes at scale (issue 12): daemon RSS and CPU with 100k distinct flows (~1 min).
+bench-flows: setup
+	.venv/bin/python bench/connect_flows_bench.py
 
 # The device path (issue 3): BPF ns per packet, sender packet rate, per-device counts (~2 min).
 bench-devices: setup
