@@ -76,6 +76,7 @@ class Daemon:
 
     async def run(self) -> int:
         from netwatchd.api import dbus as dbus_service
+        from netwatchd.api.bus_reconnect import stay_on_bus
         from netwatchd.kernel.connect_probe import ConnectProbe
 
         self._bus = await dbus_service.own_name()
@@ -108,7 +109,10 @@ class Daemon:
             loop.add_signal_handler(signal.SIGINT, self._stop.set)
             loop.add_signal_handler(signal.SIGHUP, self.reload)
             tasks = [asyncio.create_task(self._every(self._poll_interval, self._poll)),
-                     asyncio.create_task(self._every(lambda: self.cfg.tick_interval_sec, self._tick))]
+                     asyncio.create_task(self._every(lambda: self.cfg.tick_interval_sec, self._tick)),
+                     asyncio.create_task(stay_on_bus(self._bus, dbus_service.own_name,
+                                                     lambda bus: dbus_service.serve(bus, interface),
+                                                     self._set_bus))]
             wd = watchdog_interval_sec()
             if wd:
                 tasks.append(asyncio.create_task(self._every(lambda: wd, self.notifier.watchdog)))
@@ -130,13 +134,17 @@ class Daemon:
                 await self._http.stop()
             if self._ebpf_http is not None:
                 await self._ebpf_http.stop()
-            self._bus.disconnect()
+            if self._bus.connected:
+                self._bus.disconnect()
             if self.devices is not None:
                 stop_devices(self.devices)
             if self.alerting is not None:
                 self.alerting.close()
             self._probe.stop()
         return 0
+
+    def _set_bus(self, bus) -> None:
+        self._bus = bus
 
     def _poll_interval(self) -> float:
         return self.cfg.connections.poll_interval_ms / 1000.0

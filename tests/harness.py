@@ -5,6 +5,7 @@ Everything here is started by pid and stopped by that pid, even when a test fail
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -117,16 +118,28 @@ class PrivateSystemBus:
         conf = re.sub(r"<listen>.*?</listen>", f"<listen>{self.address}</listen>", conf)
         conf = re.sub(r"<includedir>.*?</includedir>", f"<includedir>{policy_dir}</includedir>", conf)
         (self.dir / "system.conf").write_text(conf)
+        self._launch()
+        return self
+
+    def _launch(self) -> None:
         self.proc = subprocess.Popen(
             ["dbus-daemon", f"--config-file={self.dir / 'system.conf'}", "--nofork", "--nosyslog"],
-            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=open(self.dir / "dbus.log", "wb"),
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=open(self.dir / "dbus.log", "ab"),
         )
         deadline = time.monotonic() + 10
         while not self.socket.exists():
             if self.proc.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError("dbus-daemon did not start: " + (self.dir / "dbus.log").read_text())
             time.sleep(0.02)
-        return self
+
+    def restart(self) -> None:
+        """A new dbus-daemon on the same socket, as after `systemctl restart dbus`: every client's
+        connection ends, names are free again."""
+        self.proc.terminate()
+        self.proc.wait(10)
+        with contextlib.suppress(FileNotFoundError):
+            self.socket.unlink()  # dbus-daemon may leave it; the new one must not see a stale one
+        self._launch()
 
     def stop(self) -> None:
         if self.proc and self.proc.poll() is None:

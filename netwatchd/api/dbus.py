@@ -29,6 +29,7 @@ from netwatchd.bus_names import (
     OBJECT_PATH,
 )
 from netwatchd.alerting.alerts import KINDS, Alert
+from netwatchd.api.bus_backpressure import tolerate_full_socket
 from netwatchd.devices.queries import device_answer
 from netwatchd.errors import NoSuchDevice
 from netwatchd.connects.queries import InvalidQuery, check_list
@@ -304,6 +305,7 @@ async def own_name() -> MessageBus:
     """Connect to the system bus (DBUS_SYSTEM_BUS_ADDRESS is honoured) and own our name, before
     anything is loaded: a second netwatchd fails here without touching the kernel."""
     bus = await MessageBus(bus_type=BusType.SYSTEM).connect()
+    tolerate_full_socket(bus)  # a burst of signals to a slow bus daemon must not end the connection
     reply = await bus.request_name(BUS_NAME, NameFlag.DO_NOT_QUEUE)
     if reply not in (RequestNameReply.PRIMARY_OWNER, RequestNameReply.ALREADY_OWNER):
         bus.disconnect()
@@ -327,8 +329,14 @@ def export(bus: MessageBus, daemon) -> ManagerInterface:
     """Serves `daemon` on the bus; the interface returned is what DBusAlertSink needs. The
     device monitor's new patterns (if devices are watched) go out as PatternSeen."""
     interface = ManagerInterface(daemon)
-    bus.export(OBJECT_PATH, interface)
+    serve(bus, interface)
     if getattr(daemon, "devices", None) is not None:
         daemon.devices.pattern_listeners.append(interface.PatternSeen)
     return interface
 
+
+
+def serve(bus: MessageBus, interface: ManagerInterface) -> None:
+    """Puts an existing interface on a (new) connection: after the bus was lost, the same object,
+    with its listeners and sinks, is served again."""
+    bus.export(OBJECT_PATH, interface)

@@ -74,7 +74,7 @@ async def serve(args) -> None:
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     loop.add_signal_handler(signal.SIGTERM, stop.set)
-    reader = asyncio.StreamReader()
+    reader = asyncio.StreamReader(limit=16 << 20)  # a tick of thousands of new devices is one long line
     await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
     say("ready")
 

@@ -315,6 +315,35 @@ def test_a_second_daemon_on_the_same_bus_fails_clearly(daemon):
     assert summary(daemon, 60)["duration_sec"] == 60
 
 
+# -- losing the bus ------------------------------------------------------------------------------
+
+@pytest.mark.root
+def test_a_restarted_bus_gets_the_daemon_back_with_its_state(fresh):
+    """dbus-daemon restarts (a package upgrade does it): the daemon says so once, takes its name
+    back on the new bus and answers as before, with what it counted before the loss."""
+    d = fresh()
+    for _ in range(3):  # refused at once: nothing listens on port 1
+        subprocess.run(["curl", "-s", "http://127.0.0.1:1/"], capture_output=True, timeout=30)
+    deadline = time.monotonic() + 10
+    while (before := summary(d, 60))["refused"] < 3:
+        assert time.monotonic() < deadline, before
+        time.sleep(0.2)
+    time.sleep(0.5)  # a poll or two later, so that nothing of curl's is still on its way
+    before = summary(d, 60)
+    d.bus.restart()
+    wait_log(d, "lost the system bus (", timeout=10)
+    deadline = time.monotonic() + 30
+    while name_owner_pid(d.bus) != d.pid:
+        assert d.proc.poll() is None, daemon_log(d)
+        assert time.monotonic() < deadline, f"not back on the bus after 30 s:\n{daemon_log(d)}"
+        time.sleep(0.2)
+    log = wait_log(d, f"back on the system bus as {BUS_NAME}")
+    assert log.count("lost the system bus (") == 1, log
+    after = summary(d, 60)
+    # curl's nscd lookups are connect()s too (AF_UNIX, ENOENT): counted, but not as refused
+    assert after == before and before["refused"] == 3, json.dumps([before, after])
+
+
 # -- stopping ------------------------------------------------------------------------------------
 
 @pytest.mark.root
