@@ -152,6 +152,18 @@ def test_allow_listed_and_too_fast_pairs_never_alert():
     assert found == []
 
 
+def test_tracked_pairs_cost_no_allow_list_memo_and_allowed_ones_stay_untracked():
+    """Memory with many distinct flows: a pair that is not allowed is found through the pair table,
+    so the allow list's answers are remembered only for allowed pairs (never tracked)."""
+    tracker = BeaconTracker(DEFAULTS)
+    starts = [["command:nwflows", f"198.51.{k >> 8}.{k & 255}", 443, "", [int(T0 * 1e6)]] for k in range(5000)]
+    starts += [["command:dig", "127.0.0.53", 53, "", [int(T0 * 1e6)]]]  # the shipped allow-list
+    for tick in range(3):
+        tracker.tick(starts, int((T0 + tick) * 1e6), AlertIds(0))
+    assert len(tracker) == 5000
+    assert list(tracker._allowed) == [(("command:dig", "127.0.0.53", 53), "")]
+
+
 def test_ipv6_destinations_are_written_in_brackets():
     found = run(BeaconTracker(DEFAULTS), {("device:02:00:00:00:00:01", "2001:db8::1", 443): calls(periodic(30))})
     ((_, alert),) = found
