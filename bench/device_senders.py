@@ -17,6 +17,7 @@ sys.path[:0] = [str(REPO), str(BENCH)]
 
 
 from connect_bench import progress  # noqa: E402
+from tests.harness import StartedUntilExit  # noqa: E402
 
 SINK_PORT = 40009
 
@@ -113,7 +114,7 @@ def ksoftirqd_pids() -> List[int]:
     return out
 
 
-class Senders:
+class Senders(StartedUntilExit):
     """Sender processes in the device namespaces (one per bridged device, `direct_procs` in the
     direct one) and the sink, each started and stopped by pid."""
 
@@ -182,14 +183,5 @@ class Senders:
                 p.stdout.close()
         self.procs, self.sink = [], None
 
-    def __enter__(self) -> "Senders":
-        try:
-            return self.start()
-        except BaseException:
-            self.stop()
-            raise
-
-    def __exit__(self, *exc) -> None:
-        self.stop()
 
 

@@ -97,7 +97,22 @@ def venv_tool(name: str) -> str:
     return str(Path(sys.executable).parent / name)
 
 
-class PrivateSystemBus:
+class StartedUntilExit:
+    """`with Thing() as t`: start(), and stop() on the way out -- also when start() fails half
+    way, so that what it had made (processes, namespaces, files) is not left behind."""
+
+    def __enter__(self):
+        try:
+            return self.start()
+        except BaseException:
+            self.stop()
+            raise
+
+    def __exit__(self, *exc):
+        self.stop()
+
+
+class PrivateSystemBus(StartedUntilExit):
     """A dbus-daemon with the distro's system-bus semantics (deny by default, runs as
     messagebus) and only this project's policy added, on a socket of its own."""
 
@@ -151,15 +166,6 @@ class PrivateSystemBus:
                 self.proc.wait()
         shutil.rmtree(self.dir, ignore_errors=True)
 
-    def __enter__(self):
-        try:
-            return self.start()
-        except BaseException:
-            self.stop()  # a bus that failed to start still leaves nothing behind
-            raise
-
-    def __exit__(self, *exc):
-        self.stop()
 
 
 class NotifyReceiver:

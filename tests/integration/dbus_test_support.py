@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 from typing import List, Optional, Tuple
 
-from tests.harness import BUS_NAME, INTERFACE, OBJECT_PATH, NotifyReceiver, PrivateSystemBus
+from tests.harness import BUS_NAME, INTERFACE, OBJECT_PATH, NotifyReceiver, PrivateSystemBus, StartedUntilExit
 
 ECONNREFUSED = 111
 
@@ -66,7 +66,7 @@ sys.stdin.read()
 """
 
 
-class ConnectChild:
+class ConnectChild(StartedUntilExit):
     """A copy of the Python interpreter named `command` (default `nwtest<hex>`, so its comm is
     unique on the host) that makes `ok` accepted and `refused` refused TCP connects to
     127.0.0.1, and with `extra` a UDP connect and a refused IPv6 TCP connect to ::1."""
@@ -153,15 +153,6 @@ class ConnectChild:
             s.close()
         shutil.rmtree(self.dir, ignore_errors=True)
 
-    def __enter__(self) -> "ConnectChild":
-        try:
-            return self.start()
-        except BaseException:
-            self.stop()
-            raise
-
-    def __exit__(self, *exc) -> None:
-        self.stop()
 
 
 def as_user(user: str, group: str, groups: Optional[List[str]] = None) -> List[str]:

@@ -16,6 +16,8 @@ import tempfile
 from pathlib import Path
 from typing import List, Optional
 
+from tests.harness import StartedUntilExit
+
 # Reads commands on stdin, one per line, answers one line each:
 #   udp N PORT      N unconnected sendto() to 127.0.0.1:PORT -> "ok"
 #   refused N PORT  N TCP connects to 127.0.0.1:PORT (nothing listens) -> "ok"
@@ -85,7 +87,7 @@ def named_python(directory: Path, command: str) -> Path:
     return exe
 
 
-class NamedChild:
+class NamedChild(StartedUntilExit):
     def __init__(self) -> None:
         self.command = "nwc" + secrets.token_hex(5)  # 13 bytes: fits the kernel's 15-byte comm
         self.dir = Path(tempfile.mkdtemp(prefix="nwd-named-"))
@@ -145,12 +147,3 @@ class NamedChild:
         self.closed.close()
         shutil.rmtree(self.dir, ignore_errors=True)
 
-    def __enter__(self) -> "NamedChild":
-        try:
-            return self.start()
-        except BaseException:
-            self.stop()
-            raise
-
-    def __exit__(self, *exc) -> None:
-        self.stop()

@@ -35,7 +35,7 @@ from typing import Dict, List, Optional
 import pytest
 
 from tests.conftest import require_root_and_bcc, require_tools, requires
-from tests.harness import DaemonProcess, PrivateSystemBus, unvariant
+from tests.harness import DaemonProcess, PrivateSystemBus, StartedUntilExit, unvariant
 from tests.integration.delay_relay import DelayedPeer
 from tests.integration.lan import sh
 from tests.integration.named_children import named_python
@@ -265,7 +265,7 @@ while True:
 '''
 
 
-class OutcomeChild:
+class OutcomeChild(StartedUntilExit):
     """The CHILD script run from a copy of the interpreter named nwo<hex>; stopped by its pid."""
 
     def __init__(self, prefix: Optional[List[str]] = None) -> None:
@@ -316,15 +316,6 @@ class OutcomeChild:
                 self.proc.wait()
         shutil.rmtree(self.dir, ignore_errors=True)
 
-    def __enter__(self) -> "OutcomeChild":
-        try:
-            return self.start()
-        except BaseException:
-            self.stop()
-            raise
-
-    def __exit__(self, *exc) -> None:
-        self.stop()
 
 
 class Loopback:
