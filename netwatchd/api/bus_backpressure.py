@@ -37,11 +37,13 @@ class FullSocketWaits:
 
 
 def tolerate_full_socket(bus) -> bool:
-    """Wraps the connected bus's writer socket; False (and a debug line) on a dbus-fast whose
-    writer is shaped differently, which then keeps its own behaviour."""
+    """Wraps the connected bus's writer socket. False when it is wrapped already, or (with a debug
+    line) on a dbus-fast whose writer is shaped differently, which then keeps its own behaviour."""
     writer = getattr(bus, "_writer", None)
     sock = getattr(writer, "sock", None)
-    if sock is None or isinstance(sock, FullSocketWaits) or not hasattr(sock, "send"):
+    if isinstance(sock, FullSocketWaits):
+        return False
+    if sock is None or not hasattr(sock, "send"):
         log.debug("dbus-fast writer not wrapped (no writer.sock in this version)")
         return False
     writer.sock = FullSocketWaits(sock)

@@ -335,7 +335,6 @@ def export(bus: MessageBus, daemon) -> ManagerInterface:
     return interface
 
 
-
 def serve(bus: MessageBus, interface: ManagerInterface) -> None:
     """Puts an existing interface on a (new) connection: after the bus was lost, the same object,
     with its listeners and sinks, is served again."""
