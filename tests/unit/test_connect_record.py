@@ -4,8 +4,11 @@ import json
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from netwatchd.connects.records import (
+    _EVENT,
     LONG_EVENT_SIZE,
     ConnEvent,
     MalformedEvent,
@@ -65,3 +68,23 @@ def test_unknown_outcome_is_a_named_error():
     ev.update(outcome=0)
     with pytest.raises(MalformedEvent, match=r"record with outcome 0, expected one of \[1, 2, 3, 4, 5, 6, 7\]"):
         decode_event(build_event(ev), 0)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(min_size=80, max_size=80))
+def test_the_fast_unpacking_reads_the_fields_the_ctypes_mirror_reads(raw):
+    """decode_event unpacks with a struct format for speed; ConnEvent is the mirror the header
+    test checks. Any 80 bytes must read the same through both."""
+    ev = ConnEvent.from_buffer_copy(raw)
+    fields = _EVENT.unpack_from(raw)
+    names = [name for name, _ in ConnEvent._fields_]
+    for name, value in zip(names, fields):
+        expected = getattr(ev, name)
+        if name == "comm":
+            assert value.split(b"\0", 1)[0] == expected  # ctypes shows a char array up to its NUL
+        elif name == "addr":
+            assert value == bytes(expected)
+        else:
+            assert value == expected, name
+    assert len(fields) == len(names)
+
