@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import sys
 from dataclasses import dataclass
-from typing import Dict, Iterable, List, Optional, Tuple
+from typing import Dict, Iterable, List, Optional, Set, Tuple
 
 import numpy as np
 
@@ -92,7 +92,7 @@ class BeaconTracker:
     def reconfigure(self, cfg: BeaconsConfig) -> None:
         self.cfg = cfg
         self.allow = AllowList(cfg.allow_destinations, cfg.allow_names, cfg.allow_commands)
-        self._allowed: Dict[Tuple[PairKey, str], bool] = {}  # pairs found allowed (the allow list's answer)
+        self._allowed: Set[Tuple[PairKey, str]] = set()  # (pair, name)s the allow list allowed
         now_allowed = [slot for key, slot in self._index.items()
                        if self.allow.allows(key[0], key[1], key[2], self._names[slot])]
         self._release(now_allowed)  # an entry added by a reload silences its pairs at once
@@ -171,7 +171,7 @@ class BeaconTracker:
             return False
         if len(self._allowed) >= max(self.cfg.max_pairs, 1024):
             self._allowed.clear()
-        self._allowed[(key, name)] = True
+        self._allowed.add((key, name))
         return True
 
     def _clock(self, now_ms: int) -> None:
