@@ -147,6 +147,11 @@ class DeviceMonitor:
 
     def tick(self) -> None:
         self.collect()
+        # the ring after the counters: the classifier counts a SYN before it reports the SYN's
+        # first-seen pattern, so draining now puts every counted SYN's new port in this tick
+        # too. A poll that ran late (a busy loop) would otherwise leave a scan's 3000 SYNs in
+        # one tick and its 3000 new ports in the next: a connect_rate alert besides the fan_out
+        self.poll()
         self.refresh_interfaces()
         if self.clock() - self._last_save >= self.cfg.store_interval_sec:
             self.save()

@@ -279,6 +279,29 @@ def test_observations_for_the_detector_new_devices_patterns_and_address_moves(en
     assert empty == TickObservation(time_usec=3)
 
 
+def test_a_scan_whose_patterns_no_poll_has_read_yet_is_one_fan_out_in_the_tick_that_counted_its_syns(env):
+    """The CI failure of stop 17: on a busy machine the poll ran late, so a tick saw a scan's
+    3000 SYNs in the counters but none of its first-seen ports (still in the ring), and the
+    device got a connect_rate alert besides the next tick's fan_out. A tick drains the ring after
+    reading the counters: one tick has both, and the shipped detector says fan_out only."""
+    from netwatchd.alerting.alerts import AlertIds
+    from netwatchd.alerting.detector import Detector
+    from netwatchd.alerting.observation import TickObservation
+    from netwatchd.config import AlertsConfig
+
+    probe, _, _, mon = env
+    detector = Detector(AlertsConfig(learning_period_sec=0), AlertIds(0), 0)
+    counters = DevCounters()
+    counters.tcp_syns = 3000
+    probe.counters = {CISCO: counters}
+    probe.raw = [event(EV_PATTERN, CISCO, transport=6, daddr="10.77.0.9", dport=port) for port in range(1, 3001)]
+    mon.tick()  # no poll() in between
+    obs = TickObservation(time_usec=1)
+    mon.take_observation(obs)
+    assert (obs.device_connects, obs.device_new_ports) == ({CISCO: 3000}, {CISCO: 3000})
+    assert [(a.kind, a.subject) for a in detector.tick(obs)] == [("fan_out", f"device:{CISCO}")]
+
+
 @pytest.mark.parametrize("first", ["mld", "ndp", "dhcp-like ipv6", "arp"])
 def test_a_mac_change_is_one_address_change_whatever_frame_of_the_new_mac_comes_first(env, first):
     """A device that changes its MAC keeps its IP: the new MAC's first frames (an MLD report, NDP
