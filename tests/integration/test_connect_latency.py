@@ -128,11 +128,14 @@ def test_p50_latency_of_a_listener_20ms_away(world, style):
     daemon, peer = world
     listener = peer.listen(mode="keep")
     pid, took = run_client(style, peer.address, listener.port, CONNECTS)
-    assert LOW <= took[len(took) // 2] <= HIGH, f"the relay did not make 20 ms: {took}"  # the set-up itself
+    # the set-up itself: every connect went through the relay. Its upper side is not the client's
+    # stopwatch, which also holds the client's own wake-up on a loaded machine, but the relay's
+    # lateness (it runs at real-time priority) and the daemon's p50 below
+    assert took[0] >= LOW, f"a connect faster than the relay's 20 ms: {took}"
     s = wait_for("every handshake's latency", lambda: (lambda a: a if a["latency_samples"] == CONNECTS else None)(
         summary(daemon, pid)))
     assert (s["succeeded"], s["failed"], s["in_progress"], s["total_attempts"]) == (CONNECTS, 0, 0, CONNECTS)
-    assert LOW <= s["latency_p50_usec"] <= HIGH, s["message"]
+    assert LOW <= s["latency_p50_usec"] <= HIGH, (s["message"], took, peer.relay_counters())
     for r in records_of(daemon, pid):
         # each one: never faster than the delay, never slower than the client itself saw it (a busy
         # machine may hold a single packet a few ms; the median above stays within 10%)
