@@ -22,7 +22,7 @@ BPF_ENABLE_STATS = 32  # enum bpf_cmd
 BPF_STATS_RUN_TIME = 0
 
 # enum bpf_attach_type -> the name of netwatchd's program attached there
-CGROUP_ATTACH_NAMES = {10: "nw_connect4", 11: "nw_connect6", 14: "nw_sendmsg4", 15: "nw_sendmsg6"}
+CGROUP_ATTACH_NAMES = {3: "nw_sockops", 10: "nw_connect4", 11: "nw_connect6", 14: "nw_sendmsg4", 15: "nw_sendmsg6"}
 
 
 @dataclass(frozen=True)

@@ -1,17 +1,18 @@
 /* netwatchd connect path: counts every connect() per process under its final outcome, and
  * sends one record per call through a ring buffer without waking user space.
  *
- *   cgroup connect4/6    notes the destination and the transport read from the socket
- *   sock:inet_sock_set_state
- *                        TCP only: CLOSE -> SYN_SENT notes the socket and the time of the SYN;
- *                        SYN_SENT -> ESTABLISHED or CLOSE ends the handshake: in the slot of
- *                        the connecting thread while connect() has not returned, else in the
- *                        `handshakes` map (counted, histogram, a handshake-end record)
+ *   cgroup connect4/6    notes the destination and the transport read from the socket and,
+ *                        for TCP, the socket and the time its handshake starts
+ *   cgroup sock_ops      TCP's own callbacks: TCP_CONNECT_CB asks for the socket's state
+ *                        changes, and SYN_SENT -> ESTABLISHED or CLOSE ends the handshake:
+ *                        counted under a followed handshake's process (histogram, a
+ *                        handshake-end record), else left in `ended` for connect()'s return
  *   tcp:tcp_receive_reset
  *                        marks the socket an RST is closing (refused, even if sk_err was read)
- *   sys_exit_connect     counts the outcome per process and emits the record; a handshake
- *                        still pending goes into `handshakes`; for what the cgroup hook never
- *                        sees (unix sockets, early failures) it reads the caller's sockaddr
+ *   sys_exit_connect     counts the outcome per process and emits the record; takes a
+ *                        handshake's end from `ended`, or follows a pending one in
+ *                        `handshakes`; for what the cgroup hook never sees (unix sockets,
+ *                        early failures) it reads the caller's sockaddr
  *   cgroup sendmsg4/6    counts and records unconnected UDP sends
  *   sched_process_exec   moves a process's counters under its old command name (rare)
  *
@@ -25,7 +26,15 @@
  *   NW_SK_ERR_OFFSET: offset of sk_err in struct sock, from the running kernel's BTF (-1: not
  *   known; a handshake that fails after connect() returned is then other_failed).
  *   NW_SK_STATE_OFFSET: offset of skc_state (BTF's, else 18).
- * Only tracepoints, cgroup hooks, helpers and uapi types: it loads whatever the kernel headers. */
+ * Only tracepoints, cgroup hooks, helpers and uapi types: it loads whatever the kernel headers.
+ *
+ * Why the handshake's end is a sock_ops callback and not the sock:inet_sock_set_state
+ * tracepoint: a tracepoint program does not run when the CPU is already inside a tracing BPF
+ * program (the kernel counts it in the program's recursion_misses and moves on). A handshake
+ * that times out ends in a timer softirq, which may interrupt our sys_exit_connect on that CPU:
+ * under load a few in a hundred timed-out handshakes were never counted. TCP calls sock_ops
+ * programs itself, with no such guard, and only for the sockets that asked (one bit per socket),
+ * where the tracepoint ran for every TCP state change of the host. */
 #include <linux/errno.h>
 #include <linux/in.h>
 #include <linux/in6.h>
@@ -46,7 +55,12 @@
 #define NW_SOCK_DGRAM 2
 #define NW_TCP_ESTABLISHED 1 /* include/net/tcp_states.h */
 #define NW_TCP_SYN_SENT 2
+#define NW_TCP_SYN_RECV 3
 #define NW_TCP_CLOSE 7
+/* uapi/linux/bpf.h, spelled out for old kernel headers */
+#define NW_SOCK_OPS_TCP_CONNECT_CB 3
+#define NW_SOCK_OPS_STATE_CB 10
+#define NW_SOCK_OPS_STATE_CB_FLAG (1 << 2)
 #ifndef NW_SK_ERR_OFFSET
 #define NW_SK_ERR_OFFSET -1
 #endif
@@ -153,8 +167,18 @@ static __always_inline int note_inet_connect(struct bpf_sock_addr *ctx, u16 fami
     p->family = family;
     p->port = ntohs((u16)ctx->user_port);
     p->transport = transport_of(ctx->type, ctx->protocol);
-    p->sk = 0; /* until this connect's SYN, if any */
-    p->end_outcome = 0;
+    p->sk = 0;
+    if (p->transport == NW_TRANSPORT_TCP) {
+        /* The socket as a number: the key of `handshakes` and `ended`, and the base of
+         * bpf_probe_read_kernel reads (the verifier allows no arithmetic on a socket pointer).
+         * The handshake starts here, where bcc's tcpconnlat starts it too: the SYN is built
+         * next, after the route and the local port are chosen. */
+        struct bpf_sock *s = ctx->sk;
+        u64 sk = 0;
+        bpf_probe_read_kernel(&sk, sizeof(sk), &s);
+        p->sk = sk;
+        p->syn_ns = bpf_ktime_get_boot_ns();
+    }
     if (family == AF_INET) {
         u32 a4 = ctx->user_ip4;
         __builtin_memcpy(p->addr, &a4, 4);
@@ -345,26 +369,6 @@ static __always_inline void add_latency(const char *comm, u16 family, u16 port, 
     __sync_fetch_and_add(&cell->sum_usec, usec);
 }
 
-/* The SYN of a connect(): runs inside connect(), in the connecting thread. */
-static __always_inline void note_syn(u64 sk, u16 family, u16 dport, const u8 *daddr)
-{
-    u32 tid = (u32)bpf_get_current_pid_tgid();
-    u32 slot = tid & (NW_PENDING_SLOTS - 1);
-    struct nw_pending *p = pending.lookup(&slot);
-    if (!p)
-        return;
-    p->tid = tid;
-    p->transport = NW_TRANSPORT_TCP;
-    p->family = family;
-    p->port = dport;
-    __builtin_memcpy(p->addr, daddr, 16);
-    p->sk = sk;
-    p->syn_ns = bpf_ktime_get_boot_ns();
-    p->end_ns = 0;
-    p->end_outcome = 0;
-    p->end_err = 0;
-}
-
 static __always_inline s32 sk_error(u64 sk)
 {
     s32 err = 0;
@@ -390,7 +394,9 @@ static __always_inline void count_late_end(struct nw_handshake *h, u8 outcome)
 
 /* The socket whose RST this CPU is handling: tcp_reset() fires tcp_receive_reset, sets sk_err
  * and closes the socket, all on this CPU in one go. A caller polling the socket may read (and so
- * clear) sk_err before the close reaches inet_sock_set_state: the mark still says "refused". */
+ * clear) sk_err before the close reaches nw_sockops: the mark still says "refused". (Being a
+ * tracepoint, the mark can be skipped like any: then such a refusal, already a race, counts as
+ * other_failed.) */
 struct nw_reset_mark {
     u64 sk;
     u64 at_ns;
@@ -418,8 +424,9 @@ static __always_inline int reset_here(u64 sk, u64 now)
     return mark && mark->sk == sk && now - mark->at_ns < NW_RESET_MARK_NS;
 }
 
-/* Ends of handshakes that were neither in a caller's slot nor followed: one may belong to a
- * connect() about to follow its handshake (see follow_handshake), which looks here. */
+/* Ends of handshakes not (yet) followed, by socket: the connect() that began one takes it when it
+ * returns, or finds it after it starts following the handshake (see follow_handshake). An end no
+ * connect() takes (a kernel socket's, a TCP Fast Open sendto()'s) ages out of the LRU. */
 struct nw_end {
     u64 end_ns;
     s32 err;
@@ -428,28 +435,16 @@ struct nw_end {
 };
 BPF_TABLE("lru_hash", u64, struct nw_end, ended, 4096);
 
-TRACEPOINT_PROBE(sock, inet_sock_set_state)
+/* The end of a handshake, SYN_SENT -> `newstate`, in whatever context TCP ended it: the caller's
+ * connect(), a softirq on any CPU, a timer. A followed handshake (connect() returned while it was
+ * pending) is counted here under the process that began it; any other end is left in `ended`,
+ * where its connect() looks when it returns (or after it starts following the handshake). */
+static __always_inline void end_handshake(u64 sk, u32 newstate)
 {
-    /* Every TCP state change of the host comes here: leave the others at once. */
-    if (args->oldstate != NW_TCP_SYN_SENT && args->newstate != NW_TCP_SYN_SENT)
-        return 0;
-    if (args->protocol != IPPROTO_TCP)
-        return 0;
-    if (args->newstate == NW_TCP_SYN_SENT) {
-        /* the address arrays are read, not dereferenced: the verifier refuses ctx + offset */
-        u8 daddr[16] = {};
-        if (args->family == AF_INET)
-            bpf_probe_read_kernel(daddr, 4, args->daddr);
-        else
-            bpf_probe_read_kernel(daddr, 16, args->daddr_v6);
-        note_syn((u64)args->skaddr, args->family, args->dport, daddr);
-        return 0;
-    }
-    u64 sk = (u64)args->skaddr;
     u64 now = bpf_ktime_get_boot_ns();
     s32 err = 0;
     u8 outcome = NW_OUT_SUCCEEDED;
-    if (args->newstate != NW_TCP_ESTABLISHED) {
+    if (newstate != NW_TCP_ESTABLISHED) {
         /* tcp_reset / tcp_write_err set sk_err before the socket goes to CLOSE; a socket the
          * process closed has none (other_failed, "closed before the handshake ended"). */
         err = sk_error(sk);
@@ -458,43 +453,31 @@ TRACEPOINT_PROBE(sock, inet_sock_set_state)
         outcome = err ? outcome_of_errno(err) : NW_OUT_OTHER_FAILED;
     }
 
-    /* Ended before connect() returned (a blocking connect's RST, loopback): in the caller's
-     * slot, for sys_exit_connect to count once. */
-    u32 tid = (u32)bpf_get_current_pid_tgid();
-    u32 slot = tid & (NW_PENDING_SLOTS - 1);
-    struct nw_pending *p = pending.lookup(&slot);
-    if (p && p->tid == tid && p->sk == sk) {
-        p->end_ns = now;
-        p->end_outcome = outcome;
-        p->end_err = err;
-        return 0;
-    }
-
     struct nw_handshake *found = handshakes.lookup(&sk);
     if (!found) {
-        /* Not followed (yet): a blocking connect's end (sys_exit_connect counts it from the
-         * return code), or one whose connect() is about to follow it. Leave the end where
-         * that connect() looks after it inserts its entry, then look for the entry again:
-         * of the two, at least one sees the other's write, and the entry's delete decides. */
+        /* Not followed (yet): an end before connect() returned, or one whose connect() is about
+         * to follow it. Leave the end where that connect() looks after it inserts its entry,
+         * then look for the entry again: of the two, at least one sees the other's write, and
+         * the entry's delete decides. */
         struct nw_end end = {.end_ns = now, .err = err, .outcome = outcome};
         ended.update(&sk, &end);
         found = handshakes.lookup(&sk);
         if (!found)
-            return 0;
+            return;
     }
     struct nw_handshake h = *found;
     if (handshakes.delete(&sk) != 0)
-        return 0; /* someone else ended it (user space gave up on it): counted there */
+        return; /* someone else ended it (user space gave up on it): counted there */
     count_late_end(&h, outcome);
     u64 usec = (now - h.syn_ns) / 1000;
     if (outcome == NW_OUT_SUCCEEDED)
         add_latency(h.comm, h.family, h.port, h.addr, usec);
     if (!NW_RECORD_EVENTS)
-        return 0;
+        return;
     struct nw_conn_event *e = events.ringbuf_reserve(sizeof(struct nw_conn_event));
     if (!e) {
         count_loss(NW_LOSS_RING);
-        return 0;
+        return;
     }
     e->boot_ns = now;
     e->tgid = h.tgid;
@@ -513,16 +496,43 @@ TRACEPOINT_PROBE(sock, inet_sock_set_state)
     e->latency_usec = usec;
     e->end_err = err;
     events.ringbuf_submit(e, BPF_RB_NO_WAKEUP);
-    return 0;
+}
+
+/* TCP's callbacks for every TCP socket of the host's cgroups (attached to the root cgroup). Most
+ * are not ours (timeouts, windows, passive opens): one compare each. An active open asks for its
+ * state changes, so its handshake's end comes here; the bit is left set afterwards (clearing it
+ * could clear another program's request on the same socket), so the socket's later changes
+ * cost one compare each too. */
+int nw_sockops(struct bpf_sock_ops *skops)
+{
+    u32 op = skops->op;
+    if (op == NW_SOCK_OPS_TCP_CONNECT_CB) {
+        bpf_sock_ops_cb_flags_set(skops, skops->bpf_sock_ops_cb_flags | NW_SOCK_OPS_STATE_CB_FLAG);
+        return 1;
+    }
+    if (op != NW_SOCK_OPS_STATE_CB)
+        return 1;
+    u32 from = skops->args[0], to = skops->args[1];
+    /* A simultaneous open (a self-connect, or two peers' SYNs crossing) goes SYN_SENT -> SYN_RECV
+     * and ends from SYN_RECV; only connecting sockets ask, so a SYN_RECV here is one of those. */
+    if (from == NW_TCP_SYN_SENT && to == NW_TCP_SYN_RECV)
+        return 1;
+    if (from != NW_TCP_SYN_SENT && from != NW_TCP_SYN_RECV)
+        return 1;
+    struct bpf_sock *s = skops->sk;
+    u64 sk = 0;
+    bpf_probe_read_kernel(&sk, sizeof(sk), &s); /* as a number, as the connect hook keys it */
+    if (sk)
+        end_handshake(sk, to);
+    return 1;
 }
 
 /* A handshake still pending at return: followed in `handshakes` until it ends.
  *
- * Its end may already have happened on another CPU, after connect() released the socket and
- * before this program runs (RSS/RPS, a fast reply): it found neither the caller's slot nor an
- * entry, and left its end in `ended`. So after inserting, `ended` is read, then the socket's
- * state (no longer SYN_SENT: it ended). Whoever deletes the entry first counts it -- this
- * program, or the state-change program. An entry still left from a missed end at the same
+ * Its end may happen on another CPU between sys_exit_connect's look into `ended` and the insert
+ * (RSS/RPS, a fast reply): it found no entry, and left its end in `ended`. So after inserting,
+ * `ended` is read again, then the socket's state (no longer SYN_SENT: it ended). Whoever
+ * deletes the entry first counts it -- this program, or the end (nw_sockops). An entry still left from a missed end at the same
  * socket address (the socket freed and its memory reused) is counted unknown under its own
  * process, never taken for this one; so is one still pending after 600 s (user space). */
 static __always_inline u8 follow_handshake(struct nw_pending *p, struct nw_proc_entry *c, u32 tgid, u32 tid,
@@ -592,11 +602,20 @@ TRACEPOINT_PROBE(syscalls, sys_exit_connect)
     u8 outcome;
     s32 end_err = 0;
     u64 end_ns = 0;
+    u8 ended_outcome = 0; /* NW_OUT_* are never 0 */
+    if (sk) {
+        /* The handshake ended before we returned (on any CPU): its end waits in `ended`. */
+        struct nw_end *end = ended.lookup(&sk);
+        if (end && end->end_ns >= syn_ns) { /* not an end of an earlier socket at this address */
+            ended_outcome = end->outcome;
+            end_err = end->err;
+            end_ns = end->end_ns;
+            ended.delete(&sk);
+        }
+    }
     if (ret == -EINPROGRESS) {
-        if (sk && p->end_outcome) { /* the handshake ended before we returned */
-            outcome = p->end_outcome;
-            end_err = p->end_err;
-            end_ns = p->end_ns;
+        if (ended_outcome) {
+            outcome = ended_outcome;
         } else if (sk) {
             outcome = follow_handshake(p, c, tgid, tid, &end_err, &end_ns);
         } else {
@@ -610,7 +629,8 @@ TRACEPOINT_PROBE(syscalls, sys_exit_connect)
         count_outcome(&c->counts, outcome);
 
     u32 latency_usec = 0;
-    if (syn_ns && outcome != NW_OUT_IN_PROGRESS && outcome != NW_OUT_UNKNOWN) {
+    /* a connect that failed before its SYN (no route, no local port) ended no handshake */
+    if (syn_ns && outcome != NW_OUT_IN_PROGRESS && outcome != NW_OUT_UNKNOWN && (end_ns || outcome == NW_OUT_SUCCEEDED)) {
         latency_usec = ((end_ns ? end_ns : bpf_ktime_get_boot_ns()) - syn_ns) / 1000;
         if (outcome == NW_OUT_SUCCEEDED)
             add_latency(c->comm, p->family, p->port, p->addr, latency_usec);

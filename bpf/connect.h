@@ -88,22 +88,18 @@ struct nw_conn_event_long {
     char path[NW_PATH_LEN];
 };
 
-/* One connect() in flight in a thread: the destination noted by the cgroup hook or the SYN,
- * the socket whose SYN it sent, and, when the handshake ended before connect() returned, how.
- * Consumed by sys_exit_connect. Slots are indexed by thread id; the tid check makes a
+/* One connect() in flight in a thread: the destination, transport and (TCP) socket noted by the
+ * cgroup connect hook. Consumed by sys_exit_connect. Slots are indexed by thread id; the tid check makes a
  * collision lose detail, never a count. */
 struct nw_pending {
     u32 tid;
     u16 family;
     u16 port;
     u8 transport;
-    u8 end_outcome; /* NW_OUT_*, 0 while the handshake is pending */
-    u8 pad[2];
-    s32 end_err;
+    u8 pad[7];
     u8 addr[16];
-    u64 sk;     /* the socket of this connect's SYN, 0 if none was sent */
-    u64 syn_ns;
-    u64 end_ns;
+    u64 sk;     /* a TCP connect's socket, 0 for any other */
+    u64 syn_ns; /* when its handshake started (the connect hook) */
 };
 
 /* A handshake still pending when connect() returned, keyed by its socket's address: what the

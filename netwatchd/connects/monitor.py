@@ -94,8 +94,12 @@ class ConnectMonitor:
                 self.recent.end_handshake(record)
                 self._note_latency(record)
                 continue
+            # a connect still in progress at return has its sample in its end's record, which
+            # may have come first (recent.add then completes this one from it): not a second
+            final_at_return = record.outcome != "in_progress"
             self.recent.add(record)
-            self._note_latency(record)
+            if final_at_return:
+                self._note_latency(record)
             if record.kind == "connect" and record.family in ("inet", "inet6"):
                 times = self._starts.setdefault((record.command, record.destination, record.port), [])
                 times.append(record.timestamp_usec)

@@ -66,9 +66,10 @@ class ConnectProbe:
             raise ProbeError(f"cannot load {bpf_dir / 'connect.bpf.c'}: {e}") from None
         cgroup = kernel_env.cgroup2_root()
         self._cgroup_fd = os.open(cgroup, os.O_RDONLY | os.O_DIRECTORY)
-        if self.cfg.record_events:  # the connect hooks only add detail to records
-            self._attach_cgroup("nw_connect4", bpf_links.CGROUP_INET4_CONNECT)
-            self._attach_cgroup("nw_connect6", bpf_links.CGROUP_INET6_CONNECT)
+        # the connect hooks note each TCP connect's socket; sock_ops ends its handshake
+        self._attach_cgroup("nw_connect4", bpf_links.CGROUP_INET4_CONNECT)
+        self._attach_cgroup("nw_connect6", bpf_links.CGROUP_INET6_CONNECT)
+        self._attach_cgroup("nw_sockops", bpf_links.CGROUP_SOCK_OPS)
         self.set_udp_sends(self.cfg.trace_udp_sends)
         self._ring = RingReader(self._bpf, b"events")
         return_freed_heap()
@@ -94,8 +95,7 @@ class ConnectProbe:
                 self._detach(name)
 
     def attached_programs(self) -> List[str]:
-        tracepoints = (["sys_exit_connect", "inet_sock_set_state", "tcp_receive_reset"] if self._bpf is not None
-                       else [])
+        tracepoints = ["sys_exit_connect", "tcp_receive_reset"] if self._bpf is not None else []
         if self._bpf is not None and self.cfg.record_events and not features.current().task_pt_regs:
             tracepoints.append("sys_enter_connect")  # the sockaddr fallback of kernels < 5.15
         return tracepoints + sorted(self._links)
@@ -107,14 +107,17 @@ class ConnectProbe:
         fds = {}
         for name, fn in self._bpf.funcs.items():
             name = name.decode() if isinstance(name, bytes) else name
-            fds[name.replace("tracepoint__syscalls__", "").replace("tracepoint__sock__", "")
+            fds[name.replace("tracepoint__syscalls__", "")
                 .replace("tracepoint__tcp__", "")] = fn.fd
         return fds
 
     def _attach_cgroup(self, name: str, attach_type: int) -> None:
         from bcc import BPF
 
-        fn = self._bpf.load_func(name.encode(), BPF.CGROUP_SOCK_ADDR, attach_type=attach_type)
+        if attach_type == bpf_links.CGROUP_SOCK_OPS:
+            fn = self._bpf.load_func(name.encode(), BPF.SOCK_OPS)
+        else:
+            fn = self._bpf.load_func(name.encode(), BPF.CGROUP_SOCK_ADDR, attach_type=attach_type)
         try:
             self._links[name] = bpf_links.link(fn.fd, self._cgroup_fd, attach_type, name)
         except bpf_links.LinkError as e:

@@ -10,6 +10,7 @@ import ctypes
 import os
 
 # enum bpf_attach_type (uapi/linux/bpf.h)
+CGROUP_SOCK_OPS = 3
 CGROUP_INET4_CONNECT = 10
 CGROUP_INET6_CONNECT = 11
 CGROUP_UDP4_SENDMSG = 14
