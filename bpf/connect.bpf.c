@@ -18,8 +18,8 @@
  *
  * Settings arrive as -D cflags from netwatchd/kernel/connect_probe.py:
  *   NW_MAX_PROCS, NW_PENDING_SLOTS (power of two), NW_RING_PAGES, NW_RECORD_EVENTS (0: counts
- *   only, no per-connect records), NW_MAX_HANDSHAKES, NW_MAX_LATENCY_KEYS. The sendmsg hooks
- *   are attached only when UDP sends are traced.
+ *   only, no per-connect records), NW_MAX_HANDSHAKES, NW_MAX_LATENCY_KEYS, NW_ENDED_ENTRIES.
+ *   The sendmsg hooks are attached only when UDP sends are traced.
  *   NW_SOCKADDR_AT_ENTER (chosen by netwatchd/kernel/features.py): 0 = read the caller's sockaddr
  *   through bpf_task_pt_regs when needed (Linux >= 5.15); 1 = a sys_enter_connect tracepoint
  *   notes the address argument of every connect() (any kernel; one more program run per call).
@@ -433,7 +433,7 @@ struct nw_end {
     u8 outcome;
     u8 pad[3];
 };
-BPF_TABLE("lru_hash", u64, struct nw_end, ended, 4096);
+BPF_TABLE("lru_hash", u64, struct nw_end, ended, NW_ENDED_ENTRIES);
 
 /* The end of a handshake, SYN_SENT -> `newstate`, in whatever context TCP ended it: the caller's
  * connect(), a softirq on any CPU, a timer. A followed handshake (connect() returned while it was

@@ -28,6 +28,13 @@ PENDING_SLOTS = 4096  # in-flight connect()s tracked by thread id; a power of tw
 MAX_LATENCY_KEYS = 16384
 
 
+def ended_entries(cpus: int) -> int:
+    """Size of the `ended` LRU, where each handshake's end waits for its connect() to return
+    (microseconds, usually). An LRU map hands each CPU a local batch of free entries, and evicts
+    early once the batches add up to the map: 256 a CPU keeps that far from a few live ends."""
+    return max(4096, 256 * cpus)
+
+
 def cflags_for(cfg: ConnectionsConfig, bpf_dir: Path, kernel: features.KernelFeatures = None) -> List[str]:
     kernel = kernel or features.current()
     return [
@@ -35,6 +42,7 @@ def cflags_for(cfg: ConnectionsConfig, bpf_dir: Path, kernel: features.KernelFea
         f"-DNW_MAX_PROCS={cfg.max_processes}",
         f"-DNW_PENDING_SLOTS={PENDING_SLOTS}",
         f"-DNW_MAX_HANDSHAKES={cfg.max_handshakes}",
+        f"-DNW_ENDED_ENTRIES={ended_entries(os.cpu_count() or 1)}",
         f"-DNW_MAX_LATENCY_KEYS={MAX_LATENCY_KEYS}",
         f"-DNW_SK_ERR_OFFSET={kernel.sk_err_offset}",
         f"-DNW_SK_STATE_OFFSET={kernel.sk_state_offset}",
