@@ -33,8 +33,8 @@
  * program (the kernel counts it in the program's recursion_misses and moves on). A handshake
  * that times out ends in a timer softirq, which may interrupt our sys_exit_connect on that CPU:
  * under load a few in a hundred timed-out handshakes were never counted. TCP calls sock_ops
- * programs itself, with no such guard, and only for the sockets that asked (one bit per socket),
- * where the tracepoint ran for every TCP state change of the host. */
+ * programs itself, with no such guard: a few callbacks of every TCP socket (one compare each),
+ * and the state changes only of the sockets that asked (one bit per socket). */
 #include <linux/errno.h>
 #include <linux/in.h>
 #include <linux/in6.h>
@@ -532,9 +532,10 @@ int nw_sockops(struct bpf_sock_ops *skops)
  * Its end may happen on another CPU between sys_exit_connect's look into `ended` and the insert
  * (RSS/RPS, a fast reply): it found no entry, and left its end in `ended`. So after inserting,
  * `ended` is read again, then the socket's state (no longer SYN_SENT: it ended). Whoever
- * deletes the entry first counts it -- this program, or the end (nw_sockops). An entry still left from a missed end at the same
- * socket address (the socket freed and its memory reused) is counted unknown under its own
- * process, never taken for this one; so is one still pending after 600 s (user space). */
+ * deletes the entry first counts it -- this program, or the end (nw_sockops). An entry still
+ * left from a missed end at the same socket address (the socket freed and its memory reused) is
+ * counted unknown under its own process, never taken for this one; so is one still pending
+ * after 600 s (user space). */
 static __always_inline u8 follow_handshake(struct nw_pending *p, struct nw_proc_entry *c, u32 tgid, u32 tid,
                                            s32 *end_err, u64 *end_ns)
 {
@@ -630,7 +631,8 @@ TRACEPOINT_PROBE(syscalls, sys_exit_connect)
 
     u32 latency_usec = 0;
     /* a connect that failed before its SYN (no route, no local port) ended no handshake */
-    if (syn_ns && outcome != NW_OUT_IN_PROGRESS && outcome != NW_OUT_UNKNOWN && (end_ns || outcome == NW_OUT_SUCCEEDED)) {
+    int ended_here = end_ns || outcome == NW_OUT_SUCCEEDED;
+    if (syn_ns && outcome != NW_OUT_IN_PROGRESS && outcome != NW_OUT_UNKNOWN && ended_here) {
         latency_usec = ((end_ns ? end_ns : bpf_ktime_get_boot_ns()) - syn_ns) / 1000;
         if (outcome == NW_OUT_SUCCEEDED)
             add_latency(c->comm, p->family, p->port, p->addr, latency_usec);
