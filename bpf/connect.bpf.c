@@ -68,6 +68,13 @@
 #define NW_SK_STATE_OFFSET 18 /* skc_state in struct sock_common */
 #endif
 
+/* bcc turns bpf_probe_read_kernel into the old bpf_probe_read where it believes the kernel lacks
+ * the former (it did in a booted systemd container on a 6.18 host). The cgroup programs below
+ * may only call the former, so reads of the kernel's memory call it by its number: every kernel
+ * we support has it (Linux >= 5.5). */
+static long (*nw_read_kernel)(void *dst, u32 size, const void *unsafe_ptr) =
+    (void *)BPF_FUNC_probe_read_kernel;
+
 BPF_HASH(proc_counts, u32, struct nw_proc_entry, NW_MAX_PROCS);
 BPF_HASH(retired_counts, struct nw_retired_key, struct nw_proc_entry, NW_MAX_PROCS);
 BPF_ARRAY(pending, struct nw_pending, NW_PENDING_SLOTS);
@@ -170,12 +177,12 @@ static __always_inline int note_inet_connect(struct bpf_sock_addr *ctx, u16 fami
     p->sk = 0;
     if (p->transport == NW_TRANSPORT_TCP) {
         /* The socket as a number: the key of `handshakes` and `ended`, and the base of
-         * bpf_probe_read_kernel reads (the verifier allows no arithmetic on a socket pointer).
+         * kernel reads (the verifier allows no arithmetic on a socket pointer).
          * The handshake starts here, where bcc's tcpconnlat starts it too: the SYN is built
          * next, after the route and the local port are chosen. */
         struct bpf_sock *s = ctx->sk;
         u64 sk = 0;
-        bpf_probe_read_kernel(&sk, sizeof(sk), &s);
+        nw_read_kernel(&sk, sizeof(sk), &s);
         p->sk = sk;
         p->syn_ns = bpf_ktime_get_boot_ns();
     }
@@ -373,7 +380,7 @@ static __always_inline s32 sk_error(u64 sk)
 {
     s32 err = 0;
     if (NW_SK_ERR_OFFSET >= 0)
-        bpf_probe_read_kernel(&err, sizeof(err), (void *)(sk + NW_SK_ERR_OFFSET));
+        nw_read_kernel(&err, sizeof(err), (void *)(sk + NW_SK_ERR_OFFSET));
     return err;
 }
 
@@ -521,7 +528,7 @@ int nw_sockops(struct bpf_sock_ops *skops)
         return 1;
     struct bpf_sock *s = skops->sk;
     u64 sk = 0;
-    bpf_probe_read_kernel(&sk, sizeof(sk), &s); /* as a number, as the connect hook keys it */
+    nw_read_kernel(&sk, sizeof(sk), &s); /* as a number, as the connect hook keys it */
     if (sk)
         end_handshake(sk, to);
     return 1;
@@ -571,7 +578,7 @@ static __always_inline u8 follow_handshake(struct nw_pending *p, struct nw_proc_
         return seen.outcome;
     }
     u8 state = NW_TCP_SYN_SENT;
-    bpf_probe_read_kernel(&state, sizeof(state), (void *)(sk + NW_SK_STATE_OFFSET));
+    nw_read_kernel(&state, sizeof(state), (void *)(sk + NW_SK_STATE_OFFSET));
     if (state == NW_TCP_SYN_SENT || handshakes.delete(&sk) != 0)
         return NW_OUT_IN_PROGRESS; /* pending, or its end took the entry and counts it */
     if (state == NW_TCP_ESTABLISHED)
