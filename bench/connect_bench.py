@@ -53,7 +53,7 @@ IPV4_CONNECT_PATH = ("sys_enter_connect", "nw_connect4", "sys_exit_connect")
 # TCP's sock_ops callbacks for every TCP socket of the host (both ends of a loopback connection:
 # timeouts, windows, the connect, the establishments, and the state changes of each connecting
 # socket); its cost per connect is its total run time over the connects.
-STATE_CHANGE = "nw_sockops"
+END_HOOK = "nw_sockops"
 # Runs on every RST received (the load's SO_LINGER 0 close sends one per connect).
 RESET = "tcp_receive_reset"
 IMPORT_FLOOR = ("import bcc, yaml, dbus_fast.aio, netwatchd.daemon, netwatchd.api.dbus, "
@@ -178,19 +178,19 @@ def bpf_phase(load: LoopbackLoad, n: int, daemons: Dict[str, DaemonProcess], pro
         per_prog = {name: bpf_stats.per_run(before, after, p) for name, p in progs.items()}
         path = [name for name in IPV4_CONNECT_PATH if name in per_prog]
         calls = max(1, phase.calls)
-        state = per_prog.get(STATE_CHANGE, {"runs": 0, "run_time_ns": 0, "ns_per_run": None})
+        callbacks = per_prog.get(END_HOOK, {"runs": 0, "run_time_ns": 0, "ns_per_run": None})
         connect_path_ns = sum(per_prog[name]["ns_per_run"] or 0.0 for name in path)
         reset = per_prog.get(RESET, {"runs": 0, "run_time_ns": 0, "ns_per_run": None})
         out["ours"][label] = {
             "programs": per_prog,
             "connect_path": path,
             "ns_per_connect": connect_path_ns,
-            "state_changes_per_connect": state["runs"] / calls,
-            "ns_per_state_change": state["ns_per_run"],
-            "state_ns_per_connect": state["run_time_ns"] / calls,
+            "callbacks_per_connect": callbacks["runs"] / calls,
+            "ns_per_callback": callbacks["ns_per_run"],
+            "callback_ns_per_connect": callbacks["run_time_ns"] / calls,
             "reset_ns_per_connect": reset["run_time_ns"] / calls,
             "resets_per_connect": reset["runs"] / calls,
-            "all_ns_per_connect": connect_path_ns + (state["run_time_ns"] + reset["run_time_ns"]) / calls,
+            "all_ns_per_connect": connect_path_ns + (callbacks["run_time_ns"] + reset["run_time_ns"]) / calls,
             "daemon_cpu_sec": cpu1[label] - cpu0[label],
         }
     return out
@@ -315,15 +315,15 @@ def report(r: Dict) -> str:
         L.append(f"   netwatchd {desc}: {parts:<32s} = {o['ns_per_connect']:6.0f} ns "
                  f"{x:6.2f}x floor  (connect() programs; goal <= {GOAL_BPF_X_FLOOR:.0f}x: "
                  f"{verdict(x <= GOAL_BPF_X_FLOOR)})")
-        if o.get("ns_per_state_change"):
+        if o.get("ns_per_callback"):
             xa = o["all_ns_per_connect"] / floor
-            L.append(f"      + nw_sockops {o['ns_per_state_change']:.0f} ns per TCP callback x "
-                     f"{o['state_changes_per_connect']:.2f} per connect = {o['state_ns_per_connect']:.0f} ns; "
+            L.append(f"      + nw_sockops {o['ns_per_callback']:.0f} ns per TCP callback x "
+                     f"{o['callbacks_per_connect']:.2f} per connect = {o['callback_ns_per_connect']:.0f} ns; "
                      f"tcp_receive_reset {o.get('reset_ns_per_connect', 0):.0f} ns per connect "
                      f"({o.get('resets_per_connect', 0):.2f} RSTs); "
                      f"all programs {o['all_ns_per_connect']:.0f} ns = {xa:.2f}x floor "
                      f"(goal <= {GOAL_BPF_X_FLOOR:.0f}x: {verdict(xa <= GOAL_BPF_X_FLOOR)}); "
-                     f"per callback {o['ns_per_state_change'] / floor:.2f}x floor")
+                     f"per callback {o['ns_per_callback'] / floor:.2f}x floor")
     L.append(f"   reference: ring record per connect, default wakeup   {ref:8.0f} ns {ref / floor:6.1f}x floor "
              f"(netwatchd A = {b['ours']['A']['ns_per_connect'] / ref:.3f}x reference; "
              f"consumer read {r['reference_records_consumed']:,} records)")

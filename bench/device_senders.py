@@ -182,6 +182,3 @@ class Senders(StartedUntilExit):
             if p.stdout:
                 p.stdout.close()
         self.procs, self.sink = [], None
-
-
-

@@ -70,8 +70,8 @@
 
 /* bcc turns bpf_probe_read_kernel into the old bpf_probe_read where it believes the kernel lacks
  * the former (it did in a booted systemd container on a 6.18 host). The cgroup programs below
- * may only call the former, so reads of the kernel's memory call it by its number: every kernel
- * we support has it (Linux >= 5.5). */
+ * may only call the former, so every read of the kernel's memory here calls it by its number:
+ * every kernel we support has it (Linux >= 5.5). */
 static long (*nw_read_kernel)(void *dst, u32 size, const void *unsafe_ptr) =
     (void *)BPF_FUNC_probe_read_kernel;
 
@@ -251,8 +251,8 @@ static void *(*nw_current_task_btf)(void) = (void *)BPF_FUNC_get_current_task_bt
 static __always_inline int user_sockaddr_args(u64 *uaddr, u64 *ulen)
 {
     struct pt_regs *regs = (struct pt_regs *)nw_task_pt_regs(nw_current_task_btf());
-    bpf_probe_read_kernel(uaddr, sizeof(*uaddr), &PT_REGS_PARM2(regs));
-    bpf_probe_read_kernel(ulen, sizeof(*ulen), &PT_REGS_PARM3(regs));
+    nw_read_kernel(uaddr, sizeof(*uaddr), &PT_REGS_PARM2(regs));
+    nw_read_kernel(ulen, sizeof(*ulen), &PT_REGS_PARM3(regs));
     return 0;
 }
 #endif

@@ -167,7 +167,6 @@ class PrivateSystemBus(StartedUntilExit):
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
-
 class NotifyReceiver:
     """Plays systemd's side of sd_notify: reads the socket in the background, as systemd does.
 

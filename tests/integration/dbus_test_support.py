@@ -154,7 +154,6 @@ class ConnectChild(StartedUntilExit):
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
-
 def as_user(user: str, group: str, groups: Optional[List[str]] = None) -> List[str]:
     """setpriv prefix running a command as `user` with primary `group` and exactly `groups`
     as supplementary groups (none when not given)."""

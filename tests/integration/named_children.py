@@ -146,4 +146,3 @@ class NamedChild(StartedUntilExit):
         self.sink.close()
         self.closed.close()
         shutil.rmtree(self.dir, ignore_errors=True)
-
