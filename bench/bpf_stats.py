@@ -96,7 +96,9 @@ def netwatchd_programs(pid: int) -> Dict[str, Prog]:
     attached: Dict[int, str] = {}  # prog id -> name
     for fd, info in _fdinfo(pid):
         prog_id = int(info["prog_id"])
-        if "link_id" in info:
+        if info.get("link_type") == "raw_tracepoint":
+            attached[prog_id] = info.get("tp_name", f"raw_tracepoint_{prog_id}")
+        elif "link_id" in info:
             attach = int(info.get("attach_type", "-1").split()[0])  # tcx links add " (ingress)"
             attached[prog_id] = CGROUP_ATTACH_NAMES.get(attach, f"attach_type_{attach}")
         elif "prog_type" in info:

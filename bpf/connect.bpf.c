@@ -7,8 +7,8 @@
  *                        changes, and SYN_SENT -> ESTABLISHED or CLOSE ends the handshake:
  *                        counted under a followed handshake's process (histogram, a
  *                        handshake-end record), else left in `ended` for connect()'s return
- *   tcp:tcp_receive_reset
- *                        marks the socket an RST is closing (refused, even if sk_err was read)
+ *   tcp_receive_reset    (a raw tracepoint) marks the socket an RST is closing (refused,
+ *                        even if sk_err was read)
  *   sys_exit_connect     counts the outcome per process and emits the record; takes a
  *                        handshake's end from `ended`, or follows a pending one in
  *                        `handshakes`; for what the cgroup hook never sees (unix sockets,
@@ -401,9 +401,11 @@ static __always_inline void count_late_end(struct nw_handshake *h, u8 outcome)
 
 /* The socket whose RST this CPU is handling: tcp_reset() fires tcp_receive_reset, sets sk_err
  * and closes the socket, all on this CPU in one go. A caller polling the socket may read (and so
- * clear) sk_err before the close reaches nw_sockops: the mark still says "refused". (Being a
- * tracepoint, the mark can be skipped like any: then such a refusal, already a race, counts as
- * other_failed.) */
+ * clear) sk_err before the close reaches nw_sockops: the mark still says "refused".
+ * A raw tracepoint, not a (perf) tracepoint: the kernel skips a perf tracepoint program whenever
+ * its CPU is already in any tracing program (the RST's softirq interrupting our
+ * sys_exit_connect, under load), and such a refusal then counted as other_failed. A raw
+ * tracepoint program is only skipped if it interrupts itself, and it costs less per run. */
 struct nw_reset_mark {
     u64 sk;
     u64 at_ns;
@@ -413,12 +415,12 @@ BPF_PERCPU_ARRAY(resetting, struct nw_reset_mark, 1);
  * that happened to live at the same address. */
 #define NW_RESET_MARK_NS 1000000
 
-TRACEPOINT_PROBE(tcp, tcp_receive_reset)
+RAW_TRACEPOINT_PROBE(tcp_receive_reset)
 {
     int zero = 0;
     struct nw_reset_mark *mark = resetting.lookup(&zero);
     if (mark) {
-        mark->sk = (u64)args->skaddr;
+        mark->sk = ctx->args[0]; /* TP_PROTO(struct sock *sk): the address nw_sockops keys by */
         mark->at_ns = bpf_ktime_get_boot_ns();
     }
     return 0;
@@ -441,6 +443,22 @@ struct nw_end {
     u8 pad[3];
 };
 BPF_TABLE("lru_hash", u64, struct nw_end, ended, NW_ENDED_ENTRIES);
+
+/* The end and follow_handshake each write one map, then read the other's: at least one must
+ * see the other's write. A map update ends with a plain store (the bucket unlock), and x86 lets
+ * a later load pass an earlier store, so without a fence both could miss -- the end then went
+ * uncounted until its socket's address was reused (counted unknown; 1 in about 20 runs of
+ * 2 x 20000 refusals steered to another CPU). An atomic add is a LOCK-prefixed instruction in
+ * the x86 JIT, a full barrier; a per-CPU slot, so no CPU waits for another. */
+BPF_PERCPU_ARRAY(fences, u64, 1);
+
+static __always_inline void full_fence(void)
+{
+    int zero = 0;
+    u64 *f = fences.lookup(&zero);
+    if (f)
+        __sync_fetch_and_add(f, 1);
+}
 
 /* The end of a handshake, SYN_SENT -> `newstate`, in whatever context TCP ended it: the caller's
  * connect(), a softirq on any CPU, a timer. A followed handshake (connect() returned while it was
@@ -468,6 +486,7 @@ static __always_inline void end_handshake(u64 sk, u32 newstate)
          * the entry's delete decides. */
         struct nw_end end = {.end_ns = now, .err = err, .outcome = outcome};
         ended.update(&sk, &end);
+        full_fence();
         found = handshakes.lookup(&sk);
         if (!found)
             return;
@@ -567,6 +586,7 @@ static __always_inline u8 follow_handshake(struct nw_pending *p, struct nw_proc_
         count_loss(NW_LOSS_HANDSHAKES);
         return NW_OUT_UNKNOWN;
     }
+    full_fence();
     struct nw_end *end = ended.lookup(&sk);
     if (end && end->end_ns >= h.syn_ns) { /* this handshake's: an older socket's ended before */
         struct nw_end seen = *end;

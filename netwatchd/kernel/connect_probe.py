@@ -116,7 +116,7 @@ class ConnectProbe:
         for name, fn in self._bpf.funcs.items():
             name = name.decode() if isinstance(name, bytes) else name
             fds[name.replace("tracepoint__syscalls__", "")
-                .replace("tracepoint__tcp__", "")] = fn.fd
+                .replace("raw_tracepoint__", "")] = fn.fd
         return fds
 
     def _attach_cgroup(self, name: str, attach_type: int) -> None:

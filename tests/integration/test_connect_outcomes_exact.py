@@ -643,18 +643,34 @@ def test_connections_max_handshakes_64_overflow_counts_unknown_at_once(peer):
 
 # -- a handshake that ends on another CPU just before connect() returns --------------------------
 
-@pytest.mark.xfail(strict=False, reason=(
-    "a known residue under load: a refusal whose error the caller read in the instant between the "
-    "RST and the close, while the tcp_receive_reset tracepoint (the RST mark) was skipped because "
-    "the CPU was inside another tracing program, counts other_failed (README, 'What cannot be told "
-    "apart'): 4-7 of 20000 with a second flood on both CPUs, none alone. Before handshake ends were "
-    "sock_ops callbacks: 10-15 unknown alone; before the `ended` map and the RST mark: ~250"))
+def rst_mark_recursion_misses(pid: int) -> int:
+    """How often the kernel skipped the daemon's RST mark program (bpftool's recursion_misses)."""
+    for fd in os.listdir(f"/proc/{pid}/fdinfo"):
+        try:
+            text = Path(f"/proc/{pid}/fdinfo/{fd}").read_text()
+        except OSError:
+            continue
+        info = dict((k.strip(), v.strip()) for k, _, v in (line.partition(":") for line in text.splitlines()))
+        if info.get("link_type") == "raw_tracepoint" and info.get("tp_name") == "tcp_receive_reset":
+            shown = json.loads(sh("bpftool", "prog", "show", "id", info["prog_id"], "--json").stdout)
+            return int(shown.get("recursion_misses", 0))
+    raise AssertionError(f"process {pid} holds no raw tracepoint link on tcp_receive_reset")
+
+
 def test_a_handshake_that_ends_on_another_cpu_before_connect_returns_keeps_its_outcome(daemon):
     """20000 non-blocking connects to a closed port on the loopback of a namespace made here,
     whose lo steers every packet to another CPU (RPS): the RST is handled on that CPU, at times
     after the connecting thread released the socket and before connect() returned, at times
     while the caller already polls. As on any host where a reply is handled on another CPU (RSS,
-    RPS) that fast. All 20000 are refused, and nothing is unknown."""
+    RPS) that fast. All 20000 are refused, and nothing is unknown.
+
+    History: before handshake ends were sock_ops callbacks, 10-15 were unknown; before the
+    `ended` map and the RST mark, ~250. While the RST mark was a perf tracepoint, the kernel
+    skipped it whenever the RST's softirq interrupted another tracing program on that CPU (420
+    recursion misses in one run with connect floods on the RST's CPU), and a refusal whose
+    error the caller had already read then counted other_failed (4-7 of 20000 under such load).
+    The mark is a raw tracepoint now, which the kernel does not skip for that; a second client
+    connects on the RST's CPU throughout, to load it that way."""
     cpus = sorted(os.sched_getaffinity(0))
     requires(len(cpus) >= 2, "needs 2 CPUs")
     namespace = "nwrps-" + secrets.token_hex(3)
@@ -669,15 +685,27 @@ def test_a_handshake_that_ends_on_another_cpu_before_connect_returns_keeps_its_o
                    check=False)
         requires(steer.returncode == 0, "needs RPS (CONFIG_RPS)")
         prefix = ["ip", "netns", "exec", namespace, "taskset", "-c", str(cpus[0])]
-        with OutcomeChild(prefix) as child:
+        # a second client on the RST's CPU: its connects run our tracing programs there, which
+        # the RSTs' softirqs interrupt (what made the kernel skip the RST mark when it was a
+        # perf tracepoint)
+        on_rst_cpu = ["ip", "netns", "exec", namespace, "taskset", "-c", str(cpus[1])]
+        with OutcomeChild(prefix) as child, OutcomeChild(on_rst_cpu) as second:
             plan = {"ok_port": 9, "closed_port": 9, "udp_port": 9, "n": 20000, "pattern": ["nb_refused"], "peer": "127.0.0.1",
                     "listener": 9, "dropped": 9, "nice": NICE, "timed_out": 0, "abandoned": 0, "delayed": 0,
                     "close_after": 0}
+            second.send("mix", plan=plan)
             r = child.ask("mix", timeout=120, plan=plan)
-            assert r["ledger"] == dict(dict.fromkeys(OUTCOMES, 0), refused=20000), r
-            print(f"\n{r['stats']}")
+            r2 = second.answer(timeout=120)
+            for who, answer in ((child, r), (second, r2)):
+                assert answer["ledger"] == dict(dict.fromkeys(OUTCOMES, 0), refused=plan["n"]), answer
+            print(f"\n{r['stats']}\n{r2['stats']}")
             # every end was counted before the child saw it: no need to wait long
-            wait_summary(daemon, expected(r["ledger"]), pid=child.pid, timeout=3)
+            for who, answer in ((child, r), (second, r2)):
+                wait_summary(daemon, expected(answer["ledger"]), pid=who.pid, timeout=3)
             assert daemon.get_property("HandshakesUntracked") == 0
+            # informative: a raw tracepoint is skipped only when an RST's softirq interrupts the
+            # mark of another RST on the same CPU (1 in 40000 here, where a perf tracepoint was
+            # skipped hundreds of times); the refusal is then still told by sk_err
+            print(f"RST mark skipped {rst_mark_recursion_misses(daemon.pid)} times")
     finally:
         sh("ip", "netns", "del", namespace, check=False)

@@ -201,7 +201,7 @@ def test_ready_only_when_programs_are_attached_and_the_name_is_owned(fresh):
     attached = set(d.get_property("ProgramsAttached"))
     path = "tcx" if any(p.endswith(" (tcx)") for p in attached) else "clsact"  # TCX from Linux 6.6
     tc = {f"nw_tc_{direction}@{name} ({path})" for name in interfaces for direction in ("ingress", "egress")}
-    # the connect() exit, the TCP state changes and RSTs that end handshakes, the cgroup hooks
+    # the connect() exit, the RST mark, the cgroup hooks (sock_ops ends the handshakes)
     assert attached == {"sys_exit_connect", "tcp_receive_reset"} | CGROUP_PROGRAMS | tc
     answer = summary(d, 60, command="nw-none-ready")  # answers at READY, exactly (no such command)
     assert (answer["total_attempts"], answer["message"]) == (
@@ -212,8 +212,9 @@ def test_ready_only_when_programs_are_attached_and_the_name_is_owned(fresh):
     assert any(n.endswith("sys_exit_connect") for n in names), names
     kernel = kernel_programs()
     assert {i for i in progs if kernel[i]["name"] in CGROUP_PROGRAMS} <= root_cgroup_programs()
-    # cgroup links, and on TCX a link per hook (clsact filters are no links)
-    assert len(links) == len(CGROUP_PROGRAMS) + (len(tc) if path == "tcx" else 0)
+    # cgroup links, the RST mark's raw tracepoint (a link since 5.8), and on TCX a link per hook
+    # (clsact filters and perf tracepoints are no links)
+    assert len(links) == len(CGROUP_PROGRAMS) + 1 + (len(tc) if path == "tcx" else 0)
 
     ready = [m for m in d.notify.messages if "READY=1" in m.split("\n")]
     assert len(ready) == 1 and STATUS_RE.search(ready[0]), d.notify.messages
