@@ -116,6 +116,9 @@ class AlertsConfig:
     randomized_macs: str = field(default="once", metadata={"choices": ("alert", "ignore", "once")})
     # Per-tick history kept for `netwatchctl replay`, in ticks.
     history_ticks: int = field(default=86400, metadata={"range": IntRange(0, 10_000_000)})
+    # ...and at most this many MiB of them: a busy host's ticks (tens of thousands of connection
+    # starts each) are MBs apiece, and a day of those would fill a disk.
+    history_max_mb: int = field(default=256, metadata={"range": IntRange(1, 1_048_576)})
     # Recent alerts kept for ListAlerts.
     max_alerts: int = field(default=1000, metadata={"range": IntRange(1, 1_000_000)})
     # Bursts (netwatchd/alerting/burst.py): one tick this many standard deviations above normal

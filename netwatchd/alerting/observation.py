@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any, Dict, List
 
 
@@ -24,7 +24,10 @@ class TickObservation:
     connection_starts: List[List[Any]] = field(default_factory=list)
 
     def to_json(self) -> str:
-        return json.dumps({k: v for k, v in asdict(self).items() if v}, separators=(",", ":"), sort_keys=True)
+        # the fields are JSON's own types already: no asdict(), whose deep copy of every start
+        # of a busy tick (100k pairs) cost more than all the rest of the tick
+        data = {f.name: getattr(self, f.name) for f in fields(self)}
+        return json.dumps({k: v for k, v in data.items() if v}, separators=(",", ":"), sort_keys=True)
 
     @classmethod
     def from_json(cls, text: str) -> "TickObservation":

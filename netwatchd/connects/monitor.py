@@ -188,9 +188,16 @@ class ConnectMonitor:
                 obs.command_failed[command] = failed
                 obs.command_pids[command] = sorted(pids)
         self._since_observed = {}
+        sources: Dict[str, str] = {}  # one "command:<name>" string per command, not one per pair
+        starts, name_of = obs.connection_starts, self.name_of
         for (command, address, port), times in self._starts.items():
-            obs.connection_starts.append([f"command:{command}", address, port, self.name_of(address),
-                                          sorted(times)[-STARTS_PER_PAIR:]])
+            source = sources.get(command)
+            if source is None:
+                source = sources[command] = "command:" + command
+            if len(times) > 1:
+                times.sort()
+                times = times[-STARTS_PER_PAIR:]
+            starts.append([source, address, port, name_of(address), times])
         self._starts = {}
 
     # -- queries (read-only: call refresh() first for answers exact up to now) ---------------

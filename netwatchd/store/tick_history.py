@@ -2,7 +2,8 @@
 
 One row per tick: (time_usec, TickObservation.to_json()). The daemon record()s every tick into
 a memory buffer; flush() writes the buffer in one transaction and prunes the file to the newest
-`keep` ticks. The buffer never holds more than `max_buffered` ticks: reaching it flushes, so
+`keep` ticks, and to at most `max_bytes` of table pages (the oldest ticks go first; freed pages
+are reused, so the file stops growing there). The buffer never holds more than `max_buffered` ticks: reaching it flushes, so
 memory stays bounded even if nobody calls flush(). A crash loses at most the buffered ticks.
 
 WAL, synchronous=NORMAL and mode 0640, like the inventory (netwatchd.store.inventory): a replay may
@@ -61,9 +62,10 @@ class TickHistory:
     worker thread while its event loop records)."""
 
     def __init__(self, path: str, conn: sqlite3.Connection, keep: int, writable: bool,
-                 max_buffered: int = MAX_BUFFERED):
+                 max_buffered: int = MAX_BUFFERED, max_bytes: int = 0):
         self.path = path
         self.keep = keep  # settable: the next flush prunes to the new value
+        self.max_bytes = max_bytes  # settable too; 0: no bound but `keep`
         self.max_buffered = max_buffered
         self._conn = conn
         self._writable = writable
@@ -76,14 +78,14 @@ class TickHistory:
 
     # -- opening ------------------------------------------------------------------------------
     @classmethod
-    def open(cls, path: str, keep: int, max_buffered: int = MAX_BUFFERED) -> "TickHistory":
+    def open(cls, path: str, keep: int, max_buffered: int = MAX_BUFFERED, max_bytes: int = 0) -> "TickHistory":
         """Opens (or creates) the daemon's history. CorruptHistoryError if the file is not a
         healthy history, HistoryError for any other reason it cannot be used."""
         # No quick_check: a day of ticks can be hundreds of MB, too much to read at every start;
         # damage shows as CorruptHistoryError when the page is touched.
         conn = open_private(HISTORY, path, quick_check=False)
         try:
-            return cls(path, conn, keep, writable=True, max_buffered=max_buffered)
+            return cls(path, conn, keep, writable=True, max_buffered=max_buffered, max_bytes=max_bytes)
         except BaseException:
             conn.close()
             raise
@@ -150,7 +152,8 @@ class TickHistory:
             keep = max(0, int(self.keep))
             def write() -> int:
                 stored = self._stored + (self._insert(rows[-keep:]) if keep else 0)
-                return stored - self._prune(stored - keep)
+                stored -= self._prune(stored - keep)
+                return stored - self._prune_to_bytes(stored)
 
             try:
                 stored = in_transaction(self._conn, write)
@@ -176,6 +179,23 @@ class TickHistory:
         return self._conn.execute(
             "DELETE FROM ticks WHERE time_usec <= (SELECT time_usec FROM ticks ORDER BY time_usec LIMIT 1 OFFSET ?)",
             (excess - 1,)).rowcount
+
+    def _prune_to_bytes(self, stored: int) -> int:
+        """Deletes the oldest ticks while the table's pages exceed max_bytes (the newest tick
+        stays, whatever its size); returns how many went. Ticks differ in size, so it deletes
+        a tenth at a time and measures again: two PRAGMAs, no scan of what stays."""
+        if self.max_bytes <= 0:
+            return 0
+        gone = 0
+        while stored - gone > 1 and self._used_bytes() > self.max_bytes:
+            gone += self._prune(min(stored - gone - 1, max(1, (stored - gone) // 10)))
+        return gone
+
+    def _used_bytes(self) -> int:
+        """Bytes of the file's pages in use (freed pages are reused before the file grows)."""
+        pages = self._conn.execute("PRAGMA page_count").fetchone()[0]
+        free = self._conn.execute("PRAGMA freelist_count").fetchone()[0]
+        return (pages - free) * self._conn.execute("PRAGMA page_size").fetchone()[0]
 
     @property
     def buffered(self) -> int:

@@ -51,6 +51,20 @@ def test_decode(case):
     assert record.timestamp_usec == (case["event"]["boot_ns"] + 1_000_000_000_000) // 1000
 
 
+def test_every_field_lands_in_its_own_place():
+    """decode_event builds records positionally (for speed): distinct values in every field of
+    the raw record come out under the right names, and the comm cache keeps commands apart."""
+    ev = dict(boot_ns=5_000_000, tgid=101, tid=102, uid=103, ret=-115, family=2, port=8443, kind=1, transport=1,
+              outcome=2, comm="first", addr_hex="0a000007", syn_ns=104, latency_usec=105, end_err=111)
+    record = decode_event(build_event(ev), boot_to_realtime_ns=0)
+    assert (record.timestamp_usec, record.pid, record.tid, record.uid, record.command, record.kind, record.family,
+            record.transport, record.destination, record.port, record.return_code, record.outcome,
+            record.latency_usec, record.end_errno, record.syn_boot_ns) == (
+        5000, 101, 102, 103, "first", "connect", "inet", "tcp", "10.0.0.7", 8443, -115, "refused", 105, 111, 104)
+    assert decode_event(build_event(dict(ev, comm="second")), 0).command == "second"
+    assert decode_event(build_event(ev), 0).command == "first"
+
+
 def test_short_record_is_a_named_error():
     with pytest.raises(MalformedEvent, match="record of 10 bytes, expected 80 or 192"):
         decode_event(b"\0" * 10, 0)

@@ -24,6 +24,8 @@ def tick(n: int) -> TickObservation:
                       "ipv4": ["10.0.0.9"], "ipv6": []}] if n == 3 else [],
         address_changes=[{"ip": "10.0.0.1", "old_mac": "aa:aa:aa:aa:aa:aa", "new_mac": "bb:bb:bb:bb:bb:bb",
                           "flip_flop": False}] if n == 4 else [],
+        connection_starts=[["command:curl", "10.0.0.1", 443, "example.org", [T0 + n, T0 + n + 5]],
+                           ["device:02:00:00:00:00:01", "fd00::1", 53, "", [T0 + 2 * n]]][: n % 3],
     )
 
 
@@ -45,6 +47,18 @@ def test_round_trip_oldest_first(tmp_path):
     with TickHistory.open_readonly(path) as h:
         assert list(h.read()) == ticks
         assert len(h) == 10
+
+
+def test_a_tick_is_written_as_earlier_versions_wrote_it():
+    """The text stored per tick is what replay reads back, from files older versions wrote too:
+    the same JSON as the dataclass's own deep copy gave, without making that copy."""
+    import json
+    for n in range(6):
+        obs = tick(n)
+        before = json.dumps({k: v for k, v in dataclasses.asdict(obs).items() if v}, separators=(",", ":"),
+                            sort_keys=True)
+        assert obs.to_json() == before
+        assert TickObservation.from_json(obs.to_json()) == obs
 
 
 def test_file_mode_and_wal(tmp_path):
@@ -98,6 +112,54 @@ def test_lowering_keep_prunes_at_the_next_flush(tmp_path):
         h.record(tick(20))
         h.flush()
         assert stored_times(path) == []
+
+
+def busy_tick(n: int, pairs: int = 2000) -> TickObservation:
+    """A busy host's tick: `pairs` distinct connection starts, about 110 KB of JSON."""
+    return TickObservation(time_usec=T0 + n * 1_000_000, connection_starts=[
+        ["command:worker", f"10.{n % 250}.{k >> 8}.{k & 255}", 40000 + k, "", [T0 + n * 1_000_000 + k]]
+        for k in range(pairs)])
+
+
+def file_pages_in_use(path) -> int:
+    with sqlite3.connect(path) as conn:
+        pages, free, size = (conn.execute(f"PRAGMA {p}").fetchone()[0] for p in ("page_count", "freelist_count",
+                                                                                 "page_size"))
+    return (pages - free) * size
+
+
+def test_busy_ticks_are_bounded_by_bytes_too_the_oldest_going_first(tmp_path):
+    path = str(tmp_path / "h.sqlite3")
+    one = len(busy_tick(0).to_json())
+    assert 100_000 < one < 130_000
+    with TickHistory.open(path, keep=86400, max_bytes=1 << 20) as h:
+        for n in range(60):  # ~6.6 MB of ticks, one flush per tick (the buffer's 1 MB bound)
+            h.record(busy_tick(n))
+            h.flush()
+        times = stored_times(path)
+        assert times == [busy_tick(n).time_usec for n in range(60 - len(times), 60)]  # the newest, in order
+        assert 6 <= len(times) <= 9, len(times)  # 1 MiB of ~115 KB ticks and their pages
+        assert file_pages_in_use(path) <= 1 << 20
+        assert len(h) == len(times)
+        assert list(h.read())[-1] == busy_tick(59)
+    assert os.path.getsize(path) <= 2 << 20  # freed pages were reused: the file stopped growing
+
+
+def test_the_newest_tick_stays_even_when_alone_it_exceeds_the_bound(tmp_path):
+    path = str(tmp_path / "h.sqlite3")
+    with TickHistory.open(path, keep=100, max_bytes=50_000) as h:
+        for n in range(3):
+            h.record(busy_tick(n))
+            h.flush()
+        assert stored_times(path) == [busy_tick(2).time_usec]
+        h.max_bytes = 0  # alerts.history_max_mb cannot be 0; the class takes it as "no bound"
+        for n in range(3, 6):
+            h.record(busy_tick(n))
+        h.flush()
+        assert stored_times(path) == [busy_tick(n).time_usec for n in range(2, 6)]
+        h.max_bytes = 300_000  # a reload lowering alerts.history_max_mb prunes at the next flush
+        h.flush()
+        assert stored_times(path) == [busy_tick(n).time_usec for n in range(4, 6)]
 
 
 def test_keep_survives_reopen(tmp_path):
