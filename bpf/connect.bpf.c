@@ -405,7 +405,7 @@ static __always_inline void count_late_end(struct nw_handshake *h, u8 outcome)
  * A raw tracepoint, not a (perf) tracepoint: the kernel skips a perf tracepoint program whenever
  * its CPU is already in any tracing program (the RST's softirq interrupting our
  * sys_exit_connect, under load), and such a refusal then counted as other_failed. A raw
- * tracepoint program is only skipped if it interrupts itself, and it costs less per run. */
+ * tracepoint program is only skipped if it interrupts itself. */
 struct nw_reset_mark {
     u64 sk;
     u64 at_ns;
@@ -447,7 +447,7 @@ BPF_TABLE("lru_hash", u64, struct nw_end, ended, NW_ENDED_ENTRIES);
 /* The end and follow_handshake each write one map, then read the other's: at least one must
  * see the other's write. A map update ends with a plain store (the bucket unlock), and x86 lets
  * a later load pass an earlier store, so without a fence both could miss -- the end then went
- * uncounted until its socket's address was reused (counted unknown; 1 in about 20 runs of
+ * uncounted until its socket's address was reused (counted unknown: twice in about 20 runs of
  * 2 x 20000 refusals steered to another CPU). An atomic add is a LOCK-prefixed instruction in
  * the x86 JIT, a full barrier; a per-CPU slot, so no CPU waits for another. */
 BPF_PERCPU_ARRAY(fences, u64, 1);

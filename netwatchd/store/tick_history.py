@@ -3,8 +3,9 @@
 One row per tick: (time_usec, TickObservation.to_json()). The daemon record()s every tick into
 a memory buffer; flush() writes the buffer in one transaction and prunes the file to the newest
 `keep` ticks, and to at most `max_bytes` of table pages (the oldest ticks go first; freed pages
-are reused, so the file stops growing there). The buffer never holds more than `max_buffered` ticks: reaching it flushes, so
-memory stays bounded even if nobody calls flush(). A crash loses at most the buffered ticks.
+are reused, so the file stops growing there). The buffer never holds more than `max_buffered`
+ticks: reaching it flushes, so memory stays bounded even if nobody calls flush(). A crash loses
+at most the buffered ticks.
 
 WAL, synchronous=NORMAL and mode 0640, like the inventory (netwatchd.store.inventory): a replay may
 read the file while the daemon writes it.
@@ -183,7 +184,7 @@ class TickHistory:
     def _prune_to_bytes(self, stored: int) -> int:
         """Deletes the oldest ticks while the table's pages exceed max_bytes (the newest tick
         stays, whatever its size); returns how many went. Ticks differ in size, so it deletes
-        a tenth at a time and measures again: two PRAGMAs, no scan of what stays."""
+        a tenth at a time and measures again: PRAGMAs, no scan of what stays."""
         if self.max_bytes <= 0:
             return 0
         gone = 0
