@@ -75,6 +75,16 @@
 static long (*nw_read_kernel)(void *dst, u32 size, const void *unsafe_ptr) =
     (void *)BPF_FUNC_probe_read_kernel;
 
+/* A socket as a number: the key of `handshakes` and `ended` (the connect hook and sock_ops see
+ * the same address), and the base of kernel reads (the verifier allows no arithmetic on a
+ * socket pointer). */
+static __always_inline u64 sk_number(struct bpf_sock *s)
+{
+    u64 sk = 0;
+    nw_read_kernel(&sk, sizeof(sk), &s);
+    return sk;
+}
+
 BPF_HASH(proc_counts, u32, struct nw_proc_entry, NW_MAX_PROCS);
 BPF_HASH(retired_counts, struct nw_retired_key, struct nw_proc_entry, NW_MAX_PROCS);
 BPF_ARRAY(pending, struct nw_pending, NW_PENDING_SLOTS);
@@ -176,14 +186,9 @@ static __always_inline int note_inet_connect(struct bpf_sock_addr *ctx, u16 fami
     p->transport = transport_of(ctx->type, ctx->protocol);
     p->sk = 0;
     if (p->transport == NW_TRANSPORT_TCP) {
-        /* The socket as a number: the key of `handshakes` and `ended`, and the base of
-         * kernel reads (the verifier allows no arithmetic on a socket pointer).
-         * The handshake starts here, where bcc's tcpconnlat starts it too: the SYN is built
+        /* The handshake starts here, where bcc's tcpconnlat starts it too: the SYN is built
          * next, after the route and the local port are chosen. */
-        struct bpf_sock *s = ctx->sk;
-        u64 sk = 0;
-        nw_read_kernel(&sk, sizeof(sk), &s);
-        p->sk = sk;
+        p->sk = sk_number(ctx->sk);
         p->syn_ns = bpf_ktime_get_boot_ns();
     }
     if (family == AF_INET) {
@@ -444,6 +449,14 @@ struct nw_end {
 };
 BPF_TABLE("lru_hash", u64, struct nw_end, ended, NW_ENDED_ENTRIES);
 
+/* The end waiting in `ended` for the handshake that started at syn_ns on this socket; an older
+ * end is another socket's that lived at the same address. */
+static __always_inline struct nw_end *end_of(u64 sk, u64 syn_ns)
+{
+    struct nw_end *end = ended.lookup(&sk);
+    return end && end->end_ns >= syn_ns ? end : NULL;
+}
+
 /* The end and follow_handshake each write one map, then read the other's: at least one must
  * see the other's write. A map update ends with a plain store (the bucket unlock), and x86 lets
  * a later load pass an earlier store, so without a fence both could miss -- the end then went
@@ -545,9 +558,7 @@ int nw_sockops(struct bpf_sock_ops *skops)
         return 1;
     if (from != NW_TCP_SYN_SENT && from != NW_TCP_SYN_RECV)
         return 1;
-    struct bpf_sock *s = skops->sk;
-    u64 sk = 0;
-    nw_read_kernel(&sk, sizeof(sk), &s); /* as a number, as the connect hook keys it */
+    u64 sk = sk_number(skops->sk);
     if (sk)
         end_handshake(sk, to);
     return 1;
@@ -587,8 +598,8 @@ static __always_inline u8 follow_handshake(struct nw_pending *p, struct nw_proc_
         return NW_OUT_UNKNOWN;
     }
     full_fence();
-    struct nw_end *end = ended.lookup(&sk);
-    if (end && end->end_ns >= h.syn_ns) { /* this handshake's: an older socket's ended before */
+    struct nw_end *end = end_of(sk, h.syn_ns);
+    if (end) {
         struct nw_end seen = *end;
         if (handshakes.delete(&sk) != 0)
             return NW_OUT_IN_PROGRESS; /* the end found the entry after all and counts it */
@@ -633,8 +644,8 @@ TRACEPOINT_PROBE(syscalls, sys_exit_connect)
     u8 ended_outcome = 0; /* NW_OUT_* are never 0 */
     if (sk) {
         /* The handshake ended before we returned (on any CPU): its end waits in `ended`. */
-        struct nw_end *end = ended.lookup(&sk);
-        if (end && end->end_ns >= syn_ns) { /* not an end of an earlier socket at this address */
+        struct nw_end *end = end_of(sk, syn_ns);
+        if (end) {
             ended_outcome = end->outcome;
             end_err = end->err;
             end_ns = end->end_ns;

@@ -138,6 +138,10 @@ class AlertsConfig:
     # Keys (devices, commands) with a seasonal profile; the ones that alerted first get one.
     seasonality_max_keys: int = field(default=1024, metadata={"range": IntRange(16, 1_000_000)})
 
+    @property
+    def history_max_bytes(self) -> int:
+        return self.history_max_mb << 20
+
     def check(self):
         """Settings that are wrong together: (key, problem) or None."""
         if self.burst_score < self.z_threshold:

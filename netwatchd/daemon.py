@@ -91,7 +91,7 @@ class Daemon:
                 self.connects.name_of = self.devices.metadata.name_of  # names for beacon alerts
             self.alerting = AlertPipeline(self.cfg.alerts, AlertStateFiles(state_directory(self.cfg)), sinks=[JournalSink()],
                                           history=open_history(state_directory(self.cfg), self.cfg.alerts.history_ticks,
-                                                               self.cfg.alerts.history_max_mb),
+                                                               self.cfg.alerts.history_max_bytes),
                                           beacons=self.cfg.beacons)
             interface = dbus_service.export(self._bus, self)
             self.alerting.sinks.append(dbus_service.DBusAlertSink(interface))

@@ -18,7 +18,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Dict, Iterator, List, Optional, Tuple
 
 import yaml
 
@@ -334,6 +334,18 @@ def user_group(user: str) -> str:
     import pwd
 
     return grp.getgrgid(pwd.getpwnam(user).pw_gid).gr_name
+
+
+def fd_infos(pid: int) -> Iterator[Tuple[str, Dict[str, str]]]:
+    """(what it is, e.g. anon_inode:bpf-prog, and its /proc fdinfo fields) of each fd of a process;
+    fds closed meanwhile are skipped."""
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            target = os.readlink(f"/proc/{pid}/fd/{fd}")
+            text = Path(f"/proc/{pid}/fdinfo/{fd}").read_text()
+        except OSError:
+            continue
+        yield target, {k.strip(): v.strip() for k, _, v in (line.partition(":") for line in text.splitlines())}
 
 
 def unvariant(record: Dict) -> Dict:

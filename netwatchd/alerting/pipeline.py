@@ -77,7 +77,7 @@ class AlertPipeline:
         self.log.resize(cfg.max_alerts)
         if self.history is not None:
             self.history.keep = cfg.history_ticks
-            self.history.max_bytes = cfg.history_max_mb << 20
+            self.history.max_bytes = cfg.history_max_bytes
 
     def learning(self) -> bool:
         return self.detector.learning(int(self.clock() * 1e6))

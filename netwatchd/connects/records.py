@@ -7,10 +7,11 @@ from __future__ import annotations
 
 import ctypes
 import errno
+import functools
 import ipaddress
 import socket
 import struct
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import NamedTuple
 
 COMM_LEN = 16
@@ -163,16 +164,6 @@ _EVENT = _struct_of(ConnEvent._fields_)
 assert _EVENT.size == EVENT_SIZE  # no padding: the offsets agree
 
 
-# The order decode_event passes ConnectionRecord's fields in: positional arguments cost a third
-# of keyword ones, on a path run for every record (tens of thousands a second on a busy host).
-_RECORD_FIELDS = ("timestamp_usec", "pid", "tid", "uid", "command", "kind", "family", "transport", "destination",
-                  "port", "return_code", "outcome", "latency_usec", "end_errno", "syn_boot_ns")
-assert tuple(f.name for f in fields(ConnectionRecord)) == _RECORD_FIELDS
-
-_COMMS: dict = {}  # raw comm -> its str: a host runs few commands, and each record names one
-_MAX_COMMS = 4096
-
-
 def decode_event(raw: bytes, boot_to_realtime_ns: int) -> ConnectionRecord:
     """Decode one ring-buffer record; boot_to_realtime_ns converts CLOCK_BOOTTIME to wall time."""
     if len(raw) not in (EVENT_SIZE, LONG_EVENT_SIZE):
@@ -182,17 +173,14 @@ def decode_event(raw: bytes, boot_to_realtime_ns: int) -> ConnectionRecord:
     outcome_name = OUTCOME_NAMES.get(outcome)
     if outcome_name is None:
         raise MalformedEvent(f"record with outcome {outcome}, expected one of {sorted(OUTCOME_NAMES)}")
-    command = _COMMS.get(comm)
-    if command is None:
-        if len(_COMMS) >= _MAX_COMMS:
-            _COMMS.clear()
-        command = _COMMS[comm] = decode_comm(comm)
-    return ConnectionRecord(  # in _RECORD_FIELDS order
+    # positional, in the dataclass's field order: a third of the cost of keyword arguments, on
+    # a path run for every record (tens of thousands a second on a busy host)
+    return ConnectionRecord(
         (boot_ns + boot_to_realtime_ns) // 1000,
         tgid,
         tid,
         uid,
-        command,
+        decode_comm(comm),
         KIND_NAMES.get(kind) or f"kind{kind}",
         FAMILY_NAMES.get(family) or f"af{family}",
         TRANSPORT_NAMES.get(transport, "unknown"),
@@ -206,6 +194,7 @@ def decode_event(raw: bytes, boot_to_realtime_ns: int) -> ConnectionRecord:
     )
 
 
+@functools.lru_cache(maxsize=4096)  # a host runs few commands, and every record names one
 def decode_comm(comm: bytes) -> str:
     return comm.split(b"\0", 1)[0].decode("utf-8", "replace")
 

@@ -31,14 +31,14 @@ def history_path(state_dir: str) -> str:
     return os.path.join(state_dir, "history.sqlite3")
 
 
-def open_history(state_dir: str, keep: int, max_mb: int) -> Optional[object]:
+def open_history(state_dir: str, keep: int, max_bytes: int) -> Optional[object]:
     """The per-tick history for `netwatchctl replay`, when history is kept at all."""
     if keep <= 0:
         return None
     from netwatchd.store.tick_history import HistoryError, TickHistory
 
     try:
-        return TickHistory.open(history_path(state_dir), keep, max_bytes=max_mb << 20)
+        return TickHistory.open(history_path(state_dir), keep, max_bytes=max_bytes)
     except HistoryError as e:
         log.error("running without a replay history: %s", e)
         return None

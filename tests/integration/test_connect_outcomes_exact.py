@@ -35,7 +35,7 @@ from typing import Dict, List, Optional
 import pytest
 
 from tests.conftest import require_root_and_bcc, require_tools, requires
-from tests.harness import DaemonProcess, PrivateSystemBus, StartedUntilExit, unvariant
+from tests.harness import DaemonProcess, PrivateSystemBus, StartedUntilExit, fd_infos, unvariant
 from tests.integration.delay_relay import DelayedPeer
 from tests.integration.lan import sh
 from tests.integration.named_children import named_python
@@ -645,12 +645,7 @@ def test_connections_max_handshakes_64_overflow_counts_unknown_at_once(peer):
 
 def rst_mark_recursion_misses(pid: int) -> int:
     """How often the kernel skipped the daemon's RST mark program (bpftool's recursion_misses)."""
-    for fd in os.listdir(f"/proc/{pid}/fdinfo"):
-        try:
-            text = Path(f"/proc/{pid}/fdinfo/{fd}").read_text()
-        except OSError:
-            continue
-        info = dict((k.strip(), v.strip()) for k, _, v in (line.partition(":") for line in text.splitlines()))
+    for _, info in fd_infos(pid):
         if info.get("link_type") == "raw_tracepoint" and info.get("tp_name") == "tcp_receive_reset":
             shown = json.loads(sh("bpftool", "prog", "show", "id", info["prog_id"], "--json").stdout)
             return int(shown.get("recursion_misses", 0))

@@ -21,7 +21,8 @@ import pytest
 
 from netwatchd.kernel.headers import cgroup2_root
 from tests.conftest import require_root_and_bcc, require_tools, tool
-from tests.harness import BUS_NAME, INTERFACE, OBJECT_PATH, DaemonProcess, NotifyReceiver, PrivateSystemBus, unvariant
+from tests.harness import (BUS_NAME, INTERFACE, OBJECT_PATH, DaemonProcess, NotifyReceiver, PrivateSystemBus,
+                           fd_infos, unvariant)
 from tests.integration.dbus_test_support import wait_notify_line
 
 REPO = Path(__file__).resolve().parents[2]
@@ -69,13 +70,7 @@ def wait_log(d: DaemonProcess, needle: str, timeout: float = 10) -> str:
 def bpf_fd_ids(pid: int) -> Dict[str, Set[int]]:
     """{'prog': ids, 'link': ids} of the BPF programs and links this process holds open."""
     out: Dict[str, Set[int]] = {"prog": set(), "link": set()}
-    for fd in os.listdir(f"/proc/{pid}/fd"):
-        try:
-            target = os.readlink(f"/proc/{pid}/fd/{fd}")
-            info = Path(f"/proc/{pid}/fdinfo/{fd}").read_text()
-        except OSError:
-            continue
-        fields = dict(line.split(":", 1) for line in info.splitlines() if ":" in line)
+    for target, fields in fd_infos(pid):
         if target == "anon_inode:bpf-prog":
             out["prog"].add(int(fields["prog_id"]))
         elif target == "anon_inode:bpf_link":
