@@ -1,11 +1,11 @@
 /* netwatchd devices on the wire: a TC classifier on ingress and egress of monitored interfaces.
  *
  * Counts packets and bytes per device (MAC), protocol and direction in a bounded hash, read by
- * user space every tick. The ring buffer (no wakeups) carries only what user space must see
- * once: a new device, a new address binding (ARP/NDP), a new (device, peer, port, transport)
- * pattern -- made first-seen-only by an LRU map -- and the start of DNS, DHCP, HTTP and TLS
- * payloads. Payload is read with bpf_skb_load_bytes, which follows the packet past its linear
- * part: with veth/GRO offloads the HTTP and TLS bytes are often in page fragments.
+ * user space every tick (new devices are found there). The ring buffer (no wakeups) carries
+ * only what user space must see once: a new address binding (ARP/NDP), a new (device, peer,
+ * port, transport) pattern -- made first-seen-only by an LRU map -- and the start of DNS, DHCP,
+ * HTTP and TLS payloads. Payload is read with bpf_skb_load_bytes, which follows the packet past
+ * its linear part: with veth/GRO offloads the HTTP and TLS bytes are often in page fragments.
  *
  * Headers are read with direct packet access; anything that does not fit is counted as
  * malformed and left alone. The classifier never changes a verdict (TC_ACT_UNSPEC).
@@ -30,8 +30,14 @@
 #define NW_TCP_ACK 0x10
 
 /* Per-CPU: two CPUs counting the same device (a busy gateway) never bounce its cache line, and
- * softirq context never runs twice at once on one CPU, so plain adds are exact. */
-BPF_PERCPU_HASH(devices, struct nw_mac, struct nw_dev_counters, NW_MAX_DEVICES);
+ * softirq context never runs twice at once on one CPU, so plain adds are exact.
+ * An LRU: any device can write any source MAC, and a flood of forged ones (macof) must not fill
+ * the map and leave a real new device uncounted. A new MAC takes the place of the one that was
+ * least recently seen -- a forged MAC that sent one frame, not a device that keeps talking.
+ * User space reads the map every tick, so an entry evicted after that lost at most the frames
+ * since; it notices the eviction (the MAC is gone, or comes back with a new created_ns) and
+ * counts it (netwatchd/devices/monitor.py). */
+BPF_TABLE("lru_percpu_hash", struct nw_mac, struct nw_dev_counters, devices, NW_MAX_DEVICES);
 BPF_TABLE("lru_hash", struct nw_pattern, u8, seen_patterns, NW_MAX_PATTERNS);
 /* The MAC each IP address was last bound to (ARP/NDP): a binding is reported when it is new or
  * when it moved to another MAC -- including back again, which is how a flip-flop shows. */
@@ -373,15 +379,18 @@ static __always_inline int handle(struct __sk_buff *skb, int dir)
     __builtin_memcpy(key.addr, mac, 6);
     struct nw_dev_counters *c = devices.lookup(&key);
     struct nw_pkt p = {};
+    int first_frame = 0;
     if (!c) {
+        /* No ring record for a new device: user space finds it in this map at its next read
+         * (every tick), with when and where it was first seen. A flood of forged MACs then
+         * costs an LRU insert per frame, not a record the ring and the daemon must carry. */
         struct nw_dev_counters fresh = {};
         fresh.created_ns = bpf_ktime_get_boot_ns();
         fresh.ifindex = skb->ifindex;
         fresh.vlan = vlan;
-        if (devices.insert(&key, &fresh) == 0)
-            emit(skb, NW_EV_NEW_DEVICE, dir, mac, peer_mac, vlan, &p);
+        first_frame = devices.insert(&key, &fresh) == 0;
         c = devices.lookup(&key);
-        if (!c) {
+        if (!c) { /* the LRU found no room (every entry busy on other CPUs): rare, counted */
             count_loss(NW_LOSS_DEVICES);
             return TC_ACT_UNSPEC;
         }
@@ -478,12 +487,17 @@ static __always_inline int handle(struct __sk_buff *skb, int dir)
         }
     }
 
+    /* A MAC's very first frame reports no pattern: a forged MAC sends one frame (macof), and its
+     * pattern would be a ring record and an LRU insert for nothing; a real device's first
+     * pattern is reported with its next frame of that pattern (its first frame is an ARP
+     * request anyway, to find its peer). */
     if (dir == NW_DIR_TX) {
         if (p.pclass == NW_P_TCP && (p.tcp_flags & (NW_TCP_SYN | NW_TCP_ACK)) == NW_TCP_SYN) {
             c->tcp_syns += 1;
             note_start(mac, &p);
-            report_pattern(skb, c, mac, peer_mac, vlan, &p);
-        } else if (p.pclass == NW_P_UDP) {
+            if (!first_frame)
+                report_pattern(skb, c, mac, peer_mac, vlan, &p);
+        } else if (p.pclass == NW_P_UDP && !first_frame) {
             report_pattern(skb, c, mac, peer_mac, vlan, &p);
         }
     }

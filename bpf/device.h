@@ -36,7 +36,7 @@ struct nw_dev_counters {
 };
 
 /* Ring-buffer event kinds. */
-#define NW_EV_NEW_DEVICE 1
+#define NW_EV_NEW_DEVICE 1 /* no longer sent: new devices are found in the counter map */
 #define NW_EV_ADDRESS 2 /* an (IP, MAC) binding from ARP, NDP: new, or moved to another MAC */
 #define NW_EV_PATTERN 3 /* a first-seen (device, peer, port, transport) */
 #define NW_EV_SNIPPET 4 /* the start of an application payload */
@@ -118,7 +118,7 @@ struct nw_beacon_starts {
 
 /* Loss counters (per-CPU array "dev_losses"). */
 #define NW_LOSS_RING 0       /* events that found the ring full */
-#define NW_LOSS_DEVICES 1    /* packets of devices that found the device map full */
+#define NW_LOSS_DEVICES 1    /* packets of devices that found no room in the device LRU (rare) */
 #define NW_LOSS_MALFORMED 2  /* frames too short or inconsistent to parse */
 #define NW_NLOSSES 3
 

@@ -5,8 +5,10 @@ tracker (netwatchd.alerting.beacons) can match them:
   destinations  an IP address or CIDR, optionally with a port ("192.0.2.0/24", "192.0.2.1:443",
                 "[2001:db8::/32]:443", "[::1]:53"), or any address on one port ("*:123")
   names         a DNS/TLS name, exactly ("ntp.ubuntu.com") or every name under a domain
-                ("*.debian.org" matches deb.debian.org, not debian.org itself)
-  commands      a command name as the kernel keeps it (comm: at most 15 bytes, no "/")
+                ("*.debian.org" matches deb.debian.org, not debian.org itself); they allow a
+                pair only when the operator trusts names (beacons.trust_dns_names)
+  commands      a command name as the kernel keeps it (comm: at most 15 bytes, no "/"), written
+                as netwatchd shows it (netwatchd.text: "\\x1b" for ESC, "\\\\" for a backslash)
 """
 from __future__ import annotations
 
@@ -15,11 +17,14 @@ import re
 from dataclasses import dataclass
 from typing import Iterable, Optional, Tuple, Union
 
+from netwatchd.text import unescape
+
 Network = Union[ipaddress.IPv4Network, ipaddress.IPv6Network]
 
 DESTINATION_FORMS = "an IP address or CIDR with an optional port (192.0.2.0/24, 192.0.2.1:443, [2001:db8::/32]:443) or *:PORT"
 NAME_FORMS = "a DNS name (ntp.ubuntu.com) or a wildcard for every name under a domain (*.debian.org)"
-COMMAND_FORMS = "a command name as the kernel keeps it: 1 to 15 bytes, no '/'"
+COMMAND_FORMS = ("a command name as the kernel keeps it: 1 to 15 bytes, no '/', written as netwatchd shows it"
+                 " (\\x1b for a control character, \\\\ for a backslash)")
 _LABEL = re.compile(r"^(?!-)[a-z0-9_-]{1,63}(?<!-)$")
 
 
@@ -83,7 +88,11 @@ def parse_name(text: str) -> str:
 
 
 def parse_command(text: str) -> str:
-    if not isinstance(text, str) or not 0 < len(text.encode()) <= 15 or "/" in text or "\0" in text:
+    try:  # the bytes the kernel keeps for a name netwatchd shows escaped
+        raw = unescape(text) if isinstance(text, str) and text.isprintable() else b""
+    except ValueError:
+        raw = b""
+    if not 0 < len(raw) <= 15 or b"/" in raw or b"\0" in raw:
         raise ValueError(f"{text!r} is not {COMMAND_FORMS}")
     return text
 
@@ -96,17 +105,22 @@ def name_matches(pattern: str, name: str) -> bool:
 
 
 class AllowList:
-    """Compiled entries; `allows(source, destination, port, name)` is the one question."""
+    """Compiled entries; `allows(source, destination, port, name)` is the one question.
 
-    def __init__(self, destinations: Iterable[str] = (), names: Iterable[str] = (), commands: Iterable[str] = ()):
+    Names come from DNS answers seen on the wire, which a device (or whoever answers its
+    queries) chooses, so they allow nothing unless `trust_names` (beacons.trust_dns_names)."""
+
+    def __init__(self, destinations: Iterable[str] = (), names: Iterable[str] = (), commands: Iterable[str] = (),
+                 trust_names: bool = False):
         self.destinations: Tuple[DestinationRule, ...] = tuple(parse_destination(d) for d in destinations)
         self.names: Tuple[str, ...] = tuple(parse_name(n) for n in names)
         self.commands = frozenset(parse_command(c) for c in commands)
+        self.trust_names = trust_names
 
     def allows(self, source: str, destination: str, port: int, name: str = "") -> bool:
         kind, _, who = source.partition(":")
         if kind == "command" and who in self.commands:
             return True
-        if name and any(name_matches(p, name) for p in self.names):
+        if name and self.trust_names and any(name_matches(p, name) for p in self.names):
             return True
         return any(rule.matches(destination, port) for rule in self.destinations)

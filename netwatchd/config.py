@@ -13,7 +13,9 @@ from typing import Any, Mapping
 
 import yaml
 
+from netwatchd.allowed_hosts import parse_allowed_host
 from netwatchd.beacon_allow import parse_command, parse_destination, parse_name
+from netwatchd.interfaces import SYS_NET, Interface, not_ethernet, read_interfaces
 
 DEFAULT_CONFIG_PATH = "/etc/netwatchd/netwatchd.yaml"
 MAX_SUMMARY_WINDOW_SEC = 3600
@@ -63,11 +65,18 @@ class ConnectionsConfig:
 class DevicesConfig:
     # Watch the devices around the host with a TC classifier.
     enabled: bool = True
-    # "auto" (every up interface but loopback and bridge/bond masters, re-evaluated as
+    # "auto" (every up Ethernet interface but loopback and bridge/bond masters, re-evaluated as
     # interfaces come and go) or a list of interface names.
     interfaces: Any = field(default="auto", metadata={"interfaces": True})
-    # Devices the kernel counts at once; more are counted as lost.
+    # Devices known at once, in the kernel's map and in the inventory. Both make room for a new
+    # MAC: the kernel's by evicting the MAC seen least recently, the inventory unconfirmed
+    # devices first (a MAC that sent one frame), then the longest idle; what is evicted is
+    # counted (`netwatchctl status`), so a flood of forged MACs never blinds the watcher.
     max_devices: int = field(default=4096, metadata={"range": IntRange(16, 1_048_576)})
+    # Time setting: a device idle this long is forgotten (new again if it comes back).
+    expire_after_sec: int = field(default=30 * 86400, metadata={"range": IntRange(60, 10 * 366 * 86400)})
+    # Time setting: ...and one that never kept talking (frames in two ticks at least), sooner.
+    unconfirmed_expire_sec: int = field(default=86400, metadata={"range": IntRange(60, 10 * 366 * 86400)})
     # First-seen (device, peer, port, transport) patterns remembered by the kernel's LRU.
     max_patterns: int = field(default=65536, metadata={"range": IntRange(256, 4_194_304)})
     # Ring buffer for new devices, patterns and payload snippets, KiB, a power of two.
@@ -82,6 +91,12 @@ class DevicesConfig:
     # How the classifier attaches: TCX links (kernel >= 6.6), a clsact qdisc with direct-action
     # filters (any kernel), or "auto" = TCX where the kernel has it, else clsact.
     tc_attach: str = field(default="auto", metadata={"choices": ("auto", "tcx", "tc")})
+
+    def check(self):
+        if self.unconfirmed_expire_sec > self.expire_after_sec:
+            return "unconfirmed_expire_sec", (f"{self.unconfirmed_expire_sec} is above expire_after_sec "
+                                              f"{self.expire_after_sec}: unconfirmed devices go first, not last")
+        return None
 
 
 @dataclass(frozen=True)
@@ -114,6 +129,11 @@ class AlertsConfig:
     # New devices with randomized (locally administered) MACs: alert like any device ("alert"),
     # never ("ignore"), or at most once per cooldown for all of them together ("once").
     randomized_macs: str = field(default="once", metadata={"choices": ("alert", "ignore", "once")})
+    # MAC flooding (macof, a CAM-table overflow; netwatchd/alerting/mac_flood.py): this many new
+    # MACs on one interface within mac_flood_window_ticks is a flood -- one mac_flood alert with
+    # the count, and none of its MACs a new_device of its own (unless it keeps talking).
+    mac_flood_new_macs: int = field(default=64, metadata={"range": IntRange(8, 1_000_000)})
+    mac_flood_window_ticks: int = field(default=10, metadata={"range": IntRange(1, 3600)})
     # Per-tick history kept for `netwatchctl replay`, in ticks.
     history_ticks: int = field(default=86400, metadata={"range": IntRange(0, 10_000_000)})
     # ...and at most this many MiB of them: a busy host's ticks (tens of thousands of connection
@@ -137,6 +157,13 @@ class AlertsConfig:
     seasonality_weight: float = field(default=0.3, metadata={"float_range": (0.01, 1.0)})
     # Keys (devices, commands) with a seasonal profile; the ones that alerted first get one.
     seasonality_max_keys: int = field(default=1024, metadata={"range": IntRange(16, 1_000_000)})
+    # Bounds on what devices and local users can add (issue 21; netwatchd/alerting/baseline.py):
+    # a device or command not observed for this long while netwatchd watched loses its baseline
+    # (and seasonal profile); longer than seasonality_period_sec, so a weekly job keeps its own.
+    baseline_idle_sec: int = field(default=8 * 86400, metadata={"range": IntRange(600, 366 * 86400)})
+    # Devices (and commands) with a baseline, per table; beyond, the longest idle go first, and
+    # new keys beyond what that frees in one tick wait (the largest counts are taken first).
+    max_baseline_keys: int = field(default=100_000, metadata={"range": IntRange(256, 10_000_000)})
 
     @property
     def history_max_bytes(self) -> int:
@@ -180,6 +207,10 @@ class BeaconsConfig:
                                metadata={"allow": parse_name})
     allow_commands: tuple = field(default=("systemd-resolve", "systemd-timesyn", "chronyd", "ntpd"),
                                   metadata={"allow": parse_command})
+    # Let allow_names allow pairs. Names come from DNS answers seen on the wire, which a device
+    # on the LAN (or whoever answers its DNS) chooses: off, allow_names never allow a pair (the
+    # name is still shown in the alert).
+    trust_dns_names: bool = False
 
 
 @dataclass(frozen=True)
@@ -190,6 +221,10 @@ class MetricsConfig:
     listen: str = field(default="127.0.0.1:9637", metadata={"listen": True})
     # Commands exported with their own label; the rest are summed under command="other".
     top_commands: int = field(default=20, metadata={"range": IntRange(1, 1000)})
+    # Host names, besides localhost, that requests may give in their Host header (an IP address
+    # always may); any other name is refused (403), so a web page cannot reach the listener by
+    # DNS rebinding (netwatchd.api.http_guard).
+    allowed_hosts: tuple = field(default=(), metadata={"allow": parse_allowed_host})
 
 
 @dataclass(frozen=True)
@@ -199,6 +234,8 @@ class EbpfServerApiConfig:
     enabled: bool = False
     # host:port of that listener. ebpf-server's port on loopback; "0.0.0.0:8080" is its ":8080".
     listen: str = field(default="127.0.0.1:8080", metadata={"listen": True})
+    # As metrics.allowed_hosts, for this listener.
+    allowed_hosts: tuple = field(default=(), metadata={"allow": parse_allowed_host})
 
 
 @dataclass(frozen=True)
@@ -218,14 +255,29 @@ class DaemonConfig:
     ebpf_server_api: EbpfServerApiConfig = field(default_factory=EbpfServerApiConfig)
 
 
-def load_config(path: str) -> DaemonConfig:
-    """Read and validate a YAML file; raises ConfigError with the path in the message."""
+def load_config(path: str, sys_net: str = SYS_NET) -> DaemonConfig:
+    """Read and validate a YAML file, and check it against this host's interfaces (what the
+    daemon's start and reload and --check-config use); raises ConfigError with the path."""
     try:
         with open(path, encoding="utf-8") as f:
             text = f.read()
     except OSError as e:
         raise ConfigError(path, "", f"cannot read: {e.strerror}") from None
-    return parse_config(text, path)
+    cfg = parse_config(text, path)
+    check_interfaces(cfg, path, read_interfaces(sys_net))
+    return cfg
+
+
+def check_interfaces(cfg: "DaemonConfig", source: str, available: Mapping[str, Interface]) -> None:
+    """devices.interfaces against the interfaces there now: a listed one that exists and carries
+    no Ethernet headers (tun, wg, ipip, sit, gre, lo...) is an error; one that does not exist is
+    not (it may come later; the watcher refuses it then if it is not Ethernet)."""
+    if cfg.devices.interfaces == "auto":
+        return
+    for n, name in enumerate(cfg.devices.interfaces):
+        problem = not_ethernet(available[name]) if name in available else None
+        if problem:
+            raise ConfigError(source, f"devices.interfaces[{n}]", problem)
 
 
 def parse_config(text: str, source: str = "<string>") -> DaemonConfig:

@@ -63,6 +63,15 @@ class Daemon:
                       for ifname in self.devices.interfaces() for d in ("ingress", "egress")]
         return names
 
+    def dropped(self) -> dict:
+        """What the bounded tables (devices, DNS questions, baselines, beacon pairs) dropped to
+        stay bounded since the start, by what: each part that runs says all its keys, 0 too."""
+        counts = {}
+        for part in (self.devices, self.alerting):
+            if part is not None:
+                counts.update(part.dropped())
+        return counts
+
     def status_line(self) -> str:
         c = self.connects
         line = "watching connect(): %d attempts, %d processes tracked, %d records lost" % (
@@ -77,6 +86,7 @@ class Daemon:
     async def run(self) -> int:
         from netwatchd.api import dbus as dbus_service
         from netwatchd.api.bus_reconnect import stay_on_bus
+        from netwatchd.api.listen_scope import warn_beyond_localhost
         from netwatchd.kernel.connect_probe import ConnectProbe
 
         self._bus = await dbus_service.own_name()
@@ -88,13 +98,13 @@ class Daemon:
             self.connects = ConnectMonitor(self._probe, self.cfg.connections)
             if self.cfg.devices.enabled:
                 self.devices = start_devices(self.cfg)
-                self.connects.name_of = self.devices.metadata.name_of  # names for beacon alerts
             self.alerting = AlertPipeline(self.cfg.alerts, AlertStateFiles(state_directory(self.cfg)), sinks=[JournalSink()],
                                           history=open_history(state_directory(self.cfg), self.cfg.alerts.history_ticks,
                                                                self.cfg.alerts.history_max_bytes),
                                           beacons=self.cfg.beacons)
             interface = dbus_service.export(self._bus, self)
             self.alerting.sinks.append(dbus_service.DBusAlertSink(interface))
+            warn_beyond_localhost(self.cfg)  # the unit's IPAddressAllow= lets only localhost through
             if self.cfg.metrics.enabled:
                 from netwatchd.api.http import HttpApi
 

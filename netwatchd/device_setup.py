@@ -68,7 +68,7 @@ def stop_devices(monitor: DeviceMonitor) -> None:
             monitor.poll()
             monitor.collect()
         finally:
-            monitor.save()
+            monitor.save(everything=True)
     finally:
         if monitor.store is not None:
             monitor.store.close()

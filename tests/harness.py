@@ -181,6 +181,7 @@ class NotifyReceiver:
         self.sock.bind(self.path)
         self.sock.settimeout(0.05)
         self.messages: List[str] = []
+        self.times: List[float] = []  # time.monotonic() each message arrived, as systemd would see it
         self._closed = threading.Event()
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
@@ -188,7 +189,9 @@ class NotifyReceiver:
     def _read(self) -> None:
         while not self._closed.is_set():
             try:
-                self.messages.append(self.sock.recv(4096).decode())
+                message = self.sock.recv(4096).decode()
+                self.times.append(time.monotonic())
+                self.messages.append(message)
             except socket.timeout:
                 continue
             except OSError:

@@ -41,9 +41,10 @@ for path, mode in (("/run/systemd", "755"), ("/run/log", "755"), ("/var/lib/syst
 mount("--bind", os.path.join(work, "catalog"), "/usr/lib/systemd/catalog")
 os.makedirs("/run/systemd/journald.conf.d")
 with open("/run/systemd/journald.conf.d/netwatchd-test.conf", "w") as f:
-    # volatile: nothing reaches the host's disk; no rate limit: tests log bursts on purpose
-    f.write("[Journal]\nStorage=volatile\nReadKMsg=no\nRateLimitBurst=0\n"
-            "ForwardToSyslog=no\nForwardToWall=no\nForwardToConsole=no\n")
+    # volatile: nothing reaches the host's disk; no rate limit (unless the test asks for
+    # journald's own): most tests log bursts on purpose
+    f.write("[Journal]\nStorage=volatile\nReadKMsg=no\n" + ("" if sys.argv[3] == "limited" else "RateLimitBurst=0\n")
+            + "ForwardToSyslog=no\nForwardToWall=no\nForwardToConsole=no\n")
 env = {k: v for k, v in os.environ.items() if k not in ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID")}
 log = open(os.path.join(work, "journald.log"), "wb")
 journald = subprocess.Popen([sys.argv[2]], stdin=subprocess.DEVNULL, stdout=log, stderr=log, env=env)
@@ -64,7 +65,11 @@ except subprocess.TimeoutExpired:
 
 
 class PrivateJournal:
-    def __init__(self) -> None:
+    def __init__(self, rate_limited: bool = False) -> None:
+        """`rate_limited`: journald's own per-unit rate limit (RateLimitIntervalSec=30s,
+        RateLimitBurst=10000, scaled up with free space as journald does), as on a real host;
+        otherwise none."""
+        self.rate_limited = rate_limited
         self.dir = Path(tempfile.mkdtemp(prefix="nwd-journal-"))
         self.catalog_dir = self.dir / "catalog"
         self.proc: Optional[subprocess.Popen] = None
@@ -79,7 +84,7 @@ class PrivateJournal:
         shutil.copytree(HOST_CATALOG_DIR, self.catalog_dir) if HOST_CATALOG_DIR.is_dir() else self.catalog_dir.mkdir()
         self.proc = subprocess.Popen(
             ["unshare", "--mount", "--propagation", "private", "--",
-             sys.executable, "-c", HOLDER, str(self.dir), JOURNALD],
+             sys.executable, "-c", HOLDER, str(self.dir), JOURNALD, "limited" if self.rate_limited else "unlimited"],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=open(self.dir / "holder.log", "wb"), text=True,
         )
         line = self.proc.stdout.readline().split()  # "ready <journald pid>", or EOF when the holder failed

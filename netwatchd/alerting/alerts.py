@@ -17,6 +17,7 @@ KINDS: Dict[str, Dict[str, Any]] = {
     "connect_rate": {"message_id": "f737e7d8e9bb42de99b82a59c42f0dd1", "priority": 4},  # warning
     "fan_out": {"message_id": "1b4bb667acef4d14b880d00c9cb6cfd7", "priority": 3},  # err: a scan
     "beacon": {"message_id": "faa2a1af520c4085acc397e93eb70cec", "priority": 4},  # warning: call-home
+    "mac_flood": {"message_id": "a321258b64d14d1691d5d609c106e3a2", "priority": 3},  # err: macof
 }
 
 
@@ -24,7 +25,7 @@ KINDS: Dict[str, Dict[str, Any]] = {
 class Alert:
     id: str
     kind: str
-    subject: str  # "device:<mac>", "command:<name>", "ip:<address>", "randomized-macs"
+    subject: str  # "device:<mac>", "command:<name>", "ip:<address>", "interface:<name>", "randomized-macs"
     timestamp_usec: int
     message: str
     observed: float = 0.0

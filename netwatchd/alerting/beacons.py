@@ -11,7 +11,10 @@ and not again for the same subject and destination within alerts.cooldown_sec (a
 restart: the restored alert log seeds that).
 
 Bounded: at most max_pairs; when full, pairs idle beyond the horizon go first, then the ones with
-the fewest starts in it (the least evidence), oldest first. Those are counted in `dropped`.
+the fewest starts in it (the least evidence), oldest first. Those are counted in `dropped`. The
+beacons already reported are kept only while their cooldown can suppress one.
+The allow-list is netwatchd.beacon_allow; DNS names allow a pair only with
+beacons.trust_dns_names (a device chooses the names its DNS answers carry).
 Live and replay run the same code on the same observations, so replay finds the same beacons.
 """
 from __future__ import annotations
@@ -86,12 +89,13 @@ class BeaconTracker:
         self.epoch_ms: Optional[int] = None
         self.dropped = 0  # pairs pushed out by max_pairs while still active
         self.reported: Dict[Tuple[str, str], int] = {}  # (subject, destination) -> last alert usec
+        self._reported_checked = -1  # the minute `reported` was last rid of expired entries
         self._grow(capacity)
         self.reconfigure(cfg)
 
     def reconfigure(self, cfg: BeaconsConfig) -> None:
         self.cfg = cfg
-        self.allow = AllowList(cfg.allow_destinations, cfg.allow_names, cfg.allow_commands)
+        self.allow = AllowList(cfg.allow_destinations, cfg.allow_names, cfg.allow_commands, cfg.trust_dns_names)
         self._allowed: Set[Tuple[PairKey, str]] = set()  # (pair, name)s the allow list allowed
         now_allowed = [slot for key, slot in self._index.items()
                        if self.allow.allows(key[0], key[1], key[2], self._names[slot])]
@@ -216,6 +220,7 @@ class BeaconTracker:
                 slots.append(slot)
                 times.append(t_ms)
                 last = t_ms
+        self._forget_reported(now_usec, cooldown_sec)
         if not slots:
             return []
         dirty = self._file(np.asarray(slots, dtype=np.int64), np.asarray(times, dtype=np.int64))
@@ -230,6 +235,16 @@ class BeaconTracker:
                 self.reported[key] = now_usec
                 alerts.append(beacon_alert(b, ids, now_usec))
         return alerts
+
+    def _forget_reported(self, now_usec: int, cooldown_sec: int) -> None:
+        """Once a minute of observation time: a beacon reported longer ago than the cooldown
+        suppresses nothing any more, so `reported` holds at most a cooldown's alerts."""
+        minute = now_usec // 60_000_000
+        if minute == self._reported_checked:
+            return
+        self._reported_checked = minute
+        horizon = cooldown_sec * 1_000_000
+        self.reported = {key: usec for key, usec in self.reported.items() if now_usec - usec < horizon}
 
     def _expire(self, now_ms: int) -> None:
         idle = np.flatnonzero(self.last_ms < now_ms - self.cfg.horizon_sec * 1000)

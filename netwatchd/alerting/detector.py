@@ -9,14 +9,16 @@ Kinds:
   connect_rate    a device's connection attempts (SYNs) or a command's connect() calls far above
                   its own normal. A device whose burst is already reported as fan_out is not
                   reported twice: a scan is one alert, of the kind that says what it is.
+  mac_flood       many new MACs on one interface in a few ticks (macof): one alert, and the
+                  flood's MACs are no new_device each (alerting/mac_flood.py).
 Every (kind, subject) has a cooldown, so one storm is one alert.
 
 Rates and fan-out fire after `consecutive_ticks` anomalous ticks in a row, or at once on a burst
 (alerting/burst.py); what is normal for the current hour of the week is excused
 (alerting/seasonality.py). New devices and address moves go through alerting/address_moves.py,
 so a MAC change is one address_change whatever order its frames arrive in. During the learning
-period neither new devices nor fan-out alert: after the first start everything on the LAN is
-first-seen.
+period neither new devices, fan-out nor MAC floods alert: after the first start everything on
+the LAN is first-seen.
 """
 from __future__ import annotations
 
@@ -28,11 +30,16 @@ from netwatchd.alerting.address_moves import AddressMoves, Change
 from netwatchd.alerting.alerts import Alert, AlertIds
 from netwatchd.alerting.baseline import Anomaly, BaselineParams, BaselineTable
 from netwatchd.alerting.burst import burst_count
+from netwatchd.alerting.mac_flood import Flood, MacFloods
 from netwatchd.alerting.observation import TickObservation
 from netwatchd.alerting.seasonality import SeasonalProfile, excuse
 from netwatchd.config import AlertsConfig
 
 TABLES = ("device_connects", "command_connects", "device_fan_out")
+PRUNE_EVERY_USEC = 60 * 1_000_000  # idle keys and spent cooldowns go once a minute (of tick time)
+# The idle clock (`watched_usec`) advances by the time between ticks, but at most this much a
+# tick: a daemon stopped, a host suspended, is not the keys' idle time.
+MAX_TICK_GAP_USEC = 120 * 1_000_000
 
 
 class Detector:
@@ -43,7 +50,12 @@ class Detector:
         self.tables: Dict[str, BaselineTable] = {name: BaselineTable() for name in TABLES}
         self.last_alert_usec: Dict[Tuple[str, str], int] = {}
         self.moves = AddressMoves()
+        self.floods = MacFloods()
         self.seasons: Dict[str, SeasonalProfile] = self._seasons(cfg)
+        self.watched_usec = 0  # the idle clock: tick time watched (MAX_TICK_GAP_USEC)
+        self._watched_at: Optional[int] = None  # tick time it was last advanced at
+        self._pruned_minute: Optional[int] = None
+        self.cooldowns_pruned = 0  # (kind, subject) cooldowns forgotten once spent
 
     @staticmethod
     def _seasons(cfg: AlertsConfig) -> Dict[str, SeasonalProfile]:
@@ -75,9 +87,11 @@ class Detector:
     def _score(self, table: str, observed: Dict[str, float], floor: int, cold: int, now: int) -> List[Anomaly]:
         """One table's tick: rolling baseline, then what the current slot of the period excuses."""
         t = self.tables[table]
-        x = t.dense(observed)
+        x, moved = t.observe(observed, self._watch(now), self.cfg.max_baseline_keys)
         season = self.seasons.get(table)
         if season is not None:
+            if moved is not None:
+                season.remap(moved)
             season.advance(now)
         anomalies = t.update_dense(x, self._params(table, floor, cold))
         if season is not None:
@@ -96,15 +110,25 @@ class Detector:
                                   c.cold_connect_rate, now)
         command_rate = self._score("command_connects", obs.command_connects, c.process_connect_floor,
                                    c.cold_connect_rate, now)
+        self.prune(now)  # bounded tables: idle baseline keys, spent cooldowns (issue 21)
+
         new_devices, moves = self.moves.step(now, obs.new_devices, obs.address_changes)
+        floods = self.floods.step(obs.new_devices, c.mac_flood_window_ticks, c.mac_flood_new_macs)
+        new_devices = self.floods.sort(new_devices, c.mac_flood_new_macs)
+        released = self.floods.released(obs.devices_confirmed)
         if not c.enabled:
             return []
         alerts: List[Alert] = []
+        if not self.learning(now):  # at the first start the whole LAN is new at once
+            for flood in floods:
+                alerts += self._mac_flood(now, flood, c.mac_flood_window_ticks)
         # a new MAC that took over a known address is that address changing hands (arpwatch's
         # "changed ethernet address"), reported as address_change, not as a new device too
         ready_randomized = sum(1 for d in new_devices if d.get("randomized"))
         for dev in new_devices:
             alerts += self._new_device(now, dev, ready_randomized)
+        for dev in released:
+            alerts += self._new_device(now, dev, sum(1 for d in released if d.get("randomized")))
         for group in moves:
             alerts += self._address_change(now, group)
         scanning = set()
@@ -121,6 +145,49 @@ class Detector:
                        "pids": " ".join(map(str, sorted(obs.command_pids.get(a.key, []))))}
             alerts += self._rate(now, f"command:{a.key}", a, "connect() calls", details)
         return alerts
+
+    # -- bounds (issue 21) -------------------------------------------------------------------
+    def _watch(self, now: int) -> int:
+        """The idle clock at tick time `now`: the time between ticks, at most MAX_TICK_GAP_USEC
+        each (never backwards). From the ticks' own times, so a replay keeps the same clock."""
+        if now != self._watched_at:
+            if self._watched_at is not None:
+                self.watched_usec += min(max(now - self._watched_at, 0), MAX_TICK_GAP_USEC)
+            self._watched_at = now
+        return self.watched_usec
+
+    def prune(self, now: int) -> None:
+        """Once per minute of tick time (whole minutes, so a replay prunes at the same ticks):
+        baseline keys idle longer than baseline_idle_sec, or beyond max_baseline_keys, go (their
+        seasonal rows with them), and so do cooldowns that can no longer suppress anything."""
+        minute = now // PRUNE_EVERY_USEC
+        if minute == self._pruned_minute:
+            return
+        self._pruned_minute = minute
+        watched, c = self._watch(now), self.cfg
+        for name, table in self.tables.items():
+            moved = table.prune(watched, c.baseline_idle_sec * 1_000_000, c.max_baseline_keys)
+            if moved is not None and name in self.seasons:
+                self.seasons[name].remap(moved)
+        self._prune_cooldowns(now)
+
+    def _prune_cooldowns(self, now: int) -> None:
+        spent = now - self.cfg.cooldown_sec * 1_000_000
+        before = len(self.last_alert_usec)
+        self.last_alert_usec = {key: usec for key, usec in self.last_alert_usec.items() if usec > spent}
+        self.cooldowns_pruned += before - len(self.last_alert_usec)
+
+    def pruned_counts(self) -> Dict[str, int]:
+        """What the bounds dropped since the start, for metrics: per table `<table>.pruned` (idle
+        too long), `.evicted` (pushed out by max_baseline_keys), `.refused` (new keys beyond it in
+        one tick), `.keys` (held now); `cooldowns` (spent, forgotten); `seasonal_rows`."""
+        out: Dict[str, int] = {}
+        for name, t in self.tables.items():
+            out.update({f"{name}.pruned": t.pruned, f"{name}.evicted": t.evicted,
+                        f"{name}.refused": t.refused, f"{name}.keys": len(t)})
+        out["cooldowns"] = self.cooldowns_pruned
+        out["seasonal_rows"] = sum(s.dropped_rows for s in self.seasons.values())
+        return out
 
     # -- one kind each -----------------------------------------------------------------------
     def _cooling(self, key: Tuple[str, str], now: int) -> bool:
@@ -142,6 +209,9 @@ class Detector:
         where = ", ".join(x for x in [dev.get("interface", "")] + dev.get("ipv4", []) + dev.get("ipv6", []) if x)
         details = {"mac": mac, "vendor": dev.get("vendor", ""), "randomized": str(bool(dev.get("randomized"))).lower(),
                    "interface": dev.get("interface", "")}
+        if dev.get("during_mac_flood"):  # first seen in a flood; it kept talking since
+            details["during_mac_flood"] = "true"
+            where += " (joined during a MAC flood there)"
         if dev.get("randomized"):
             if self.cfg.randomized_macs == "ignore":
                 return []
@@ -155,6 +225,14 @@ class Detector:
         return self._raise(now, "new_device", f"device:{mac}",
                            f"new device {mac} ({vendor}){' on ' + where if where else ''}", observed=1,
                            details=details)
+
+    def _mac_flood(self, now: int, flood: Flood, window_ticks: int) -> List[Alert]:
+        message = (f"MAC flood on {flood.interface or '?'}: {flood.count} new MACs in {window_ticks} ticks "
+                   f"(e.g. {', '.join(flood.samples[:3])}); none is reported as a new device unless it keeps talking")
+        details = {"interface": flood.interface, "count": str(flood.count), "window_ticks": str(window_ticks),
+                   "randomized": str(flood.randomized), "samples": " ".join(flood.samples)}
+        return self._raise(now, "mac_flood", f"interface:{flood.interface}", message, observed=flood.count,
+                           baseline=self.cfg.mac_flood_new_macs, details=details)
 
     def _address_change(self, now: int, group: List[Change]) -> List[Alert]:
         """One group of moves from one MAC to another (address_moves.py): one alert."""
@@ -195,11 +273,14 @@ class Detector:
         for name, table in self.tables.items():
             for field, value in table.state().items():
                 out[f"{name}.{field}"] = value
+        out["watch"] = np.asarray([self.watched_usec, -1 if self._watched_at is None else self._watched_at],
+                                  dtype=np.int64)
         keys = list(self.last_alert_usec)
         out["cooldown.kind"] = np.asarray([k[0] for k in keys], dtype=str)
         out["cooldown.subject"] = np.asarray([k[1] for k in keys], dtype=str)
         out["cooldown.usec"] = np.asarray([self.last_alert_usec[k] for k in keys], dtype=np.int64)
         out.update(self.moves.state())
+        out.update(self.floods.state())
         for name, season in self.seasons.items():
             for field, value in season.state().items():
                 out[f"season.{name}.{field}"] = value
@@ -209,11 +290,20 @@ class Detector:
         for name in TABLES:
             if f"{name}.keys" in state:
                 self.tables[name] = BaselineTable.from_state(
-                    {f: state[f"{name}.{f}"] for f in ("keys", "mean", "var", "ticks")})
+                    {f: state[f"{name}.{f}"] for f in ("keys", "mean", "var", "ticks", "last_seen")
+                     if f"{name}.{f}" in state})
+        if "watch" in state:  # saved without it: the idle clock starts at 0, as its stamps (baseline.py)
+            self.watched_usec, at = (int(v) for v in state["watch"])
+            self._watched_at = None if at < 0 else at
+            if at >= 0:  # pruned in that minute already: next at the next minute, as a replay would
+                self._pruned_minute = at // PRUNE_EVERY_USEC
         if "cooldown.kind" in state:
             for kind, subject, usec in zip(state["cooldown.kind"], state["cooldown.subject"], state["cooldown.usec"]):
                 self.last_alert_usec[(str(kind), str(subject))] = int(usec)
+            if self.last_alert_usec:  # the clock now is at least the newest alert's
+                self._prune_cooldowns(max(self.last_alert_usec.values()))
         self.moves.load_state(state)
+        self.floods.load_state(state, self.cfg.mac_flood_window_ticks)
         for name, season in self.seasons.items():
             prefix = f"season.{name}."
             saved = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}

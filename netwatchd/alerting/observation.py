@@ -17,6 +17,10 @@ class TickObservation:
     command_pids: Dict[str, List[int]] = field(default_factory=dict)  # command -> pids that did it
     # {"mac", "randomized", "vendor", "interface", "ipv4", "ipv6"}
     new_devices: List[Dict[str, Any]] = field(default_factory=list)
+    # devices that kept talking (sent frames in a second tick), once each, as new_devices
+    # entries: a MAC first seen in a MAC flood that does is a real device after all
+    # (alerting/mac_flood.py)
+    devices_confirmed: List[Dict[str, Any]] = field(default_factory=list)
     # {"ip", "old_mac", "new_mac", "flip_flop"}
     address_changes: List[Dict[str, Any]] = field(default_factory=list)
     # connection starts per pair, for beacons: [source ("command:<name>" / "device:<mac>"),

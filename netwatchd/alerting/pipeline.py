@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Callable, List
+from typing import Callable, Dict, List
 
 from netwatchd.alerting.alerts import Alert, AlertIds, AlertLog
 from netwatchd.alerting.beacons import BeaconTracker
@@ -78,6 +78,15 @@ class AlertPipeline:
         if self.history is not None:
             self.history.keep = cfg.history_ticks
             self.history.max_bytes = cfg.history_max_bytes
+
+    def dropped(self) -> Dict[str, int]:
+        """What alerting's bounded tables dropped since the start (D-Bus Dropped): baseline keys
+        (idle, pushed out by alerts.max_baseline_keys, refused in a tick beyond it) and beacon
+        pairs (beacons.max_pairs)."""
+        counts = self.detector.pruned_counts()
+        total = lambda what: sum(n for key, n in counts.items() if key.endswith("." + what))  # noqa: E731
+        return {"baseline_keys_pruned": total("pruned"), "baseline_keys_evicted": total("evicted"),
+                "baseline_keys_refused": total("refused"), "beacon_pairs_dropped": self.beacons.dropped}
 
     def learning(self) -> bool:
         return self.detector.learning(int(self.clock() * 1e6))

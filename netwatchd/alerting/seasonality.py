@@ -17,6 +17,9 @@ earlier period) and the value is within z_threshold standard deviations of that 
 (the standard deviation floored at min_stddev, as for the rolling baseline). The rolling
 baseline still learns and scores as before: seasonality only excuses, it never raises.
 
+When the table removes keys (idle too long, or pushed out by its cap: BaselineTable), their rows
+go too and the other rows and sums follow their keys' new table slots (`remap`).
+
 Slots follow local time (a backup at 02:00 is at 02:00 whatever the UTC offset), computed
 from the tick's own time, so a replay of recorded ticks learns and excuses the same way.
 """
@@ -55,6 +58,7 @@ class SeasonalProfile:
         self.mean = np.zeros((0, self.slots), dtype=np.float32)
         self.m2 = np.zeros((0, self.slots), dtype=np.float32)
         self.periods = np.zeros((0, self.slots), dtype=np.uint16)
+        self.dropped_rows = 0  # rows of keys the table removed (remap)
 
     def geometry(self) -> tuple:
         return self.period_sec, self.slot_sec
@@ -110,6 +114,36 @@ class SeasonalProfile:
         self.row_of[table_slot] = row
         self.row_keys.append(key)
         self.row_slot.append(table_slot)
+
+    def remap(self, moved: np.ndarray) -> None:
+        """The table compacted its slots (BaselineTable.observe/prune): moved[old slot] is the new
+        slot, -1 for a key it removed. The current slot's sums follow their keys; a removed key's
+        profile row goes (freeing its place under max_keys); a row of a saved key the table
+        never had (slot -1) stays as it is."""
+        n = len(moved)
+        m = min(n, len(self.total))
+        kept = np.flatnonzero(moved[:m] >= 0)
+        for name in ("total", "squares"):
+            old = getattr(self, name)
+            new = np.zeros(len(old))
+            new[moved[kept]] = old[kept]
+            setattr(self, name, new)
+        rows = len(self.row_keys)
+        if not rows:
+            return
+        at = np.asarray(self.row_slot, dtype=np.int64)
+        known = (at >= 0) & (at < n)
+        new_at = np.where(known, moved[np.where(known, at, 0)], at)
+        keep = np.flatnonzero(~known | (new_at >= 0))
+        if len(keep) < rows:
+            for name in ("mean", "m2", "periods"):
+                a = getattr(self, name)
+                a[:len(keep)] = a[keep]
+                a[len(keep):rows] = 0
+            self.row_keys = [self.row_keys[r] for r in keep]
+            self.dropped_rows += rows - len(keep)
+        self.row_slot = new_at[keep].tolist()
+        self.row_of = {slot: row for row, slot in enumerate(self.row_slot) if slot >= 0}
 
     def _fold(self) -> None:
         rows = len(self.row_keys)

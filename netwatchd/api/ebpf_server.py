@@ -12,7 +12,7 @@ false we report the truth: return_code is what connect() returned (ebpf-server r
 call, so always 0), protocol is the socket's (it guessed from the port), timestamps are UTC. The
 differences are listed in README.md, "Coming from ebpf-server".
 
-No I/O here: the asyncio server (netwatchd/http_api.py) parses the request and sends the answer;
+No I/O here: the asyncio server (netwatchd/api/http.py) parses the request and sends the answer;
 the numbers come from the connect engine (summary, list_per_process).
 """
 from __future__ import annotations
@@ -20,9 +20,9 @@ from __future__ import annotations
 import datetime
 import functools
 import json
-import re
 from typing import Any, Callable, Dict, List, NamedTuple, Optional, Tuple
 
+from netwatchd.api.http_guard import decimal
 from netwatchd.errors import InvalidQuery
 
 SERVICE = "eBPF Network Monitor"
@@ -36,7 +36,7 @@ JSON = "application/json"
 
 # Go's http.StatusText, which ebpf-server puts in "error".
 STATUS_TEXT = {
-    200: "OK", 400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed", 408: "Request Timeout",
+    200: "OK", 400: "Bad Request", 403: "Forbidden", 404: "Not Found", 405: "Method Not Allowed", 408: "Request Timeout",
     411: "Length Required", 413: "Request Entity Too Large", 431: "Request Header Fields Too Large",
     500: "Internal Server Error", 505: "HTTP Version Not Supported",
 }
@@ -237,11 +237,14 @@ def rfc3339_seconds(seconds: int) -> str:
 def decode_request(body: bytes, fields: Dict[str, type]) -> Dict[str, Any]:
     """The fields of the first JSON value in `body`, as Go's json.Decoder fills a struct: unknown
     keys are ignored, a key matches its field case-insensitively, null leaves a field unset,
-    text after the first value is not read. Anything else is ebpf-server's one 400."""
+    text after the first value is not read. Anything else is ebpf-server's one 400.
+    Integers are bounded before conversion (http_guard.decimal): one too long for int64 is inf,
+    which fails a field as Go's decoder fails it, and is ignored under an unknown key as Go
+    skips it (json.loads would raise on one over 4300 digits, wherever it is)."""
     invalid = _Rejected(400, "Invalid JSON request body")
     text = body.decode("utf-8", "replace").lstrip(" \t\r\n")
     try:
-        value, _ = json.JSONDecoder(parse_constant=_no_constant).raw_decode(text)
+        value, _ = _DECODER.raw_decode(text)
     except ValueError:
         raise invalid from None
     if value is None:
@@ -266,12 +269,14 @@ def _no_constant(name: str):
     raise ValueError(f"{name} is not JSON")
 
 
+_DECODER = json.JSONDecoder(parse_constant=_no_constant, parse_int=lambda text: decimal(text, signed=True))
+
+
 def _atoi(text: str) -> Optional[int]:
-    """Go's strconv.Atoi: optional sign, ASCII digits, within int64; None when it would fail."""
-    if not re.fullmatch(r"[+-]?[0-9]+", text):
-        return None
-    value = int(text)
-    return value if -INT64_MAX - 1 <= value <= INT64_MAX else None
+    """Go's strconv.Atoi: optional sign, ASCII digits (leading zeros as many as you like), within
+    int64; None when it would fail. Bounded before conversion: 5000 digits are out of range."""
+    value = decimal(text, signed=True)
+    return value if value is not None and -INT64_MAX - 1 <= value <= INT64_MAX else None
 
 
 def _check_pid(pid: int) -> None:

@@ -17,6 +17,7 @@ from typing import Dict, Optional, TextIO
 
 from netwatchd.alerting.alerts import Alert
 from netwatchd.logsetup import JOURNAL_SOCKET
+from netwatchd.text import printable
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +39,11 @@ def number(value: float) -> str:
 
 
 def journal_fields(alert: Alert) -> Dict[str, str]:
-    """Every field of the alert's journal entry, all as strings (pure, for tests)."""
+    """Every field of the alert's journal entry, all as printable strings (pure, for tests).
+
+    Command names, hostnames and DNS names are escaped where they are decoded (netwatchd.text);
+    the values pass through printable once more, backslashes kept, so that no control character
+    from anywhere (a detail another part added) reaches `journalctl` on a terminal."""
     fields = {
         "MESSAGE": alert.message,
         "MESSAGE_ID": alert.message_id,
@@ -59,7 +64,7 @@ def journal_fields(alert: Alert) -> Dict[str, str]:
             fields[name] = str(value)
         else:
             log.debug("alert detail %r dropped from the journal entry: %s is taken", key, name)
-    return fields
+    return {name: printable(value, escape_backslash=False) for name, value in fields.items()}
 
 
 def _quoted(value: str) -> str:

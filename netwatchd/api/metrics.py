@@ -29,6 +29,10 @@ class Snapshot:
     beacon_pairs: int = 0  # (source, destination) pairs the beacon tracker holds
     beacon_pairs_dropped: int = 0  # pairs pushed out by beacons.max_pairs while still active
     latency: Dict[str, Log2Histogram] = field(default_factory=dict)  # command -> handshake latencies
+    # HTTP listener (metrics, ebpf_server_api) -> connections closed at its cap (api/http_guard.py)
+    http_connections_dropped: Dict[str, int] = field(default_factory=dict)
+    # what the bounded tables dropped to stay bounded (netwatchd.daemon.Daemon.dropped)
+    dropped: Dict[str, int] = field(default_factory=dict)
 
 
 def escape_label(value: str) -> str:
@@ -98,6 +102,18 @@ def render(snap: Snapshot, top_n: int) -> str:
              "Ring-buffer records lost (detail only: counts are kept in the kernel), by path")
     for path in ("connect", "device"):
         w.sample("netwatchd_events_lost_total", snap.events_lost.get(path, 0), path=path)
+    w.family("netwatchd_http_connections_dropped_total", "counter",
+             "Connections an HTTP listener closed, at its cap of live connections, to admit a new one "
+             "(the oldest still sending its request), by listener")
+    for listener in sorted(snap.http_connections_dropped):
+        w.sample("netwatchd_http_connections_dropped_total", snap.http_connections_dropped[listener],
+                 listener=listener)
+    w.family("netwatchd_dropped_total", "counter",
+             "Entries the bounded tables dropped to stay bounded, by what: devices evicted from the full "
+             "inventory or expired, kernel device-map evictions, DNS answers nobody asked for, baseline keys, "
+             "beacon pairs")
+    for what in sorted(snap.dropped):
+        w.sample("netwatchd_dropped_total", snap.dropped[what], what=what)
     w.family("netwatchd_bpf_run_time_seconds_total", "counter",
              "Time spent in each BPF program (needs sysctl kernel.bpf_stats_enabled=1, else 0)")
     for program in sorted(snap.bpf):
@@ -174,5 +190,6 @@ def snapshot(daemon) -> Snapshot:
         snap.alerts = {kind: int(n) for kind, n in daemon.alerting.log.counts.items()}
         snap.beacon_pairs = len(daemon.alerting.beacons)
         snap.beacon_pairs_dropped = daemon.alerting.beacons.dropped
+    snap.dropped = daemon.dropped()
     snap.bpf = read_bpf_stats(fds)
     return snap

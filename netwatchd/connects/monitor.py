@@ -64,10 +64,11 @@ class ConnectMonitor:
         # MAX_COMMAND_TOTALS are summed in command_overflow.
         self.command_totals: Dict[str, Counts] = {}
         self.command_overflow = ZERO
-        # connect() starts per (command, address, port) since the last observation, for beacons;
-        # name_of(address) -> DNS/TLS name (the daemon wires the device engine's names in here)
+        # connect() starts per (command, address, port) since the last observation, for beacons.
+        # They carry no name: the classifier sees the LAN's lookups, not the host's own, and a
+        # name a device looked up is that device's view, which must not label our commands'
+        # destinations (netwatchd.devices.app_metadata)
         self._starts: Dict[Tuple[str, str, int], List[int]] = {}
-        self.name_of: Callable[[str], str] = lambda address: ""
 
     def reconfigure(self, cfg: ConnectionsConfig) -> List[str]:
         """Apply what can change live; returns the keys that need a restart to change."""
@@ -189,7 +190,7 @@ class ConnectMonitor:
                 obs.command_pids[command] = sorted(pids)
         self._since_observed = {}
         sources: Dict[str, str] = {}  # one "command:<name>" string per command, not one per pair
-        starts, name_of = obs.connection_starts, self.name_of
+        starts = obs.connection_starts
         for (command, address, port), times in self._starts.items():
             source = sources.get(command)
             if source is None:
@@ -197,7 +198,7 @@ class ConnectMonitor:
             if len(times) > 1:
                 times.sort()
                 times = times[-STARTS_PER_PAIR:]
-            starts.append([source, address, port, name_of(address), times])
+            starts.append([source, address, port, "", times])
         self._starts = {}
 
     # -- queries (read-only: call refresh() first for answers exact up to now) ---------------

@@ -5,7 +5,6 @@ which argument was wrong and what would be right.
 """
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from typing import Any, Dict, List
 
@@ -13,6 +12,7 @@ from netwatchd.connects.history import Counts
 from netwatchd.connects.latency import summary_percentiles
 from netwatchd.connects.records import ConnectionRecord
 from netwatchd.errors import InvalidQuery  # noqa: F401  (raised here; edges catch it from here or errors)
+from netwatchd.text import printable, unescape
 
 LIST_DEFAULT_LIMIT = 100
 LIST_MAX_LIMIT = 1000
@@ -29,17 +29,29 @@ class SummaryQuery:
 
 
 def check_summary(pid: int, command: str, duration_sec: int, max_window_sec: int) -> SummaryQuery:
+    """`command` is the name as netwatchd shows it (records, alerts, metrics): a process that
+    named itself with control characters, invalid UTF-8 or a backslash is asked for by its
+    escaped name (netwatchd.text), e.g. '\\x1b[31mRED\\x1b[0m', which is also what a shell passes
+    for that text in single quotes."""
     if pid and command:
-        raise InvalidQuery("give either a pid or a command, not both (pid=%d, command=%r)" % (pid, command))
+        raise InvalidQuery("give either a pid or a command, not both (pid=%d, command='%s')"
+                           % (pid, printable(command, escape_backslash=False)))
     if not pid and not command:
         raise InvalidQuery("give a pid (non-zero) or a command name (non-empty)")
-    if command and len(command.encode()) > COMMAND_MAX_LEN:
+    if command and not command.isprintable():
+        # the raw name, never one netwatchd shows: say how to ask for it
+        raise InvalidQuery("the command contains control characters; ask for it by the name netwatchd "
+                           "shows (and matches): '%s'" % printable(command))
+    try:
+        kept = unescape(command)  # the bytes the kernel keeps for that name
+    except ValueError:
+        raise InvalidQuery("command '%s' has a backslash that starts no escape; netwatchd shows a backslash "
+                           "in a name as \\\\ (and ESC as \\x1b)" % command) from None
+    if len(kept) > COMMAND_MAX_LEN:
         raise InvalidQuery(
-            "command %r is longer than %d bytes; the kernel keeps only the first %d"
+            "command '%s' is longer than %d bytes; the kernel keeps only the first %d"
             % (command, COMMAND_MAX_LEN, COMMAND_MAX_LEN)
         )
-    if command and re.search(r"[\x00-\x1f]", command):
-        raise InvalidQuery("command %r contains control characters" % command)
     if not 1 <= duration_sec <= max_window_sec:
         raise InvalidQuery("duration_sec must be between 1 and %d, got %d" % (max_window_sec, duration_sec))
     return SummaryQuery(pid, command, duration_sec)
@@ -56,7 +68,7 @@ def summary_answer(query: SummaryQuery, counts: Counts, in_progress: int, latenc
                    commands: List[str]) -> Dict[str, Any]:
     """Each connect() of the window once, under its final outcome (or in_progress while its
     handshake is pending); latency percentiles over the window's established handshakes."""
-    who = "pid %d" % query.pid if query.pid else "command %r" % query.command
+    who = "pid %d" % query.pid if query.pid else "command '%s'" % query.command
     if query.pid and commands:
         who += " (%s)" % ", ".join(commands)
     total = counts.attempts + in_progress

@@ -14,6 +14,8 @@ import struct
 from dataclasses import dataclass
 from typing import NamedTuple
 
+from netwatchd.text import printable
+
 COMM_LEN = 16
 PATH_LEN = 108  # sizeof(sun_path)
 
@@ -196,7 +198,10 @@ def decode_event(raw: bytes, boot_to_realtime_ns: int) -> ConnectionRecord:
 
 @functools.lru_cache(maxsize=4096)  # a host runs few commands, and every record names one
 def decode_comm(comm: bytes) -> str:
-    return comm.split(b"\0", 1)[0].decode("utf-8", "replace")
+    """The command name as netwatchd shows and matches it everywhere (records, Summary, metrics,
+    alerts): any process may name itself, so control characters, invalid UTF-8 and backslashes
+    are escaped (netwatchd.text.printable). Every comm the kernel hands over comes through here."""
+    return printable(comm.split(b"\0", 1)[0])
 
 
 def _destination(family: int, addr: bytes, path: bytes, path_len: int) -> str:
@@ -210,8 +215,9 @@ def _destination(family: int, addr: bytes, path: bytes, path_len: int) -> str:
 
 
 def unix_path(raw: bytes, used: int) -> str:
-    """A sun_path as people write it: abstract names get a leading '@' (as ss and systemd do)."""
+    """A sun_path as people write it: abstract names get a leading '@' (as ss and systemd do);
+    chosen by whoever bound it, so escaped like a command name."""
     raw = raw[: max(0, min(used, len(raw)))]
     if raw[:1] == b"\0":
-        return "@" + raw[1:].split(b"\0", 1)[0].decode("utf-8", "replace")
-    return raw.split(b"\0", 1)[0].decode("utf-8", "replace")
+        return "@" + printable(raw[1:].split(b"\0", 1)[0])
+    return printable(raw.split(b"\0", 1)[0])

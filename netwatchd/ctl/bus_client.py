@@ -35,11 +35,15 @@ def plain(value: Any) -> Any:
     return value
 
 
-async def _call(member: str, signature: str, body: List[Any], interface: str) -> List[Any]:
+async def _connect() -> MessageBus:
     try:
-        bus = await MessageBus(bus_type=BusType.SYSTEM).connect()
+        return await MessageBus(bus_type=BusType.SYSTEM).connect()
     except (OSError, EOFError) as e:
         raise BusCallError("org.freedesktop.DBus.Error.NoServer", f"cannot connect to the system bus: {e}") from None
+
+
+async def _call(member: str, signature: str, body: List[Any], interface: str) -> List[Any]:
+    bus = await _connect()
     try:
         reply = await bus.call(
             Message(destination=BUS_NAME, path=OBJECT_PATH, interface=interface,
@@ -59,6 +63,44 @@ def call(member: str, signature: str = "", *args: Any) -> List[Any]:
 
 def get_all_properties() -> dict:
     return asyncio.run(_call("GetAll", "s", [MANAGER_INTERFACE], PROPERTIES_INTERFACE))[0]
+
+
+# -- netwatchctl devices -------------------------------------------------------------------------
+
+UNKNOWN_METHOD = "org.freedesktop.DBus.Error.UnknownMethod"
+DEVICES_PAGE = 1000  # ListDevicesPage's largest page
+
+
+def list_devices() -> List[Dict[str, Any]]:
+    """Every device's summary, in ListDevices' order, fetched a page at a time (ListDevicesPage),
+    so that no reply grows with the inventory; from ListDevices when netwatchd is older than
+    ListDevicesPage."""
+    return asyncio.run(_list_devices())
+
+
+async def _list_devices() -> List[Dict[str, Any]]:
+    bus = await _connect()
+    try:
+        devices: Dict[str, Dict[str, Any]] = {}
+        offset = 0
+        while True:
+            try:
+                records, total = await _call_on(bus, BUS_NAME, OBJECT_PATH, MANAGER_INTERFACE, "ListDevicesPage",
+                                                "uu", [offset, DEVICES_PAGE])
+            except BusCallError as e:
+                if e.name != UNKNOWN_METHOD or offset:
+                    raise
+                (records,) = await _call_on(bus, BUS_NAME, OBJECT_PATH, MANAGER_INTERFACE, "ListDevices")
+                return records
+            # The inventory may change between pages: a device pushed into the next page is not
+            # listed twice (one pulled into a page already read, by an eviction, is missed).
+            for record in records:
+                devices.setdefault(record["mac"], record)
+            offset += len(records)
+            if not records or offset >= total:
+                return list(devices.values())
+    finally:
+        bus.disconnect()
 
 
 # -- netwatchctl watch ---------------------------------------------------------------------------

@@ -29,6 +29,7 @@ from netwatchd.ctl.render import (
     render_connections,
     render_device,
     render_devices,
+    render_message,
     render_pattern,
     render_status,
     render_watched_alert,
@@ -98,7 +99,7 @@ def run(args) -> int:
                 print(f"netwatchctl: {name} must not be negative", file=sys.stderr)
                 return EXIT_USAGE
         (answer,) = bus_client.call("Summary", "usu", args.pid or 0, args.comm or "", args.duration)
-        print(json.dumps(answer, indent=2, sort_keys=True) if args.json else answer["message"])
+        print(json.dumps(answer, indent=2, sort_keys=True) if args.json else render_message(answer["message"]))
     elif args.command == "connections":
         if args.pid < 0 or args.limit < 0:
             print("netwatchctl: --pid and --limit must not be negative", file=sys.stderr)
@@ -109,7 +110,7 @@ def run(args) -> int:
         else:
             print(render_connections(records, truncated))
     elif args.command == "devices":
-        (devices,) = bus_client.call("ListDevices")
+        devices = bus_client.list_devices()
         print(json.dumps(devices, indent=2, sort_keys=True) if args.json else render_devices(devices))
     elif args.command == "device":
         (device,) = bus_client.call("GetDevice", "s", args.address)
@@ -136,7 +137,7 @@ def watch(as_json: bool, patterns: bool = False) -> int:
         print(pattern_json(*pattern) if as_json else render_pattern(*pattern), flush=True)
 
     def on_note(text: str) -> None:
-        print(f"netwatchctl: {text}", file=sys.stderr, flush=True)
+        print(f"netwatchctl: {render_message(text)}", file=sys.stderr, flush=True)
 
     async def main() -> None:
         stop = asyncio.Event()
@@ -165,15 +166,16 @@ def main(argv=None) -> int:
     except BusCallError as e:
         if e.name == "org.freedesktop.DBus.Error.AccessDenied":
             print("netwatchctl: access denied by the bus policy: only root and members of group "
-                  f"netwatchd may query netwatchd ({e.message})", file=sys.stderr)
+                  f"netwatchd may query netwatchd ({render_message(e.message)})", file=sys.stderr)
             return EXIT_DENIED
         if e.name == "org.netwatchd.Netwatchd1.Error.NoSuchDevice":
-            print(f"netwatchctl: {e.message}", file=sys.stderr)
+            print(f"netwatchctl: {render_message(e.message)}", file=sys.stderr)
             return EXIT_NO_SUCH_DEVICE
         if e.name in NOT_RUNNING_ERRORS:
-            print(f"netwatchctl: netwatchd is not running or not reachable: {e.message}", file=sys.stderr)
+            print(f"netwatchctl: netwatchd is not running or not reachable: {render_message(e.message)}",
+                  file=sys.stderr)
             return EXIT_NOT_RUNNING
-        print(f"netwatchctl: {e.message}", file=sys.stderr)
+        print(f"netwatchctl: {render_message(e.message)}", file=sys.stderr)
         return EXIT_REFUSED
 
 

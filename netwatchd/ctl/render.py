@@ -1,5 +1,10 @@
 """What netwatchctl prints: human tables and lines from the daemon's answers (plain dicts, as
-the bus client returns them). No I/O here, so tests feed it answers directly."""
+the bus client returns them). No I/O here, so tests feed it answers directly.
+
+Every string from an answer goes through `shown` before it reaches the terminal: the daemon
+escapes what processes and devices chose (netwatchd.text), and this is the second line, so that
+even a daemon (or a bus peer) that sent raw control characters cannot drive the terminal. JSON
+output needs no pass: json.dumps escapes every control and non-ASCII character."""
 from __future__ import annotations
 
 import datetime
@@ -7,16 +12,25 @@ import json
 import time
 from typing import Any, Dict, List, Optional, Tuple
 
+from netwatchd.text import printable
+
+
+def shown(value: Any) -> str:
+    """A field as the terminal gets it: no control or format character, the daemon's escapes
+    (backslashes) left as they are."""
+    return printable(str(value), escape_backslash=False)
+
 
 def format_time(usec: int) -> str:
     return datetime.datetime.fromtimestamp(usec / 1e6).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
 
 
 def render_table(rows: List[List[str]], headers: List[str]) -> str:
+    rows = [[shown(c) for c in row] for row in rows]
     widths = [max(len(str(x)) for x in col) for col in zip(headers, *rows)]
     lines = ["  ".join(str(h).ljust(w) for h, w in zip(headers, widths)).rstrip()]
     for row in rows:
-        lines.append("  ".join(str(c).ljust(w) for c, w in zip(row, widths)).rstrip())
+        lines.append("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip())
     return "\n".join(lines)
 
 
@@ -48,21 +62,45 @@ def render_status(props: Dict[str, Any], now_usec: int = 0) -> str:
     now_usec = now_usec or int(datetime.datetime.now().timestamp() * 1e6)
     totals = props.get("ProtocolTotals", {})
     return "\n".join([
-        f"      Version: {props.get('Version', '?')}",
+        f"      Version: {shown(props.get('Version', '?'))}",
         f"      Started: {format_time(started) if started else '?'}"
         + (f" (up {format_uptime((now_usec - started) / 1e6)})" if started else ""),
-        f"       Config: {props.get('ConfigFile', '?')}",
-        f"     Programs: {', '.join(props.get('ProgramsAttached', [])) or 'none'}",
-        f"       Kernel: {props.get('KernelRelease', '?')}"
-        + (f" ({'; '.join(props['KernelFallbacks'])})" if props.get("KernelFallbacks") else ""),
-        f"   Interfaces: {', '.join(props.get('Interfaces', [])) or 'none'}",
+        f"       Config: {shown(props.get('ConfigFile', '?'))}",
+        f"     Programs: {shown(', '.join(props.get('ProgramsAttached', []))) or 'none'}",
+        f"       Kernel: {shown(props.get('KernelRelease', '?'))}"
+        + (f" ({shown('; '.join(props['KernelFallbacks']))})" if props.get("KernelFallbacks") else ""),
+        f"   Interfaces: {shown(', '.join(props.get('Interfaces', []))) or 'none'}",
         f"     Connects: {props.get('ConnectAttempts', 0)} attempts seen",
         f"      Devices: {props.get('DeviceCount', 0)}",
-        f"      Packets: {', '.join(f'{p} {n}' for p, n in totals.items() if n) or 'none yet'}",
+        f"      Packets: {shown(', '.join(f'{p} {n}' for p, n in totals.items() if n)) or 'none yet'}",
         f"  Events lost: {props.get('EventsLost', 0)} connect records, {props.get('DeviceEventsLost', 0)} device events,"
         f" {props.get('MalformedFrames', 0)} malformed frames",
         f"  Untracked processes: {props.get('ProcessesUntracked', 0)}",
-    ] + render_alert_status(props))
+    ] + render_dropped(props) + render_alert_status(props))
+
+
+# What Dropped's keys say, in the order said (a key this netwatchctl does not know is shown as is).
+DROPPED_WORDS = {
+    "devices_evicted": "devices evicted (inventory full)",
+    "devices_expired": "idle devices forgotten",
+    "kernel_device_entries_evicted": "kernel device-map evictions",
+    "dns_answers_unsolicited": "DNS answers nobody asked for (ignored)",
+    "dns_questions_dropped": "DNS questions unanswered when dropped",
+    "baseline_keys_pruned": "idle baselines pruned",
+    "baseline_keys_evicted": "baselines evicted (alerts.max_baseline_keys)",
+    "baseline_keys_refused": "new baselines refused (alerts.max_baseline_keys)",
+    "beacon_pairs_dropped": "beacon pairs dropped (beacons.max_pairs)",
+}
+
+
+def render_dropped(props: Dict[str, Any]) -> List[str]:
+    """What the daemon's bounded tables dropped to stay bounded: one line, nonzero counts only."""
+    if "Dropped" not in props:  # a daemon from before the bounds were counted
+        return []
+    dropped = props["Dropped"]
+    order = [k for k in DROPPED_WORDS if k in dropped] + sorted(k for k in dropped if k not in DROPPED_WORDS)
+    said = [f"{dropped[k]} {DROPPED_WORDS.get(k, k)}" for k in order if dropped[k]]
+    return [f"      Dropped: {shown(', '.join(said)) or 'nothing'}"]
 
 
 def render_alert_status(props: Dict[str, Any]) -> List[str]:
@@ -71,7 +109,7 @@ def render_alert_status(props: Dict[str, Any]) -> List[str]:
     counts = props["AlertCounts"]
     if not counts:
         return ["       Alerts: off (alerts.enabled is false)"]
-    per_kind = ", ".join(f"{kind} {n}" for kind, n in counts.items())
+    per_kind = shown(", ".join(f"{kind} {n}" for kind, n in counts.items()))
     learning = "yes (new devices are learnt without alerts)" if props.get("Learning") else "no"
     return [f"       Alerts: {props.get('AlertsRaised', sum(counts.values()))} raised: {per_kind}",
             f"     Learning: {learning}"]
@@ -86,9 +124,10 @@ def render_alerts(records: List[Dict[str, Any]]) -> str:
 
 def render_watched_alert(alert_id: str, kind: str, subject: str, record: Optional[Dict[str, Any]]) -> str:
     """One line per AlertRaised; with its time and message when ListAlerts still had the record."""
+    alert_id, kind, subject = shown(alert_id), shown(kind), shown(subject)
     if record is None:
         return f"{format_time(time.time_ns() // 1000)}  {alert_id}  {kind}  {subject}"
-    return f"{format_time(record['timestamp_usec'])}  {alert_id}  {kind}  {subject}  {record['message']}"
+    return f"{format_time(record['timestamp_usec'])}  {alert_id}  {kind}  {subject}  {shown(record['message'])}"
 
 
 def watched_alert_json(alert_id: str, kind: str, subject: str, record: Optional[Dict[str, Any]]) -> str:
@@ -98,8 +137,8 @@ def watched_alert_json(alert_id: str, kind: str, subject: str, record: Optional[
 
 def render_pattern(mac: str, peer: str, port: int, transport: str, name: str) -> str:
     """One line per PatternSeen: when it arrived, the device and where it went for the first time."""
-    where = f"[{peer}]:{port}" if ":" in peer else f"{peer}:{port}"
-    return f"{format_time(time.time_ns() // 1000)}  {mac}  {transport}  {where}  {name or '-'}"
+    where = shown(f"[{peer}]:{port}" if ":" in peer else f"{peer}:{port}")
+    return f"{format_time(time.time_ns() // 1000)}  {shown(mac)}  {shown(transport)}  {where}  {shown(name) or '-'}"
 
 
 def pattern_json(mac: str, peer: str, port: int, transport: str, name: str) -> str:
@@ -153,18 +192,19 @@ def render_devices(devices: List[Dict[str, Any]]) -> str:
 def render_device(d: Dict[str, Any]) -> str:
     c = d.get("counters", {})
     lines = [
-        f"          MAC: {d['mac']}{'  (randomized)' if d['randomized'] else ''}",
-        f"       Vendor: {d['vendor'] or '-'}",
-        f"     Hostname: {d['hostname'] or '-'}{' (from ' + d['hostname_source'] + ')' if d['hostname'] else ''}",
-        f"         IPv4: {', '.join(d['ipv4']) or '-'}",
-        f"         IPv6: {', '.join(d['ipv6']) or '-'}",
-        f"    Interface: {d['interface'] or '-'}{' vlan ' + str(d['vlan']) if d['vlan'] else ''}",
+        f"          MAC: {shown(d['mac'])}{'  (randomized)' if d['randomized'] else ''}",
+        f"       Vendor: {shown(d['vendor']) or '-'}",
+        f"     Hostname: {shown(d['hostname']) or '-'}"
+        + (f" (from {shown(d['hostname_source'])})" if d['hostname'] else ""),
+        f"         IPv4: {shown(', '.join(d['ipv4'])) or '-'}",
+        f"         IPv6: {shown(', '.join(d['ipv6'])) or '-'}",
+        f"    Interface: {shown(d['interface']) or '-'}{' vlan ' + shown(d['vlan']) if d['vlan'] else ''}",
         f"   First seen: {format_time(d['first_seen_usec']) if d['first_seen_usec'] else '-'}",
         f"    Last seen: {format_time(d['last_seen_usec']) if d['last_seen_usec'] else '-'}",
-        f" TCP attempts: {d['tcp_syns']}   peers: {d['peers']}",
-        f"    DNS names: {', '.join(d['dns_names']) or '-'}",
-        f"   HTTP hosts: {', '.join(d['http_hosts']) or '-'}",
-        f"    TLS names: {', '.join(d['tls_names']) or '-'}",
+        f" TCP attempts: {shown(d['tcp_syns'])}   peers: {shown(d['peers'])}",
+        f"    DNS names: {shown(', '.join(d['dns_names'])) or '-'}",
+        f"   HTTP hosts: {shown(', '.join(d['http_hosts'])) or '-'}",
+        f"    TLS names: {shown(', '.join(d['tls_names'])) or '-'}",
     ]
     rows = []
     for proto in ("arp", "ipv4", "ipv6", "tcp", "udp", "icmp", "icmpv6", "other"):
@@ -184,3 +224,6 @@ def render_device(d: Dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def render_message(text: str) -> str:
+    """A message line from the daemon (Summary's answer, an error) as the terminal gets it."""
+    return shown(text)

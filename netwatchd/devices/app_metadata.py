@@ -1,28 +1,33 @@
 """What devices' DNS, DHCP, HTTP and TLS snippets say about them: names looked up, hostnames,
-addresses asked for, HTTP hosts and requests, TLS server names. Only metadata is kept."""
+addresses asked for, HTTP hosts and requests, TLS server names. Only metadata is kept, bounded
+in entries and bytes per device (netwatchd.devices.model).
+
+Every snippet was written by a device that may lie, so each fact is taken only from whom it can
+be about:
+  - a DNS question names what the asking device looked up (its dns_names);
+  - a DNS answer counts only when it answers that device's own question (dns_answers.py), and
+    what it resolves is that device's view: `name_of(mac, address)` answers per device, so no
+    device can label another's destinations (beacon names) by sending answers nobody asked for;
+  - a matched answer that resolves to an address one of our devices uses names that device
+    (hostname, source "dns") unless the device named itself over DHCP (source "dhcp" wins);
+  - DHCP speaks only for the client MAC in the frame's own source; TLS and HTTP only for the
+    sender.
+"""
 from __future__ import annotations
 
 import ipaddress
 from collections import OrderedDict
-from typing import Any, Dict, List
+from typing import Dict
 
 from netwatchd.devices import app_parsers
-from netwatchd.devices.model import MAX_HTTP_REQUESTS, MAX_NAMES, Device
+from netwatchd.devices.dns_answers import PendingQuestions, answered_addresses, answered_ptr, question_key
+from netwatchd.devices.model import (HTTP_REQUESTS_BYTES, MAX_HTTP_REQUESTS, MAX_NAMES, NAMES_BYTES, Device,
+                                     append_bounded, bump_bounded)
 from netwatchd.devices.records import DeviceEvent
 
-MAX_ADDRESS_NAMES = 4096  # address -> the name it was looked up by, from DNS answers
-
-
-def bump(counts: Dict[str, int], key: str, cap: int) -> None:
-    """Count `key`, keeping at most `cap` keys (the oldest one makes room)."""
-    if key not in counts and len(counts) >= cap:
-        del counts[next(iter(counts))]
-    counts[key] = counts.get(key, 0) + 1
-
-
-def append_capped(items: List[Any], item: Any, cap: int) -> None:
-    items.append(item)
-    del items[:-cap]
+MAX_RESOLVED = 32  # per device: the addresses its own lookups resolved, newest...
+RESOLVED_BYTES = 2048  # ...in at most these bytes of names
+DNS_PORT = 53
 
 
 def ptr_to_address(name: str) -> str:
@@ -35,56 +40,78 @@ def ptr_to_address(name: str) -> str:
     raise ValueError(name)
 
 
+def request_size(request: Dict[str, str]) -> int:
+    return sum(map(len, request.values()))
+
+
 class AppMetadata:
-    """Applies snippets to the inventory `inv` (the DeviceMonitor: devices, device(), bind(),
-    mark_dirty())."""
+    """Applies snippets to the inventory `inv` (the DeviceMonitor: devices(), device(), bind(),
+    owners_of(), mark_dirty())."""
 
     def __init__(self, inv):
         self.inv = inv
-        self.address_names: "OrderedDict[str, str]" = OrderedDict()
+        self.questions = PendingQuestions()
+        # mac -> {address: name} its own answered lookups resolved, oldest first
+        self.resolved: Dict[str, "OrderedDict[str, str]"] = {}
 
     def apply(self, ev: DeviceEvent) -> None:
         handler = getattr(self, f"_on_{ev.app}", None)
         if handler is not None:
             handler(ev)
 
-    def name_of(self, address: str) -> str:
-        return self.address_names.get(address, "")
+    def name_of(self, mac: str, address: str) -> str:
+        """The name device `mac` looked `address` up by, or ""."""
+        names = self.resolved.get(mac)
+        return names.get(address, "") if names else ""
+
+    def forget(self, mac: str) -> None:
+        """A device left the inventory: what it resolved and asked goes with it."""
+        self.resolved.pop(mac, None)
+        self.questions.forget_device(mac)
 
     def _device(self, ev: DeviceEvent) -> Device:
         return self.inv.device(ev.mac, ev.timestamp_usec, ev.ifindex, ev.vlan)
 
+    # -- DNS ---------------------------------------------------------------------------------
     def _on_dns(self, ev: DeviceEvent) -> None:
         msg = app_parsers.parse_dns(ev.payload)
         if msg is None:
             return
-        if not msg.is_response and ev.direction == "tx":
+        if ev.direction == "tx" and ev.dport == DNS_PORT and not msg.is_response:
             device = self._device(ev)
             for q in msg.questions:
-                bump(device.dns_names, q.name, MAX_NAMES)
-        elif msg.is_response and msg.questions:
-            asked = msg.questions[0].name
-            for answer in msg.answers:
-                if answer.rtype in ("A", "AAAA") and answer.value:
-                    self._name_address(answer.value, asked)
-                elif answer.rtype == "PTR" and answer.value:
-                    self._name_from_ptr(answer.name, answer.value)
+                bump_bounded(device.dns_names, q.name, MAX_NAMES, NAMES_BYTES["dns_names"])
+            self.inv.mark_dirty(ev.mac)
+            self.questions.asked(question_key(ev.mac, ev.saddr, ev.sport, ev.daddr, msg), ev.timestamp_usec)
+        elif ev.direction == "rx" and ev.sport == DNS_PORT and msg.is_response:
+            # an answer on its way to device ev.mac: its question was ev.mac's, from the address
+            # and port the answer goes to, to the server it comes from
+            key = question_key(ev.mac, ev.daddr, ev.dport, ev.saddr, msg)
+            if not self.questions.answered(key, ev.timestamp_usec):
+                return
+            for address, name in answered_addresses(msg):
+                self._resolved(ev.mac, address, name)
+            ptr = answered_ptr(msg)
+            if ptr is not None:
+                self._name_from_ptr(ev.mac, *ptr)
+        else:  # a response sent by a device, or a query going to one: nobody's answer
+            self.questions.counts.unsolicited += msg.is_response
 
-    def _name_address(self, address: str, name: str) -> None:
-        self.address_names[address] = name
-        self.address_names.move_to_end(address)
-        while len(self.address_names) > MAX_ADDRESS_NAMES:
-            self.address_names.popitem(last=False)
-        for device in self.inv.devices.values():  # a name for one of our devices: its hostname
-            if address in device.ipv4 or address in device.ipv6:
-                self._set_hostname(device, name, "dns")
+    def _resolved(self, mac: str, address: str, name: str) -> None:
+        names = self.resolved.setdefault(mac, OrderedDict())
+        names.pop(address, None)
+        names[address] = name
+        while len(names) > MAX_RESOLVED or sum(map(len, names.values())) > RESOLVED_BYTES:
+            names.popitem(last=False)
+        for device in self.inv.owners_of(address):  # a name for one of our devices: its hostname
+            self._set_hostname(device, name, "dns")
 
-    def _name_from_ptr(self, ptr_name: str, host: str) -> None:
+    def _name_from_ptr(self, mac: str, ptr_name: str, host: str) -> None:
         try:
             address = str(ipaddress.ip_address(ptr_to_address(ptr_name)))
         except ValueError:
             return
-        self._name_address(address, host)
+        self._resolved(mac, address, host)
 
     def _set_hostname(self, device: Device, name: str, source: str) -> None:
         if device.hostname_source == "dhcp" and source != "dhcp":
@@ -93,6 +120,7 @@ class AppMetadata:
             device.hostname, device.hostname_source = name, source
             self.inv.mark_dirty(device.mac)
 
+    # -- DHCP, HTTP, TLS -----------------------------------------------------------------------
     def _on_dhcp(self, ev: DeviceEvent) -> None:
         info = app_parsers.parse_dhcp(ev.payload)
         if info is None:
@@ -105,19 +133,23 @@ class AppMetadata:
         for address in (info.requested_ip, info.client_ip):
             if address and address != "0.0.0.0":
                 self.inv.bind(ev.mac, address, ev.timestamp_usec)
-        if info.vendor_class:
+        if info.vendor_class and info.vendor_class != device.dhcp_vendor_class:
             device.dhcp_vendor_class = info.vendor_class
+            self.inv.mark_dirty(ev.mac)
 
     def _on_http(self, ev: DeviceEvent) -> None:
         req = app_parsers.parse_http_request(ev.payload)
         if req is None:
             return
         device = self._device(ev)
-        host = req.host or self.name_of(ev.daddr) or ev.daddr
-        bump(device.http_hosts, host, MAX_NAMES)
-        append_capped(device.http_requests, {"method": req.method, "host": host, "path": req.path}, MAX_HTTP_REQUESTS)
+        host = req.host or self.name_of(ev.mac, ev.daddr) or ev.daddr
+        bump_bounded(device.http_hosts, host, MAX_NAMES, NAMES_BYTES["http_hosts"])
+        append_bounded(device.http_requests, {"method": req.method, "host": host, "path": req.path},
+                       MAX_HTTP_REQUESTS, HTTP_REQUESTS_BYTES, request_size)
+        self.inv.mark_dirty(ev.mac)
 
     def _on_tls(self, ev: DeviceEvent) -> None:
         sni = app_parsers.parse_tls_sni(ev.payload)
         if sni:
-            bump(self._device(ev).tls_names, sni, MAX_NAMES)
+            bump_bounded(self._device(ev).tls_names, sni, MAX_NAMES, NAMES_BYTES["tls_names"])
+            self.inv.mark_dirty(ev.mac)

@@ -7,8 +7,10 @@ None. The input is untrusted and may be cut anywhere, so:
 - nothing raises, and work is linear in the input (loops consume input or are capped);
 - a record is returned from a cut snippet only with what arrived complete: a Host header or a
   server name is never guessed from a fragment;
-- every string is safe for journald and D-Bus: no byte 0x00-0x1f or 0x7f ever reaches one,
-  non-ASCII bytes become U+FFFD (or %XX in an HTTP path).
+- every string is printable text (netwatchd.text.printable): control and format characters,
+  invalid UTF-8 and backslashes are escaped (`\\x1b`, `\\u202e`, `\\\\`), so what a device sends
+  can never drive the terminal or the log viewer it is shown in; an HTTP path is %XX-encoded
+  as well (its non-ASCII bytes; control bytes make it no request).
 
 Choices a consumer should know:
 - HTTP host: lowercased; the port is kept unless it is the scheme's default (80; 443 for an
@@ -27,7 +29,8 @@ from dataclasses import dataclass
 from typing import Dict, Optional, Tuple
 
 from netwatchd.devices.model import mac_from_bytes
-from netwatchd.devices.dns import DnsAnswer, DnsMessage, DnsQuestion, parse_dns, printable_ascii
+from netwatchd.devices.dns import DnsAnswer, DnsMessage, DnsQuestion, parse_dns
+from netwatchd.text import printable
 
 # One entry point for every application parser; DNS lives in its own module for size.
 __all__ = [
@@ -71,17 +74,18 @@ class HttpRequest:
 
 
 def _percent_encoded(target: bytes) -> str:
-    # Some clients send raw UTF-8 in paths; %XX keeps it readable, ASCII and reversible.
-    return _NON_ASCII.sub(lambda m: b"%%%02X" % m.group()[0], target).decode("ascii")
+    # Some clients send raw UTF-8 in paths; %XX keeps it readable, ASCII and reversible. Control
+    # bytes never get here (no request); a backslash is escaped as in every other string.
+    return printable(_NON_ASCII.sub(lambda m: b"%%%02X" % m.group()[0], target))
 
 
-def _host_text(authority: bytes, default_port: str) -> str:
+def _host_text(authority: bytes, default_port: bytes) -> str:
     """'User@Example.COM:80' -> 'example.com'; a non-default port stays; IPv6 keeps brackets."""
-    host = printable_ascii(authority.rpartition(b"@")[2].strip()).lower()
-    name, colon, port = host.rpartition(":")
-    if colon and port in ("", default_port) and (name.endswith("]") or ":" not in name):
+    host = authority.rpartition(b"@")[2].strip().lower()
+    name, colon, port = host.rpartition(b":")
+    if colon and port in (b"", default_port) and (name.endswith(b"]") or b":" not in name):
         host = name  # only 'name:port' or '[v6]:port'; a bare IPv6 address is not split
-    return host[:MAX_HOST]
+    return printable(host[:MAX_HOST])  # cut before escaping: never half an escape
 
 
 def _request_line(line: bytes, line_complete: bool) -> Optional[Tuple[bytes, bytes, bool]]:
@@ -128,14 +132,14 @@ def parse_http_request(payload: bytes, max_path: int = 256) -> Optional[HttpRequ
     if not target or _BAD_TARGET_BYTES.search(target):
         return None
     header_host = _host_header(payload[line_end + 1 :]) if line_complete else None
-    host = _host_text(header_host, "80") if header_host is not None else ""
+    host = _host_text(header_host, b"80") if header_host is not None else ""
 
     absolute = _ABSOLUTE_FORM.match(target)
     if absolute:
         scheme, authority, rest = absolute.groups()
         if cut and rest is None:
             return None  # the authority itself may be cut: no host worth reporting
-        host = _host_text(authority, "443" if scheme.lower() == b"https" else "80") or host
+        host = _host_text(authority, b"443" if scheme.lower() == b"https" else b"80") or host
         path = _percent_encoded(rest or b"/")
         if path[:1] != "/":
             path = "/" + path  # 'http://h?q' asks for '/?q'
@@ -144,7 +148,7 @@ def parse_http_request(payload: bytes, max_path: int = 256) -> Optional[HttpRequ
     elif method == b"OPTIONS" and target == b"*" and not cut:
         path = "*"
     elif method == b"CONNECT" and not cut:
-        return HttpRequest("CONNECT", _host_text(target, ""), "")
+        return HttpRequest("CONNECT", _host_text(target, b""), "")
     else:
         return None
     return HttpRequest(method.decode("ascii"), host, _capped(path, max_path, cut))
@@ -170,9 +174,9 @@ def _server_name(ext: bytes) -> Optional[str]:
         if pos + length > end:
             return None
         if name_type == SNI_HOST_NAME:
-            name = printable_ascii(ext[pos : pos + length]).lower()
-            name = name[:-1] if name.endswith(".") else name
-            return name[:MAX_HOST] or None
+            name = ext[pos : pos + length].lower()
+            name = name[:-1] if name.endswith(b".") else name
+            return printable(name[:MAX_HOST]) or None
         pos += length
     return None
 
@@ -276,9 +280,9 @@ def parse_dhcp(payload: bytes) -> Optional[DhcpInfo]:
     return DhcpInfo(
         message_type=DHCP_MESSAGE_TYPES.get(kind[0], f"TYPE{kind[0]}") if kind else "",
         client_mac=mac_from_bytes(payload[28:34]) if ethernet else "",
-        hostname=printable_ascii(options.get(OPT_HOSTNAME, b"")),
+        hostname=printable(options.get(OPT_HOSTNAME, b"").rstrip(b"\0")),  # some end theirs in a NUL
         requested_ip=_ipv4_text(options.get(OPT_REQUESTED_IP, b"")),
         client_ip=_ipv4_text(payload[12:16]),
         your_ip=_ipv4_text(payload[16:20]),
-        vendor_class=printable_ascii(options.get(OPT_VENDOR_CLASS, b"")),
+        vendor_class=printable(options.get(OPT_VENDOR_CLASS, b"").rstrip(b"\0")),
     )

@@ -37,9 +37,10 @@ class DeviceStarts:
             self._new.setdefault(key, []).extend((t + self._offset) // 1000 for t in times)
         self._seen = seen
 
-    def take(self, name_of: Callable[[str], str]) -> List[list]:
-        """The new starts since the last take, as TickObservation.connection_starts entries."""
-        out = [[f"device:{mac}", address, port, name_of(address), times[-8:]]
+    def take(self, name_of: Callable[[str, str], str]) -> List[list]:
+        """The new starts since the last take, as TickObservation.connection_starts entries;
+        `name_of(mac, address)` is the name that device looked the address up by."""
+        out = [[f"device:{mac}", address, port, name_of(mac, address), times[-8:]]
                for (mac, address, port), times in self._new.items()]
         self._new = {}
         return out

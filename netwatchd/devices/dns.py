@@ -14,6 +14,8 @@ import ipaddress
 from dataclasses import dataclass
 from typing import List, Optional, Tuple
 
+from netwatchd.text import printable
+
 HEADER_SIZE = 12
 MAX_NAME_OCTETS = 255  # RFC 1035 3.1: a name's wire form, length octets included
 # A name has at most 127 labels, and a compressor emits at most one pointer per label run,
@@ -28,15 +30,6 @@ TYPE_NAMES = {
     251: "IXFR", 252: "AXFR", 255: "ANY", 257: "CAA",
 }
 NAME_VALUED_TYPES = frozenset({2, 5, 12})  # NS, CNAME, PTR: the value is a (compressible) name
-
-# Bytes that must never reach a log line or a D-Bus string.
-_CONTROL_BYTES = bytes(range(0x20)) + b"\x7f"
-
-
-def printable_ascii(raw: bytes) -> str:
-    """Text safe for logs and D-Bus: control bytes dropped, non-ASCII bytes shown as U+FFFD."""
-    return raw.translate(None, _CONTROL_BYTES).decode("ascii", "replace")
-
 
 def type_name(rtype: int) -> str:
     return TYPE_NAMES.get(rtype, f"TYPE{rtype}")  # RFC 3597's spelling of unknown types
@@ -70,8 +63,9 @@ def _u16(buf: bytes, pos: int) -> int:
 
 
 def read_name(msg: bytes, pos: int) -> Optional[Tuple[str, int]]:
-    """The name at `pos` (lowercase, no trailing dot, '' for the root) and the offset just past
-    it in the message; None if it is malformed or runs past the end.
+    """The name at `pos` (ASCII lowercased, no trailing dot, '' for the root; UTF-8 as mDNS sends
+    it, anything else escaped by netwatchd.text.printable) and the offset just past it in the
+    message; None if it is malformed or runs past the end.
 
     A pointer must point before the start of the label run it ends: jump targets then strictly
     decrease, so no pointer loop can exist, and real compressors only point at earlier data.
@@ -87,7 +81,8 @@ def read_name(msg: bytes, pos: int) -> Optional[Tuple[str, int]]:
         if length == 0:
             if end < 0:
                 end = pos + 1
-            return printable_ascii(b".".join(labels)).lower(), end
+            # lowercased as DNS compares (ASCII only), then escaped: a label is any bytes
+            return printable(b".".join(labels).lower()), end
         if length >= 0xC0:
             if pos + 1 >= size or jumps >= MAX_POINTER_JUMPS:
                 return None

@@ -1,11 +1,13 @@
 """Keeps the classifier attached to the interfaces the configuration asks for, as they come,
-go, go down and come back; a refused attach is said once and tried again every tick."""
+go, go down and come back; a refused attach is said once and tried again every tick. A listed
+interface that is not Ethernet (a tun appearing under a listed name) is never attached: said
+once, and again only if it goes away and comes back so."""
 from __future__ import annotations
 
 import logging
 from typing import Callable, Dict, List
 
-from netwatchd.devices.interfaces import choose
+from netwatchd.interfaces import choose, refused
 
 log = logging.getLogger(__name__)
 
@@ -15,6 +17,7 @@ class InterfaceWatcher:
         self.probe = probe
         self.list_interfaces = list_interfaces
         self._refused: set = set()  # interfaces whose attach failed, logged once
+        self._not_ethernet: set = set()  # listed interfaces that are not Ethernet, logged once
 
     def names(self) -> List[str]:
         return [name for name, _ in self.probe.attached()]
@@ -23,6 +26,11 @@ class InterfaceWatcher:
         """Attach to interfaces that appeared, let go of those that vanished."""
         available = self.list_interfaces()
         wanted = choose(patterns, available)
+        not_ethernet = refused(patterns, available)
+        for name, problem in not_ethernet.items():
+            if name not in self._not_ethernet:
+                log.warning("devices.interfaces: %s; not watching it", problem)
+        self._not_ethernet = set(not_ethernet)
         current = dict(self.probe.attached())
         for name, ifindex in list(current.items()):
             if name in wanted and wanted[name].ifindex == ifindex:

@@ -1,13 +1,20 @@
 """The device engine: kernel counters and ring events in, the device inventory out.
 
-Its parts, one job each: AppMetadata (DNS/DHCP/HTTP/TLS snippets), AddressOwners (which MAC
-answers for which IP), InterfaceWatcher (attach/detach as interfaces come and go), and the
-queries in netwatchd.devices.queries. This class keeps the devices, turns counter readings
-into deltas and events into devices, and gathers each tick's observation for the detector.
+Its parts, one job each: CounterDeltas (the kernel's LRU counters -> what changed),
+AppMetadata (DNS/DHCP/HTTP/TLS snippets), AddressOwners (which MAC answers for which IP),
+AddressIndex (which devices use an address), InterfaceWatcher (attach/detach as interfaces
+come and go), inventory_bounds (who leaves a full inventory), ActivityLog (one log line per
+minute, not per device), and the queries in netwatchd.devices.queries. This class keeps the
+devices, turns counter readings and events into devices, and gathers each tick's observation
+for the detector.
+
+Everything here is written by devices that may lie and flood: the inventory holds at most
+devices.max_devices devices (unconfirmed ones leave first, inventory_bounds.py), idle ones
+expire, and what leaves is counted (`evicted`, `expired`).
 
 It imports no edge: what it is given (a probe with drain / read_counters / losses / attach /
-detach / attached / apply_settings, a vendor db, a store with load_devices / save_devices, a
-clock and an interface lister) is real in the daemon and fake in unit tests.
+detach / attached / apply_settings, a vendor db, a store with load_devices / save, a clock and
+an interface lister) is real in the daemon and fake in unit tests.
 """
 from __future__ import annotations
 
@@ -19,32 +26,37 @@ from typing import Any, Callable, Dict, List, Optional
 from netwatchd.clock import boot_to_realtime_ns
 from netwatchd.config import DevicesConfig
 from netwatchd.devices import queries
+from netwatchd.devices.activity_log import ActivityLog
+from netwatchd.devices.address_index import AddressIndex, owners
 from netwatchd.devices.address_owners import AddressOwners
-from netwatchd.devices.app_metadata import AppMetadata, append_capped
+from netwatchd.devices.app_metadata import AppMetadata
 from netwatchd.devices.beacon_starts import DeviceStarts
+from netwatchd.devices.counter_deltas import CounterDeltas
 from netwatchd.devices.interface_watch import InterfaceWatcher
-from netwatchd.devices.interfaces import read_interfaces
-from netwatchd.devices.model import MAX_ADDRESSES, MAX_RECENT_PEERS, Device
-from netwatchd.devices.records import (
-    DeviceEvent,
-    MalformedDeviceEvent,
-    counters_dict,
-    decode_device_event,
-    interface_name,
-)
+from netwatchd.interfaces import read_interfaces
+from netwatchd.devices.inventory_bounds import evictions, expired
+from netwatchd.devices.model import MAX_ADDRESSES, MAX_RECENT_PEERS, RECENT_PEERS_BYTES, Device, append_bounded
+from netwatchd.devices.records import DeviceEvent, MalformedDeviceEvent, decode_device_event, interface_name
 from netwatchd.devices.vendors import is_randomized
 from netwatchd.errors import StoreError
 from netwatchd.record_decoding import RecordDecoder
 
 log = logging.getLogger(__name__)
 
+EXPIRE_EVERY_SEC = 60.0  # how often idle devices are looked for (a pass over the inventory)
+# An unconfirmed device is written to disk only once it has been known this long (or at a clean
+# stop): a flood's MACs come and go by the thousand per tick, and writing and deleting their
+# rows would be the flood's most expensive part. A crash in between costs what the cooldown of
+# its new_device alert already covers (the detector's state is saved).
+UNCONFIRMED_SAVE_DELAY_USEC = 60_000_000
 
-def remember_address(addresses: Dict[str, int], address: str, when: int) -> bool:
-    new = address not in addresses
-    if new and len(addresses) >= MAX_ADDRESSES:
-        del addresses[min(addresses, key=addresses.get)]
-    addresses[address] = when
-    return new
+
+def peer_size(peer: Dict[str, Any]) -> int:
+    return len(peer["address"]) + len(peer["name"])
+
+
+def sent_frames(delta: Dict[str, int]) -> int:
+    return sum(v for k, v in delta.items() if k.startswith("tx_") and k.endswith("_packets"))
 
 
 class DeviceMonitor:
@@ -68,7 +80,9 @@ class DeviceMonitor:
         self.devices: Dict[str, Device] = {}
         self.metadata = AppMetadata(self)
         self.owners = AddressOwners()
+        self.addresses = AddressIndex()
         self.watcher = InterfaceWatcher(probe, list_interfaces)
+        self.activity = ActivityLog(log, clock)
         # called as listener(mac, peer, port, transport, name) for each new pattern the TC
         # classifier reports (the daemon connects the PatternSeen signal here; no D-Bus in here)
         self.pattern_listeners: List[Callable[[str, str, int, str, str], None]] = []
@@ -78,12 +92,23 @@ class DeviceMonitor:
         self._boot_offset_ns = boot_to_realtime_ns()
         self._decoder = RecordDecoder(lambda raw: decode_device_event(raw, self._boot_offset_ns),
                                       MalformedDeviceEvent, "device events", log)
-        self._kernel_last: Dict[str, Dict[str, int]] = {}
+        self._counters = CounterDeltas()
+        self._ring_full_seen = 0  # the ring's loss count when the owners were last reconciled
+        self._tick = 0
+        self._sent_tick: Dict[str, int] = {}  # the last tick a device sent frames in (confirmation)
+        # what the store must write at the next save: metadata, counters, rows to delete
         self._dirty: set = set()
+        self._dirty_counters: set = set()
+        self._deleted: set = set()
+        self._stored: set = set()  # MACs with rows in the store: only those need deleting
         self._last_save = 0.0
+        self._last_expiry = clock()
+        self.evicted = 0  # devices dropped from the full inventory
+        self.expired = 0  # idle devices forgotten
         # what happened since the last observation (see take_observation)
         self._obs_syns: Dict[str, int] = {}
-        self._obs_new: List[str] = []
+        self._obs_new: Dict[str, Optional[Dict[str, Any]]] = {}  # mac -> snapshot if evicted meanwhile
+        self._obs_confirmed: List[str] = []
         self._obs_peers: Dict[str, set] = {}
         self._obs_ports: Dict[str, set] = {}
         self._obs_changes: List[Dict[str, Any]] = []
@@ -91,15 +116,22 @@ class DeviceMonitor:
         if store is not None:
             for device in store.load_devices():
                 self.devices[device.mac] = device
+                self.addresses.add_device(device)
+            self._stored = set(self.devices)
         self.owners.learn_from(self.devices.values())
-
-    @property
-    def address_names(self):
-        return self.metadata.address_names
 
     @property
     def malformed_events(self) -> int:
         return self._decoder.malformed
+
+    @property
+    def kernel_evicted(self) -> int:
+        """Kernel device-map entries the LRU evicted (a flood of new MACs makes it)."""
+        return self._counters.evicted
+
+    def owners_of(self, address: str) -> List[Device]:
+        """The devices that use `address` (through the index, not a scan)."""
+        return owners(self.addresses, self.devices, address)
 
     def take_observation(self, obs) -> None:
         """What the devices did since the last observation, into a TickObservation: facts as
@@ -109,13 +141,19 @@ class DeviceMonitor:
         obs.device_connects.update(self._obs_syns)
         obs.device_new_peers.update({mac: len(v) for mac, v in self._obs_peers.items()})
         obs.device_new_ports.update({mac: len(v) for mac, v in self._obs_ports.items()})
-        for mac in self._obs_new:
-            d = self.devices[mac]
-            obs.new_devices.append({"mac": mac, "vendor": d.vendor, "randomized": d.randomized,
-                                    "interface": d.interface, "ipv4": sorted(d.ipv4), "ipv6": sorted(d.ipv6)})
+        for mac, snapshot in self._obs_new.items():
+            obs.new_devices.append(snapshot or self._new_device_fact(self.devices[mac]))
+        obs.devices_confirmed.extend(self._new_device_fact(self.devices[mac]) for mac in self._obs_confirmed
+                                     if mac in self.devices)
         obs.address_changes.extend(self._obs_changes)
         obs.connection_starts.extend(self.beacon_starts.take(self.metadata.name_of))
-        self._obs_syns, self._obs_new, self._obs_peers, self._obs_ports, self._obs_changes = {}, [], {}, {}, []
+        self._obs_syns, self._obs_new, self._obs_peers, self._obs_ports = {}, {}, {}, {}
+        self._obs_changes, self._obs_confirmed = [], []
+
+    @staticmethod
+    def _new_device_fact(d: Device) -> Dict[str, Any]:
+        return {"mac": d.mac, "vendor": d.vendor, "randomized": d.randomized, "interface": d.interface,
+                "ipv4": sorted(d.ipv4), "ipv6": sorted(d.ipv6)}
 
     def _now_usec(self) -> int:
         return int(self.clock() * 1e6)
@@ -152,48 +190,123 @@ class DeviceMonitor:
         # too. A poll that ran late (a busy loop) would otherwise leave a scan's 3000 SYNs in
         # one tick and its 3000 new ports in the next: a connect_rate alert besides the fan_out
         self.poll()
+        self.reconcile_owners()
         self.refresh_interfaces()
+        self.bound()
+        self.activity.flush()
         if self.clock() - self._last_save >= self.cfg.store_interval_sec:
             self.save()
 
     def collect(self) -> None:
         """Adds what the kernel counted since the last call to the devices' counters."""
+        self._tick += 1
         now = self._now_usec()
         read_starts = getattr(self.probe, "read_beacon_starts", None)  # None: beacons off
         if read_starts is not None:
             self.beacon_starts.read(read_starts())
-        for mac, kernel in self.probe.read_counters().items():
-            current = counters_dict(kernel)
-            last = self._kernel_last.get(mac, {})
-            delta = {k: v - last.get(k, 0) for k, v in current.items() if v > last.get(k, 0)}
-            self._kernel_last[mac] = current
-            if not delta:
-                continue
-            device = self.device(mac, now, kernel.ifindex, kernel.vlan)
+        evicted_before = self._counters.evicted
+        for mac, delta, ifindex, vlan, created_ns in self._counters.step(self.probe.read_counters()):
+            # a new device is found here: first seen when the kernel made its entry
+            first_seen = (created_ns + self._boot_offset_ns) // 1000 if created_ns else now
+            device = self.device(mac, min(first_seen, now), ifindex, vlan)
             for k, v in delta.items():
                 device.counters[k] = device.counters.get(k, 0) + v
             if delta.get("tcp_syns"):
                 self._obs_syns[mac] = self._obs_syns.get(mac, 0) + delta["tcp_syns"]
             device.last_seen_usec = now
-            self._dirty.add(mac)
+            self._dirty_counters.add(mac)
+            if sent_frames(delta):
+                self._sent(device)
+        self.activity.count("kernel_evicted", self._counters.evicted - evicted_before)
 
-    def save(self) -> None:
-        """One transaction for everything that changed since the last save."""
+    def _sent(self, device: Device) -> None:
+        """`device` sent frames in this tick: a second tick of sending (and two frames at least)
+        confirms it -- it kept talking, which one forged frame per MAC never does."""
+        mac = device.mac
+        before = self._sent_tick.get(mac)
+        self._sent_tick[mac] = self._tick
+        if device.confirmed or before is None or before == self._tick:
+            return
+        if sent_frames(device.counters) >= 2:
+            device.confirmed = True
+            self._dirty.add(mac)
+            self._obs_confirmed.append(mac)  # the fact is taken at the observation: addresses by then
+
+    def reconcile_owners(self) -> None:
+        """After the ring overflowed, the kernel's own table of who answers for each address
+        (ip_owner) is read and every move of a known address the lost events would have told is
+        applied: a flood of ARP frames that fills the ring must not hide the one that moves a
+        known address to the attacker (an ARP spoof inside a flood). Costs one map read, only in
+        a tick after a loss."""
+        read = getattr(self.probe, "read_address_bindings", None)
+        full = self.probe.losses()["ring_full"]
+        if read is None or full == self._ring_full_seen:
+            return
+        self._ring_full_seen = full
+        now = self._now_usec()
+        for address, mac in read():
+            owner = self.owners.owner.get(address)
+            if owner is not None and owner != mac:  # a move; a lost first binding is only detail
+                self.bind(mac, address, now, from_arp_or_ndp=True)
+
+    def bound(self) -> None:
+        """At most devices.max_devices devices (inventory_bounds.py), and idle ones forgotten."""
+        for mac in evictions(self.devices, self.cfg.max_devices, self._obs_new):
+            self.evicted += 1
+            self.activity.count("evicted")
+            self._drop(mac)
+        if self.clock() - self._last_expiry >= EXPIRE_EVERY_SEC:
+            self._last_expiry = self.clock()
+            for mac in expired(self.devices, self._now_usec(), self.cfg.expire_after_sec * 1_000_000,
+                               self.cfg.unconfirmed_expire_sec * 1_000_000):
+                self.expired += 1
+                self.activity.count("expired")
+                self._drop(mac)
+
+    def _drop(self, mac: str) -> None:
+        device = self.devices.pop(mac)
+        log.debug("forgetting device %s (%s, last seen %d)", mac,
+                  "confirmed" if device.confirmed else "unconfirmed", device.last_seen_usec)
+        if mac in self._obs_new and self._obs_new[mac] is None:
+            self._obs_new[mac] = self._new_device_fact(device)  # still new in this tick's observation
+        self.addresses.remove_device(device)
+        self.owners.forget(mac)
+        self.metadata.forget(mac)
+        self._sent_tick.pop(mac, None)
+        self._dirty.discard(mac)
+        self._dirty_counters.discard(mac)
+        if mac in self._stored:  # a flood's MAC made and dropped between two saves never was
+            self._deleted.add(mac)
+
+    def save(self, everything: bool = False) -> None:
+        """One transaction for everything that changed since the last save: names only when
+        they changed, counters apart (a busy device's counters change every tick); unconfirmed
+        devices only once they are a minute old, unless `everything` (a clean stop)."""
         self._last_save = self.clock()
         for hook in self.save_hooks:
             try:
                 hook()
             except Exception:  # another file's trouble must not cost the inventory its save
                 log.exception("save hook failed")
-        if self.store is None or not self._dirty:
+        if self.store is None or not (self._dirty or self._dirty_counters or self._deleted):
             return
-        batch = [self.devices[mac] for mac in self._dirty if mac in self.devices]
+        old_enough = self._now_usec() - UNCONFIRMED_SAVE_DELAY_USEC
+        due = [mac for mac in self._dirty | self._dirty_counters if mac in self.devices
+               and (everything or self.devices[mac].confirmed or self.devices[mac].first_seen_usec <= old_enough)]
+        metadata = [self.devices[mac] for mac in due if mac in self._dirty]
+        counters = [self.devices[mac] for mac in due if mac in self._dirty_counters]
+        if not (metadata or counters or self._deleted):
+            return
         try:
-            self.store.save_devices(batch)
+            self.store.save(metadata=metadata, counters=counters, deleted=sorted(self._deleted))
         except StoreError as e:  # a full disk: keep the changes and try again next interval
             log.error("cannot save the inventory: %s", e)
             return
-        self._dirty.clear()
+        self._stored -= self._deleted
+        self._stored.update(d.mac for d in metadata)
+        self._dirty.difference_update(due)
+        self._dirty_counters.difference_update(due)
+        self._deleted.clear()
 
     # -- events ------------------------------------------------------------------------------
     def mark_dirty(self, mac: str) -> None:
@@ -213,13 +326,17 @@ class DeviceMonitor:
                 vlan=vlan,
             )
             self.devices[mac] = device
-            self._obs_new.append(mac)
-            log.info("new device %s (%s) on %s", mac, device.vendor or "unknown vendor", device.interface or "?")
+            self._obs_new[mac] = None
+            self._deleted.discard(mac)  # back after being forgotten: its row is written again
+            self._dirty.add(mac)
+            self._dirty_counters.add(mac)
+            self.activity.count("new")
+            log.debug("new device %s (%s) on %s", mac, device.vendor or "unknown vendor", device.interface or "?")
         elif ifindex:
             name = self.if_name(ifindex)
             if name and name != device.interface:
                 device.interface = name
-        self._dirty.add(mac)
+                self._dirty.add(mac)
         return device
 
     def apply(self, ev: DeviceEvent) -> None:
@@ -238,8 +355,9 @@ class DeviceMonitor:
         self._obs_peers.setdefault(ev.mac, set()).add(ev.daddr)
         self._obs_ports.setdefault(ev.mac, set()).add((ev.transport, ev.dport))
         peer = {"address": ev.daddr, "port": ev.dport, "transport": ev.transport,
-                "name": self.metadata.name_of(ev.daddr)}
-        append_capped(device.recent_peers, peer, MAX_RECENT_PEERS)
+                "name": self.metadata.name_of(ev.mac, ev.daddr)}
+        append_bounded(device.recent_peers, peer, MAX_RECENT_PEERS, RECENT_PEERS_BYTES, peer_size)
+        self._dirty.add(ev.mac)
         for listener in self.pattern_listeners:
             try:
                 listener(ev.mac, ev.daddr, ev.dport, ev.transport, peer["name"])
@@ -256,11 +374,21 @@ class DeviceMonitor:
             return
         device = self.device(mac, when, ifindex, vlan)
         table = device.ipv4 if ip.version == 4 else device.ipv6
-        if remember_address(table, str(ip), when):
-            log.info("device %s uses %s", mac, ip)
+        address = str(ip)
+        if address not in table:
+            if len(table) >= MAX_ADDRESSES:  # the least recently used address makes room
+                oldest = min(table, key=table.get)
+                del table[oldest]
+                self.addresses.remove(oldest, mac)
+            self.addresses.add(address, mac)
+            self.activity.count("address")
+            log.debug("device %s uses %s", mac, address)
+        table[address] = when  # the kernel reports a binding only when new or moved: rare
+        self._dirty.add(mac)
         if from_arp_or_ndp:  # what a device answers for; a DHCP request is only a wish
-            change = self.owners.claim(str(ip), mac)
+            change = self.owners.claim(address, mac)
             if change is not None:
+                self.activity.count("moved")
                 self._obs_changes.append(change)
 
     # -- queries (read-only) -----------------------------------------------------------------
@@ -268,13 +396,20 @@ class DeviceMonitor:
         return queries.list_devices(self.devices.values())
 
     def get_device(self, mac_or_ip: str) -> Device:
-        return queries.find_device(self.devices, mac_or_ip)
+        return queries.find_device(self.devices, mac_or_ip, self.owners_of)
 
     def protocol_totals(self) -> Dict[str, int]:
         return queries.protocol_totals(self.devices.values())
 
+    def dropped(self) -> Dict[str, int]:
+        """What the device path's bounded tables dropped since the start (D-Bus Dropped)."""
+        answers = self.metadata.questions.counts
+        return {"devices_evicted": self.evicted, "devices_expired": self.expired,
+                "kernel_device_entries_evicted": self.kernel_evicted,
+                "dns_answers_unsolicited": answers.unsolicited, "dns_questions_dropped": answers.questions_dropped}
+
     def events_lost(self) -> int:
         """Everything the device path lost: events that found the ring full, frames of devices
-        that found the counter map full (devices.max_devices), events that did not decode."""
+        that found no room in the kernel's device LRU, events that did not decode."""
         losses = self.probe.losses()
         return losses["ring_full"] + losses.get("devices_full", 0) + self.malformed_events

@@ -5,9 +5,11 @@ import ctypes
 import ipaddress
 import socket
 from dataclasses import dataclass
-from typing import Dict, Optional
+from typing import Dict, List, Optional, Tuple
 
-from netwatchd.devices.model import DIRECTIONS, PROTOCOLS, mac_from_bytes
+import numpy as np
+
+from netwatchd.devices.model import DIRECTIONS, mac_from_bytes
 
 NPROTO = 8
 SNIP_LEN = 1024
@@ -137,32 +139,83 @@ def decode_device_event(raw: bytes, boot_to_realtime_ns: int) -> DeviceEvent:
     )
 
 
-def sum_per_cpu(values) -> DevCounters:
-    """One device's per-CPU counters added up; where it was first seen is taken from the CPU
-    that saw it first (the others hold zeros there until they count it too)."""
-    total = DevCounters()
-    first = None
-    for v in values:
-        for i in range(2 * NPROTO):
-            total.packets[i] += v.packets[i]
-            total.bytes[i] += v.bytes[i]
-        total.tcp_syns += v.tcp_syns
-        if v.created_ns and (first is None or v.created_ns < first.created_ns):
-            first = v
-    if first is not None:
-        total.created_ns, total.ifindex, total.vlan = first.created_ns, first.ifindex, first.vlan
-    return total
+# The same struct as a numpy dtype, so a whole map read (every device, every CPU) is decoded and
+# added up in a few array operations, not one Python object per device and CPU.
+COUNTERS_DTYPE = np.dtype({"names": [name for name, _ in DevCounters._fields_],
+                           "formats": [("<u8", (2 * NPROTO,)), ("<u8", (2 * NPROTO,)), "<u8", "<u8", "<u4", "<u2",
+                                       "<u2", "<u4", "<u4"],
+                           "offsets": [getattr(DevCounters, name).offset for name, _ in DevCounters._fields_],
+                           "itemsize": ctypes.sizeof(DevCounters)})
+MAC_KEY_SIZE = 8  # struct nw_mac: 6 bytes and 2 of padding
+NO_TIME = np.iinfo(np.uint64).max
 
 
-def counters_dict(c: DevCounters) -> Dict[str, int]:
-    """Kernel counters -> the names in netwatchd.devices.model.COUNTER_NAMES."""
-    out: Dict[str, int] = {}
-    for d, direction in enumerate(DIRECTIONS):
-        for p, proto in enumerate(PROTOCOLS):
-            out[f"{direction}_{proto}_packets"] = c.packets[d * NPROTO + p]
-            out[f"{direction}_{proto}_bytes"] = c.bytes[d * NPROTO + p]
-    out["tcp_syns"] = c.tcp_syns
+@dataclass
+class CounterReadings:
+    """One read of the kernel's device map: per device (row), its MAC as an integer, its
+    cumulative counters in COUNTER_NAMES order (summed over CPUs), and its entry's creation
+    time, interface and VLAN (from the CPU that saw it first)."""
+
+    macs: np.ndarray  # uint64
+    counters: np.ndarray  # (n, len(COUNTER_NAMES)) uint64
+    created_ns: np.ndarray  # uint64
+    ifindex: np.ndarray  # uint32
+    vlan: np.ndarray  # uint16
+
+    def __len__(self) -> int:
+        return len(self.macs)
+
+
+def mac_int(mac: str) -> int:
+    return int(mac.replace(":", ""), 16)
+
+
+def mac_text(value: int) -> str:
+    digits = f"{value:012x}"
+    return ":".join(digits[i : i + 2] for i in range(0, 12, 2))
+
+
+def readings_from_raw(keys: bytes, values: bytes, n: int, cpus: int) -> CounterReadings:
+    """Readings from a batch read's raw buffers: `n` keys (struct nw_mac) and `n` x `cpus`
+    values (struct nw_dev_counters, one per possible CPU, as the kernel lays out per-CPU maps)."""
+    raw_keys = np.frombuffer(keys, dtype=np.uint8, count=n * MAC_KEY_SIZE).reshape(n, MAC_KEY_SIZE)[:, :6]
+    macs = np.zeros(n, dtype=np.uint64)
+    for byte in range(6):  # big-endian: the MAC as written, aa:bb:... -> 0xaabb...
+        macs = (macs << np.uint64(8)) | raw_keys[:, byte].astype(np.uint64)
+    per_cpu = np.frombuffer(values, dtype=COUNTERS_DTYPE, count=n * cpus).reshape(n, cpus)
+    packets = per_cpu["packets"].sum(axis=1, dtype=np.uint64)
+    sizes = per_cpu["bytes"].sum(axis=1, dtype=np.uint64)
+    counters = np.concatenate([np.stack([packets, sizes], axis=2).reshape(n, 4 * NPROTO),
+                               per_cpu["tcp_syns"].sum(axis=1, dtype=np.uint64)[:, None]], axis=1)
+    created = np.where(per_cpu["created_ns"] == 0, NO_TIME, per_cpu["created_ns"])
+    first = created.argmin(axis=1) if cpus else np.zeros(n, dtype=np.int64)
+    rows = np.arange(n)
+    first_created = created[rows, first]
+    return CounterReadings(macs, counters, np.where(first_created == NO_TIME, 0, first_created).astype(np.uint64),
+                           per_cpu["ifindex"][rows, first].astype(np.uint32), per_cpu["vlan"][rows, first].astype(np.uint16))
+
+
+IP_KEY_SIZE, OWNER_SIZE = 20, 8  # struct nw_ip_key (family, pad, addr[16]) and struct nw_mac
+
+
+def address_bindings(keys: bytes, values: bytes, n: int) -> List[Tuple[str, str]]:
+    """(address, MAC) pairs from a batch read of the ip_owner map's raw buffers."""
+    raw_keys = np.frombuffer(keys, dtype=np.uint8, count=n * IP_KEY_SIZE).reshape(n, IP_KEY_SIZE)
+    raw_macs = np.frombuffer(values, dtype=np.uint8, count=n * OWNER_SIZE).reshape(n, OWNER_SIZE)
+    families = raw_keys[:, 0].astype(np.uint16) | (raw_keys[:, 1].astype(np.uint16) << 8)
+    out = []
+    for family, key, mac in zip(families.tolist(), raw_keys, raw_macs):
+        address = _address(family, key[4:].tobytes())
+        if address:
+            out.append((address, mac_from_bytes(mac.tobytes())))
     return out
+
+
+def readings_from_counters(devices: Dict[str, "DevCounters"]) -> CounterReadings:
+    """Readings from already-summed counters by MAC (one CPU's worth each): for fakes and tests."""
+    keys = b"".join(bytes.fromhex(mac.replace(":", "")) + b"\0\0" for mac in devices)
+    values = b"".join(bytes(c) for c in devices.values())
+    return readings_from_raw(keys, values, len(devices), 1)
 
 
 def interface_name(ifindex: int) -> Optional[str]:

@@ -5,6 +5,7 @@ on the device path.
 from __future__ import annotations
 
 import ctypes
+import errno
 import logging
 from typing import Dict, List, Optional, Tuple
 
@@ -14,10 +15,9 @@ from netwatchd.kernel.tc_attach import Attachment, TcAttacher
 from netwatchd.config import DevicesConfig
 from netwatchd.kernel.bpf_util import (QUIET_KERNEL_HEADER_WARNINGS, ProbeError, RingReader, bpf_source_dir,
                                        return_freed_heap, ring_pages, table_items)
-from netwatchd.devices.records import (LOSS_DEVICES, LOSS_MALFORMED, LOSS_RING, SETTING_INDEX, DevCounters,
-                                      beacon_pair, sum_per_cpu)
-from netwatchd.devices.model import mac_from_bytes
-from netwatchd.devices.interfaces import Interface
+from netwatchd.devices.records import (LOSS_DEVICES, LOSS_MALFORMED, LOSS_RING, SETTING_INDEX, CounterReadings,
+                                      address_bindings, beacon_pair, readings_from_raw)
+from netwatchd.interfaces import Interface
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +32,8 @@ class DeviceProbe:
         self._fds: Dict[str, int] = {}  # nw_tc_ingress / nw_tc_egress program fds
         self._links: Dict[Tuple[str, int], Attachment] = {}  # (name, ifindex) -> our attachment
         self._ring: RingReader | None = None
+        self._counter_buffers = None  # the device map's batch-read buffers (read_counters)
+        self._owner_buffers = None  # ip_owner's (read_address_bindings)
         # where the clsact path remembers which qdiscs it created (survives a SIGKILL)
         self.tc = TcAttacher(cfg.tc_attach, features.current().tcx, state_dir)
 
@@ -95,12 +97,23 @@ class DeviceProbe:
     def drain(self) -> List[bytes]:
         return self._ring.drain()
 
-    def read_counters(self) -> Dict[str, DevCounters]:
-        """Cumulative kernel counters per device MAC."""
-        out = {}
-        for key, per_cpu in table_items(self._bpf[b"devices"]):
-            out[mac_from_bytes(bytes(key.addr))] = sum_per_cpu(per_cpu)
-        return out
+    def read_counters(self) -> CounterReadings:
+        """Cumulative kernel counters of every device in the map, as arrays: one batch syscall
+        and no Python object per device (the map holds thousands after a MAC flood)."""
+        table = self._bpf[b"devices"]
+        if self._counter_buffers is None:  # max_devices x CPUs: allocated once, reused every tick
+            self._counter_buffers = table._alloc_keys_values(alloc_k=True, alloc_v=True)
+        keys, values, n = batch_read(table, self._counter_buffers)
+        return readings_from_raw(keys, values, n, table.total_cpu)
+
+    def read_address_bindings(self) -> List[Tuple[str, str]]:
+        """(address, MAC) of every binding in the kernel's ip_owner LRU: who answered for each
+        address last (ARP/NDP), read after the ring lost events (DeviceMonitor.reconcile_owners)."""
+        table = self._bpf[b"ip_owner"]
+        if self._owner_buffers is None:
+            self._owner_buffers = table._alloc_keys_values(alloc_k=True, alloc_v=True)
+        keys, values, n = batch_read(table, self._owner_buffers)
+        return address_bindings(keys, values, n)
 
     def read_beacon_starts(self) -> Dict[Tuple[str, str, int], Tuple[int, int, int]]:
         """{(mac, peer, port): (last_ns, prev_ns, count)} of the beacon_pairs LRU ({} when off)."""
@@ -142,3 +155,38 @@ class DeviceProbe:
                 table[key] = table.Leaf(1)
         return len(keys)
 
+
+def batch_read(table, buffers) -> Tuple[memoryview, memoryview, int]:
+    """Every (key, value) of a bcc hash table into two flat buffers (`buffers`: bcc's
+    (capacity, keys, values) for the whole map), by BPF_MAP_LOOKUP_BATCH (the kernel's batch
+    read, 5.6+); key by key if the kernel refuses it. Values of a per-CPU map are one per
+    possible CPU, side by side, as the kernel lays them out."""
+    from bcc.libbcc import lib
+
+    capacity, keys, values = buffers
+    key_size, value_size = ctypes.sizeof(table.Key), ctypes.sizeof(table.Leaf)
+    batch, count, total = ctypes.c_uint32(0), ctypes.c_uint32(0), 0
+    while total < capacity.value:
+        count.value = capacity.value - total
+        res = lib.bpf_lookup_batch(table.map_fd, ctypes.byref(batch) if total else None, ctypes.byref(batch),
+                                   ctypes.byref(keys, key_size * total), ctypes.byref(values, value_size * total),
+                                   ctypes.byref(count))
+        err = ctypes.get_errno()
+        total += count.value
+        if res != 0:
+            if err == errno.ENOENT:
+                break  # the end of the map
+            return _read_one_by_one(table, keys, values)
+        if count.value == 0:
+            break
+    return memoryview(keys).cast("B"), memoryview(values).cast("B"), total
+
+
+def _read_one_by_one(table, keys, values) -> Tuple[memoryview, memoryview, int]:
+    n = 0
+    for key, value in ((k, table[k]) for k in table.keys()):
+        if n == len(keys):
+            break
+        keys[n], values[n] = key, value
+        n += 1
+    return memoryview(keys).cast("B"), memoryview(values).cast("B"), n

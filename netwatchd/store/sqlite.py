@@ -6,7 +6,7 @@ import logging
 import os
 import sqlite3
 from dataclasses import dataclass
-from typing import Callable, FrozenSet, Tuple, Type, TypeVar
+from typing import Callable, FrozenSet, Optional, Tuple, Type, TypeVar
 
 from netwatchd.errors import StoreError
 
@@ -109,6 +109,9 @@ class FileKind:
     schema: Tuple[str, ...]  # CREATE TABLE IF NOT EXISTS statements, schema_version first
     tables: FrozenSet[str]
     version: int
+    # migrate(conn, from_version): converts a file of an older schema version, inside the
+    # transaction that opens it (so it is converted whole or not at all); None: nothing to convert
+    migrate: Optional[Callable[[sqlite3.Connection, int], None]] = None
 
     def sqlite_error(self, path: str, doing: str, e: sqlite3.Error) -> StoreError:
         return (self.corrupt if is_corruption(e) else self.error)(path, f"{doing}: {e}")
@@ -161,7 +164,12 @@ def _check_or_create_schema(kind: FileKind, path: str, conn: sqlite3.Connection)
     if version is not None and version > kind.version:
         raise kind.error(path, f"written by a newer netwatchd (schema version {version}; "
                                f"this one knows up to {kind.version})")
-    # Version 1 is the first: nothing to migrate yet. Later versions upgrade here, step by step.
+    if version is not None and version < kind.version and kind.migrate is not None:
+        kind.migrate(conn, version)  # in open_private's transaction: converted once, whole, or not at all
+        conn.execute("DELETE FROM schema_version")
+        conn.execute("INSERT INTO schema_version (version) VALUES (?)", (kind.version,))
+        log.info("%s: converted from schema version %d to %d", path, version, kind.version)
+        tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
     for statement in kind.schema:
         conn.execute(statement)
     missing = kind.tables - tables

@@ -6,25 +6,88 @@ re-alerts:
   alerts.json       the recent alerts behind ListAlerts
   history.sqlite3   the per-tick history for `netwatchctl replay` (netwatchd.store.tick_history)
 
-Each of the first three is written to a temporary file and renamed, so a SIGKILL leaves the old
-or the new one. A damaged file costs what it held, never the daemon.
+Each of the first three is replaced whole (write_atomically): a SIGKILL or a power cut leaves the
+old or the new one, never a mix. A damaged file costs what it held, never the daemon -- except
+first_start, whose loss would start the learning period again: when it does not parse, the
+learning period counts from when it was written, as the state files' times tell
+(first_start_usec).
 """
 from __future__ import annotations
 
+import datetime
+import errno
 import json
 import logging
 import os
-from typing import Any, Callable, Dict, List, Optional
+import tempfile
+from typing import Any, BinaryIO, Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 
 log = logging.getLogger(__name__)
 
+FIRST_START = "first_start"
+TEMP_SUFFIX = ".tmp"
 
-def write_atomically(path: str, write: Callable[[str], None]) -> None:
-    tmp = f"{path}.tmp"
-    write(tmp)
-    os.replace(tmp, path)
+
+def _temp_prefix(name: str) -> str:
+    return f".{name}."
+
+
+def write_atomically(path: str, write: Callable[[BinaryIO], None]) -> None:
+    """Replace `path` with what `write` writes into the binary file it is handed.
+
+    The bytes go to a temporary file of a unique name (tempfile.mkstemp: mode 0600) in the same
+    directory, which is fsynced, renamed over `path`, and then the directory is fsynced: after a
+    crash or a power cut `path` is the old file or the new one, whole. If anything fails, the
+    temporary file is removed and the error raised; `path` is untouched.
+    """
+    directory, name = os.path.split(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=_temp_prefix(name), suffix=TEMP_SUFFIX, dir=directory)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+    fsync_directory(directory)
+
+
+def fsync_directory(directory: str) -> None:
+    """Make a rename in `directory` durable. A file system that cannot fsync a directory (EINVAL)
+    has nothing to flush there."""
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    except OSError as e:
+        if e.errno != errno.EINVAL:
+            raise
+    finally:
+        os.close(fd)
+
+
+def remove_stale_temporaries(directory: str, names) -> List[str]:
+    """Temporary files of write_atomically for `names` that a killed process left behind."""
+    removed = []
+    try:
+        entries = os.listdir(directory)
+    except OSError:
+        return removed
+    prefixes = tuple(_temp_prefix(n) for n in names)
+    for entry in entries:
+        if entry.startswith(prefixes) and entry.endswith(TEMP_SUFFIX):
+            try:
+                os.unlink(os.path.join(directory, entry))
+                removed.append(entry)
+            except OSError:
+                pass
+    return sorted(removed)
 
 
 def history_path(state_dir: str) -> str:
@@ -44,26 +107,100 @@ def open_history(state_dir: str, keep: int, max_bytes: int) -> Optional[object]:
         return None
 
 
+# netwatchd's own files in the state directory, each written only after netwatchd first ran there:
+# the oldest one's modification time is the nearest evidence of the first start there is when
+# first_start itself is unreadable (inventory.sqlite3: device_setup.INVENTORY_FILE;
+# patterns.sqlite3: store.patterns.PATTERNS_FILE).
+EVIDENCE_FILES = (FIRST_START, "baselines.npz", "alerts.json", "history.sqlite3", "inventory.sqlite3",
+                  "patterns.sqlite3")
+
+
+def _utc(usec: int) -> str:
+    return datetime.datetime.fromtimestamp(usec / 1e6, tz=datetime.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
 class AlertStateFiles:
     """first_start, baselines.npz and alerts.json in one state directory."""
+
+    NAMES = (FIRST_START, "baselines.npz", "alerts.json")
 
     def __init__(self, state_dir: str):
         self.state_dir = state_dir
         os.makedirs(state_dir, mode=0o750, exist_ok=True)
+        # a SIGKILL during a write leaves its temporary file; an older version's was NAME.tmp
+        stale = remove_stale_temporaries(state_dir, self.NAMES)
+        stale += [old for old in (f"{n}{TEMP_SUFFIX}" for n in self.NAMES) if self._unlink(old)]
+        if stale:
+            log.info("removed temporary files an interrupted write left in %s: %s", state_dir, ", ".join(stale))
 
     def _path(self, name: str) -> str:
         return os.path.join(self.state_dir, name)
 
-    def first_start_usec(self, now_usec: int, learning_period_sec: int) -> int:
-        """When netwatchd first ran here; `now_usec` (and a log line) on the very first start."""
-        path = self._path("first_start")
+    def _unlink(self, name: str) -> bool:
         try:
-            with open(path) as f:
-                return int(f.read().strip())
-        except (OSError, ValueError):
-            write_atomically(path, lambda tmp: open(tmp, "w").write(f"{now_usec}\n"))
+            os.unlink(self._path(name))
+            return True
+        except OSError:
+            return False
+
+    def first_start_usec(self, now_usec: int, learning_period_sec: int) -> int:
+        """When netwatchd first ran here; `now_usec` (and a log line) on the very first start.
+
+        A first_start that exists but cannot be read or does not hold a time (a write torn by a
+        crash or a power cut: empty, or cut short) does not start the learning period again: it
+        counts from the oldest modification time among netwatchd's state files (first_start's
+        own is when it was written: at the first start), logged once and written back."""
+        path = self._path(FIRST_START)
+        try:
+            with open(path, "rb") as f:
+                text = f.read()
+        except FileNotFoundError:
+            self._write_first_start(now_usec)
             log.info("first start here: new devices are learnt without alerts for %d s", learning_period_sec)
             return now_usec
+        except OSError as e:
+            problem = f"cannot be read: {e.strerror or e}"
+        else:
+            try:
+                value = int(text.strip())
+            except ValueError:
+                value = 0
+            if value > 0:
+                return value
+            problem = "is empty" if not text.strip() else f"holds no time ({len(text)} bytes)"
+        when, source = self.first_start_evidence(now_usec)
+        log.warning("%s %s: the learning period counts from %s (%s), not from this start; "
+                    "written back", path, problem, _utc(when), source)
+        try:
+            self._write_first_start(when)
+        except OSError as e:
+            log.error("cannot write %s back: %s", path, e)
+        return when
+
+    def first_start_evidence(self, now_usec: int) -> Tuple[int, str]:
+        """The oldest modification time among EVIDENCE_FILES, and where it came from (never later
+        than `now_usec`)."""
+        best = (now_usec, "now: no state file is older")
+        for name in EVIDENCE_FILES:
+            try:
+                st = os.stat(self._path(name))
+            except OSError:
+                continue
+            mtime = st.st_mtime_ns // 1000
+            if mtime < best[0]:
+                own = "the file's own modification time" if name == FIRST_START else f"modification time of {name}"
+                best = (mtime, own)
+        return best
+
+    def _write_first_start(self, usec: int) -> None:
+        """The time, and the same time as the file's modification time: if the file is ever torn
+        again, its mtime still says when netwatchd first ran."""
+        def write(f: BinaryIO) -> None:
+            f.write(b"%d\n" % usec)
+            f.flush()
+            os.utime(f.fileno(), ns=(usec * 1000, usec * 1000))  # before the fsync: durable too
+
+        write_atomically(self._path(FIRST_START), write)
 
     def load_baselines(self) -> Optional[Dict[str, np.ndarray]]:
         path = self._path("baselines.npz")
@@ -91,5 +228,5 @@ class AlertStateFiles:
             return []
 
     def save(self, baselines: Dict[str, np.ndarray], alerts: List[Dict[str, Any]]) -> None:
-        write_atomically(self._path("baselines.npz"), lambda tmp: np.savez(open(tmp, "wb"), **baselines))
-        write_atomically(self._path("alerts.json"), lambda tmp: json.dump(alerts, open(tmp, "w")))
+        write_atomically(self._path("baselines.npz"), lambda f: np.savez(f, **baselines))
+        write_atomically(self._path("alerts.json"), lambda f: f.write(json.dumps(alerts).encode()))

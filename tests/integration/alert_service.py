@@ -51,6 +51,10 @@ class FakeDaemon:
     def programs_attached(self):
         return []
 
+    def dropped(self):
+        alerting = getattr(self, "alerting", None)
+        return alerting.dropped() if alerting is not None else {}
+
     kernel = SimpleNamespace(release="test", notes=lambda: [])
 
 

@@ -15,9 +15,19 @@ import tempfile
 import threading
 import time
 from pathlib import Path
-from typing import List, Optional, Tuple
+from typing import Dict, List, Optional, Tuple
 
-from tests.harness import BUS_NAME, INTERFACE, OBJECT_PATH, NotifyReceiver, PrivateSystemBus, StartedUntilExit
+from tests.harness import (
+    BUS_NAME,
+    INTERFACE,
+    OBJECT_PATH,
+    BusctlError,
+    DaemonProcess,
+    NotifyReceiver,
+    PrivateSystemBus,
+    StartedUntilExit,
+    unvariant,
+)
 
 ECONNREFUSED = 111
 
@@ -175,3 +185,16 @@ def dbus_send_error(bus: PrivateSystemBus, method: str, args: List[str], prefix:
         raise AssertionError(f"unexpected dbus-send failure: {r.stderr!r}")
     name, _, message = first[len("Error "):].partition(": ")
     return name, message
+
+
+def whole_devices(d: DaemonProcess) -> Dict[str, Dict]:
+    """Every device by MAC with all its fields: ListDevices lists summaries (no name lists),
+    GetDevice gives each one whole. A device gone in between (expired) is left out."""
+    whole = {}
+    for summary in map(unvariant, d.call("ListDevices")[0]):
+        try:
+            whole[summary["mac"]] = unvariant(d.call("GetDevice", "s", summary["mac"])[0])
+        except BusctlError as e:
+            if "no device with MAC" not in e.stderr:
+                raise
+    return whole

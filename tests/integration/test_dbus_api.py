@@ -183,6 +183,8 @@ BAD_CALLS = [
                  id="command-too-long"),
     pytest.param("ListConnections", "uu", (0, 1001), ["uint32:0", "uint32:1001"],
                  "limit must be at most 1000, got 1001", id="limit-1001"),
+    pytest.param("ListDevicesPage", "uu", (0, 1001), ["uint32:0", "uint32:1001"],
+                 "limit must be at most 1000, got 1001", id="devices-page-limit-1001"),
 ]
 
 

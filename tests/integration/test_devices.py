@@ -38,7 +38,7 @@ import pytest
 from tests.conftest import require_root_and_bcc, require_tools
 from tests.harness import DaemonProcess, PrivateSystemBus, unvariant
 from tests.integration import frames
-from tests.integration.dbus_test_support import dbus_send_error
+from tests.integration.dbus_test_support import dbus_send_error, whole_devices
 from tests.integration.lan import DNS_SERVER, UDP_ECHO, Lan, Node, UdpSent
 from tests.integration.test_daemon_lifecycle import reload_with, wait_log
 from tests.integration.test_netwatchctl import ctl
@@ -51,6 +51,9 @@ SETTLE = 3 * TICK + 0.1  # counters read, ring drained and a tick later nothing 
 ECHO_PORT, DISCARD_PORT, DNS_PORT, HTTP_PORT, TLS_PORT = 7000, 9, 53, 8080, 8443
 NO_SUCH_DEVICE = "org.netwatchd.Netwatchd1.Error.NoSuchDevice"
 NAME_FIELDS = ("hostname", "dns_names", "http_hosts", "tls_names", "http_requests")
+# ListDevices' fields, as the README lists them
+SUMMARY_FIELDS = {"mac", "vendor", "randomized", "confirmed", "hostname", "hostname_source", "ipv4", "ipv6",
+                  "interface", "vlan", "first_seen_usec", "last_seen_usec", "counters", "tcp_syns", "peers"}
 CLIENTS = ("cisco", "random", "pi")
 
 
@@ -184,7 +187,7 @@ def world():
 # -- reading the daemon --------------------------------------------------------------------------
 
 def devices(d: DaemonProcess) -> Dict[str, Dict]:
-    return {r["mac"]: r for r in map(unvariant, d.call("ListDevices")[0])}
+    return whole_devices(d)
 
 
 def get_device(d: DaemonProcess, key: str) -> Dict:
@@ -330,6 +333,10 @@ def test_netwatchctl_devices_and_device(world):
 
     r = ctl(address, "devices", "--json")
     assert r.returncode == 0 and {d["mac"] for d in json.loads(r.stdout)} >= {n.mac for n in world.lan.nodes.values()}
+    listed = {d["mac"]: d for d in json.loads(r.stdout)}
+    for node in world.lan.nodes.values():  # summaries: no name lists (`device` has them), whether confirmed
+        assert set(listed[node.mac]) == SUMMARY_FIELDS, listed[node.mac]
+        assert listed[node.mac]["ipv4"] == [node.ipv4]
 
     cisco, rnd = world.node("cisco"), world.node("random")
     for key in (cisco.mac, cisco.ipv4, cisco.ipv6):
@@ -352,6 +359,28 @@ def test_netwatchctl_devices_and_device(world):
     assert r.returncode == 5 and "no device with address 192.0.2.200" in r.stderr, r
     r = ctl(address, "device", "no-such-thing")
     assert r.returncode == 1 and "neither a MAC address nor an IP address" in r.stderr, r
+
+
+def test_listdevicespage_pages_through_listdevices(world):
+    """ListDevicesPage(offset, limit): the summaries of ListDevices, a page at a time, and the total."""
+    d = world.d
+    listed = [r["mac"] for r in map(unvariant, d.call("ListDevices")[0])]
+    assert len(listed) >= len(world.lan.nodes) >= 2
+    records, total = d.call("ListDevicesPage", "uu", 0, 1)
+    assert len(records) == 1 and total == len(listed)
+    first = unvariant(records[0])
+    assert first["mac"] == listed[0] and set(first) == SUMMARY_FIELDS, first
+    paged = []
+    for offset in range(total + 1):  # one past the end: an empty page
+        records, now = d.call("ListDevicesPage", "uu", offset, 1)
+        assert now == total and len(records) == (1 if offset < total else 0), (offset, records)
+        paged += [unvariant(r)["mac"] for r in records]
+    assert paged == listed  # each device once, in ListDevices' order
+    records, now = d.call("ListDevicesPage", "uu", 0, 0)  # 0: the default page, 100
+    assert [unvariant(r)["mac"] for r in records] == listed
+    assert dbus_send_error(world.bus, "ListDevicesPage", ["uint32:0", "uint32:1001"]) == (
+        "org.freedesktop.DBus.Error.InvalidArgs", "limit must be at most 1000, got 1001")
+    assert dbus_send_error(world.bus, "ListDevicesPage", ["uint32:0", "uint32:1000"]) == ("", "")
 
 
 # -- 4. garbage on the wire ----------------------------------------------------------------------

@@ -27,9 +27,9 @@ from typing import Callable, Dict
 import pytest
 
 from tests.conftest import require_root_and_bcc, require_tools, tool
-from tests.harness import DaemonProcess, PrivateSystemBus, unvariant
+from tests.harness import DaemonProcess, PrivateSystemBus
 from tests.integration.alert_bus_support import REPO, LineProcess
-from tests.integration.dbus_test_support import as_user
+from tests.integration.dbus_test_support import as_user, whole_devices
 from tests.integration.lan import DNS_SERVER, UDP_ECHO, Lan, Node
 from tests.integration.test_alert_bus import require_bus_tools
 from tests.integration.test_daemon_lifecycle import reload_with
@@ -91,7 +91,7 @@ class World:
                             "capture_dns": capture, "capture_tls": capture, "capture_dhcp": capture}}
 
     def devices(self) -> Dict[str, Dict]:
-        return {r["mac"]: r for r in map(unvariant, self.d.call("ListDevices")[0])}
+        return whole_devices(self.d)  # with their names (GetDevice)
 
     def wait_devices(self, done: Callable[[Dict[str, Dict]], bool], timeout: float = 10) -> Dict[str, Dict]:
         deadline = time.monotonic() + timeout
@@ -291,47 +291,64 @@ def test_pattern_seen_reaches_root_and_members_and_is_withheld_from_outsiders(wo
             s.stop()
 
 
-# -- devices.max_devices (last: it fills the kernel's device map) --------------------------------------
+# -- devices.max_devices (last: it fills the kernel's device map and the inventory) ------------------
 
 EXTRA_MACS = 30
 
 
-def flood_new_macs(w: World):
+def flood_new_macs(w: World, first: int = 0):
     """Two broadcast frames (an experimental EtherType, which nobody answers) from each of 30
     new MACs, the whole round twice, from cli's eth0; the MACs, in sending order."""
-    macs = ["02:5b:de:00:00:%02x" % i for i in range(EXTRA_MACS)]
+    macs = ["02:5b:de:00:%02x:%02x" % (first, i) for i in range(EXTRA_MACS)]
     batch = [frames.eth("ff:ff:ff:ff:ff:ff", mac, 0x88B5, bytes(46)) for mac in macs]
     assert w.lan.send_frames(w.cli, batch + batch) == 2 * EXTRA_MACS
     return macs
 
 
-def test_devices_max_devices_overflow_lists_only_the_first_devices(world):
-    """devices.max_devices 16: the kernel's map holds 16 devices; the first new MACs fill what
-    is left, in the order their frames came, and the rest are not listed."""
+def test_devices_max_devices_overflow_evicts_the_floods_macs_never_the_known_devices(world):
+    """devices.max_devices 16: 30 forged MACs, then 30 more, into a table with room for 16. The
+    kernel's LRU makes room (an entry looked up again, a device that keeps talking, is kept
+    over one used once), the inventory too: it holds at most 16, the known devices (confirmed:
+    they kept talking) stay, the flood's MACs make room for each other, and every device
+    dropped is counted (Dropped devices_evicted). A forged MAC's count is what its kernel entry
+    held when read -- never more than it sent -- and no frame is counted lost."""
     w = world
-    known = w.wait_devices(lambda ds: {w.cli.mac, w.srv.mac} <= set(ds))
-    malformed = w.d.get_property("MalformedFrames")
-    assert len(known) < MAX_DEVICES, known.keys()
-    macs = flood_new_macs(w)
-    room = MAX_DEVICES - len(known)
-    devs = w.wait_devices(lambda ds: len(ds) >= MAX_DEVICES)
-    assert set(devs) == set(known) | set(macs[:room]), sorted(set(devs) - set(known))
-    assert w.d.get_property("DeviceCount") == MAX_DEVICES
-    for mac in macs[:room]:
-        assert count(devs[mac], "tx_other_packets") == 2, devs[mac]["counters"]
-    assert w.d.get_property("MalformedFrames") == malformed
+    known = w.wait_devices(lambda ds: all(ds[m]["confirmed"] for m in (w.cli.mac, w.srv.mac)))
+    confirmed = {m for m, d in known.items() if d["confirmed"]}
+    assert len(known) < MAX_DEVICES and {w.cli.mac, w.srv.mac} <= confirmed, known.keys()
+    lost, malformed = w.d.get_property("DeviceEventsLost"), w.d.get_property("MalformedFrames")
+    evicted = w.d.get_property("Dropped")["devices_evicted"]
+    first = flood_new_macs(w)
+    time.sleep(3 * TICK)
+    after_first = w.devices()
+    assert confirmed <= set(after_first) and len(after_first) <= MAX_DEVICES
+    assert set(after_first) - set(known) and set(after_first) - set(known) <= set(first)
+    second = flood_new_macs(w, first=1)
+    time.sleep(3 * TICK)
+    devs = w.devices()
+    assert confirmed <= set(devs) and len(devs) == MAX_DEVICES == w.d.get_property("DeviceCount")
+    assert set(devs) & set(second)  # the newest flood made room for itself...
+    gone = set(after_first) - set(devs)
+    assert gone and gone <= set(first) | (set(known) - confirmed)  # ...from the older one's, never a known device's
+    assert w.d.get_property("Dropped")["devices_evicted"] - evicted >= len(gone)
+    for mac in set(devs) & (set(first) | set(second)):
+        assert count(devs[mac], "tx_other_packets") <= 2, devs[mac]["counters"]
+    assert (w.d.get_property("DeviceEventsLost"), w.d.get_property("MalformedFrames")) == (lost, malformed)
     assert w.d.proc.poll() is None
 
 
-def test_devices_max_devices_overflow_is_counted_as_lost(world):
-    """After the overflow above: every frame of the 14 MACs that found no room (2 each) is a loss
-    the daemon reports (DeviceEventsLost is the one loss count for the device path)."""
+def test_after_the_overflow_a_new_device_is_still_seen_and_the_known_ones_keep_counting(world):
+    """After the floods above, another 30 new MACs, then a device that keeps talking: it is
+    listed, with exact counts, and cli's frames are still counted (its kernel entry was kept)."""
     w = world
-    before = w.d.get_property("DeviceEventsLost")
-    flood_new_macs(w)  # the same 30 MACs: 16 - known are listed, the rest still find no room
-    listed = sum(mac.startswith("02:5b:de:") for mac in w.devices())
-    lost = 2 * (EXTRA_MACS - listed)
-    deadline = time.monotonic() + 5
-    while w.d.get_property("DeviceEventsLost") < before + lost and time.monotonic() < deadline:
-        time.sleep(TICK)
-    assert w.d.get_property("DeviceEventsLost") == before + lost
+    flood_new_macs(w, first=2)
+    newcomer = "00:1b:21:5b:99:01"
+    before = count(w.devices()[w.cli.mac], "tx_udp_packets")
+    sent = w.lan.send_udp(w.cli, [f"{w.srv.ipv4}:{DISCARD_PORT}"], 5)
+    for _ in range(3):  # three ticks of frames: it kept talking
+        assert w.lan.send_frames(w.cli, [frames.eth("ff:ff:ff:ff:ff:ff", newcomer, 0x88B5, bytes(46))]) == 1
+        time.sleep(2 * TICK)
+    devs = w.wait_devices(lambda ds: newcomer in ds and ds[newcomer]["confirmed"])
+    assert count(devs[newcomer], "tx_other_packets") == 3 and devs[newcomer]["confirmed"]
+    assert {w.cli.mac, w.srv.mac} <= set(devs) and len(devs) == MAX_DEVICES
+    assert count(devs[w.cli.mac], "tx_udp_packets") == before + sent.packets  # counted as before the floods

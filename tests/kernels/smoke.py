@@ -5,16 +5,19 @@ tick, learning period, store interval) against the running kernel, checked end t
 
 Steps: a private system bus; a veth pair whose far end is a namespace of our own (the "device",
 an Intel MAC, sending UDP datagrams to a neighbour pinned with a static ARP entry, so nothing
-leaves the pair and the host side needs no address); netwatchd started and timed exec -> READY;
-a child with a unique command name making known connect()s (TCP accepted and refused, IPv6, a
-unix socket: the sockaddr fallback of kernels < 5.15, an unconnected UDP send); then Summary
-exact, ListConnections records exact, the device with its exact UDP counter in ListDevices, one
-new_device alert in ListAlerts; on kernels < 5.15 the sys_enter_connect fallback named in
-KernelFallbacks; connect outcomes and handshake latency against a peer 20 ms away through netem
-(tests/kernels/smoke_connects.py: blocking, asyncio and curl connects, refused, timed out,
-EALREADY, reset after accept; skipped, and said so, on a kernel without netem outside a VM); and
-a clean stop that leaves none of our programs, filters or qdiscs behind. Prints one
-`SMOKE {json}` line; exit 0 when every check passed.
+leaves the pair and the host side needs no address); netwatchd started with exactly the unit's
+capabilities, memlock limit and no_new_privs (tests/kernels/unit_sandbox.py, read from
+systemd/netwatchd.service) and timed exec -> READY; whether a tracepoint's perf event opens
+without CAP_SYS_ADMIN (why the unit keeps it: README, "Kernels"); a child with a unique command
+name making known connect()s (TCP accepted and refused, IPv6, a unix socket: the sockaddr
+fallback of kernels < 5.15, an unconnected UDP send); then Summary exact, ListConnections records
+exact, the device with its exact UDP counter in ListDevices, one new_device alert in ListAlerts;
+on kernels < 5.15 the sys_enter_connect fallback named in KernelFallbacks; connect outcomes and
+handshake latency against a peer 20 ms away through netem (tests/kernels/smoke_connects.py:
+blocking, asyncio and curl connects, refused, timed out, EALREADY, reset after accept; skipped,
+and said so, on a kernel without netem outside a VM); peak RSS and BPF memory within two thirds
+of the unit's MemoryMax=; and a clean stop that leaves none of our programs, filters or qdiscs
+behind. Prints one `SMOKE {json}` line; exit 0 when every check passed.
 """
 from __future__ import annotations
 
@@ -35,7 +38,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from tests.harness import DaemonProcess, PrivateSystemBus, unvariant  # noqa: E402
-from tests.kernels import smoke_connects  # noqa: E402
+from tests.kernels import smoke_connects, unit_sandbox  # noqa: E402
 
 TICK = 0.5  # time compressed; everything else is config/netwatchd.yaml's default
 DATAGRAMS = 7
@@ -125,6 +128,26 @@ def kernel_before(major: int, minor: int) -> bool:
     return (int(release[0]), int(release[1])) < (major, minor)
 
 
+def memory_kib(pid: int) -> dict:
+    """VmHWM (peak RSS) and VmRSS of the daemon, and the BPF memory its program and map fds hold
+    (fdinfo `memlock`: charged to the unit's cgroup besides RSS on kernels >= 5.11)."""
+    out = {}
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith(("VmHWM:", "VmRSS:")):
+                out[line.split(":")[0]] = int(line.split()[1])
+    memlock = 0
+    for fd in os.listdir(f"/proc/{pid}/fdinfo"):
+        try:
+            for line in open(f"/proc/{pid}/fdinfo/{fd}"):
+                if line.startswith("memlock:"):
+                    memlock += int(line.split()[1])
+        except OSError:
+            continue
+    out["bpf_memlock"] = memlock // 1024
+    return out
+
+
 def our_prog_ids(pid: int) -> set:
     """BPF programs the daemon holds (its fds), so the stop check is about ours only."""
     ids = set()
@@ -183,14 +206,37 @@ def run(c: Checks, info: dict) -> None:
         config = {"state_directory": str(tmp / "state"), "tick_interval_sec": TICK,
                   "alerts": {"learning_period_sec": 0},
                   "devices": {"interfaces": [pair.host], "store_interval_sec": 0.5}}
-        daemon = DaemonProcess(bus, config, about=("devices.interfaces",))
+        # under exactly the unit's capabilities, memlock limit and no_new_privs: what the unit
+        # allows is proven on every kernel of the matrix (tests/kernels/unit_sandbox.py)
+        unit = unit_sandbox.UNIT.read_text()
+        daemon = DaemonProcess(bus, config, about=("devices.interfaces",),
+                               command_prefix=unit_sandbox.command_prefix(unit))
         threading.Thread(target=echo_log, args=(daemon, stop_echo), daemon=True).start()
         daemon.start(timeout=600)
         info["exec_to_ready_sec"] = round(daemon.ready_time - daemon.exec_time, 1)
+        at_ready = memory_kib(daemon.pid)
+        info["peak_rss_at_ready_mib"] = round(at_ready["VmHWM"] / 1024, 1)
+        caps = unit_sandbox.process_caps(daemon.pid)
+        wanted = unit_sandbox.wanted_caps(unit)
+        info["capabilities"] = unit_sandbox.names(caps["CapEff"])
+        info["memlock_limit"] = "unlimited" if unit_sandbox.can_raise_limits() else unit_sandbox.memlock_limit()
+        c.check("runs with exactly the unit's capabilities (effective = permitted = bounding set)",
+                caps["CapEff"] == caps["CapPrm"] == caps["CapBnd"] == unit_sandbox.capability_mask(wanted)
+                and caps["CapInh"] == caps["CapAmb"] == 0,
+                {k: unit_sandbox.names(v) for k, v in caps.items()})
         info["kernel"] = daemon.get_property("KernelRelease")
         info["fallbacks"] = daemon.get_property("KernelFallbacks")
         info["programs"] = daemon.get_property("ProgramsAttached")
         c.check("ready", True, f"exec -> READY {info['exec_to_ready_sec']} s")
+        # what CAP_SYS_ADMIN is in the unit for (README, "Kernels"): bcc opens a perf event for each
+        # tracepoint, which Debian's kernels refuse without it at their perf_event_paranoid of 3
+        info["perf_event_paranoid"] = unit_sandbox.perf_event_paranoid()
+        without = [cap for cap in wanted if cap != "sys_admin"]
+        info["tracepoint_without_sys_admin"] = unit_sandbox.tracepoint_open_with(without)
+        c.check("a tracepoint's perf event without CAP_SYS_ADMIN: opens at perf_event_paranoid <= 2, else "
+                "opens or EACCES", info["tracepoint_without_sys_admin"] == "ok" or (
+                    info["tracepoint_without_sys_admin"] == "EACCES" and info["perf_event_paranoid"] > 2),
+                f"perf_event_paranoid {info['perf_event_paranoid']}: {info['tracepoint_without_sys_admin']}")
         c.check("device programs attached", any(p.startswith(f"nw_tc_ingress@{pair.host}") for p in info["programs"]),
                 info["programs"])
 
@@ -258,6 +304,18 @@ def run(c: Checks, info: dict) -> None:
         except Exception as e:  # the stop checks below still run
             c.check("connect outcomes and latency ran to the end", False,
                     f"{type(e).__name__}: {e}\n{traceback.format_exc()[-1500:]}")
+
+        # -- memory: the peak (bcc's compile at start) and the BPF maps against MemoryMax --------
+        used = memory_kib(daemon.pid)
+        info["peak_rss_mib"] = round(used["VmHWM"] / 1024, 1)
+        info["rss_mib"] = round(used["VmRSS"] / 1024, 1)
+        info["bpf_memlock_mib"] = round(used["bpf_memlock"] / 1024, 1)
+        info["fds"] = len(os.listdir(f"/proc/{daemon.pid}/fd"))
+        limit = unit_sandbox.memory_max_bytes(unit)
+        if limit:
+            need = (used["VmHWM"] + used["bpf_memlock"]) * 1024
+            c.check("peak RSS + BPF memory within 2/3 of the unit's MemoryMax",
+                    need <= limit * 2 // 3, f"{need / 2**20:.0f} MiB of MemoryMax {limit / 2**20:.0f} MiB")
 
         # -- stop ----------------------------------------------------------------------------
         ours = our_prog_ids(daemon.pid)

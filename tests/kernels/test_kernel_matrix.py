@@ -33,7 +33,9 @@ def record(kernel: str, result: dict) -> None:
     except (OSError, ValueError):
         known = {}
     known[kernel] = {k: result.get(k) for k in ("release", "exec_to_ready_sec", "seconds", "fallbacks", "netem",
-                                                "connects", "ok")}
+                                                "connects", "capabilities", "memlock_limit", "perf_event_paranoid",
+                                                "tracepoint_without_sys_admin", "peak_rss_at_ready_mib", "peak_rss_mib",
+                                                "rss_mib", "bpf_memlock_mib", "fds", "ok")}
     RESULTS.write_text(json.dumps(known, indent=1) + "\n")
 
 

@@ -10,8 +10,10 @@ container is started the way that works there (taken from a recipe verified on t
   mount it makes lives in that private mount namespace and goes away with it;
 - nspawn's seccomp allow-list leaves out `bpf` and `perf_event_open` and its capability set lacks
   CAP_BPF/CAP_PERFMON: both are added;
-- tracefs, debugfs and a private bpffs are mounted by a unit inside the container (nspawn's own
-  /sys would shadow binds); the host's kernel headers are bound read-only for bcc;
+- a private bpffs is mounted by a unit inside the container (nspawn's own /sys would shadow
+  binds); tracefs is not: systemd skips sys-kernel-tracing.mount in a container (no
+  CAP_SYS_RAWIO), so netwatchd.service's own ExecStartPre=+ mounts it, as on a user's container;
+  the host's kernel headers are bound read-only for bcc;
 - commands reach the booted container with `nsenter -t <container PID 1> -a` (machinectl and
   `systemd-run -M` need machined).
 
@@ -55,7 +57,7 @@ MASKED_UNITS = (
 )
 KERNFS_UNIT = """\
 [Unit]
-Description=test harness: mount tracefs, debugfs and a private bpffs inside the container
+Description=test harness: mount a private bpffs inside the container
 DefaultDependencies=no
 Before=sysinit.target
 ConditionVirtualization=container
@@ -63,8 +65,6 @@ ConditionVirtualization=container
 [Service]
 Type=oneshot
 RemainAfterExit=yes
-ExecStart=-/bin/sh -c 'test -e /sys/kernel/tracing/events || mount -t tracefs tracefs /sys/kernel/tracing'
-ExecStart=-/bin/sh -c 'test -e /sys/kernel/debug/tracing || mount -t debugfs debugfs /sys/kernel/debug'
 ExecStart=-/bin/sh -c 'mount -t bpf -o mode=700 bpf /sys/fs/bpf'
 
 [Install]

@@ -2,8 +2,12 @@
 
 Covers the "booted systemd" acceptance of issue 2, in order (the tests share one container):
   - the installed unit passes `systemd-analyze verify` without a word; `systemd-analyze security
-    --offline=true` exposure is printed and bounded;
+    --offline=true` exposure is printed and at most the measured 2.7 (issue 21; 3.1 before);
   - `systemctl enable --now netwatchd` -> active, READY only after the programs were attached;
+    tracefs, which systemd does not mount in a container, mounted by the unit's ExecStartPre=+;
+  - issue 21: the daemon runs with exactly CAP_BPF, CAP_PERFMON, CAP_NET_ADMIN and CAP_SYS_ADMIN
+    (README, "Kernels"), LimitNOFILE 8192, no memlock limit, MemoryMax 768M (its peak RSS and BPF
+    memory are printed);
   - `busctl call ... Summary` counts connects made inside the container exactly;
   - `systemctl reload` with a broken config: still running, same MainPID, the journal names the key;
   - issue 5: a bridge and two network namespaces inside the container (devices.interfaces: auto,
@@ -15,7 +19,10 @@ Covers the "booted systemd" acceptance of issue 2, in order (the tests share one
   - `systemctl kill -s KILL` -> restarted by systemd with a new MainPID; the old programs are gone;
   - `systemctl stop` -> none of the BPF programs or links it held remain (compared by id: other
     netwatchd instances on the same kernel may load programs with the same names); nothing of ours
-    on the LAN's ports (TCX hooks queried from the kernel, no clsact qdisc, no tc filter).
+    on the LAN's ports (TCX hooks queried from the kernel, no clsact qdisc, no tc filter);
+  - issue 21, IPAddressAllow=localhost: the metrics listener on 127.0.0.1 answers; a listener on the
+    LAN's address (ebpf_server_api.listen) answers neither a LAN device nor this host, until the
+    README's drop-in allows the LAN; then it answers the device.
 
 Run: .venv/bin/python -m pytest tests/system -x -s   (root; the rootfs is cached in
 /var/tmp/netwatchd-test, built with mmdebstrap when absent).
@@ -57,7 +64,8 @@ OBJECT = "/org/netwatchd/Netwatchd1"
 MANAGER = "org.netwatchd.Netwatchd1.Manager"
 SRC = "/root/netwatchd"  # where the checkout is copied inside the container
 CGROUP_HOOKS = ("nw_connect4", "nw_connect6", "nw_sendmsg4", "nw_sendmsg6")
-EXPOSURE_BOUND = 6.0
+EXPOSURE_BOUND = 2.7  # measured with bookworm's systemd 252 after issue 21 (3.1 before)
+UNIT_CAPABILITIES = {"bpf", "perfmon", "net_admin", "sys_admin"}  # README, "Kernels"
 RECENT_RECORDS = 10000  # connections.recent_records in the default config the test installs
 # Other netwatchd runs on the same kernel (load tests of 200k+ connects) are traced by ours too,
 # as tracepoints are system-wide: a busy daemon may answer slowly.
@@ -247,7 +255,7 @@ def test_unit_verify_and_security_exposure(box):
     assert m, f"no exposure level in:\n{r.stdout}\n{r.stderr}"
     exposure = float(m.group(1))
     print(f"\nsystemd-analyze security --offline=true {UNIT}: exposure {exposure} {m.group(2)}")
-    assert exposure < EXPOSURE_BOUND, r.stdout
+    assert exposure <= EXPOSURE_BOUND, r.stdout
 
 
 def test_make_install_compiled_the_journal_catalog(box):
@@ -274,6 +282,11 @@ def test_enable_now_is_active_and_ready_after_attach(box):
         return entries if any(e.get("MESSAGE_ID") == MSG_UNIT_STARTED for e in entries) else None
 
     entries = wait_for(started_entries, 10, "the unit's Started message")  # in the journal's order
+    # systemd mounts no tracefs in a container (tests/system/container.py mounts none either):
+    # the unit's privileged ExecStartPre=+ did, before the daemon, which cannot mount
+    mounted = [e["MESSAGE"] for e in entries if "mounted tracefs" in str(e.get("MESSAGE"))]
+    assert mounted == ["netwatchd-kernel-headers: mounted tracefs on /sys/kernel/tracing (it was not mounted)"], \
+        "\n".join(str(e.get("MESSAGE")) for e in entries)
     attach = [i for i, e in enumerate(entries) if "connect probe attached" in str(e.get("MESSAGE"))]
     started = [i for i, e in enumerate(entries) if e.get("MESSAGE_ID") == MSG_UNIT_STARTED]
     assert attach and started and max(attach) < min(started), \
@@ -281,6 +294,49 @@ def test_enable_now_is_active_and_ready_after_attach(box):
     status = show(box, "StatusText")
     print(f"StatusText: {status}")
     assert status.startswith("watching connect()")
+
+
+CAPABILITY_BITS = {"net_admin": 12, "sys_admin": 21, "sys_resource": 24, "perfmon": 38, "bpf": 39}  # capability.h
+
+
+def host_proc(box: Container, name: str) -> str:
+    host = box.host_pid(main_pid(box))
+    assert host, "no host pid for netwatchd's MainPID"
+    return Path(f"/proc/{host}/{name}").read_text()
+
+
+def test_runs_with_only_the_units_capabilities_and_limits(box):
+    """Issue 21: CAP_BPF, CAP_PERFMON, CAP_NET_ADMIN, CAP_SYS_ADMIN and nothing else, on the booted unit."""
+    ensure_active(box)
+    status = dict(line.split(":", 1) for line in host_proc(box, "status").splitlines() if ":" in line)
+    want = sum(1 << CAPABILITY_BITS[c] for c in UNIT_CAPABILITIES)
+    caps = {k: int(status[k].strip(), 16) for k in ("CapEff", "CapPrm", "CapBnd", "CapInh", "CapAmb")}
+    assert (caps["CapEff"], caps["CapPrm"], caps["CapBnd"], caps["CapInh"], caps["CapAmb"]) == (want, want, want, 0, 0), \
+        {k: hex(v) for k, v in caps.items()}
+    limits = host_proc(box, "limits")
+    assert re.search(r"^Max open files\s+8192\s+8192\s", limits, re.M), limits
+    # LimitMEMLOCK=infinity, unless the container's systemd cannot raise a limit itself: the
+    # tests may run without CAP_SYS_RESOURCE and an 8 MiB memlock limit (BPF is charged to the
+    # memory cgroup from 5.11 on, so the host kernel does not mind)
+    assert show(box, "LimitMEMLOCK") == "infinity"
+    pid1 = Path(f"/proc/{box.pid1}/status").read_text()
+    pid1_may_raise = int(re.search(r"^CapEff:\s+(\w+)", pid1, re.M).group(1), 16) >> CAPABILITY_BITS["sys_resource"] & 1
+    pid1_memlock = re.search(r"^Max locked memory\s+\S+\s+(\S+)", Path(f"/proc/{box.pid1}/limits").read_text(), re.M)
+    memlock = "unlimited" if pid1_may_raise or pid1_memlock.group(1) == "unlimited" else pid1_memlock.group(1)
+    assert re.search(rf"^Max locked memory\s+{memlock}\s+{memlock}\s", limits, re.M), limits
+    assert show(box, "MemoryMax") == str(768 * 2**20)
+    assert show(box, "IPAddressDeny") and show(box, "IPAddressAllow"), (show(box, "IPAddressDeny"), show(box, "IPAddressAllow"))
+    host = box.host_pid(main_pid(box))
+    memlock = 0
+    for entry in Path(f"/proc/{host}/fdinfo").iterdir():
+        try:
+            memlock += sum(int(line.split()[1]) for line in entry.read_text().splitlines() if line.startswith("memlock:"))
+        except OSError:
+            continue
+    fds = len(list(Path(f"/proc/{host}/fd").iterdir()))
+    print(f"\nnetwatchd under systemd (interfaces: auto): peak RSS {status['VmHWM'].strip()}, RSS {status['VmRSS'].strip()}, "
+          f"BPF memory {memlock / 2**20:.1f} MiB, {fds} fds; IPAddressDeny={show(box, 'IPAddressDeny')} "
+          f"IPAddressAllow={show(box, 'IPAddressAllow')}")
 
 
 def test_busctl_summary_counts_connects_exactly(box):
@@ -637,3 +693,52 @@ def test_stop_leaves_no_bpf_program_attached(box, lan):
             assert not r.stdout.strip(), f"tc filter show dev {port} {direction}: {r.stdout}"
     print(f"after stop, on the LAN's ports: no TCX program of ours, qdiscs {sorted(set(qdiscs.values()))}, "
           f"no tc filter")
+
+
+# ------------------------------------------------------------------ the IP filter (issue 21)
+LAN_LISTENER = "10.77.0.254"  # the bridge's address, given for this test
+DROP_IN = "/etc/systemd/system/netwatchd.service.d/50-allow-lan.conf"
+# GET /health with a 3 s budget: prints the status, or the exception's name (a filtered SYN: timeout)
+HTTP_GET = r"""
+import sys, urllib.request
+try:
+    with urllib.request.urlopen(f"http://{sys.argv[1]}/health", timeout=3) as r:
+        print(r.status)
+except Exception as e:
+    print(type(getattr(e, "reason", e)).__name__)
+"""
+
+
+def http_status(box: Container, where: str, netns: str = "") -> str:
+    argv = (["ip", "netns", "exec", netns] if netns else []) + ["python3", "-I", "-S", "-c", HTTP_GET, where]
+    return box.run(argv, check=False, timeout=30).stdout.strip()
+
+
+def test_ip_filter_allows_localhost_and_the_drop_in_allows_a_lan(box, lan):
+    """IPAddressDeny=any + IPAddressAllow=localhost, with metrics.listen on loopback (as shipped)
+    and ebpf_server_api.listen on the LAN's address: the keys this test is about."""
+    config = FAST_CONFIG + (f'metrics:\n  enabled: true\n  listen: "127.0.0.1:9637"\n'
+                            f'ebpf_server_api:\n  enabled: true\n  listen: "{LAN_LISTENER}:8080"\n')
+    box.sh(f"ip addr add {LAN_LISTENER}/24 dev {lan.bridge}")
+    lan.join()
+    try:
+        box.write_file(CONFIG, config)
+        box.run(["systemctl", "restart", UNIT], timeout=180)
+        assert http_status(box, "127.0.0.1:9637") == "200"
+        # a device on the LAN, and this host itself, at the LAN address: the filter drops the SYN
+        assert http_status(box, f"{LAN_LISTENER}:8080", lan.netns["a"]) == "TimeoutError"
+        assert http_status(box, f"{LAN_LISTENER}:8080") == "TimeoutError"
+        # README's drop-in: the LAN's clients allowed
+        box.run(["mkdir", "-p", os.path.dirname(DROP_IN)])
+        box.write_file(DROP_IN, "[Service]\nIPAddressAllow=10.77.0.0/24\n")
+        box.run(["systemctl", "daemon-reload"])
+        box.run(["systemctl", "restart", UNIT], timeout=180)
+        assert http_status(box, f"{LAN_LISTENER}:8080", lan.netns["a"]) == "200"
+        assert http_status(box, "127.0.0.1:9637") == "200"
+        print(f"\nIPAddressAllow=localhost: 127.0.0.1:9637 answered, {LAN_LISTENER}:8080 timed out for a LAN "
+              f"device and for the host; with the drop-in IPAddressAllow=10.77.0.0/24 the device got 200")
+    finally:
+        box.run(["rm", "-f", DROP_IN], check=False)
+        box.run(["systemctl", "daemon-reload"], check=False)
+        box.write_file(CONFIG, FAST_CONFIG)
+        box.sh(f"ip addr del {LAN_LISTENER}/24 dev {lan.bridge}", check=False)

@@ -32,8 +32,9 @@ def periodic(n, period=2.0, jitter=0.25, seed=1):
     return period * (1 + jitter * rng.uniform(-1, 1, n))
 
 
-def run(tracker, pairs, ticks=None, tick=1.0, cooldown=600):
-    """Feeds {pair: start times (s)} tick by tick; returns [(tick time, alert)]."""
+def run(tracker, pairs, ticks=None, tick=1.0, cooldown=600, names=None):
+    """Feeds {pair: start times (s)} tick by tick, with {pair: DNS name} if given; returns
+    [(tick time, alert)]."""
     end = max(max(t) for t in pairs.values()) + 2
     ids, out, now = AlertIds(0), [], T0
     while now <= end:
@@ -41,7 +42,7 @@ def run(tracker, pairs, ticks=None, tick=1.0, cooldown=600):
         for (source, dest, port), times in pairs.items():
             when = [int(t * 1e6) for t in times if now - tick < t <= now]
             if when:
-                starts.append([source, dest, port, "", when])
+                starts.append([source, dest, port, (names or {}).get((source, dest, port), ""), when])
         out += [(now, a) for a in tracker.tick(starts, int(now * 1e6), ids, True, cooldown)]
         now += tick
     return out
@@ -67,7 +68,7 @@ def test_destination_entries(entry, address, port, allowed):
 
 
 def test_names_with_wildcards_and_commands():
-    allow = AllowList(names=["*.debian.org", "ntp.ubuntu.com"], commands=["chronyd"])
+    allow = AllowList(names=["*.debian.org", "ntp.ubuntu.com"], commands=["chronyd"], trust_names=True)
     assert allow.allows("device:02:00:00:00:00:01", "198.51.100.1", 443, "deb.debian.org")
     assert allow.allows("command:x", "198.51.100.1", 443, "Security.Debian.Org.")
     assert not allow.allows("command:x", "198.51.100.1", 443, "debian.org")  # the domain itself is not under it
@@ -75,6 +76,9 @@ def test_names_with_wildcards_and_commands():
     assert not allow.allows("command:x", "198.51.100.1", 443, "xntp.ubuntu.com")
     assert allow.allows("command:chronyd", "198.51.100.1", 123)
     assert not allow.allows("device:chronyd", "198.51.100.1", 123)  # commands name commands only
+    untrusted = AllowList(names=["*.debian.org"], commands=["chronyd"])  # names from DNS: not by default
+    assert not untrusted.allows("device:02:00:00:00:00:01", "198.51.100.1", 443, "deb.debian.org")
+    assert untrusted.allows("command:chronyd", "198.51.100.1", 123, "deb.debian.org")
 
 
 def config_error(key: str, entries: str) -> ConfigError:
@@ -97,6 +101,8 @@ def config_error(key: str, entries: str) -> ConfigError:
     ("allow_commands", '["/usr/bin/curl"]', "beacons.allow_commands[0]", "'/usr/bin/curl' is not a command name"),
     ("allow_commands", '["a-command-name-too-long"]', "beacons.allow_commands[0]", "is not a command name as the kernel keeps it: 1 to 15 bytes"),
     ("allow_commands", '[42]', "beacons.allow_commands[0]", "42 is not a command name"),
+    ("allow_commands", '["a\\\\b"]', "beacons.allow_commands[0]", "written as netwatchd shows it"),
+    ("allow_commands", '["\\e[31m"]', "beacons.allow_commands[0]", "written as netwatchd shows it"),
 ])
 def test_bad_allow_list_entries_are_named_config_errors(key, entries, path, problem):
     e = config_error(key, entries)
@@ -109,6 +115,12 @@ def test_good_allow_lists_parse_and_an_empty_one_means_none():
     cfg = parse_config("beacons:\n  allow_destinations: ['[fd00::/8]:443', '*:123']\n  allow_names:\n", SRC)
     assert cfg.beacons.allow_destinations == ("[fd00::/8]:443", "*:123")
     assert cfg.beacons.allow_names == ()
+
+
+def test_allow_commands_take_names_as_netwatchd_shows_them():
+    # 12 bytes in the kernel, 18 characters as shown (YAML single quotes keep backslashes)
+    cfg = parse_config("beacons:\n  allow_commands: ['\\x1b[31mRED\\x1b[0m', 'a\\\\b']\n", SRC)
+    assert cfg.beacons.allow_commands == (r"\x1b[31mRED\x1b[0m", r"a\\b")
 
 
 # -- the score ------------------------------------------------------------------------------------
@@ -213,14 +225,14 @@ def test_device_starts_from_kernel_readings():
     key = ("02:00:00:00:00:01", "10.0.0.2", 443)
     starts.read({key: (5_000_000, 0, 1)})
     starts.read({key: (5_000_000, 0, 1)})  # nothing new
-    assert starts.take(lambda a: "c2.example") == [["device:02:00:00:00:00:01", "10.0.0.2", 443, "c2.example", [1_005_000]]]
+    assert starts.take(lambda mac, a: "c2.example") == [["device:02:00:00:00:00:01", "10.0.0.2", 443, "c2.example", [1_005_000]]]
     starts.read({key: (9_000_000, 7_000_000, 3)})  # two new starts in one reading: both exact
-    assert starts.take(lambda a: "")[0][4] == [1_007_000, 1_009_000]
+    assert starts.take(lambda mac, a: "")[0][4] == [1_007_000, 1_009_000]
     starts.read({key: (20_000_000, 18_000_000, 7)})  # four: the two known, two spread before them
-    assert starts.take(lambda a: "")[0][4] == [1_012_000, 1_015_000, 1_018_000, 1_020_000]
+    assert starts.take(lambda mac, a: "")[0][4] == [1_012_000, 1_015_000, 1_018_000, 1_020_000]
     starts.read({})  # the LRU dropped it: forgotten, and counted afresh when it comes back
     starts.read({key: (30_000_000, 0, 1)})
-    assert starts.take(lambda a: "")[0][4] == [1_030_000]
+    assert starts.take(lambda mac, a: "")[0][4] == [1_030_000]
 
 
 def test_replay_finds_the_beacon_the_live_pipeline_found():
@@ -268,7 +280,11 @@ def test_netwatchctl_replay_finds_beacons_and_uses_the_files_allow_list(tmp_path
     assert (alert["kind"], alert["subject"], alert["details"]["destination"], alert["details"]["name"]) == \
         ("beacon", "device:02:00:00:00:00:07", "198.51.100.9:8443", "c2.example")
     assert summary["summary"]["alerts_per_kind"] == {"beacon": 1}
-    allowed = write_config(tmp_path, "alerts:\n  learning_period_sec: 0\nbeacons:\n  allow_names: ['*.example']\n")
+    named = write_config(tmp_path, "alerts:\n  learning_period_sec: 0\nbeacons:\n  allow_names: ['*.example']\n")
+    assert ctl_main(["replay", "--config", named, "--state-dir", str(tmp_path), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out.splitlines()[-1])["summary"]["alerts"] == 1  # DNS names untrusted
+    allowed = write_config(tmp_path, "alerts:\n  learning_period_sec: 0\nbeacons:\n  allow_names: ['*.example']\n"
+                                     "  trust_dns_names: true\n")
     assert ctl_main(["replay", "--config", allowed, "--state-dir", str(tmp_path), "--json"]) == 0
     assert json.loads(capsys.readouterr().out.splitlines()[-1])["summary"]["alerts"] == 0
 
@@ -307,3 +323,32 @@ def test_connects_of_one_pair_microseconds_apart_are_one_start():
     found = run(BeaconTracker(DEFAULTS), {("command:curl", "203.0.113.5", 443): doubled})
     ((_, alert),) = found
     assert abs(float(alert.details["period_sec"]) - 2.0) < 0.25
+
+
+def test_dns_names_allow_nothing_unless_trusted():
+    """beacons.trust_dns_names: the names come from DNS answers a device (or whoever answers its
+    queries) chooses, so the shipped allow_names ("*.ubuntu.com") allow nothing by default."""
+    beacon = calls(periodic(40))
+    ubuntu = ("device:02:00:00:00:00:09", "198.51.100.7", 443)
+    other = ("device:02:00:00:00:00:09", "198.51.100.8", 443)
+    names = {ubuntu: "security.ubuntu.com", other: "c2.example"}
+    assert DEFAULTS.trust_dns_names is False and "*.ubuntu.com" in DEFAULTS.allow_names
+    shipped = run(BeaconTracker(DEFAULTS), {ubuntu: beacon}, names=names)
+    ((_, alert),) = shipped
+    assert (alert.subject, alert.details["destination"], alert.details["name"]) == \
+        ("device:02:00:00:00:00:09", "198.51.100.7:443", "security.ubuntu.com")
+    assert "198.51.100.7:443 (security.ubuntu.com)" in alert.message
+    trusting = BeaconTracker(dataclasses.replace(DEFAULTS, trust_dns_names=True))
+    trusted = run(trusting, {ubuntu: beacon, other: beacon}, names=names)
+    assert [(a.details["destination"], a.details["name"]) for _, a in trusted] == [("198.51.100.8:443", "c2.example")]
+    assert len(trusting) == 1  # the allowed pair is not even tracked
+
+
+def test_reported_beacons_are_forgotten_once_their_cooldown_is_spent():
+    tracker = BeaconTracker(DEFAULTS)
+    ((when, _),) = run(tracker, {("command:beac", "203.0.113.5", 443): calls(periodic(40))}, cooldown=600)
+    assert list(tracker.reported) == [("command:beac", "203.0.113.5:443")]
+    tracker.tick([], int((when + 599) * 1e6), AlertIds(0), True, 600)  # still cooling: kept
+    assert list(tracker.reported) == [("command:beac", "203.0.113.5:443")]
+    tracker.tick([], int((when + 660) * 1e6), AlertIds(0), True, 600)  # spent: it suppresses nothing
+    assert tracker.reported == {}

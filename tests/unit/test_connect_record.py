@@ -65,6 +65,30 @@ def test_every_field_lands_in_its_own_place():
     assert decode_event(build_event(ev), 0).command == "first"
 
 
+@pytest.mark.parametrize("comm, shown", [
+    (b"\x1b[31mRED\x1b[0m", r"\x1b[31mRED\x1b[0m"),  # prctl(PR_SET_NAME) takes any bytes
+    (b"\x1b]52;c;ZXZp\x07", r"\x1b]52;c;ZXZp\x07"),  # OSC 52: write the clipboard
+    (b"\xe2\x80\xaeevil", r"\u202eevil"),  # right-to-left override
+    (b"caf\xc3", r"caf\xc3"),  # 'café' cut inside its é (the kernel keeps 15 bytes)
+    (b"a\\b", r"a\\b"),
+    (b"caf\xc3\xa9", "caf\u00e9"),
+])
+def test_a_command_is_shown_escaped(comm, shown):
+    raw = bytearray(build_event(dict(CASES[0]["event"], comm="")))
+    raw[ConnEvent.comm.offset : ConnEvent.comm.offset + len(comm)] = comm
+    assert decode_event(bytes(raw), 0).command == shown
+
+
+@pytest.mark.parametrize("path, shown", [
+    ("\0nw\x1b[2J\x1b[H", r"@nw\x1b[2J\x1b[H"),
+    ("/tmp/\u202ekcos", r"/tmp/\u202ekcos"),
+    ("/tmp/a\\x1b", r"/tmp/a\\x1b"),
+])
+def test_a_unix_path_is_shown_escaped(path, shown):
+    ev = dict(CASES[6]["event"], path=path, path_len=len(path.encode()))
+    assert decode_event(build_event(ev), 0).destination == shown
+
+
 def test_short_record_is_a_named_error():
     with pytest.raises(MalformedEvent, match="record of 10 bytes, expected 80 or 192"):
         decode_event(b"\0" * 10, 0)

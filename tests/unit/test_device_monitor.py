@@ -17,8 +17,9 @@ from netwatchd.devices.records import (
     EV_NEW_DEVICE,
     EV_PATTERN,
     EV_SNIPPET,
+    readings_from_counters,
 )
-from netwatchd.devices.interfaces import Interface
+from netwatchd.interfaces import Interface
 from netwatchd.connects.queries import InvalidQuery
 
 CISCO = "00:00:0c:12:34:56"
@@ -39,7 +40,7 @@ class FakeProbe:
         return raw
 
     def read_counters(self):
-        return dict(self.counters)
+        return readings_from_counters(self.counters)
 
     def losses(self):
         return {"ring_full": 2, "devices_full": 0, "malformed": 0}
@@ -65,8 +66,9 @@ class FakeStore:
     def load_devices(self):
         return list(self._devices)
 
-    def save_devices(self, devices):
-        self.saved.append(sorted(d.mac for d in devices))
+    def save(self, metadata=(), counters=(), deleted=()):
+        self.saved.append({"metadata": sorted(d.mac for d in metadata), "counters": sorted(d.mac for d in counters),
+                           "deleted": list(deleted)})
 
 
 def mac_bytes(mac):
@@ -166,10 +168,20 @@ def test_counters_continue_from_the_kernel_deltas_and_saves_are_batched(env):
     clock[0] += 1
     mon.tick()
     assert d.counters["tx_udp_packets"] == 15 and d.last_seen_usec == 1001 * 10**6
-    assert mon.store.saved == [[CISCO]]  # first tick saved; the second is inside the interval
+    assert d.confirmed  # it sent frames in a second tick: it kept talking
+    # the first tick's new device was not written yet (unconfirmed: a flood's MACs are not
+    # worth a write); the second tick is inside the store interval
+    assert mon.store.saved == []
     clock[0] += 5
     mon.tick()
-    assert mon.store.saved == [[CISCO], [CISCO]]
+    assert mon.store.saved == [{"metadata": [CISCO], "counters": [CISCO], "deleted": []}]
+    c3 = DevCounters.from_buffer_copy(bytes(c2))
+    c3.packets[4] = 20
+    probe.counters = {CISCO: c3}
+    clock[0] += 5
+    mon.tick()
+    # only its counters changed since: its names and addresses are not written again
+    assert mon.store.saved[1:] == [{"metadata": [], "counters": [CISCO], "deleted": []}]
 
 
 def test_dns_http_tls_and_dhcp_metadata(env):
@@ -188,7 +200,8 @@ def test_dns_http_tls_and_dhcp_metadata(env):
     mon.poll()
     d = mon.get_device(CISCO)
     assert d.dns_names == {"www.example.test": 1}
-    assert mon.address_names["10.77.0.13"] == "www.example.test"
+    assert mon.metadata.name_of(CISCO, "10.77.0.13") == "www.example.test"
+    assert mon.metadata.name_of(PHONE, "10.77.0.13") == ""  # CISCO's lookup, nobody else's
     assert d.recent_peers == [{"address": "10.77.0.13", "port": 80, "transport": "tcp", "name": "www.example.test"}]
     assert d.http_requests == [{"method": "GET", "host": "www.example.test", "path": "/some/path?q=1"}]
     assert d.tls_names == {}
@@ -232,18 +245,6 @@ def test_dhcp_names_only_the_device_that_sent_it(env):
     d = mon.get_device(CISCO)
     assert (d.hostname, d.hostname_source, list(d.ipv4)) == ("laptop", "dhcp", ["10.77.0.50"])
     assert PHONE not in mon.devices
-
-
-def test_per_cpu_counters_add_up_and_keep_where_the_device_was_first_seen():
-    from netwatchd.devices.records import counters_dict, sum_per_cpu
-
-    first, later = DevCounters(), DevCounters()
-    first.packets[4], first.created_ns, first.ifindex = 3, 500, 7
-    later.packets[4], later.packets[8 + 4], later.tcp_syns = 4, 2, 1  # created_ns 0: counted later
-    total = sum_per_cpu([later, first])
-    c = counters_dict(total)
-    assert (c["tx_udp_packets"], c["rx_udp_packets"], c["tcp_syns"]) == (7, 2, 1)
-    assert (total.created_ns, total.ifindex) == (500, 7)
 
 
 def test_observations_for_the_detector_new_devices_patterns_and_address_moves(env):
@@ -360,6 +361,7 @@ def test_pattern_listeners_get_each_new_pattern_with_the_name_it_was_looked_up_b
 
     mon.pattern_listeners.insert(0, broken)  # must not keep the others (or the bookkeeping) from it
     probe.raw = [
+        event(EV_SNIPPET, CISCO, app=1, transport=17, dport=53, payload=dns_query("ntp.example.test")),
         event(EV_SNIPPET, CISCO, app=1, direction=1, transport=17, sport=53,
               payload=dns_query("ntp.example.test", response=True, answers=["10.77.0.20"])),
         event(EV_PATTERN, CISCO, transport=17, daddr="10.77.0.20", dport=123),

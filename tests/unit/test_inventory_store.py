@@ -1,5 +1,7 @@
 """The inventory in SQLite: round trip, upsert, WAL, SIGKILL safety, damaged files, permissions."""
+import dataclasses
 import json
+import logging
 import os
 import random
 import signal
@@ -72,10 +74,14 @@ def test_columns_and_json_mirror_the_device(db_path):
     with InventoryStore.open(db_path) as store:
         store.save_devices([device])
     conn = sqlite3.connect(db_path)
-    row = conn.execute("SELECT mac, first_seen_usec, last_seen_usec, vendor, hostname, data FROM devices").fetchone()
+    meta = conn.execute("SELECT mac, first_seen_usec, vendor, hostname, data FROM device_metadata").fetchall()
+    counts = conn.execute("SELECT mac, last_seen_usec, counters FROM device_counters").fetchall()
     conn.close()
-    assert row[:5] == (device.mac, device.first_seen_usec, device.last_seen_usec, device.vendor, device.hostname)
-    assert json.loads(row[5]) == device.to_dict()
+    assert [row[:4] for row in meta] == [(device.mac, device.first_seen_usec, device.vendor, device.hostname)]
+    whole = device.to_dict()
+    assert json.loads(meta[0][4]) == {k: v for k, v in whole.items() if k not in ("counters", "last_seen_usec")}
+    assert [(mac, last) for mac, last, _ in counts] == [(device.mac, device.last_seen_usec)]
+    assert json.loads(counts[0][2]) == device.counters
 
 
 def test_upsert_replaces_by_mac_and_keeps_first_seen_as_given(db_path):
@@ -95,7 +101,7 @@ def test_unreadable_record_is_skipped_not_fatal(db_path, caplog):
     with InventoryStore.open(db_path) as store:
         store.save_devices([make_device(1), make_device(2)])
     conn = sqlite3.connect(db_path)
-    conn.execute("UPDATE devices SET data = '{not json' WHERE mac = ?", (make_device(1).mac,))
+    conn.execute("UPDATE device_metadata SET data = '{not json' WHERE mac = ?", (make_device(1).mac,))
     conn.commit()
     conn.close()
     with InventoryStore.open(db_path) as store:
@@ -130,6 +136,236 @@ def test_schema_version_recorded(db_path):
     conn = sqlite3.connect(db_path)
     assert conn.execute("SELECT version FROM schema_version").fetchall() == [(SCHEMA_VERSION,)]
     conn.close()
+
+
+# --- schema 2: metadata and counters apart ------------------------------------------------------
+
+def audit_metadata_writes(db_path) -> None:
+    """Triggers that log every write to device_metadata into `audit` (SQLite itself tells, not
+    the store)."""
+    conn = sqlite3.connect(db_path)
+    conn.execute("CREATE TABLE audit (what TEXT NOT NULL, mac TEXT NOT NULL)")
+    for event, row in (("INSERT", "NEW"), ("UPDATE", "NEW"), ("DELETE", "OLD")):
+        conn.execute(f"CREATE TRIGGER audit_{event.lower()} AFTER {event} ON device_metadata "
+                     f"BEGIN INSERT INTO audit VALUES ('{event}', {row}.mac); END")
+    conn.commit()
+    conn.close()
+
+
+def audited(db_path):
+    conn = sqlite3.connect(db_path)
+    try:
+        return conn.execute("SELECT what, mac FROM audit ORDER BY rowid").fetchall()
+    finally:
+        conn.close()
+
+
+def metadata_row(db_path, mac: str):
+    conn = sqlite3.connect(db_path)
+    try:
+        return conn.execute("SELECT first_seen_usec, vendor, hostname, data FROM device_metadata WHERE mac = ?",
+                            (mac,)).fetchone()
+    finally:
+        conn.close()
+
+
+def test_a_counters_only_save_leaves_the_metadata_row_unwritten(db_path):
+    devices = [make_device(n) for n in range(3)]
+    with InventoryStore.open(db_path) as store:
+        store.save_devices(devices)
+    before = metadata_row(db_path, devices[1].mac)
+    audit_metadata_writes(db_path)
+    later = make_device(1, generation=9)
+    later.hostname = "renamed-but-only-counters-saved"  # must not reach the metadata row
+    with InventoryStore.open(db_path) as store:
+        store.save(counters=[later])
+        assert audited(db_path) == []
+        assert metadata_row(db_path, later.mac) == before
+        loaded = {d.mac: d for d in store.load_devices()}
+        assert loaded[later.mac].counters == later.counters
+        assert loaded[later.mac].last_seen_usec == later.last_seen_usec
+        assert loaded[later.mac].hostname == "host-1"
+        # the triggers do see a metadata save: the assertion above can fail
+        store.save(metadata=[later])
+        assert audited(db_path) == [("UPDATE", later.mac)]
+        assert {d.mac: d for d in store.load_devices()}[later.mac] == later
+
+
+def test_a_metadata_only_save_leaves_the_counters_alone(db_path):
+    with InventoryStore.open(db_path) as store:
+        store.save_devices([make_device(4)])
+        renamed = make_device(4, generation=7)
+        renamed.hostname = "renamed"
+        store.save(metadata=[renamed])
+        (loaded,) = store.load_devices()
+    assert loaded.hostname == "renamed" and loaded.peers == 7
+    assert loaded.counters == make_device(4).counters
+    assert loaded.last_seen_usec == make_device(4).last_seen_usec
+
+
+def table_macs(db_path, table: str):
+    conn = sqlite3.connect(db_path)
+    try:
+        return {mac for (mac,) in conn.execute(f"SELECT mac FROM {table}")}
+    finally:
+        conn.close()
+
+
+def test_deleted_macs_are_gone_from_both_tables_in_the_same_transaction(db_path):
+    devices = [make_device(n) for n in range(5)]
+    macs = [d.mac for d in devices]
+    newcomer = make_device(99)
+    with InventoryStore.open(db_path) as store:
+        store.save_devices(devices)
+        store.save(metadata=[newcomer], counters=[newcomer, devices[0]], deleted=[macs[1], macs[3]])
+        assert [d.mac for d in store.load_devices()] == sorted([macs[0], macs[2], macs[4], newcomer.mac])
+    for table in ("device_metadata", "device_counters"):
+        assert table_macs(db_path, table) == {macs[0], macs[2], macs[4], newcomer.mac}, table
+
+
+def test_a_mac_deleted_and_saved_in_one_call_is_saved(db_path):
+    """An evicted device seen again before the next save: its new rows, not the old ones."""
+    old, again = make_device(6), make_device(6, generation=3)
+    again.first_seen_usec += 1000
+    with InventoryStore.open(db_path) as store:
+        store.save_devices([old])
+        store.save(metadata=[again], counters=[again], deleted=[old.mac])
+        assert store.load_devices() == [again]
+
+
+def test_a_non_canonical_deleted_mac_writes_nothing(db_path):
+    with InventoryStore.open(db_path) as store:
+        store.save_devices([make_device(1)])
+        with pytest.raises(ValueError, match="canonical"):
+            store.save(counters=[make_device(2)], deleted=[make_device(1).mac.replace(":", "-")])
+        assert store.load_devices() == [make_device(1)]
+
+
+def test_metadata_without_counters_loads_with_empty_counters(db_path):
+    device = make_device(8)
+    with InventoryStore.open(db_path) as store:
+        store.save(metadata=[device])
+        (loaded,) = store.load_devices()
+    assert loaded.counters == {}
+    assert loaded.last_seen_usec == device.first_seen_usec  # seen then, at least
+    assert dataclasses.replace(loaded, counters=device.counters, last_seen_usec=device.last_seen_usec) == device
+
+
+def test_counters_without_metadata_are_no_device(db_path, caplog):
+    with InventoryStore.open(db_path) as store:
+        store.save(counters=[make_device(10), make_device(11)], metadata=[make_device(11)])
+        with caplog.at_level(logging.DEBUG, logger="netwatchd.store.inventory"):
+            assert store.load_devices() == [make_device(11)]
+    assert "ignored the counters of 1 device(s) without metadata" in caplog.text
+
+
+def test_unreadable_counters_cost_the_counts_not_the_device(db_path, caplog):
+    with InventoryStore.open(db_path) as store:
+        store.save_devices([make_device(1)])
+    conn = sqlite3.connect(db_path)
+    conn.execute("UPDATE device_counters SET counters = '[1, 2' WHERE mac = ?", (make_device(1).mac,))
+    conn.commit()
+    conn.close()
+    with InventoryStore.open(db_path) as store:
+        (loaded,) = store.load_devices()
+    assert loaded.counters == {} and loaded.hostname == "host-1"
+    assert make_device(1).mac in caplog.text and "counters" in caplog.text
+
+
+# --- migration from schema 1 ---------------------------------------------------------------------
+
+# The schema-1 layout and upsert, as netwatchd up to 0.x wrote them (netwatchd/store/inventory.py
+# before the split), written out here so the test does not depend on the code it checks.
+V1_SCHEMA = (
+    "CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)",
+    """CREATE TABLE IF NOT EXISTS devices (
+        mac TEXT PRIMARY KEY NOT NULL,
+        first_seen_usec INTEGER NOT NULL,
+        last_seen_usec INTEGER NOT NULL,
+        vendor TEXT NOT NULL,
+        hostname TEXT NOT NULL,
+        data TEXT NOT NULL
+    )""",
+)
+V1_UPSERT = """INSERT INTO devices (mac, first_seen_usec, last_seen_usec, vendor, hostname, data)
+    VALUES (?, ?, ?, ?, ?, ?)
+    ON CONFLICT (mac) DO UPDATE SET first_seen_usec = excluded.first_seen_usec,
+        last_seen_usec = excluded.last_seen_usec, vendor = excluded.vendor,
+        hostname = excluded.hostname, data = excluded.data"""
+
+
+def write_v1(db_path, devices, extra_rows=()):
+    """An inventory as the schema-1 code wrote it: WAL, schema_version 1, one JSON per device."""
+    os.makedirs(os.path.dirname(db_path), exist_ok=True)
+    conn = sqlite3.connect(db_path, isolation_level=None)
+    conn.execute("PRAGMA journal_mode = WAL")
+    for statement in V1_SCHEMA:
+        conn.execute(statement)
+    conn.execute("INSERT INTO schema_version (version) VALUES (1)")
+    conn.execute("BEGIN")
+    for d in devices:
+        data = json.dumps(dataclasses.asdict(d), ensure_ascii=False, separators=(",", ":"))
+        conn.execute(V1_UPSERT, (d.mac, d.first_seen_usec, d.last_seen_usec, d.vendor, d.hostname, data))
+    for row in extra_rows:
+        conn.execute(V1_UPSERT, row)
+    conn.execute("COMMIT")
+    conn.close()
+
+
+def tables_and_version(db_path):
+    conn = sqlite3.connect(db_path)
+    try:
+        tables = {n for (n,) in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        return tables, conn.execute("SELECT version FROM schema_version").fetchall()
+    finally:
+        conn.close()
+
+
+def test_a_schema_1_file_is_converted_in_place_losing_nothing(db_path, caplog):
+    odd = Device(mac="aa:bb:cc:dd:ee:ff", vendor="Société Générale d'Équipement", hostname="ünïcödé-\u2603",
+                 counters={"tx_tcp_packets": 2**63 - 1}, confirmed=True,
+                 recent_peers=[{"address": "192.0.2.1", "port": 443, "transport": "tcp", "name": "x.test"}],
+                 http_requests=[{"method": "GET", "host": "h", "path": "/a?b=\"c\"\n"}])
+    devices = [make_device(n) for n in range(300)] + [odd]
+    unreadable = ("02:00:00:00:0b:ad", 5, 6, "", "", "{not json")
+    write_v1(db_path, devices, [unreadable])
+    assert tables_and_version(db_path) == ({"schema_version", "devices"}, [(1,)])
+
+    with caplog.at_level(logging.INFO, logger="netwatchd.store.sqlite"):
+        with InventoryStore.open(db_path) as store:
+            loaded = store.load_devices()
+    assert "converted from schema version 1 to 2" in caplog.text
+    assert loaded == sorted(devices, key=lambda d: d.mac)  # every field of every device
+    assert tables_and_version(db_path) == ({"schema_version", "device_metadata", "device_counters"}, [(2,)])
+    # the unreadable record is kept as it was (skipped with a warning, as schema 1 did)
+    assert metadata_row(db_path, unreadable[0]) == (5, "", "", "{not json")
+    assert unreadable[0] in caplog.text
+
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="netwatchd.store.sqlite"):
+        with InventoryStore.open(db_path) as store:  # once: a schema-2 file is left as it is
+            assert store.load_devices() == loaded
+    assert "converted" not in caplog.text
+
+
+def test_a_conversion_that_fails_leaves_the_schema_1_file_as_it_was(db_path):
+    devices = [make_device(n) for n in range(20)]
+    write_v1(db_path, devices)
+    conn = sqlite3.connect(db_path)
+    # a table in the way, refusing every row: the conversion fails half-way through
+    conn.execute("CREATE TABLE device_counters (mac TEXT PRIMARY KEY, last_seen_usec INTEGER, "
+                 "counters TEXT CHECK (length(counters) < 0))")
+    conn.commit()
+    with pytest.raises(StoreError, match="CHECK constraint") as info:
+        InventoryStore.open(db_path)
+    assert not isinstance(info.value, CorruptStoreError)  # the user's inventory is not thrown away
+    assert tables_and_version(db_path) == ({"schema_version", "devices", "device_counters"}, [(1,)])
+    assert conn.execute("SELECT COUNT(*) FROM devices").fetchone() == (20,)
+    conn.execute("DROP TABLE device_counters")
+    conn.commit()
+    conn.close()
+    with InventoryStore.open(db_path) as store:  # once out of the way, it converts
+        assert store.load_devices() == devices
 
 
 # --- permissions --------------------------------------------------------------------------------
@@ -346,3 +582,39 @@ def test_save_10k_devices_in_one_batch(db_path):
         print(f"saved 10k devices in {elapsed:.3f} s")
         assert len(store.load_devices()) == 10_000
     assert elapsed < 2.0  # ~0.2-0.3 s here; headroom for a shared, busy machine
+
+
+def make_named_device(n: int) -> Device:
+    """A device whose name lists are as full as the inventory keeps them (per device: DNS names
+    2 KiB, HTTP hosts and TLS names 1 KiB each, 16 HTTP requests in 2 KiB, 32 recent peers in
+    2 KiB), every counter non-zero: the metadata a tick must not rewrite."""
+    d = make_device(n)
+    d.dns_names = {f"name-{k:02d}-{n:06d}.cdn.example.com": k + 1 for k in range(64)}  # 64 x 32 B
+    d.http_hosts = {f"host-{k:02d}-{n:06d}.example.com": 1 for k in range(32)}  # 32 x 30 B
+    d.tls_names = {f"tls-{k:02d}-{n:06d}.example.net": 1 for k in range(32)}
+    d.http_requests = [{"method": "GET", "host": f"h{k}.example.com", "path": f"/p/{k}/" + "x" * 100}
+                       for k in range(16)]
+    d.recent_peers = [{"address": f"2001:db8::{k:x}:{n:x}", "port": 443, "transport": "tcp",
+                       "name": f"peer-{k}.example.org"} for k in range(32)]
+    return d
+
+
+def test_counters_only_save_of_4096_devices_is_cheaper_than_their_metadata(db_path):
+    """Prints the figure (see the report in the issue); asserts only that both saves land."""
+    devices = [make_named_device(n) for n in range(4096)]
+    with InventoryStore.open(db_path) as store:
+        store.save_devices(devices)  # the rows exist: both saves below are updates, as in a tick
+
+        def timed(**kinds) -> float:
+            best = float("inf")
+            for _ in range(3):
+                start = time.perf_counter()
+                store.save(**kinds)
+                best = min(best, time.perf_counter() - start)
+            return best
+
+        full = timed(metadata=devices, counters=devices)
+        counters_only = timed(counters=devices)
+        print(f"4096 devices: full save {full * 1000:.1f} ms, counters only {counters_only * 1000:.1f} ms "
+              f"({full / counters_only:.1f}x)")
+        assert store.load_devices() == devices

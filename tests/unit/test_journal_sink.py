@@ -74,6 +74,21 @@ def test_a_detail_never_overwrites_a_fixed_field_or_an_earlier_detail():
     assert fields["NETWATCHD_OLD_MAC"] == "1"  # details are taken in key order: "old-mac" < "old_mac"
 
 
+def test_every_value_is_printable_and_escapes_are_not_doubled():
+    # A name escaped where it was decoded (the usual case), and raw control characters in a
+    # message and a detail (a detail from anywhere): neither reaches journald raw.
+    alert = Alert("a-3", "connect_rate", r"command:\x1b[31mRED\x1b[0m", 1,
+                  "command \x1b[31mRED\x1b[0m made 4000 connects\nFAKE", observed=4000,
+                  details={"command": r"\x1b[31mRED\x1b[0m", "name": "\u202eevil\x1b]52;c;ZXZp\x07", "pids": [7, 8]})
+    fields = journal_fields(alert)
+    assert fields["NETWATCHD_SUBJECT"] == r"command:\x1b[31mRED\x1b[0m"
+    assert fields["NETWATCHD_COMMAND"] == r"\x1b[31mRED\x1b[0m"
+    assert fields["MESSAGE"] == r"command \x1b[31mRED\x1b[0m made 4000 connects\x0aFAKE"
+    assert fields["NETWATCHD_NAME"] == r"\u202eevil\x1b]52;c;ZXZp\x07"
+    assert fields["NETWATCHD_PIDS"] == "[7, 8]"
+    assert all(value.isprintable() for value in fields.values())
+
+
 def parse_line(line: str) -> dict:
     assert line.startswith("netwatchd: alert: ") and "\n" not in line.rstrip("\n")
     pairs = re.findall(r'([A-Z_]+)=("(?:[^"\\]|\\.)*"|\S+)', line[len("netwatchd: alert: "):])

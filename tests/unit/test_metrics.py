@@ -142,6 +142,9 @@ class FakeDaemon:
         self.alerting = None
         self.cfg = parse_config("")
 
+    def dropped(self):
+        return {"devices_evicted": 4904, "dns_answers_unsolicited": 2}
+
 
 def respond(target, method="GET"):
     return HttpApi(FakeDaemon(), FakeDaemon().cfg.metrics).respond(method, *parse_head(
@@ -156,6 +159,7 @@ def test_routes_status_codes():
     assert (status, ctype) == (200, "text/plain; version=0.0.4; charset=utf-8")
     s = samples(body.decode())
     assert s['netwatchd_connect_attempts_total{command="curl"}'] == "3"
+    assert (s['netwatchd_dropped_total{what="devices_evicted"}'], s['netwatchd_dropped_total{what="dns_answers_unsolicited"}']) == ("4904", "2")
     assert s['netwatchd_connect_failed_total{command="curl"}'] == "1"
     assert s['netwatchd_events_lost_total{path="connect"}'] == "4"
 

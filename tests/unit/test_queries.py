@@ -14,12 +14,29 @@ from netwatchd.connects.queries import InvalidQuery, check_list, check_summary, 
         ((0, "curl", 0), "duration_sec must be between 1 and 3600, got 0"),
         ((0, "curl", 3601), "duration_sec must be between 1 and 3600, got 3601"),
         ((0, "a" * 16, 60), "longer than 15 bytes"),
-        ((0, "cu\nrl", 60), "control characters"),
+        ((0, "cu\nrl", 60), r"the command contains control characters; ask for it by the name netwatchd shows "
+                            r"(and matches): 'cu\x0arl'"),
+        ((0, "\x1b[31mRED\x1b[0m", 60), r"ask for it by the name netwatchd shows (and matches): "
+                                       r"'\x1b[31mRED\x1b[0m'"),
+        ((0, r"a\b", 60), r"command 'a\b' has a backslash that starts no escape"),
+        ((0, r"\x1b" * 15 + "x", 60), "longer than 15 bytes"),
     ],
 )
 def test_bad_summary_arguments(args, message):
-    with pytest.raises(InvalidQuery, match=message.replace("(", r"\(").replace(")", r"\)")):
+    with pytest.raises(InvalidQuery) as raised:
         check_summary(*args, max_window_sec=3600)
+    assert message in str(raised.value)
+
+
+@pytest.mark.parametrize("shown", [
+    r"\x1b[31mRED\x1b[0m",  # 12 bytes in the kernel, 18 characters shown
+    r"\x1b" * 15,  # 15 bytes: the longest a comm can be
+    r"a\\b",  # a process named a\b
+    r"caf\xc3",  # 'café' cut by the kernel inside the é
+    "café",
+])
+def test_summary_takes_the_name_as_shown(shown):
+    assert check_summary(0, shown, 60, max_window_sec=3600).command == shown
 
 
 def test_window_limit_follows_config():

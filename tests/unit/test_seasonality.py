@@ -98,3 +98,23 @@ def test_seasonality_settings_out_of_range_are_named_config_errors(text, key, pr
     with pytest.raises(ConfigError) as info:
         parse_config(text, "/etc/netwatchd/x.yaml")
     assert str(info.value) == f"/etc/netwatchd/x.yaml: {key}: {problem}"
+
+
+@pytest.mark.parametrize("bounds", [{"baseline_idle_sec": 86400}, {"max_baseline_keys": 3}], ids=["idle", "cap"])
+def test_profiles_follow_their_keys_when_the_table_removes_others(bounds):
+    """alerts.baseline_idle_sec / max_baseline_keys (issue 21): a one-off command that alerted
+    (so it has a profile row) and sits before borg in the table goes -- idle for a day, or pushed
+    out by a newcomer at the cap -- and borg's profile still excuses its nights in week 2."""
+    cfg = dataclasses.replace(CFG, **bounds)
+    d = Detector(cfg, AlertIds(0), 0)
+    got = []
+    for n, o in enumerate(history(2)):
+        first = {"oneoff": 5000} if n == 0 else {}
+        newcomer = {"newcomer": 1} if o.time_usec >= at(1, 12) * SEC else {}
+        got += d.tick(dataclasses.replace(o, command_connects={**first, **o.command_connects, **newcomer}))
+    borg = [a for a in got if a.subject == "command:borg"]
+    assert [time.localtime(a.timestamp_usec // SEC)[2:5] for a in borg] == [(2 + n, 2, 0) for n in range(7)]
+    assert [a.subject for a in got if a.subject != "command:borg"] == ["command:oneoff"]
+    table, season = d.tables["command_connects"], d.seasons["command_connects"]
+    assert table.slot("oneoff") is None and table.slot("borg") == 0
+    assert (season.row_keys, season.row_slot, season.dropped_rows) == (["borg"], [0], 1)

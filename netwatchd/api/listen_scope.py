@@ -1,0 +1,47 @@
+"""Where the HTTP listeners can be reached from, under the shipped unit.
+
+netwatchd.service allows IP traffic only with localhost (IPAddressDeny=any, IPAddressAllow=
+localhost: systemd checks the source address of what comes in and the destination of what goes
+out). A listener configured on another address (metrics.listen, ebpf_server_api.listen) still
+binds, but answers no one until a drop-in allows its clients' addresses; even a client on this
+host is refused when it connects to that address. Said once at start, per such listener, when
+systemd runs the daemon (INVOCATION_ID is set): in a terminal there is no such filter.
+"""
+from __future__ import annotations
+
+import ipaddress
+import logging
+import os
+from typing import List, Mapping, Optional, Tuple
+
+from netwatchd.config import DaemonConfig, split_listen
+
+log = logging.getLogger(__name__)
+
+DROP_IN = "systemctl edit netwatchd: [Service] IPAddressAllow=<the clients' addresses or networks>"
+
+
+def listeners_beyond_localhost(cfg: DaemonConfig) -> List[Tuple[str, str]]:
+    """(key, host:port) of each enabled listener whose address is not a loopback address."""
+    out = []
+    for key, section in (("metrics.listen", cfg.metrics), ("ebpf_server_api.listen", cfg.ebpf_server_api)):
+        if not section.enabled:
+            continue
+        host, _port = split_listen(section.listen)
+        if not ipaddress.ip_address(host).is_loopback:
+            out.append((key, section.listen))
+    return out
+
+
+def warn_beyond_localhost(cfg: DaemonConfig, environ: Optional[Mapping[str, str]] = None) -> List[str]:
+    """Log (and return) one warning per listener the unit's IP filter keeps from other hosts."""
+    environ = os.environ if environ is None else environ
+    if not environ.get("INVOCATION_ID"):
+        return []
+    messages = [f"{key} is {listen}, not a loopback address: netwatchd.service allows IP traffic only "
+                f"with localhost (IPAddressAllow=localhost), so no client reaches this listener unless a "
+                f"drop-in allows it ({DROP_IN}; README, \"Installing as a service\")"
+                for key, listen in listeners_beyond_localhost(cfg)]
+    for message in messages:
+        log.warning("%s", message)
+    return messages
