@@ -24,6 +24,7 @@ import subprocess
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional
 
+from netwatchd.atomic_files import write_atomically
 from netwatchd.kernel import links as bpf_links
 
 log = logging.getLogger(__name__)
@@ -270,9 +271,6 @@ class TcAttacher:
         entries = [e for e in self._created() if e != key] + ([key] if created else [])
         try:
             os.makedirs(os.path.dirname(self._state_file), exist_ok=True)
-            tmp = self._state_file + ".tmp"
-            with open(tmp, "w", encoding="utf-8") as f:
-                json.dump(entries, f)
-            os.replace(tmp, self._state_file)
+            write_atomically(self._state_file, lambda f: f.write(json.dumps(entries).encode()))
         except OSError as e:
             log.warning("cannot record the clsact qdiscs we created in %s: %s", self._state_file, e.strerror)

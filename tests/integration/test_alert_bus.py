@@ -111,7 +111,7 @@ def test_limit_above_1000_is_invalid_args(service, bus):
 
 def test_properties(service, bus):
     counts = get_property(bus, "AlertCounts")
-    assert counts == {"new_device": 150, "address_change": 1, "connect_rate": 2, "fan_out": 1, "beacon": 0}
+    assert counts == {"new_device": 150, "address_change": 1, "connect_rate": 2, "fan_out": 1, "beacon": 0, "mac_flood": 0}
     assert get_property(bus, "AlertsRaised") == 154
     assert get_property(bus, "Learning") is False
 

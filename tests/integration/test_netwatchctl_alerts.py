@@ -122,10 +122,10 @@ def test_alerts_without_daemon(own_bus):
 
 def test_status_shows_alerts_and_learning(service, bus):
     lines = [line.strip() for line in ok(bus, "status").splitlines()]
-    assert "Alerts: 7 raised: new_device 5, address_change 1, connect_rate 1, fan_out 0, beacon 0" in lines
+    assert "Alerts: 7 raised: new_device 5, address_change 1, connect_rate 1, fan_out 0, beacon 0, mac_flood 0" in lines
     assert "Learning: no" in lines
     props = json.loads(ok(bus, "status", "--json"))
-    assert props["AlertCounts"] == {"new_device": 5, "address_change": 1, "connect_rate": 1, "fan_out": 0, "beacon": 0}
+    assert props["AlertCounts"] == {"new_device": 5, "address_change": 1, "connect_rate": 1, "fan_out": 0, "beacon": 0, "mac_flood": 0}
     assert (props["AlertsRaised"], props["Learning"]) == (7, False)
 
 

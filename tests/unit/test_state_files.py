@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from netwatchd.store import state_files
-from netwatchd.store.state_files import AlertStateFiles, write_atomically
+from netwatchd.atomic_files import write_atomically
+from netwatchd.store.state_files import AlertStateFiles
 
 NOW = 1_760_000_000_000_000  # usec: 2025-10-09 08:53:20 UTC
 HOUR = 3600 * 1_000_000
