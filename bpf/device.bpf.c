@@ -11,7 +11,8 @@
  * malformed and left alone. The classifier never changes a verdict (TC_ACT_UNSPEC).
  *
  * Settings arrive as -D cflags from netwatchd/kernel/device_probe.py:
- *   NW_MAX_DEVICES, NW_MAX_PATTERNS, NW_DEV_RING_PAGES, NW_BEACON_PAIRS (0: no beacon map).
+ *   NW_MAX_DEVICES, NW_MAX_PATTERNS, NW_DEV_RING_PAGES, NW_BEACON_PAIRS (0: no beacon map),
+ *   NW_SNIPPET_BUDGET (payload snippets a device may send a second, per CPU).
  * Runtime switches (DNS/HTTP/TLS/DHCP capture) live in the dev_settings array. */
 #include <uapi/linux/bpf.h>
 #include <uapi/linux/if_ether.h>
@@ -184,6 +185,33 @@ static __always_inline void fill_event(struct nw_dev_event *e, struct __sk_buff 
     __builtin_memcpy(e->daddr, p->daddr, 16);
 }
 
+#ifndef NW_SNIPPET_BUDGET
+#define NW_SNIPPET_BUDGET 256
+#endif
+#define NW_BUDGET_PERIOD_NS 1000000000ULL
+
+/* The ring is shared by every device, and a snippet takes a kilobyte of it: a device flooding
+ * DNS questions (or HTTP requests, ClientHellos) would fill the ring within a poll and hide the
+ * records of the others (a scan's new ports, a spoof's address move). So each device may send
+ * at most NW_SNIPPET_BUDGET snippets a second (per CPU: the counters entry is per-CPU, no
+ * atomics needed); beyond, they are counted as throttled. Patterns and address bindings are
+ * not budgeted: they are small, and a device sending many is what fan-out and address-move
+ * detection are for. Counts are never affected: they are the map's. */
+static __always_inline int spend_snippet_budget(struct nw_dev_counters *c)
+{
+    u64 now = bpf_ktime_get_boot_ns();
+    if (now - c->budget_ns >= NW_BUDGET_PERIOD_NS) {
+        c->budget_ns = now;
+        c->snippet_budget = NW_SNIPPET_BUDGET;
+    }
+    if (c->snippet_budget == 0) {
+        count_loss(NW_LOSS_THROTTLED);
+        return 0;
+    }
+    c->snippet_budget -= 1;
+    return 1;
+}
+
 static __always_inline void emit(struct __sk_buff *skb, u8 kind, int dir, const u8 *mac, const u8 *peer_mac, u16 vlan,
                                  struct nw_pkt *p)
 {
@@ -196,8 +224,8 @@ static __always_inline void emit(struct __sk_buff *skb, u8 kind, int dir, const 
     dev_events.ringbuf_submit(e, BPF_RB_NO_WAKEUP);
 }
 
-static __always_inline void emit_snippet(struct __sk_buff *skb, u8 app, int dir, const u8 *mac, const u8 *peer_mac,
-                                         u16 vlan, struct nw_pkt *p)
+static __always_inline void emit_snippet(struct __sk_buff *skb, struct nw_dev_counters *c, u8 app, int dir,
+                                         const u8 *mac, const u8 *peer_mac, u16 vlan, struct nw_pkt *p)
 {
     u32 n = p->payload_len;
     if (n > NW_SNIP_LEN)
@@ -210,6 +238,8 @@ static __always_inline void emit_snippet(struct __sk_buff *skb, u8 app, int dir,
         count_loss(NW_LOSS_MALFORMED);
         return;
     }
+    if (!spend_snippet_budget(c))
+        return;
     struct nw_dev_snippet *s = dev_events.ringbuf_reserve(sizeof(struct nw_dev_snippet));
     if (!s) {
         count_loss(NW_LOSS_RING);
@@ -504,20 +534,20 @@ static __always_inline int handle(struct __sk_buff *skb, int dir)
     if (p.pclass == NW_P_UDP) {
         if ((dir == NW_DIR_TX && p.dport == 53) || (dir == NW_DIR_RX && p.sport == 53)) {
             if (setting(NW_SET_DNS))
-                emit_snippet(skb, NW_APP_DNS, dir, mac, peer_mac, vlan, &p);
+                emit_snippet(skb, c, NW_APP_DNS, dir, mac, peer_mac, vlan, &p);
         } else if (dir == NW_DIR_TX && p.dport == 67 && p.sport == 68) {
             if (setting(NW_SET_DHCP))
-                emit_snippet(skb, NW_APP_DHCP, dir, mac, peer_mac, vlan, &p);
+                emit_snippet(skb, c, NW_APP_DHCP, dir, mac, peer_mac, vlan, &p);
         }
     } else if (p.pclass == NW_P_TCP && dir == NW_DIR_TX && p.payload_len >= 6) {
         u8 head[6] = {};
         if (bpf_skb_load_bytes(skb, p.payload_off, head, 6) == 0) {
             if (head[0] == 0x16 && head[1] == 0x03 && head[5] == 0x01) { /* TLS handshake: ClientHello */
                 if (setting(NW_SET_TLS))
-                    emit_snippet(skb, NW_APP_TLS, dir, mac, peer_mac, vlan, &p);
+                    emit_snippet(skb, c, NW_APP_TLS, dir, mac, peer_mac, vlan, &p);
             } else if (is_http_request(head)) {
                 if (setting(NW_SET_HTTP))
-                    emit_snippet(skb, NW_APP_HTTP, dir, mac, peer_mac, vlan, &p);
+                    emit_snippet(skb, c, NW_APP_HTTP, dir, mac, peer_mac, vlan, &p);
             }
         }
     }

@@ -32,7 +32,8 @@ struct nw_dev_counters {
     u16 vlan;
     u16 pad;
     u32 last_pattern; /* hash of the last pattern reported: skips the LRU for repeats */
-    u32 pad2;
+    u32 snippet_budget; /* snippets this device may still send in the current second (this CPU) */
+    u64 budget_ns;      /* when that second began (0: not yet) */
 };
 
 /* Ring-buffer event kinds. */
@@ -120,6 +121,7 @@ struct nw_beacon_starts {
 #define NW_LOSS_RING 0       /* events that found the ring full */
 #define NW_LOSS_DEVICES 1    /* packets of devices that found no room in the device LRU (rare) */
 #define NW_LOSS_MALFORMED 2  /* frames too short or inconsistent to parse */
-#define NW_NLOSSES 3
+#define NW_LOSS_THROTTLED 3  /* snippets of a device beyond its budget (NW_SNIPPET_BUDGET a second) */
+#define NW_NLOSSES 4
 
 #endif

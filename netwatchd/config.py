@@ -79,8 +79,11 @@ class DevicesConfig:
     unconfirmed_expire_sec: int = field(default=86400, metadata={"range": IntRange(60, 10 * 366 * 86400)})
     # First-seen (device, peer, port, transport) patterns remembered by the kernel's LRU.
     max_patterns: int = field(default=65536, metadata={"range": IntRange(256, 4_194_304)})
-    # Ring buffer for new devices, patterns and payload snippets, KiB, a power of two.
+    # Ring buffer for address bindings, patterns and payload snippets, KiB, a power of two.
     ring_buffer_kib: int = field(default=1024, metadata={"range": IntRange(4, 262144), "power_of_two": True})
+    # DNS/DHCP/HTTP/TLS snippets one device may send a second (per CPU); beyond, they are counted
+    # as throttled: no device can fill the ring (a snippet is a kilobyte) and hide the others'.
+    snippet_budget_per_sec: int = field(default=256, metadata={"range": IntRange(8, 1_000_000)})
     # Privacy: which application metadata is captured. Only metadata is kept, never payload.
     capture_dns: bool = True
     capture_http: bool = True

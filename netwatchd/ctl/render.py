@@ -84,6 +84,7 @@ DROPPED_WORDS = {
     "devices_evicted": "devices evicted (inventory full)",
     "devices_expired": "idle devices forgotten",
     "kernel_device_entries_evicted": "kernel device-map evictions",
+    "device_snippets_throttled": "snippets beyond a device's budget",
     "dns_answers_unsolicited": "DNS answers nobody asked for (ignored)",
     "dns_questions_dropped": "DNS questions unanswered when dropped",
     "baseline_keys_pruned": "idle baselines pruned",

@@ -93,7 +93,7 @@ class DeviceMonitor:
         self._decoder = RecordDecoder(lambda raw: decode_device_event(raw, self._boot_offset_ns),
                                       MalformedDeviceEvent, "device events", log)
         self._counters = CounterDeltas()
-        self._ring_full_seen = 0  # the ring's loss count when the owners were last reconciled
+        self._ring_lost_seen = 0  # records lost (ring full, throttled) when the owners were last reconciled
         self._tick = 0
         self._sent_tick: Dict[str, int] = {}  # the last tick a device sent frames in (confirmation)
         # what the store must write at the next save: metadata, counters, rows to delete
@@ -162,7 +162,7 @@ class DeviceMonitor:
     def reconfigure(self, cfg: DevicesConfig) -> List[str]:
         restart_keys = [
             f"devices.{k}"
-            for k in ("max_devices", "max_patterns", "ring_buffer_kib", "tc_attach")
+            for k in ("max_devices", "max_patterns", "ring_buffer_kib", "snippet_budget_per_sec", "tc_attach")
             if getattr(cfg, k) != getattr(self.started_cfg, k)
         ]
         self.probe.apply_settings(cfg)
@@ -233,16 +233,17 @@ class DeviceMonitor:
             self._obs_confirmed.append(mac)  # the fact is taken at the observation: addresses by then
 
     def reconcile_owners(self) -> None:
-        """After the ring overflowed, the kernel's own table of who answers for each address
-        (ip_owner) is read and every move of a known address the lost events would have told is
-        applied: a flood of ARP frames that fills the ring must not hide the one that moves a
-        known address to the attacker (an ARP spoof inside a flood). Costs one map read, only in
-        a tick after a loss."""
+        """After records were lost (the ring full, or a device's snippets beyond its budget), the
+        kernel's own table of who answers for each address (ip_owner) is read and every move of
+        a known address the lost records would have told is applied: a flood of ARP frames must
+        not hide the one that moves a known address to the attacker (an ARP spoof inside a
+        flood). Costs one map read, only in a tick after a loss."""
         read = getattr(self.probe, "read_address_bindings", None)
-        full = self.probe.losses()["ring_full"]
-        if read is None or full == self._ring_full_seen:
+        losses = self.probe.losses()
+        lost = losses["ring_full"] + losses.get("throttled", 0)
+        if read is None or lost == self._ring_lost_seen:
             return
-        self._ring_full_seen = full
+        self._ring_lost_seen = lost
         now = self._now_usec()
         for address, mac in read():
             owner = self.owners.owner.get(address)
@@ -406,10 +407,13 @@ class DeviceMonitor:
         answers = self.metadata.questions.counts
         return {"devices_evicted": self.evicted, "devices_expired": self.expired,
                 "kernel_device_entries_evicted": self.kernel_evicted,
+                "device_snippets_throttled": self.probe.losses().get("throttled", 0),
                 "dns_answers_unsolicited": answers.unsolicited, "dns_questions_dropped": answers.questions_dropped}
 
     def events_lost(self) -> int:
-        """Everything the device path lost: events that found the ring full, frames of devices
-        that found no room in the kernel's device LRU, events that did not decode."""
+        """Everything the device path lost: records that found the ring full, snippets of a device
+        beyond its budget, frames of devices that found no room in the kernel's device LRU,
+        records that did not decode."""
         losses = self.probe.losses()
-        return losses["ring_full"] + losses.get("devices_full", 0) + self.malformed_events
+        return (losses["ring_full"] + losses.get("throttled", 0) + losses.get("devices_full", 0)
+                + self.malformed_events)

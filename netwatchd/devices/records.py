@@ -21,7 +21,7 @@ TRANSPORT_NAMES = {socket.IPPROTO_TCP: "tcp", socket.IPPROTO_UDP: "udp", socket.
 
 # indexes of the runtime switches in the dev_settings array
 SETTING_INDEX = {"capture_dns": 0, "capture_http": 1, "capture_tls": 2, "capture_dhcp": 3}
-LOSS_RING, LOSS_DEVICES, LOSS_MALFORMED = 0, 1, 2
+LOSS_RING, LOSS_DEVICES, LOSS_MALFORMED, LOSS_THROTTLED = 0, 1, 2, 3
 
 
 class DevCounters(ctypes.Structure):
@@ -34,7 +34,8 @@ class DevCounters(ctypes.Structure):
         ("vlan", ctypes.c_uint16),
         ("pad", ctypes.c_uint16),
         ("last_pattern", ctypes.c_uint32),
-        ("pad2", ctypes.c_uint32),
+        ("snippet_budget", ctypes.c_uint32),
+        ("budget_ns", ctypes.c_uint64),
     ]
 
 
@@ -143,7 +144,7 @@ def decode_device_event(raw: bytes, boot_to_realtime_ns: int) -> DeviceEvent:
 # added up in a few array operations, not one Python object per device and CPU.
 COUNTERS_DTYPE = np.dtype({"names": [name for name, _ in DevCounters._fields_],
                            "formats": [("<u8", (2 * NPROTO,)), ("<u8", (2 * NPROTO,)), "<u8", "<u8", "<u4", "<u2",
-                                       "<u2", "<u4", "<u4"],
+                                       "<u2", "<u4", "<u4", "<u8"],
                            "offsets": [getattr(DevCounters, name).offset for name, _ in DevCounters._fields_],
                            "itemsize": ctypes.sizeof(DevCounters)})
 MAC_KEY_SIZE = 8  # struct nw_mac: 6 bytes and 2 of padding

@@ -15,7 +15,8 @@ from netwatchd.kernel.tc_attach import Attachment, TcAttacher
 from netwatchd.config import DevicesConfig
 from netwatchd.kernel.bpf_util import (QUIET_KERNEL_HEADER_WARNINGS, ProbeError, RingReader, bpf_source_dir,
                                        return_freed_heap, ring_pages, table_items)
-from netwatchd.devices.records import (LOSS_DEVICES, LOSS_MALFORMED, LOSS_RING, SETTING_INDEX, CounterReadings,
+from netwatchd.devices.records import (LOSS_DEVICES, LOSS_MALFORMED, LOSS_RING, LOSS_THROTTLED, SETTING_INDEX,
+                                      CounterReadings,
                                       address_bindings, beacon_pair, readings_from_raw)
 from netwatchd.interfaces import Interface
 
@@ -52,6 +53,7 @@ class DeviceProbe:
             f"-DNW_MAX_PATTERNS={self.cfg.max_patterns}",
             f"-DNW_DEV_RING_PAGES={ring_pages(self.cfg.ring_buffer_kib)}",
             f"-DNW_BEACON_PAIRS={self.beacon_pairs}",
+            f"-DNW_SNIPPET_BUDGET={self.cfg.snippet_budget_per_sec}",
         ] + QUIET_KERNEL_HEADER_WARNINGS
         try:
             self._bpf = BPF(src_file=str(bpf_dir / "device.bpf.c").encode(), cflags=cflags)
@@ -127,6 +129,7 @@ class DeviceProbe:
             "ring_full": int(sum(table[ctypes.c_int(LOSS_RING)])),
             "devices_full": int(sum(table[ctypes.c_int(LOSS_DEVICES)])),
             "malformed": int(sum(table[ctypes.c_int(LOSS_MALFORMED)])),
+            "throttled": int(sum(table[ctypes.c_int(LOSS_THROTTLED)])),
         }
 
     # -- known patterns across restarts (netwatchd/store/patterns.py) ------------------------

@@ -16,7 +16,8 @@ push alerts out of.
   (c) a device sending 300 names of 250 bytes (DNS, HTTP, TLS): its record stays within the
       byte bounds and ListDevices answers.
   (d) an answer-heavy DNS flood (matched answers of 30 records each) with 4096 devices known:
-      ticks keep time and the watchdog is fed.
+      ticks keep time and the watchdog is fed; what is beyond the device's ring budget is
+      throttled, and a device flooding the ring cannot hide another device's new port.
   (f) an ARP flood cycling 40000 addresses between forged MACs: no message of netwatchd's is
       suppressed by journald, every alert in ListAlerts is in the journal.
 """
@@ -89,6 +90,22 @@ s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
 for i in range(int(sys.argv[2])):
     s.sendto(b"hello", (sys.argv[1], 9))
     time.sleep(0.2)
+"""
+
+# In a namespace: the frames given as hex lines on stdin written to eth0, 100 at a time with a
+# millisecond between (the receiving port's backlog, 1000 frames, is never overrun); prints how
+# many the kernel took.
+PACED_SENDER = r"""
+import socket, sys, time
+frames = [bytes.fromhex(line) for line in sys.stdin.read().split()]
+s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)
+s.bind(("eth0", 0))
+sent = 0
+for i, frame in enumerate(frames):
+    sent += s.send(frame) > 0
+    if i % 100 == 99:
+        time.sleep(0.001)
+print(sent)
 """
 
 # In a namespace: `count` questions to server:53, each waiting for its answer (a resolver
@@ -342,10 +359,10 @@ def test_a_device_sending_300_names_of_250_bytes_keeps_a_bounded_record(world):
                            else client_hello(sni_extension((0, name(i).encode()))))
                 batch.append(frames.eth(to.mac, ch.mac, 0x0800, frames.ipv4(
                     ch.ipv4, to.ipv4, 6, frames.tcp(42000 + i, 80 if kind == "http" else 443, payload))))
-        # in bursts the ring (devices.ring_buffer_kib, 1 MiB: ~900 snippets) holds between two polls
+        # 100 at a time, 0.6 s apart: within the device's snippet budget (256 a second)
         for start in range(0, 300, 100):
             assert w.lan.send_frames(ch, batch[start:start + 100]) == 100
-            time.sleep(0.3)
+            time.sleep(0.6)
     dev = w.wait(lambda: (lambda d: d if {name(299)} <= set(d["dns_names"]) & set(d["tls_names"]) else None)(
         w.device(ch.mac)), 15, "the last names")
     assert sum(map(len, dev["dns_names"])) <= 2048 and sum(map(len, dev["tls_names"])) <= 1024
@@ -357,12 +374,43 @@ def test_a_device_sending_300_names_of_250_bytes_keeps_a_bounded_record(world):
     assert sizes and sizes[0] <= 12 * 1024, sizes
 
 
+def test_a_device_flooding_the_ring_cannot_hide_another_devices_new_port(world):
+    """chatty sends 6000 DNS questions at once (6 MiB of snippets for a 1 MiB ring) and, amid
+    them on the same port, another device's first two frames (an ARP request, then a datagram
+    to a port): without the snippet budget the ring is full when that first-seen pattern
+    comes, and it is lost. Beyond chatty's budget its snippets are throttled (counted),
+    the ring keeps room, and the other device's new port is seen."""
+    w = world
+    ch, v = w.chatty, w.victim
+    other, other_ip = "00:1b:21:5c:00:99", "10.77.0.99"
+    throttled = w.d.get_property("Dropped")["device_snippets_throttled"]
+    batch = [udp_frame(ch, v.mac, ch.ipv4, v.ipv4, 20000 + i % 30000, 53, dns_bytes(f"q{i}.flood.test", i, False))
+             for i in range(6000)]
+    batch[3000:3000] = [  # in the middle of the flood: the ring is as full as a flood makes it
+        frames.eth("ff:ff:ff:ff:ff:ff", other, 0x0806, frames.arp(
+            1, frames.mac_bytes(other), socket.inet_aton(other_ip), b"\0" * 6, socket.inet_aton(w.sink.ipv4))),
+        frames.eth(w.sink.mac, other, 0x0800, frames.ipv4(other_ip, w.sink.ipv4, 17, frames.udp(40000, 7777, b"x")))]
+    # 100 frames at a time, a millisecond apart: as fast as the port's backlog takes them (one
+    # write of all of them would overflow it, and the kernel would drop most before our hook)
+    assert int(w.lan.python(ch, PACED_SENDER, stdin="\n".join(f.hex() for f in batch))) == len(batch)
+
+    def new_port():
+        listed = {d["mac"]: d for d in map(unvariant, w.d.call("ListDevices")[0])}
+        return other in listed and [p for p in w.device(other)["recent_peers"] if p[0] == w.sink.ipv4 and p[1] == 7777]
+
+    peers = w.wait(new_port, 10, "the other device's new port")
+    assert peers == [[w.sink.ipv4, 7777, "udp", ""]]
+    # 256 a second per CPU: at most two CPUs, at most two seconds' budgets
+    assert w.d.get_property("Dropped")["device_snippets_throttled"] - throttled >= 6000 - 4 * 256
+
+
 # -- (d) an answer-heavy DNS flood with the inventory full -----------------------------------------
 
 def test_an_answer_heavy_dns_flood_with_4096_devices_known_keeps_ticks_and_the_watchdog_in_time(world):
     w = world
     assert w.d.get_property("DeviceCount") >= 4000  # the flood left the inventory full
     w.lan.start(w.victim, sys.executable, "-c", HEAVY_DNS, w.chatty.ipv4, ready="ready")
+    throttled = w.d.get_property("Dropped")["device_snippets_throttled"]
     since = time.monotonic()
     start_usec = time.time_ns() // 1000
     answered = int(w.lan.python(w.caller, ASKER, w.victim.ipv4, "6000", timeout=120))
@@ -382,10 +430,12 @@ def test_an_answer_heavy_dns_flood_with_4096_devices_known_keeps_ticks_and_the_w
     print(f"answer-heavy flood: {answered} answers of 30 records in {(end_usec - start_usec) / 1e6:.1f} s; "
           f"longest tick gap {max(gaps):.2f} s, watchdog gaps {[round(b - a, 2) for a, b in zip(fed, fed[1:])]}")
     assert len(fed) >= 2 and max(b - a for a, b in zip(fed, fed[1:])) < 0.75 * WATCHDOG_SEC, fed
-    # the answers were read, matched and resolved (one of them names chatty, through the index)
+    # the answers within the caller's snippet budget were read, matched and resolved (each names
+    # chatty, through the address index); the rest of its questions and answers were throttled
     chatty = w.device(w.chatty.mac)
     assert chatty["hostname"].endswith(".heavy.test") and chatty["hostname_source"] == "dns", chatty["hostname"]
-    assert "h5999.heavy.test" in w.device(w.caller.mac)["dns_names"]
+    seconds = (end_usec - start_usec) / 1e6
+    assert w.d.get_property("Dropped")["device_snippets_throttled"] - throttled >= 2 * answered - 4 * 256 * (seconds + 1)
     assert w.d.proc.poll() is None
 
 
