@@ -25,7 +25,7 @@ update_catalog() {
 if [ "$uninstall" = 1 ]; then
   systemd_running && systemctl disable --now netwatchd.service 2>/dev/null || true
   rm -rf "$prefix"
-  rm -f "$unitdir/netwatchd.service" "$policydir/org.netwatchd.Netwatchd1.conf" \
+  rm -f "$unitdir/netwatchd.service" "$unitdir/netwatchd-kernel-headers.service" "$policydir/org.netwatchd.Netwatchd1.conf" \
         /usr/lib/sysusers.d/netwatchd.conf /usr/lib/tmpfiles.d/netwatchd.conf /usr/local/bin/netwatchctl \
         "$catalogdir/netwatchd.catalog" "$completiondir/netwatchctl"
   for page in "${manpages[@]}"; do rm -f "$mandir/man${page##*.}/${page#man/}"; done
@@ -39,10 +39,12 @@ fi
 "$prefix/bin/pip" install -q --disable-pip-version-check .
 install -D -m 0755 scripts/netwatchd-kernel-headers "$prefix/libexec/netwatchd-kernel-headers"
 install -D -m 0644 README.md "$prefix/share/doc/netwatchd/README.md"
-install -D -m 0644 systemd/netwatchd.service "$unitdir/netwatchd.service"
-sed -i "s#/usr/sbin/netwatchd#$prefix/bin/netwatchd#g; s#/usr/libexec/netwatchd/#$prefix/libexec/#g;
-        s#/usr/share/doc/netwatchd/#$prefix/share/doc/netwatchd/#g;
-        s#/etc/netwatchd#$sysconfdir/netwatchd#g" "$unitdir/netwatchd.service"
+for unit in netwatchd.service netwatchd-kernel-headers.service; do
+  install -D -m 0644 "systemd/$unit" "$unitdir/$unit"
+  sed -i "s#/usr/sbin/netwatchd#$prefix/bin/netwatchd#g; s#/usr/libexec/netwatchd/#$prefix/libexec/#g;
+          s#/usr/share/doc/netwatchd/#$prefix/share/doc/netwatchd/#g;
+          s#/etc/netwatchd#$sysconfdir/netwatchd#g" "$unitdir/$unit"
+done
 install -D -m 0644 systemd/org.netwatchd.Netwatchd1.conf "$policydir/org.netwatchd.Netwatchd1.conf"
 install -D -m 0644 systemd/netwatchd.sysusers.conf /usr/lib/sysusers.d/netwatchd.conf
 install -D -m 0644 systemd/netwatchd.tmpfiles.conf /usr/lib/tmpfiles.d/netwatchd.conf

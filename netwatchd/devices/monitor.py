@@ -341,7 +341,7 @@ class DeviceMonitor:
         return device
 
     def apply(self, ev: DeviceEvent) -> None:
-        if ev.kind == "new_device":
+        if ev.kind == "new_device":  # the classifier no longer sends these (collect finds new devices)
             self.device(ev.mac, ev.timestamp_usec, ev.ifindex, ev.vlan)
         elif ev.kind == "address":
             self.bind(ev.mac, ev.saddr, ev.timestamp_usec, ev.ifindex, ev.vlan, from_arp_or_ndp=True)

@@ -26,8 +26,8 @@ class KernelEnvError(RuntimeError):
 def ensure_tracefs(dirs=TRACEFS_DIRS) -> str:
     """Where tracefs is (bcc finds tracepoints there), once tracepoints can be opened there. The
     daemon never mounts it: it runs without mount(2). systemd mounts it at boot
-    (sys-kernel-tracing.mount); where it does not (a container), the unit's privileged
-    ExecStartPre=+netwatchd-kernel-headers does, as `make run` and `make test` do."""
+    (sys-kernel-tracing.mount); where it does not (a container), netwatchd-kernel-headers.service
+    does before every start, as `make run` and `make test` do."""
     for d in dirs:
         if os.path.isdir(os.path.join(d, "events")):
             check_tracepoint_access(d)

@@ -12,7 +12,7 @@ container is started the way that works there (taken from a recipe verified on t
   CAP_BPF/CAP_PERFMON: both are added;
 - a private bpffs is mounted by a unit inside the container (nspawn's own /sys would shadow
   binds); tracefs is not: systemd skips sys-kernel-tracing.mount in a container (no
-  CAP_SYS_RAWIO), so netwatchd.service's own ExecStartPre=+ mounts it, as on a user's container;
+  CAP_SYS_RAWIO), so netwatchd-kernel-headers.service mounts it, as on a user's container;
   the host's kernel headers are bound read-only for bcc;
 - commands reach the booted container with `nsenter -t <container PID 1> -a` (machinectl and
   `systemd-run -M` need machined).

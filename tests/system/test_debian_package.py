@@ -175,7 +175,9 @@ def test_apt_install_pulls_the_dependencies_and_starts_the_service(box, installe
 
 def test_the_installed_unit_verifies_with_its_man_pages(box, installed):
     """systemd-analyze verify without --man=no: each man: in Documentation= must resolve too."""
-    r = box.run(["systemd-analyze", "verify", "/lib/systemd/system/netwatchd.service"], check=False)
+    # both units: the service and the set-up it requires
+    r = box.run(["systemd-analyze", "verify", "/lib/systemd/system/netwatchd.service",
+                 "/lib/systemd/system/netwatchd-kernel-headers.service"], check=False)
     diagnostics = (r.stdout + r.stderr).strip()
     assert r.returncode == 0 and not diagnostics, f"systemd-analyze verify (rc {r.returncode}):\n{diagnostics}"
 
@@ -269,7 +271,8 @@ def test_apt_purge_removes_config_and_state(box, installed):
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-2000:]
     assert dpkg_status(box, "netwatchd") in ("unknown", "not-installed", "unknown ok not-installed")
     for path in ("/etc/netwatchd", "/var/lib/netwatchd", "/usr/share/dbus-1/system.d/org.netwatchd.Netwatchd1.conf",
-                 "/lib/systemd/system/netwatchd.service", "/usr/lib/systemd/catalog/netwatchd.catalog"):
+                 "/lib/systemd/system/netwatchd.service", "/lib/systemd/system/netwatchd-kernel-headers.service",
+                 "/usr/lib/systemd/catalog/netwatchd.catalog"):
         assert box.run(["test", "-e", path], check=False).returncode != 0, f"{path} is still there after purge"
     listed = box.run(["journalctl", "--list-catalog", *MESSAGE_IDS], check=False).stdout
     assert not listed.strip(), f"catalog entries left after purge: {listed}"
