@@ -1,14 +1,17 @@
 """The man pages that have a source elsewhere, and the D-Bus interface file (`make man`).
 
     netwatchd.yaml.5             man/netwatchd.yaml.5.in + config/netwatchd.yaml: every key with
-                                 its default and the comment above it, as the shipped file has them
+                                 its default and the comment above it, as the shipped file has them;
+                                 exactly the keys netwatchd/config.py declares restart-only (field
+                                 metadata) must say "Restart to change." there
     org.netwatchd.Netwatchd1.5   man/org.netwatchd.Netwatchd1.5.in + the service's introspection:
                                  the interface listing and each member's signature
     systemd/org.netwatchd.Netwatchd1.Manager.xml   the introspection as D-Bus XML
 
 The generated files are committed (a package build needs no D-Bus library to make them);
 tests/unit/test_man_pages.py fails when one differs from what its sources generate now.
-Run with the venv's Python (it imports netwatchd.api.dbus): .venv/bin/python man/generate.py
+Run with the venv's Python (it imports netwatchd.config and netwatchd.api.dbus):
+.venv/bin/python man/generate.py
 """
 from __future__ import annotations
 
@@ -80,8 +83,31 @@ def config_keys(yaml_text: str) -> Tuple[List[str], List[ConfigKey]]:
     return header, keys
 
 
-def yaml_page(template: str, yaml_text: str) -> str:
+RESTART_NOTE = "Restart to change."
+
+
+def restart_only_keys() -> List[str]:
+    """The restart-only keys as netwatchd.config declares them (field metadata)."""
+    from netwatchd.config import restart_only_keys as declared
+
+    return declared()
+
+
+def check_restart_notes(keys: List[ConfigKey], restart_only: List[str]) -> None:
+    """Exactly the restart-only keys say so in their comment (and so in the page)."""
+    says = {k.path for k in keys if RESTART_NOTE in " ".join(k.comment)}
+    unsaid, wrong = sorted(set(restart_only) - says), sorted(says - set(restart_only))
+    if unsaid:
+        raise SourceError(f"{CONFIG.name}: the comment of restart-only {', '.join(unsaid)} does not say "
+                          f"{RESTART_NOTE!r} (netwatchd/config.py declares it restart-only)")
+    if wrong:
+        raise SourceError(f"{CONFIG.name}: the comment of {', '.join(wrong)} says {RESTART_NOTE!r}, but "
+                          "netwatchd/config.py does not declare it restart-only (a reload applies it)")
+
+
+def yaml_page(template: str, yaml_text: str, restart_only: List[str] = None) -> str:
     _, keys = config_keys(yaml_text)
+    check_restart_notes(keys, restart_only_keys() if restart_only is None else restart_only)
     out: List[str] = []
     section = None
     for key in keys:

@@ -3,13 +3,19 @@
 Every key has a default here; config/netwatchd.yaml documents the same defaults and a unit test
 keeps the two equal. Unknown keys and bad values raise ConfigError naming the file, the key path
 and what is wrong, so `netwatchd --check-config FILE` can print one useful line.
+
+Every key applies on `systemctl reload` except the restart-only ones, declared here once as
+field metadata {"restart": True}: they size kernel maps, pick what is compiled or attached,
+open listeners or choose the state directory, and keep their running value until a restart.
+`restart_only_changes` names the ones a reload changed (Daemon.reload logs them); man/generate.py
+refuses a config/netwatchd.yaml whose comments say "Restart to change." of other keys than these.
 """
 from __future__ import annotations
 
 import dataclasses
 import os
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any, List, Mapping
 
 import yaml
 
@@ -47,16 +53,17 @@ class ConnectionsConfig:
     # Recent per-connect records kept for ListConnections (newest first).
     recent_records: int = field(default=10000, metadata={"range": IntRange(1, 1_000_000)})
     # Send one ring-buffer record per connect (ListConnections). Counts never need them.
-    record_events: bool = True
+    record_events: bool = field(default=True, metadata={"restart": True})
     # Count and record unconnected UDP sends (sendto/sendmsg with an address) as their own kind.
     trace_udp_sends: bool = True
     # Processes tracked at once by the kernel's per-process counters.
-    max_processes: int = field(default=16384, metadata={"range": IntRange(64, 1_048_576)})
+    max_processes: int = field(default=16384, metadata={"range": IntRange(64, 1_048_576), "restart": True})
     # TCP handshakes followed at once after a non-blocking connect() returned; beyond, their
     # outcome is counted as unknown (HandshakesUntracked).
-    max_handshakes: int = field(default=16384, metadata={"range": IntRange(64, 1_048_576)})
+    max_handshakes: int = field(default=16384, metadata={"range": IntRange(64, 1_048_576), "restart": True})
     # Ring buffer between kernel and daemon, in KiB: a power of two, at least one page.
-    ring_buffer_kib: int = field(default=4096, metadata={"range": IntRange(4, 262144), "power_of_two": True})
+    ring_buffer_kib: int = field(default=4096, metadata={"range": IntRange(4, 262144), "power_of_two": True,
+                                                         "restart": True})
     # How often the ring buffer is drained, in milliseconds.
     poll_interval_ms: int = field(default=100, metadata={"range": IntRange(10, 10000)})
 
@@ -64,7 +71,7 @@ class ConnectionsConfig:
 @dataclass(frozen=True)
 class DevicesConfig:
     # Watch the devices around the host with a TC classifier.
-    enabled: bool = True
+    enabled: bool = field(default=True, metadata={"restart": True})
     # "auto" (every up Ethernet interface but loopback and bridge/bond masters, re-evaluated as
     # interfaces come and go) or a list of interface names.
     interfaces: Any = field(default="auto", metadata={"interfaces": True})
@@ -72,18 +79,19 @@ class DevicesConfig:
     # MAC: the kernel's by evicting the MAC seen least recently, the inventory unconfirmed
     # devices first (a MAC that sent one frame), then the longest idle; what is evicted is
     # counted (`netwatchctl status`), so a flood of forged MACs never blinds the watcher.
-    max_devices: int = field(default=4096, metadata={"range": IntRange(16, 1_048_576)})
+    max_devices: int = field(default=4096, metadata={"range": IntRange(16, 1_048_576), "restart": True})
     # Time setting: a device idle this long is forgotten (new again if it comes back).
     expire_after_sec: int = field(default=30 * 86400, metadata={"range": IntRange(60, 10 * 366 * 86400)})
     # Time setting: ...and one that never kept talking (frames in two ticks at least), sooner.
     unconfirmed_expire_sec: int = field(default=86400, metadata={"range": IntRange(60, 10 * 366 * 86400)})
     # First-seen (device, peer, port, transport) patterns remembered by the kernel's LRU.
-    max_patterns: int = field(default=65536, metadata={"range": IntRange(256, 4_194_304)})
+    max_patterns: int = field(default=65536, metadata={"range": IntRange(256, 4_194_304), "restart": True})
     # Ring buffer for address bindings, patterns and payload snippets, KiB, a power of two.
-    ring_buffer_kib: int = field(default=1024, metadata={"range": IntRange(4, 262144), "power_of_two": True})
+    ring_buffer_kib: int = field(default=1024, metadata={"range": IntRange(4, 262144), "power_of_two": True,
+                                                         "restart": True})
     # DNS/DHCP/HTTP/TLS snippets one device may send a second (per CPU); beyond, they are counted
     # as throttled: no device can fill the ring (a snippet is a kilobyte) and hide the others'.
-    snippet_budget_per_sec: int = field(default=256, metadata={"range": IntRange(8, 1_000_000)})
+    snippet_budget_per_sec: int = field(default=256, metadata={"range": IntRange(8, 1_000_000), "restart": True})
     # Privacy: which application metadata is captured. Only metadata is kept, never payload.
     capture_dns: bool = True
     capture_http: bool = True
@@ -93,7 +101,7 @@ class DevicesConfig:
     store_interval_sec: float = field(default=5.0, metadata={"float_range": (0.1, 3600.0)})
     # How the classifier attaches: TCX links (kernel >= 6.6), a clsact qdisc with direct-action
     # filters (any kernel), or "auto" = TCX where the kernel has it, else clsact.
-    tc_attach: str = field(default="auto", metadata={"choices": ("auto", "tcx", "tc")})
+    tc_attach: str = field(default="auto", metadata={"choices": ("auto", "tcx", "tc"), "restart": True})
 
     def check(self):
         if self.unconfirmed_expire_sec > self.expire_after_sec:
@@ -137,6 +145,9 @@ class AlertsConfig:
     # the count, and none of its MACs a new_device of its own (unless it keeps talking).
     mac_flood_new_macs: int = field(default=64, metadata={"range": IntRange(8, 1_000_000)})
     mac_flood_window_ticks: int = field(default=10, metadata={"range": IntRange(1, 3600)})
+    # Time setting: seconds between saves of what alerting learnt (baselines, cooldowns, recent
+    # alerts) and writes of the newest ticks to the replay history: what a SIGKILL can lose.
+    state_save_interval_sec: float = field(default=5.0, metadata={"float_range": (0.1, 3600.0)})
     # Per-tick history kept for `netwatchctl replay`, in ticks.
     history_ticks: int = field(default=86400, metadata={"range": IntRange(0, 10_000_000)})
     # ...and at most this many MiB of them: a busy host's ticks (tens of thousands of connection
@@ -201,8 +212,8 @@ class BeaconsConfig:
     score_threshold: float = field(default=0.85, metadata={"float_range": (0.5, 1.0)})
     # Pairs tracked at once in user space; beyond, the least active are dropped (counted).
     max_pairs: int = field(default=100000, metadata={"range": IntRange(16, 10_000_000)})
-    # (device, peer, port) pairs the kernel keeps the last connection starts of. Restart to change.
-    max_device_pairs: int = field(default=16384, metadata={"range": IntRange(256, 4_194_304)})
+    # (device, peer, port) pairs the kernel keeps the last connection starts of.
+    max_device_pairs: int = field(default=16384, metadata={"range": IntRange(256, 4_194_304), "restart": True})
     # Never a beacon: destinations, DNS/TLS names and commands (netwatchd.beacon_allow).
     allow_destinations: tuple = field(default=("127.0.0.0/8:53", "[::1]:53", "*:123"),
                                       metadata={"allow": parse_destination})
@@ -219,9 +230,9 @@ class BeaconsConfig:
 @dataclass(frozen=True)
 class MetricsConfig:
     # Serve Prometheus metrics (/metrics) and the read-only JSON API (/api/...) over HTTP.
-    enabled: bool = False
-    # host:port of the one HTTP listener; an IP literal ([::1]:9637 for IPv6). Restart to change.
-    listen: str = field(default="127.0.0.1:9637", metadata={"listen": True})
+    enabled: bool = field(default=False, metadata={"restart": True})
+    # host:port of the one HTTP listener; an IP literal ([::1]:9637 for IPv6).
+    listen: str = field(default="127.0.0.1:9637", metadata={"listen": True, "restart": True})
     # Commands exported with their own label; the rest are summed under command="other".
     top_commands: int = field(default=20, metadata={"range": IntRange(1, 1000)})
     # Host names, besides localhost, that requests may give in their Host header (an IP address
@@ -234,9 +245,9 @@ class MetricsConfig:
 class EbpfServerApiConfig:
     # Serve ebpf-server's HTTP API (/, /health, /api/connection-summary, /api/list-connections)
     # on a listener of its own, so its users' scripts run unchanged.
-    enabled: bool = False
+    enabled: bool = field(default=False, metadata={"restart": True})
     # host:port of that listener. ebpf-server's port on loopback; "0.0.0.0:8080" is its ":8080".
-    listen: str = field(default="127.0.0.1:8080", metadata={"listen": True})
+    listen: str = field(default="127.0.0.1:8080", metadata={"listen": True, "restart": True})
     # As metrics.allowed_hosts, for this listener.
     allowed_hosts: tuple = field(default=(), metadata={"allow": parse_allowed_host})
 
@@ -249,13 +260,40 @@ class DaemonConfig:
     log_level: str = field(default="info", metadata={"choices": ("debug", "info", "notice", "warning", "error")})
     # Where state lives (the device inventory); "" = $STATE_DIRECTORY (set by systemd's
     # StateDirectory=), else /var/lib/netwatchd.
-    state_directory: str = ""
+    state_directory: str = field(default="", metadata={"restart": True})
     connections: ConnectionsConfig = field(default_factory=ConnectionsConfig)
     devices: DevicesConfig = field(default_factory=DevicesConfig)
     alerts: AlertsConfig = field(default_factory=AlertsConfig)
     beacons: BeaconsConfig = field(default_factory=BeaconsConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
     ebpf_server_api: EbpfServerApiConfig = field(default_factory=EbpfServerApiConfig)
+
+
+RESTART = "restart"  # field metadata: the key takes effect on restart only
+
+
+def restart_only_keys(cls: type = DaemonConfig, prefix: str = "") -> List[str]:
+    """The dotted paths of the restart-only keys (metadata {"restart": True}), in file order."""
+    keys: List[str] = []
+    for f in dataclasses.fields(cls):
+        path = _join(prefix, f.name)
+        if f.default_factory is not dataclasses.MISSING and dataclasses.is_dataclass(f.default_factory):
+            keys += restart_only_keys(f.default_factory, path)
+        elif f.metadata.get(RESTART):
+            keys.append(path)
+    return keys
+
+
+def restart_only_changes(old: DaemonConfig, new: DaemonConfig) -> List[str]:
+    """The restart-only keys whose value differs between `old` (what runs) and `new`, dotted,
+    in file order."""
+    return [path for path in restart_only_keys() if _value(old, path) != _value(new, path)]
+
+
+def _value(cfg: Any, path: str) -> Any:
+    for name in path.split("."):
+        cfg = getattr(cfg, name)
+    return cfg
 
 
 def load_config(path: str, sys_net: str = SYS_NET) -> DaemonConfig:

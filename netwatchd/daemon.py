@@ -13,9 +13,11 @@ import sys
 import time
 
 from netwatchd import __version__, logsetup
-from netwatchd.config import DEFAULT_CONFIG_PATH, ConfigError, DaemonConfig, load_config, state_directory
+from netwatchd.config import (DEFAULT_CONFIG_PATH, ConfigError, DaemonConfig, load_config, restart_only_changes,
+                              state_directory)
 from netwatchd.alerting.pipeline import AlertPipeline
 from netwatchd.connects.monitor import ConnectMonitor
+from netwatchd.daemon_view import DaemonView
 from netwatchd.device_setup import start_devices, stop_devices
 from netwatchd.store.state_files import AlertStateFiles, open_history
 from netwatchd.api.journal import JournalSink
@@ -42,6 +44,7 @@ class Daemon:
         self.connects: ConnectMonitor | None = None
         self.devices = None  # DeviceMonitor when devices.enabled
         self.alerting: AlertPipeline | None = None
+        self.view: DaemonView | None = None  # the read model every edge is handed (netwatchd/read_model.py)
         self._last_alert_save = 0.0
         self._stop = asyncio.Event()
         self._bus = None
@@ -54,23 +57,6 @@ class Daemon:
         from netwatchd.kernel import features
 
         return features.current()
-
-    def programs_attached(self) -> list:
-        names = self._probe.attached_programs() if self._probe else []
-        if self.devices is not None:
-            path = getattr(self.devices.probe, "attach_path", lambda: "")()  # tcx or clsact
-            names += [f"nw_tc_{d}@{ifname}" + (f" ({path})" if path else "")
-                      for ifname in self.devices.interfaces() for d in ("ingress", "egress")]
-        return names
-
-    def dropped(self) -> dict:
-        """What the bounded tables (devices, DNS questions, baselines, beacon pairs) dropped to
-        stay bounded since the start, by what: each part that runs says all its keys, 0 too."""
-        counts = {}
-        for part in (self.devices, self.alerting):
-            if part is not None:
-                counts.update(part.dropped())
-        return counts
 
     def status_line(self) -> str:
         c = self.connects
@@ -102,18 +88,20 @@ class Daemon:
                                           history=open_history(state_directory(self.cfg), self.cfg.alerts.history_ticks,
                                                                self.cfg.alerts.history_max_bytes),
                                           beacons=self.cfg.beacons)
-            interface = dbus_service.export(self._bus, self)
-            self.alerting.sinks.append(dbus_service.DBusAlertSink(interface))
+            self.view = DaemonView(self.connects, self.devices, self.alerting, config=lambda: self.cfg,
+                                   config_path=self.config_path, started_at_usec=self.started_at_usec,
+                                   kernel=lambda: self.kernel)
+            interface = dbus_service.export(self._bus, self.view)  # AlertRaised, PatternSeen registered
             warn_beyond_localhost(self.cfg)  # the unit's IPAddressAllow= lets only localhost through
             if self.cfg.metrics.enabled:
                 from netwatchd.api.http import HttpApi
 
-                self._http = HttpApi(self, self.cfg.metrics)
+                self._http = HttpApi(self.view, self.cfg.metrics)
                 await self._http.start()
             if self.cfg.ebpf_server_api.enabled:
                 from netwatchd.api.http import ebpf_server_listener
 
-                self._ebpf_http = ebpf_server_listener(self)
+                self._ebpf_http = ebpf_server_listener(self.view)
                 await self._ebpf_http.start()
             loop = asyncio.get_running_loop()
             loop.add_signal_handler(signal.SIGTERM, self._stop.set)
@@ -134,7 +122,7 @@ class Daemon:
             self.connects.take_observation(TickObservation(time_usec=0))
             # READY only now: programs attached, name owned.
             self.notifier.ready(self.status_line())
-            log.info("netwatchd %s ready: %s", __version__, ", ".join(self.programs_attached()))
+            log.info("netwatchd %s ready: %s", __version__, ", ".join(self.view.programs_attached()))
             await self._stop.wait()
             self.notifier.stopping()
             log.info("stopping")
@@ -191,7 +179,7 @@ class Daemon:
             # a tick of many distinct flows leaves MBs of freed small objects behind; hand the
             # pages back, or RSS keeps the high-water mark of the busiest tick for good
             return_freed_heap()
-        if time.monotonic() - self._last_alert_save >= self.cfg.devices.store_interval_sec:
+        if time.monotonic() - self._last_alert_save >= self.cfg.alerts.state_save_interval_sec:
             self._last_alert_save = time.monotonic()
             self.alerting.save()
 
@@ -203,19 +191,12 @@ class Daemon:
         except ConfigError as e:
             log.error("reload rejected, keeping the running configuration: %s", e)
         else:
-            restart_keys = self.connects.reconfigure(new.connections)
+            # restart-only keys (declared in netwatchd/config.py) keep what the start ran with
+            restart_keys = restart_only_changes(self.started_cfg, new)
+            self.connects.reconfigure(new.connections)
             self.alerting.reconfigure(new.alerts, new.beacons)
             if self.devices is not None:
-                restart_keys += self.devices.reconfigure(new.devices)
-            restart_keys += [k for k, changed in (
-                ("devices.enabled", new.devices.enabled != self.started_cfg.devices.enabled),
-                ("beacons.max_device_pairs", new.beacons.max_device_pairs != self.started_cfg.beacons.max_device_pairs),
-                ("state_directory", new.state_directory != self.started_cfg.state_directory),
-                ("metrics.enabled", new.metrics.enabled != self.started_cfg.metrics.enabled),
-                ("metrics.listen", new.metrics.listen != self.started_cfg.metrics.listen),
-                ("ebpf_server_api.enabled", new.ebpf_server_api.enabled != self.started_cfg.ebpf_server_api.enabled),
-                ("ebpf_server_api.listen", new.ebpf_server_api.listen != self.started_cfg.ebpf_server_api.listen),
-            ) if changed]
+                self.devices.reconfigure(new.devices)
             logsetup.set_level(new.log_level)
             self.cfg = new
             log.info("configuration reloaded from %s", self.config_path)

@@ -48,7 +48,7 @@ def start_devices(cfg: DaemonConfig, probe=None) -> DeviceMonitor:
         if patterns is not None:  # before any interface is attached: nothing is new twice
             known = patterns.newest(cfg.devices.max_patterns)
             log.info("%d known patterns loaded into the classifier", probe.remember_patterns(known))
-            monitor.pattern_listeners.append(patterns.seen)
+            monitor.add_pattern_listener(patterns.seen)
             monitor.save_hooks.append(patterns.flush)
             monitor.close_hooks.append(patterns.close)
         monitor.refresh_interfaces()

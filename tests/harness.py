@@ -30,7 +30,8 @@ SHIPPED_CONFIG = REPO / "config" / "netwatchd.yaml"
 # may compress time, put its files in its own directory, and change the keys it is about (it
 # names them in `about=`, and tests/unit/test_config_rule.py checks that its name says so).
 TIME_KEYS = frozenset({"tick_interval_sec", "alerts.learning_period_sec", "alerts.warmup_ticks",
-                       "devices.store_interval_sec", "connections.poll_interval_ms"})
+                       "alerts.state_save_interval_sec", "devices.store_interval_sec",
+                       "connections.poll_interval_ms"})
 ENVIRONMENT_KEYS = frozenset({"state_directory"})
 
 

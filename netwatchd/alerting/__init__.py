@@ -1,2 +1,3 @@
-"""Baselines and alerts (pure, numpy): a tick's observation in, alerts out; replay of recorded
-history. File I/O of what it learnt lives in netwatchd.store."""
+"""Baselines and alerts (pure, numpy): a tick's observation in, alerts out (core.py, the one
+composition the daemon's pipeline and replay of recorded history both run). File I/O of what it
+learnt lives in netwatchd.store."""

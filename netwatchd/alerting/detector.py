@@ -32,7 +32,7 @@ from netwatchd.alerting.baseline import Anomaly, BaselineParams, BaselineTable
 from netwatchd.alerting.burst import burst_count
 from netwatchd.alerting.mac_flood import Flood, MacFloods
 from netwatchd.alerting.observation import TickObservation
-from netwatchd.alerting.seasonality import SeasonalProfile, excuse
+from netwatchd.alerting.seasonality import SeasonalProfile
 from netwatchd.config import AlertsConfig
 
 TABLES = ("device_connects", "command_connects", "device_fan_out")
@@ -85,19 +85,15 @@ class Detector:
                               float(cold), c.consecutive_ticks, c.burst_score, burst_count(c, table))
 
     def _score(self, table: str, observed: Dict[str, float], floor: int, cold: int, now: int) -> List[Anomaly]:
-        """One table's tick: rolling baseline, then what the current slot of the period excuses."""
+        """One table's tick: the rolling baseline scores it, then the seasonal profile (if any)
+        excuses what is normal for the current slot of the period (SeasonalProfile.step)."""
         t = self.tables[table]
         x, moved = t.observe(observed, self._watch(now), self.cfg.max_baseline_keys)
-        season = self.seasons.get(table)
-        if season is not None:
-            if moved is not None:
-                season.remap(moved)
-            season.advance(now)
         anomalies = t.update_dense(x, self._params(table, floor, cold))
-        if season is not None:
-            anomalies = excuse(season, anomalies, t.slot, self.cfg.z_threshold, self.cfg.min_stddev)
-            season.accumulate(x)
-        return anomalies
+        season = self.seasons.get(table)
+        if season is None:
+            return anomalies
+        return season.step(now, x, moved, anomalies, t.slot, self.cfg.z_threshold, self.cfg.min_stddev)
 
     def tick(self, obs: TickObservation) -> List[Alert]:
         c = self.cfg

@@ -1,6 +1,7 @@
-"""What-if replay (pure): a fresh detector with a given config over recorded ticks.
+"""What-if replay (pure): a fresh AlertingCore (alerting/core.py, the object the daemon's
+AlertPipeline runs) with a given config over recorded ticks.
 
-The detector starts with nothing learnt, as on a first start: baselines warm up over the first
+The core starts with nothing learnt, as on a first start: baselines warm up over the first
 `warmup_ticks` recorded ticks and the learning period for new devices counts from the first
 recorded tick. Replaying the same ticks with another config shows which alerts that config
 would have raised, before it is applied to the running daemon.
@@ -11,11 +12,10 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Dict, Iterable, Iterator, List
 
-from netwatchd.alerting.alerts import Alert, AlertIds
-from netwatchd.alerting.beacons import BeaconTracker
-from netwatchd.config import AlertsConfig, BeaconsConfig
-from netwatchd.alerting.detector import Detector
+from netwatchd.alerting.alerts import Alert
+from netwatchd.alerting.core import AlertingCore
 from netwatchd.alerting.observation import TickObservation
+from netwatchd.config import AlertsConfig, BeaconsConfig
 
 
 @dataclass
@@ -37,17 +37,15 @@ class ReplaySpan:
 
 def replay(observations: Iterable[TickObservation], cfg: AlertsConfig,
            beacons: BeaconsConfig = BeaconsConfig()) -> List[Alert]:
-    """The alerts a fresh Detector with `cfg` (and a fresh beacon tracker with `beacons`)
-    raises over `observations` (oldest first)."""
-    detector = None
-    tracker = BeaconTracker(beacons)
+    """The alerts a fresh AlertingCore with `cfg` and `beacons` -- the daemon's own core, with
+    nothing learnt, its first start at the first observation -- raises over `observations`
+    (oldest first)."""
+    core = None
     alerts: List[Alert] = []
     for obs in observations:
-        if detector is None:
-            start = obs.time_usec
-            detector = Detector(cfg, AlertIds(start), start + cfg.learning_period_sec * 1_000_000)
-        alerts += detector.tick(obs)
-        alerts += tracker.tick(obs.connection_starts, obs.time_usec, detector.ids, cfg.enabled, cfg.cooldown_sec)
+        if core is None:
+            core = AlertingCore(cfg, beacons, first_start_usec=obs.time_usec, now_usec=obs.time_usec)
+        alerts += core.tick(obs)
     return alerts
 
 

@@ -68,8 +68,27 @@ class SeasonalProfile:
         return int((sec + self.offset(sec)) // self.slot_sec)
 
     # -- per tick ----------------------------------------------------------------------------
+    def step(self, time_usec: int, x: np.ndarray, moved: Optional[np.ndarray], anomalies: Iterable[Anomaly],
+             slot_of: Callable[[str], int], z_threshold: float, min_stddev: float) -> List[Anomaly]:
+        """A table's tick, after the rolling baseline scored it (x: the tick's observations by
+        table slot; moved: the slots the table compacted this tick, or None): the sums follow
+        their keys, a slot that ended is folded, the anomalies normal for the current slot are
+        excused (every one that fired gets a profile row, so its slots are learnt from now on),
+        and the tick is summed. Returns the anomalies not excused."""
+        if moved is not None:
+            self.remap(moved)
+        self.advance(time_usec)
+        kept = []
+        for a in anomalies:
+            slot = slot_of(a.key)
+            if not self.excused(a, slot, z_threshold, min_stddev):
+                kept.append(a)
+            self.adopt(a.key, slot)
+        self.accumulate(x)
+        return kept
+
     def advance(self, time_usec: int) -> None:
-        """Before scoring a tick: a slot that ended is folded into its profile."""
+        """Before a tick's anomalies are excused: a slot that ended is folded into its profile."""
         now = self.absolute_slot(time_usec)
         if now == self.current:
             return
@@ -193,18 +212,3 @@ def _grow_rows(a: np.ndarray, rows: int) -> np.ndarray:
     out = np.zeros((rows,) + a.shape[1:], dtype=a.dtype)
     out[: len(a)] = a
     return out
-
-
-def excuse(profile: Optional[SeasonalProfile], anomalies: Iterable[Anomaly], slot_of: Callable[[str], int],
-           z_threshold: float, min_stddev: float) -> List[Anomaly]:
-    """The anomalies that are not normal for the current slot; every one that fired gets a
-    profile row, so its slots are learnt from now on."""
-    if profile is None:
-        return list(anomalies)
-    kept = []
-    for a in anomalies:
-        slot = slot_of(a.key)
-        if not profile.excused(a, slot, z_threshold, min_stddev):
-            kept.append(a)
-        profile.adopt(a.key, slot)
-    return kept

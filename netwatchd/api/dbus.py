@@ -1,13 +1,14 @@
 """org.netwatchd.Netwatchd1 on the system bus: the D-Bus service. The daemon side's only
 D-Bus library importer (netwatchctl's client, netwatchd.ctl.bus_client, is the other).
 
-It converts between D-Bus and the engine and nothing more: argument checks live in
-netwatchd.connects.queries and netwatchd.devices.queries; their InvalidQuery becomes org.freedesktop.DBus.Error.InvalidArgs here.
+It converts between D-Bus and the read model (netwatchd/read_model.py) it is handed, and nothing
+more: argument checks live behind the read model (the engines' queries); their InvalidQuery becomes
+org.freedesktop.DBus.Error.InvalidArgs here, NoSuchDevice org.netwatchd.Netwatchd1.Error.NoSuchDevice.
 """
 from __future__ import annotations
 
 import logging
-from typing import Any, Dict, List, Tuple
+from typing import Any, Dict, List
 
 from dbus_fast import BusType, DBusError, NameFlag, RequestNameReply, Variant
 from dbus_fast.aio import MessageBus
@@ -19,7 +20,6 @@ try:
 except ImportError:  # dbus-fast < 2 (Debian 12's python3-dbus-fast 1.84) names it `signal`
     from dbus_fast.service import signal as dbus_signal
 
-from netwatchd import __version__
 from netwatchd.bus_names import (
     BUS_NAME,
     ERROR_FAILED,
@@ -28,11 +28,9 @@ from netwatchd.bus_names import (
     MANAGER_INTERFACE,
     OBJECT_PATH,
 )
-from netwatchd.alerting.alerts import KINDS, Alert
 from netwatchd.api.bus_backpressure import tolerate_full_socket
-from netwatchd.devices.queries import device_answer, device_summary
-from netwatchd.errors import NoSuchDevice
-from netwatchd.connects.queries import InvalidQuery, check_list
+from netwatchd.errors import InvalidQuery, NoSuchDevice
+from netwatchd.read_model import Alert, ReadModel
 
 log = logging.getLogger(__name__)
 
@@ -141,22 +139,15 @@ def records_size_bound(records: List[Dict[str, Any]]) -> int:
                              for k, v in r.items()) for r in records)
 
 
-def list_devices_answer(devices: List[Any]) -> List[Dict[str, Variant]]:
+def list_devices_answer(summaries: List[Dict[str, Any]]) -> List[Dict[str, Variant]]:
     """ListDevices' answer: every device's summary, or LimitsExceeded when they could not go out
     as one message (only an inventory far beyond the shipped devices.max_devices comes near)."""
-    summaries = [device_summary(d) for d in devices]
     size = records_size_bound(summaries)
     if size > REPLY_BODY_MAX:
         raise DBusError(ERROR_LIMITS_EXCEEDED,
                         f"{len(summaries)} devices do not fit in one D-Bus message (up to {size / 2**20:.0f} MiB; "
                         f"the system bus carries at most {BUS_MESSAGE_MAX // 2**20} MiB): ask ListDevicesPage")
     return [to_vardict(s) for s in summaries]
-
-
-def device_page(devices: List[Any], offset: int, limit: int) -> Tuple[List[Dict[str, Variant]], int]:
-    """ListDevicesPage's answer: the summaries of devices[offset:offset + limit] (in ListDevices'
-    order) and how many devices there are."""
-    return [to_vardict(device_summary(d)) for d in devices[offset:offset + limit]], len(devices)
 
 
 def alert_answer(alert: Alert) -> Dict[str, Any]:
@@ -169,34 +160,24 @@ def alert_answer(alert: Alert) -> Dict[str, Any]:
     return answer
 
 
-def alert_counts(alerting) -> Dict[str, int]:
-    """Alerts raised per kind, every kind listed (0 too) so scripts see stable keys; empty when
-    alerting is off."""
-    if alerting is None:
-        return {}
-    counts = {kind: 0 for kind in KINDS}
-    counts.update((kind, int(n)) for kind, n in alerting.log.counts.items())
-    return counts
-
-
 class ManagerInterface(ServiceInterface):
-    """The Manager interface; `daemon` supplies the engine and the status values."""
+    """The Manager interface over a ReadModel (netwatchd/read_model.py)."""
 
-    def __init__(self, daemon):
+    def __init__(self, model: ReadModel):
         super().__init__(MANAGER_INTERFACE)
-        self._daemon = daemon
+        self._model = model
 
     @method()
     def Summary(self, pid: "u", command: "s", duration_sec: "u") -> "a{sv}":  # noqa: F821
         with _as_dbus_errors():
-            self._daemon.connects.refresh()  # exact up to this call, not up to the last tick
-            return to_vardict(self._daemon.connects.summary(pid, command, duration_sec))
+            self._model.refresh()  # exact up to this call, not up to the last tick
+            return to_vardict(self._model.summary(pid, command, duration_sec))
 
     @method()
     def ListConnections(self, pid: "u", limit: "u") -> "aa{sv}b":  # noqa: F821
         with _as_dbus_errors():
-            self._daemon.connects.refresh()
-            records, truncated = self._daemon.connects.list_connections(pid, limit)
+            self._model.refresh()
+            records, truncated = self._model.list_connections(pid, limit)
             return [[to_vardict(r) for r in records], truncated]
 
     # Devices as summaries (no name lists: GetDevice has them), so that the reply stays far below
@@ -205,34 +186,24 @@ class ManagerInterface(ServiceInterface):
     @method()
     def ListDevices(self) -> "aa{sv}":  # noqa: F821
         with _as_dbus_errors():
-            if self._daemon.devices is None:
-                return []
-            return list_devices_answer(self._daemon.devices.list_devices())
+            return list_devices_answer(self._model.device_summaries())
 
     @method()
     def ListDevicesPage(self, offset: "u", limit: "u") -> "aa{sv}u":  # noqa: F821
         with _as_dbus_errors():
-            limit = check_list(0, limit)  # the same limits as ListConnections: 0 = 100, <= 1000
-            if self._daemon.devices is None:
-                return [[], 0]
-            records, total = device_page(self._daemon.devices.list_devices(), offset, limit)
-            return [records, total]
+            records, total = self._model.device_page(offset, limit)  # limit: 0 = 100, <= 1000
+            return [[to_vardict(r) for r in records], total]
 
     @method()
     def GetDevice(self, mac_or_ip: "s") -> "a{sv}":  # noqa: F821
         with _as_dbus_errors():
-            if self._daemon.devices is None:
-                raise NoSuchDevice("device watching is disabled in the configuration (devices.enabled)")
-            device = self._daemon.devices.get_device(mac_or_ip)
-            return to_vardict(device_answer(device))
+            return to_vardict(self._model.device(mac_or_ip))
 
     @method()
     def ListAlerts(self, limit: "u") -> "aa{sv}":  # noqa: F821
         with _as_dbus_errors():
-            limit = check_list(0, limit)  # the same limits as ListConnections: 0 = 100, <= 1000
-            if self._alerting is None:
-                return []
-            return [to_vardict(alert_answer(a)) for a in self._alerting.log.newest(limit)]
+            alerts = self._model.newest_alerts(limit)  # limit: 0 = 100, <= 1000; none while alerts are off
+            return [to_vardict(alert_answer(a)) for a in alerts]
 
     # Broadcast to every subscriber the bus policy lets receive it (root, group netwatchd), so
     # it carries only what names the alert; the details stay behind ListAlerts.
@@ -247,100 +218,93 @@ class ManagerInterface(ServiceInterface):
     def PatternSeen(self, mac: str, peer: str, port: int, transport: str, name: str) -> "ssqss":  # noqa: F821
         return [mac, peer, port, transport, name]
 
-    @property
-    def _alerting(self):
-        """The AlertPipeline, or None while alerts are off: no pipeline (or a daemon from before
-        alerting existed), or one whose configuration says alerts.enabled: false."""
-        pipeline = getattr(self._daemon, "alerting", None)
-        if pipeline is None or not getattr(getattr(pipeline, "cfg", None), "enabled", True):
-            return None
-        return pipeline
-
     @dbus_property(access=PropertyAccess.READ)
     def Learning(self) -> "b":  # noqa: F821
-        return bool(self._alerting.learning()) if self._alerting is not None else False
+        return self._model.learning()
 
+    # An empty AlertCounts says alerts are off (netwatchctl status shows "off"): the counts the
+    # log keeps meanwhile (since it was made, persisted across restarts) stay behind it.
     @dbus_property(access=PropertyAccess.READ)
     def AlertCounts(self) -> "a{st}":  # noqa: F821
-        return alert_counts(self._alerting)  # since the alert log was made (persisted across restarts)
+        return self._model.alert_counts() if self._model.alerts_enabled() else {}
 
     @dbus_property(access=PropertyAccess.READ)
     def AlertsRaised(self) -> "t":  # noqa: F821
-        return sum(alert_counts(self._alerting).values())
+        return sum(self._model.alert_counts().values()) if self._model.alerts_enabled() else 0
 
     @dbus_property(access=PropertyAccess.READ)
     def Interfaces(self) -> "as":  # noqa: F821
-        return self._daemon.devices.interfaces() if self._daemon.devices is not None else []
+        return self._model.interfaces()
 
     @dbus_property(access=PropertyAccess.READ)
     def DeviceCount(self) -> "u":  # noqa: F821
-        return len(self._daemon.devices.devices) if self._daemon.devices is not None else 0
+        return self._model.device_count()
 
     @dbus_property(access=PropertyAccess.READ)
     def ProtocolTotals(self) -> "a{st}":  # noqa: F821
         """Packets seen on the monitored interfaces, per protocol (both directions)."""
-        return self._daemon.devices.protocol_totals() if self._daemon.devices is not None else {}
+        return self._model.protocol_totals()
 
     @dbus_property(access=PropertyAccess.READ)
     def DeviceEventsLost(self) -> "t":  # noqa: F821
-        return self._daemon.devices.events_lost() if self._daemon.devices is not None else 0
+        return self._model.events_lost().device
 
     @dbus_property(access=PropertyAccess.READ)
     def Dropped(self) -> "a{st}":  # noqa: F821
-        """What the bounded tables dropped to stay bounded, by what (netwatchd.daemon.Daemon.dropped)."""
-        return self._daemon.dropped()
+        """What the bounded tables dropped to stay bounded, by what (ReadModel.dropped)."""
+        return self._model.dropped()
 
     @dbus_property(access=PropertyAccess.READ)
     def MalformedFrames(self) -> "t":  # noqa: F821
-        return self._daemon.devices.probe.losses()["malformed"] if self._daemon.devices is not None else 0
+        return self._model.malformed_frames()
 
     @dbus_property(access=PropertyAccess.READ)
     def Version(self) -> "s":  # noqa: F821
-        return __version__
+        return self._model.version()
 
     @dbus_property(access=PropertyAccess.READ)
     def StartedAtUSec(self) -> "t":  # noqa: F821
-        return self._daemon.started_at_usec
+        return self._model.started_at_usec()
 
     @dbus_property(access=PropertyAccess.READ)
     def EventsLost(self) -> "t":  # noqa: F821
-        return self._daemon.connects.events_lost()
+        return self._model.events_lost().connect
 
     @dbus_property(access=PropertyAccess.READ)
     def ProcessesUntracked(self) -> "t":  # noqa: F821
-        return self._daemon.connects.processes_untracked()
+        return self._model.processes_untracked()
 
     @dbus_property(access=PropertyAccess.READ)
     def HandshakesUntracked(self) -> "t":  # noqa: F821
         """Non-blocking TCP connects whose outcome could not be followed (counted unknown)."""
-        return self._daemon.connects.handshakes_untracked()
+        return self._model.handshakes_untracked()
 
     @dbus_property(access=PropertyAccess.READ)
     def LatencySamplesLost(self) -> "t":  # noqa: F821
         """Handshake latencies not added to the kernel's histograms (their map was full)."""
-        return self._daemon.connects.latency_samples_lost()
+        return self._model.latency_samples_lost()
 
     @dbus_property(access=PropertyAccess.READ)
     def ConnectAttempts(self) -> "t":  # noqa: F821
-        self._daemon.connects.refresh()  # exact up to this read, as Summary is
-        return self._daemon.connects.history.total.attempts
+        self._model.refresh()  # exact up to this read, as Summary is
+        return self._model.connect_attempts()
 
     @dbus_property(access=PropertyAccess.READ)
     def ProgramsAttached(self) -> "as":  # noqa: F821
-        return self._daemon.programs_attached()
+        return self._model.programs_attached()
 
     @dbus_property(access=PropertyAccess.READ)
     def ConfigFile(self) -> "s":  # noqa: F821
-        return self._daemon.config_path
+        return self._model.config_path()
 
     @dbus_property(access=PropertyAccess.READ)
     def KernelRelease(self) -> "s":  # noqa: F821
-        return self._daemon.kernel.release
+        return self._model.kernel_release()
 
     @dbus_property(access=PropertyAccess.READ)
     def KernelFallbacks(self) -> "as":  # noqa: F821
         """What this kernel gives another way, or not at all (empty on a kernel with everything)."""
-        return self._daemon.kernel.notes()
+        return self._model.kernel_fallbacks()
 
 
 def _name_signal_args(signal_method, names) -> None:
@@ -386,7 +350,8 @@ async def own_name() -> MessageBus:
 
 
 class DBusAlertSink:
-    """An alert sink (AlertPipeline calls emit): AlertRaised on the bus for each new alert.
+    """An alert sink (read_model.AlertSink; the alert pipeline calls emit): AlertRaised on the
+    bus for each new alert.
 
     Must be called from the event loop the bus runs on, as the pipeline's tick is."""
 
@@ -397,13 +362,13 @@ class DBusAlertSink:
         self._interface.AlertRaised(alert.id, alert.kind, alert.subject)
 
 
-def export(bus: MessageBus, daemon) -> ManagerInterface:
-    """Serves `daemon` on the bus; the interface returned is what DBusAlertSink needs. The
-    device monitor's new patterns (if devices are watched) go out as PatternSeen."""
-    interface = ManagerInterface(daemon)
+def export(bus: MessageBus, model: ReadModel) -> ManagerInterface:
+    """Serves `model` on the bus: each alert raised goes out as AlertRaised, each new pattern
+    (when devices are watched) as PatternSeen, registered through the read model."""
+    interface = ManagerInterface(model)
     serve(bus, interface)
-    if getattr(daemon, "devices", None) is not None:
-        daemon.devices.pattern_listeners.append(interface.PatternSeen)
+    model.add_alert_sink(DBusAlertSink(interface))
+    model.add_pattern_listener(interface.PatternSeen)
     return interface
 
 

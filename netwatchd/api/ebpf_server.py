@@ -13,7 +13,8 @@ call, so always 0), protocol is the socket's (it guessed from the port), timesta
 differences are listed in README.md, "Coming from ebpf-server".
 
 No I/O here: the asyncio server (netwatchd/api/http.py) parses the request and sends the answer;
-the numbers come from the connect engine (summary, list_per_process).
+the numbers come from the read model's connect queries (read_model.ConnectQueries: summary,
+list_per_process, max_window_sec).
 """
 from __future__ import annotations
 
@@ -24,6 +25,7 @@ from typing import Any, Callable, Dict, List, NamedTuple, Optional, Tuple
 
 from netwatchd.api.http_guard import decimal
 from netwatchd.errors import InvalidQuery
+from netwatchd.read_model import ConnectionRecord, ConnectQueries
 
 SERVICE = "eBPF Network Monitor"
 HEALTH_SERVICE = "ebpf-server"
@@ -79,8 +81,9 @@ def not_found() -> Response:
     return Response(404, "text/plain; charset=utf-8", b"404 page not found\n", (("X-Content-Type-Options", "nosniff"),))
 
 
-def handle(connects, method: str, path: str, query: Dict[str, List[str]], body: bytes, version: str) -> Response:
-    """One request. `connects` is the connect engine (summary, list_per_process, cfg)."""
+def handle(connects: ConnectQueries, method: str, path: str, query: Dict[str, List[str]], body: bytes,
+           version: str) -> Response:
+    """One request; `connects` answers the connect queries (the read model, or the connect engine)."""
     routes: Dict[str, Tuple[Tuple[str, ...], Callable[[], Dict[str, Any]]]] = {
         "/": ((), lambda: service_info(version)),
         "/health": (("GET",), lambda: health(version)),
@@ -120,7 +123,7 @@ def health(version: str) -> Dict[str, Any]:
     return {"server": "netwatchd", "service": HEALTH_SERVICE, "status": "healthy", "version": version}
 
 
-def connection_summary(connects, body: bytes) -> Dict[str, Any]:
+def connection_summary(connects: ConnectQueries, body: bytes) -> Dict[str, Any]:
     request = decode_request(body, {"pid": int, "command": str, "process_name": str, "duration": int})
     pid = request.get("pid") or 0
     command = request.get("command") or request.get("process_name") or ""
@@ -137,7 +140,7 @@ def connection_summary(connects, body: bytes) -> Dict[str, Any]:
     # ours: ebpf-server counted nothing for these (or, above 2^32, another process's connects)
     if pid:
         _check_pid(pid)
-    window = connects.cfg.max_window_sec
+    window = connects.max_window_sec
     if duration > window:
         raise _Rejected(400, f"duration cannot exceed {window} seconds (connections.max_window_sec)")
     try:
@@ -177,7 +180,7 @@ def list_arguments_post(body: bytes) -> Tuple[Optional[int], Optional[int]]:
     return request.get("pid"), request.get("limit")
 
 
-def list_connections(connects, pid: Optional[int], limit: Optional[int]) -> Dict[str, Any]:
+def list_connections(connects: ConnectQueries, pid: Optional[int], limit: Optional[int]) -> Dict[str, Any]:
     if limit is not None and limit > MAX_LIMIT:
         raise _Rejected(400, f"limit cannot exceed {MAX_LIMIT}")
     if limit is not None and limit < 0:
@@ -200,13 +203,13 @@ def list_connections(connects, pid: Optional[int], limit: Optional[int]) -> Dict
     return {"total_pids": len(by_pid), "connections": connections, "truncated": truncated, "message": message}
 
 
-def is_ip_connect(record) -> bool:
+def is_ip_connect(record: ConnectionRecord) -> bool:
     """What ebpf-server listed: connect() calls to an IP destination (its "ip:port" field has no
     form for unix sockets, and it never saw unconnected UDP sends)."""
     return record.kind == "connect" and record.family in ("inet", "inet6")
 
 
-def connection_answer(record) -> Dict[str, Any]:
+def connection_answer(record: ConnectionRecord) -> Dict[str, Any]:
     return {
         "pid": record.pid,
         "command": record.command,

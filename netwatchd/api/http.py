@@ -5,8 +5,9 @@ The metrics listener (metrics.*):
     GET /health                                          {"status": "ok"}
     GET /netwatchd/api/connection-summary?pid=N|command=NAME&duration=SEC
     GET /netwatchd/api/list-connections?pid=N&limit=M
-Our JSON routes answer the fields of D-Bus Summary / ListConnections; arguments are checked by
-netwatchd.queries, so a bad request gets the same message here (400) as on D-Bus (InvalidArgs).
+Our JSON routes answer the fields of D-Bus Summary / ListConnections; arguments are checked behind
+the read model (netwatchd/read_model.py, the connect engine's queries), so a bad request gets the
+same message here (400) as on D-Bus (InvalidArgs).
 They live under /netwatchd/ so they can never be mistaken for ebpf-server's routes of the same
 name, which differ (POST, limit per process): those are served by netwatchd.api.ebpf_server on a
 listener of their own (ebpf_server_api.*).
@@ -28,12 +29,12 @@ import os
 from typing import Any, Dict, List, Optional, Tuple
 from urllib.parse import parse_qs, urlsplit
 
-from netwatchd import __version__
 from netwatchd.api import metrics
 from netwatchd.api.http_guard import (MAX_CONNECTIONS, BadRequest, ConnectionCap, check_host, content_length, decimal,
                                       parse_headers)
 from netwatchd.config import split_listen
 from netwatchd.errors import InvalidQuery
+from netwatchd.read_model import ConnectQueries, ReadModel
 
 log = logging.getLogger(__name__)
 
@@ -116,7 +117,7 @@ def _now() -> str:
     return datetime.datetime.now(datetime.timezone.utc).isoformat().replace("+00:00", "Z")
 
 
-def connection_summary(connects, query: Dict[str, List[str]]) -> Dict[str, Any]:
+def connection_summary(connects: ConnectQueries, query: Dict[str, List[str]]) -> Dict[str, Any]:
     pid = _uint(query, "pid", 0)
     command = _one(query, "command") or ""
     duration = _uint(query, "duration", DEFAULT_DURATION_SEC, "duration_seconds")
@@ -126,7 +127,7 @@ def connection_summary(connects, query: Dict[str, List[str]]) -> Dict[str, Any]:
     return answer
 
 
-def list_connections(connects, query: Dict[str, List[str]]) -> Dict[str, Any]:
+def list_connections(connects: ConnectQueries, query: Dict[str, List[str]]) -> Dict[str, Any]:
     pid = _uint(query, "pid", 0)
     limit = _uint(query, "limit", 0)
     records, truncated = connects.list_connections(pid, limit)
@@ -140,11 +141,13 @@ def list_connections(connects, query: Dict[str, List[str]]) -> Dict[str, Any]:
 # -- the server ----------------------------------------------------------------------------------
 
 class HttpApi:
-    """One listener. `route(method, path, query, body)` and `error(status, message)` answer
-    (status, content type, body[, headers]); by default the metrics listener's routes."""
+    """One listener over a ReadModel. `route(method, path, query, body)` and `error(status,
+    message)` answer (status, content type, body[, headers]); by default the metrics listener's
+    routes."""
 
-    def __init__(self, daemon, cfg, setting: str = "metrics", route=None, error=None, reads_body: bool = False):
-        self.daemon = daemon
+    def __init__(self, model: ReadModel, cfg, setting: str = "metrics", route=None, error=None,
+                 reads_body: bool = False):
+        self.model = model
         self.cfg = cfg  # any section with `listen`
         self.setting = setting
         self.route = route or (lambda method, path, query, body: self.respond(method, path, query))
@@ -173,7 +176,7 @@ class HttpApi:
 
     def allowed_hosts(self) -> Tuple[str, ...]:
         """The listener's allowed_hosts as the running config has them (a reload changes them)."""
-        return getattr(getattr(self.daemon, "cfg", None), self.setting, self.cfg).allowed_hosts
+        return getattr(self.model.cfg, self.setting).allowed_hosts
 
     def _connected(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter):
         """A new connection, admitted as its transport is made (at the cap, another is closed), not
@@ -228,8 +231,8 @@ class HttpApi:
         routes = {
             "/metrics": self._metrics,
             "/health": lambda q: _json(200, {"status": "ok"}),
-            OUR_PREFIX + "/connection-summary": lambda q: _json(200, connection_summary(self.daemon.connects, q)),
-            OUR_PREFIX + "/list-connections": lambda q: _json(200, list_connections(self.daemon.connects, q)),
+            OUR_PREFIX + "/connection-summary": lambda q: _json(200, connection_summary(self.model, q)),
+            OUR_PREFIX + "/list-connections": lambda q: _json(200, list_connections(self.model, q)),
         }
         handler = routes.get(path)
         if handler is None:
@@ -238,8 +241,7 @@ class HttpApi:
         if method != "GET":
             return _error(405, f"method {method} not allowed: this API is read-only (GET)")
         try:
-            if self.daemon.connects is not None:  # answers exact up to this request
-                self.daemon.connects.refresh()
+            self.model.refresh()  # answers exact up to this request
             return handler(query)
         except InvalidQuery as e:
             return _error(400, str(e))
@@ -248,11 +250,9 @@ class HttpApi:
             return _error(500, "internal error; see the daemon's log")
 
     def _metrics(self, _query) -> Tuple[int, str, bytes]:
-        if self.daemon.connects is not None:  # the latency histograms live in the kernel
-            self.daemon.connects.refresh_histograms()
-        snap = metrics.snapshot(self.daemon)
+        snap = metrics.snapshot(self.model)
         snap.http_connections_dropped = {setting: cap.dropped for setting, cap in RUNNING.items()}
-        text = metrics.render(snap, self.daemon.cfg.metrics.top_commands)
+        text = metrics.render(snap, self.model.cfg.metrics.top_commands)
         return 200, metrics.CONTENT_TYPE, text.encode()
 
 
@@ -264,16 +264,16 @@ def _error(status: int, message: str) -> Tuple[int, str, bytes]:
     return _json(status, {"error": message})
 
 
-def ebpf_server_listener(daemon) -> HttpApi:
+def ebpf_server_listener(model: ReadModel) -> HttpApi:
     """ebpf-server's API (netwatchd.api.ebpf_server) on its own listener, ebpf_server_api.*."""
     from netwatchd.api import ebpf_server
 
     def route(method, path, query, body):
-        if path.startswith("/api/") and daemon.connects is not None:  # exact up to this request
-            daemon.connects.refresh()
-        return ebpf_server.handle(daemon.connects, method, path, query, body, __version__)
+        if path.startswith("/api/"):  # exact up to this request
+            model.refresh()
+        return ebpf_server.handle(model, method, path, query, body, model.version())
 
-    return HttpApi(daemon, daemon.cfg.ebpf_server_api, "ebpf_server_api", route=route,
+    return HttpApi(model, model.cfg.ebpf_server_api, "ebpf_server_api", route=route,
                    error=ebpf_server.error_response, reads_body=True)
 
 

@@ -15,7 +15,7 @@ import re
 import sys
 from typing import Dict, Optional, TextIO
 
-from netwatchd.alerting.alerts import Alert
+from netwatchd.read_model import Alert
 from netwatchd.logsetup import JOURNAL_SOCKET
 from netwatchd.text import printable
 

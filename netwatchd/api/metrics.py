@@ -1,16 +1,16 @@
 """Prometheus text exposition (format 0.0.4) of the daemon's counters (pure but for one read).
 
-`snapshot(daemon)` gathers the numbers; `render(snapshot, top_n)` turns them into text and is what
-unit tests feed; `read_bpf_stats` is the one system call (/proc/self/fdinfo), `parse_fdinfo` its
-parsing. Label cardinality is bounded: the top N commands by attempts, the rest as "other".
+`snapshot(model)` gathers the numbers from the read model (netwatchd/read_model.py);
+`render(snapshot, top_n)` turns them into text and is what unit tests feed; `read_bpf_stats` is
+the one system call (/proc/self/fdinfo), `parse_fdinfo` its parsing. Label cardinality is
+bounded: the top N commands by attempts, the rest as "other".
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Tuple
 
-from netwatchd.alerting.alerts import KINDS
-from netwatchd.connects.latency import Log2Histogram
+from netwatchd.read_model import KINDS, Log2Histogram, ReadModel
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 OTHER = "other"
@@ -22,7 +22,7 @@ class Snapshot:
     command_failed: Dict[str, int] = field(default_factory=dict)
     overflow_attempts: int = 0  # commands the daemon no longer tracks by name: always "other"
     overflow_failed: int = 0
-    devices: Optional[int] = None  # None: device watching is off
+    devices: Optional[int] = None  # devices in the inventory (None, 0: none, or device watching is off)
     alerts: Dict[str, int] = field(default_factory=dict)
     events_lost: Dict[str, int] = field(default_factory=dict)  # path -> count
     bpf: Dict[str, Tuple[int, int]] = field(default_factory=dict)  # program -> (run_time_ns, run_cnt)
@@ -31,7 +31,7 @@ class Snapshot:
     latency: Dict[str, Log2Histogram] = field(default_factory=dict)  # command -> handshake latencies
     # HTTP listener (metrics, ebpf_server_api) -> connections closed at its cap (api/http_guard.py)
     http_connections_dropped: Dict[str, int] = field(default_factory=dict)
-    # what the bounded tables dropped to stay bounded (netwatchd.daemon.Daemon.dropped)
+    # what the bounded tables dropped to stay bounded (ReadModel.dropped)
     dropped: Dict[str, int] = field(default_factory=dict)
 
 
@@ -166,30 +166,21 @@ def read_bpf_stats(program_fds: Dict[str, int], fdinfo_dir: str = "/proc/self/fd
     return stats
 
 
-def snapshot(daemon) -> Snapshot:
-    """The numbers of a running Daemon (its engine objects, no kernel access but fdinfo; the
-    HTTP edge refreshes the connect engine first, so counts are exact up to the scrape)."""
+def snapshot(model: ReadModel) -> Snapshot:
+    """The numbers of a running daemon, through its read model (no kernel access but the latency
+    histograms and fdinfo; the HTTP edge refreshes first, so counts are exact up to the scrape)."""
     snap = Snapshot()
-    connects = daemon.connects
-    fds: Dict[str, int] = {}
-    if connects is not None:
-        for command, counts in connects.command_totals.items():
-            snap.command_attempts[command] = counts.attempts
-            snap.command_failed[command] = counts.failed
-        snap.overflow_attempts = connects.command_overflow.attempts
-        snap.overflow_failed = connects.command_overflow.failed
-        snap.events_lost["connect"] = connects.events_lost()
-        snap.latency = dict(getattr(connects, "latency_by_command", {}))
-        fds.update(getattr(connects.probe, "program_fds", dict)())
-    devices = daemon.devices
-    if devices is not None:
-        snap.devices = len(devices.devices)
-        snap.events_lost["device"] = devices.events_lost()
-        fds.update(getattr(devices.probe, "program_fds", dict)())
-    if daemon.alerting is not None:
-        snap.alerts = {kind: int(n) for kind, n in daemon.alerting.log.counts.items()}
-        snap.beacon_pairs = len(daemon.alerting.beacons)
-        snap.beacon_pairs_dropped = daemon.alerting.beacons.dropped
-    snap.dropped = daemon.dropped()
-    snap.bpf = read_bpf_stats(fds)
+    for command, totals in model.command_totals().items():
+        snap.command_attempts[command] = totals.attempts
+        snap.command_failed[command] = totals.failed
+    overflow = model.command_overflow()
+    snap.overflow_attempts, snap.overflow_failed = overflow.attempts, overflow.failed
+    snap.events_lost = model.events_lost()._asdict()
+    snap.latency = model.latency_by_command()
+    snap.devices = model.device_count()
+    snap.alerts = model.alert_counts()
+    snap.beacon_pairs = model.beacon_pairs()
+    snap.beacon_pairs_dropped = model.beacon_pairs_dropped()
+    snap.dropped = model.dropped()
+    snap.bpf = read_bpf_stats(model.program_fds())
     return snap

@@ -45,7 +45,6 @@ class ConnectMonitor:
     ):
         self.probe = probe
         self.cfg = cfg
-        self.started_cfg = cfg  # restart-only settings keep these values until a restart
         self.clock = clock
         self.is_gone = is_gone
         self.history = ConnectHistory(cfg.max_window_sec)
@@ -70,20 +69,15 @@ class ConnectMonitor:
         # destinations (netwatchd.devices.app_metadata)
         self._starts: Dict[Tuple[str, str, int], List[int]] = {}
 
-    def reconfigure(self, cfg: ConnectionsConfig) -> List[str]:
-        """Apply what can change live; returns the keys that need a restart to change."""
-        restart_keys = [
-            f"connections.{k}"
-            for k in ("max_processes", "max_handshakes", "ring_buffer_kib", "record_events")
-            if getattr(cfg, k) != getattr(self.started_cfg, k)
-        ]
+    def reconfigure(self, cfg: ConnectionsConfig) -> None:
+        """Apply what can change live (the restart-only keys, netwatchd/config.py's metadata,
+        keep the values the probe was built with)."""
         if cfg.trace_udp_sends != self.cfg.trace_udp_sends:
             self.probe.set_udp_sends(cfg.trace_udp_sends)
         self.recent.resize(cfg.recent_records)
         self.history.max_window_sec = cfg.max_window_sec
         self.latency.max_window_sec = cfg.max_window_sec
         self.cfg = cfg
-        return restart_keys
 
     # -- periodic work ---------------------------------------------------------------------
     def poll(self) -> int:
@@ -202,6 +196,11 @@ class ConnectMonitor:
         self._starts = {}
 
     # -- queries (read-only: call refresh() first for answers exact up to now) ---------------
+    @property
+    def max_window_sec(self) -> int:
+        """The longest duration a summary may ask for (connections.max_window_sec, as running)."""
+        return self.cfg.max_window_sec
+
     def summary(self, pid: int, command: str, duration_sec: int) -> Dict[str, Any]:
         query = queries.check_summary(pid, command, duration_sec, self.cfg.max_window_sec)
         now = int(self.clock())

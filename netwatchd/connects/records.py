@@ -85,14 +85,15 @@ LONG_EVENT_SIZE = ctypes.sizeof(ConnEventLong)  # padded to 8 bytes, as the C co
 
 
 # -- what the probe hands over besides records ------------------------------------------------
-class Losses(NamedTuple):
-    """The kernel's loss counters (bpf/connect.bpf.c NW_LOSS_*)."""
+class ConnectLosses(NamedTuple):
+    """The kernel's loss counters (bpf/connect.bpf.c NW_LOSS_*, in their order): ConnectProbe.losses(),
+    as netwatchd.devices.records.DeviceLosses is the device probe's."""
 
-    ring_full: int  # records that found the ring buffer full
-    processes: int  # processes that found the counter map full
-    handshakes: int  # handshakes that found the handshake map full (their outcome: unknown)
-    late_ends: int  # handshake ends whose process counters were already freed
-    latency: int  # latencies that found the histogram map full
+    ring_full: int = 0  # records that found the ring buffer full
+    processes: int = 0  # processes that found the counter map full
+    handshakes: int = 0  # handshakes that found the handshake map full (their outcome: unknown)
+    late_ends: int = 0  # handshake ends whose process counters were already freed
+    latency: int = 0  # latencies that found the histogram map full
 
 
 class PendingHandshake(NamedTuple):

@@ -12,9 +12,10 @@ Everything here is written by devices that may lie and flood: the inventory hold
 devices.max_devices devices (unconfirmed ones leave first, inventory_bounds.py), idle ones
 expire, and what leaves is counted (`evicted`, `expired`).
 
-It imports no edge: what it is given (a probe with drain / read_counters / losses / attach /
-detach / attached / apply_settings, a vendor db, a store with load_devices / save, a clock and
-an interface lister) is real in the daemon and fake in unit tests.
+It imports no edge: what it is given (a probe with drain / read_counters / losses (a
+netwatchd.devices.records.DeviceLosses) / attach / detach / attached / apply_settings, a vendor
+db, a store with load_devices / save, a clock and an interface lister) is real in the daemon and
+fake in unit tests.
 """
 from __future__ import annotations
 
@@ -72,7 +73,6 @@ class DeviceMonitor:
     ):
         self.probe = probe
         self.cfg = cfg
-        self.started_cfg = cfg  # restart-only settings keep these values until a restart
         self.vendors = vendors
         self.store = store
         self.clock = clock
@@ -84,7 +84,7 @@ class DeviceMonitor:
         self.watcher = InterfaceWatcher(probe, list_interfaces)
         self.activity = ActivityLog(log, clock)
         # called as listener(mac, peer, port, transport, name) for each new pattern the TC
-        # classifier reports (the daemon connects the PatternSeen signal here; no D-Bus in here)
+        # classifier reports (add_pattern_listener: the known-pattern store, D-Bus PatternSeen)
         self.pattern_listeners: List[Callable[[str, str, int, str, str], None]] = []
         # called at every save and at stop (the known-pattern store writes its batch then)
         self.save_hooks: List[Callable[[], None]] = []
@@ -124,6 +124,10 @@ class DeviceMonitor:
     def malformed_events(self) -> int:
         return self._decoder.malformed
 
+    def add_pattern_listener(self, listener: Callable[[str, str, int, str, str], None]) -> None:
+        """`listener(mac, peer, port, transport, name)` for each new pattern from now on."""
+        self.pattern_listeners.append(listener)
+
     @property
     def kernel_evicted(self) -> int:
         """Kernel device-map entries the LRU evicted (a flood of new MACs makes it)."""
@@ -159,16 +163,12 @@ class DeviceMonitor:
         return int(self.clock() * 1e6)
 
     # -- configuration -----------------------------------------------------------------------
-    def reconfigure(self, cfg: DevicesConfig) -> List[str]:
-        restart_keys = [
-            f"devices.{k}"
-            for k in ("max_devices", "max_patterns", "ring_buffer_kib", "snippet_budget_per_sec", "tc_attach")
-            if getattr(cfg, k) != getattr(self.started_cfg, k)
-        ]
+    def reconfigure(self, cfg: DevicesConfig) -> None:
+        """Apply what can change live: the privacy switches, the interfaces (the restart-only keys,
+        netwatchd/config.py's metadata, keep the values the probe was built with)."""
         self.probe.apply_settings(cfg)
         self.cfg = cfg
         self.refresh_interfaces()
-        return restart_keys
 
     def refresh_interfaces(self) -> None:
         self.watcher.refresh(self.cfg.interfaces)
@@ -240,7 +240,7 @@ class DeviceMonitor:
         flood). Costs one map read, only in a tick after a loss."""
         read = getattr(self.probe, "read_address_bindings", None)
         losses = self.probe.losses()
-        lost = losses["ring_full"] + losses.get("throttled", 0)
+        lost = losses.ring_full + losses.throttled
         if read is None or lost == self._ring_lost_seen:
             return
         self._ring_lost_seen = lost
@@ -407,7 +407,7 @@ class DeviceMonitor:
         answers = self.metadata.questions.counts
         return {"devices_evicted": self.evicted, "devices_expired": self.expired,
                 "kernel_device_entries_evicted": self.kernel_evicted,
-                "device_snippets_throttled": self.probe.losses().get("throttled", 0),
+                "device_snippets_throttled": self.probe.losses().throttled,
                 "dns_answers_unsolicited": answers.unsolicited, "dns_questions_dropped": answers.questions_dropped}
 
     def events_lost(self) -> int:
@@ -415,5 +415,8 @@ class DeviceMonitor:
         beyond its budget, frames of devices that found no room in the kernel's device LRU,
         records that did not decode."""
         losses = self.probe.losses()
-        return (losses["ring_full"] + losses.get("throttled", 0) + losses.get("devices_full", 0)
-                + self.malformed_events)
+        return losses.ring_full + losses.throttled + losses.devices_full + self.malformed_events
+
+    def malformed_frames(self) -> int:
+        """Frames the TC classifier could not parse (D-Bus MalformedFrames)."""
+        return self.probe.losses().malformed

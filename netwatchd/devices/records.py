@@ -5,7 +5,7 @@ import ctypes
 import ipaddress
 import socket
 from dataclasses import dataclass
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, NamedTuple, Optional, Tuple
 
 import numpy as np
 
@@ -22,6 +22,16 @@ TRANSPORT_NAMES = {socket.IPPROTO_TCP: "tcp", socket.IPPROTO_UDP: "udp", socket.
 # indexes of the runtime switches in the dev_settings array
 SETTING_INDEX = {"capture_dns": 0, "capture_http": 1, "capture_tls": 2, "capture_dhcp": 3}
 LOSS_RING, LOSS_DEVICES, LOSS_MALFORMED, LOSS_THROTTLED = 0, 1, 2, 3
+
+
+class DeviceLosses(NamedTuple):
+    """The kernel's loss counters (bpf/device.h NW_LOSS_*): DeviceProbe.losses(), as
+    netwatchd.connects.records.ConnectLosses is the connect probe's."""
+
+    ring_full: int = 0  # records that found the ring buffer full
+    devices_full: int = 0  # packets of devices that found no room in the device map
+    malformed: int = 0  # frames too short or inconsistent to parse
+    throttled: int = 0  # snippets of a device beyond its budget (devices.snippet_budget_per_sec)
 
 
 class DevCounters(ctypes.Structure):

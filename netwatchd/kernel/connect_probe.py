@@ -13,7 +13,7 @@ from typing import Dict, List, Set, Tuple
 
 from netwatchd.config import ConnectionsConfig
 from netwatchd.connects.history import CounterKeyT, Counts
-from netwatchd.connects.records import Losses, PendingHandshake, decode_comm
+from netwatchd.connects.records import ConnectLosses, PendingHandshake, decode_comm
 from netwatchd.kernel import features
 from netwatchd.kernel import headers as kernel_env
 from netwatchd.kernel import links as bpf_links
@@ -171,9 +171,9 @@ class ConnectProbe:
             except KeyError:
                 pass
 
-    def losses(self) -> Losses:
+    def losses(self) -> ConnectLosses:
         table = self._bpf[b"losses"]
-        return Losses(*(int(sum(table[ctypes.c_int(i)])) for i in range(len(Losses._fields))))
+        return ConnectLosses(*(int(sum(table[ctypes.c_int(i)])) for i in range(len(ConnectLosses._fields))))
 
     def pending_handshakes(self) -> List[PendingHandshake]:
         """Handshakes still pending after their connect() returned (the kernel's `handshakes`)."""

@@ -16,7 +16,7 @@ from netwatchd.config import DevicesConfig
 from netwatchd.kernel.bpf_util import (QUIET_KERNEL_HEADER_WARNINGS, ProbeError, RingReader, bpf_source_dir,
                                        return_freed_heap, ring_pages, table_items)
 from netwatchd.devices.records import (LOSS_DEVICES, LOSS_MALFORMED, LOSS_RING, LOSS_THROTTLED, SETTING_INDEX,
-                                      CounterReadings,
+                                      CounterReadings, DeviceLosses,
                                       address_bindings, beacon_pair, readings_from_raw)
 from netwatchd.interfaces import Interface
 
@@ -123,14 +123,14 @@ class DeviceProbe:
             return {}
         return {beacon_pair(k): (v.last_ns, v.prev_ns, v.count) for k, v in table_items(self._bpf[b"beacon_pairs"])}
 
-    def losses(self) -> Dict[str, int]:
+    def losses(self) -> DeviceLosses:
         table = self._bpf[b"dev_losses"]
-        return {
-            "ring_full": int(sum(table[ctypes.c_int(LOSS_RING)])),
-            "devices_full": int(sum(table[ctypes.c_int(LOSS_DEVICES)])),
-            "malformed": int(sum(table[ctypes.c_int(LOSS_MALFORMED)])),
-            "throttled": int(sum(table[ctypes.c_int(LOSS_THROTTLED)])),
-        }
+
+        def read(index: int) -> int:
+            return int(sum(table[ctypes.c_int(index)]))
+
+        return DeviceLosses(ring_full=read(LOSS_RING), devices_full=read(LOSS_DEVICES),
+                            malformed=read(LOSS_MALFORMED), throttled=read(LOSS_THROTTLED))
 
     # -- known patterns across restarts (netwatchd/store/patterns.py) ------------------------
     def remember_patterns(self, patterns) -> int:

@@ -44,7 +44,7 @@ from tests.integration.lan import UDP_ECHO, Lan, Node
 from tests.journal_harness import PrivateJournal
 
 TICK = 0.5
-STORE_INTERVAL = 1.0  # inventory, baselines and tick history written this often
+STORE_INTERVAL = 1.0  # inventory, baselines and tick history written this often (both save intervals)
 LEARNING_SEC = 8
 WARMUP_TICKS = 12
 BG_RATE = 8  # connects per second of each background command: 4 per tick
@@ -211,7 +211,7 @@ class World:
     def config(self) -> Dict:
         return {"state_directory": str(self.state), "tick_interval_sec": TICK,
                 "devices": {"interfaces": self.lan.ports(), "store_interval_sec": STORE_INTERVAL},
-                "alerts": dict(self.alerts_cfg)}
+                "alerts": {"state_save_interval_sec": STORE_INTERVAL, **self.alerts_cfg}}
 
     def start_daemon(self) -> DaemonProcess:
         """The shipped config with time compressed; devices.interfaces lists the LAN's bridge

@@ -60,7 +60,8 @@ LEARNING_SEC = 12  # the background devices all appear in the first seconds
 WARMUP_TICKS = 100  # the shipped EWMA (alpha 0.02) has converged to ~90% by then
 STORE_INTERVAL = 1.0  # inventory, baselines, known patterns and tick history written this often
 TIME_SETTINGS = {"tick_interval_sec": TICK, "alerts.learning_period_sec": LEARNING_SEC,
-                 "alerts.warmup_ticks": WARMUP_TICKS, "devices.store_interval_sec": STORE_INTERVAL}
+                 "alerts.warmup_ticks": WARMUP_TICKS, "alerts.state_save_interval_sec": STORE_INTERVAL,
+                 "devices.store_interval_sec": STORE_INTERVAL}
 
 ECHO_PORT, SINK_PORT, CLOSED_PORT = 7000, 7001, 7999
 BUSY_PORTS = range(8000, 8120)

@@ -1,7 +1,8 @@
-"""A stand-in netwatchd for the alert D-Bus tests: the real ManagerInterface, DBusAlertSink and
-AlertPipeline (detector, log) on the bus, with a fake connect engine behind the other properties
-(no BPF: what is tested is where alerts go). Runs as root, the only user the policy lets own
-the name; DBUS_SYSTEM_BUS_ADDRESS says which bus.
+"""A stand-in netwatchd for the alert D-Bus tests: the real ManagerInterface, DBusAlertSink,
+read model (netwatchd.daemon_view.DaemonView) and AlertPipeline (detector, log) on the bus, with
+no connect or device engine behind the read model (no BPF: what is tested is where alerts go;
+their figures read as off, 0). Runs as root, the only user the policy lets own the name;
+DBUS_SYSTEM_BUS_ADDRESS says which bus.
 
     python alert_service.py STATE_DIR [--alerting on|disabled|none] [--learning]
 
@@ -19,14 +20,19 @@ import json
 import signal
 import sys
 import time
-from types import SimpleNamespace
 
 from netwatchd.api import dbus as dbus_service
 from netwatchd.alerting.pipeline import AlertPipeline
+from netwatchd.daemon_view import DaemonView
+from netwatchd.kernel.features import KernelFeatures
 from netwatchd.store.state_files import AlertStateFiles
 from netwatchd.alerting.alerts import Alert
-from netwatchd.config import AlertsConfig
+from netwatchd.config import AlertsConfig, DaemonConfig
 from netwatchd.alerting.observation import TickObservation
+
+CONFIG_PATH = "/etc/netwatchd/netwatchd.yaml"
+# a kernel with everything: KernelRelease "test", no KernelFallbacks
+KERNEL = KernelFeatures(release="test", task_pt_regs=True, tcx=True, ringbuf=True, sk_err_offset=0)
 
 
 def alerts_config(enabled: bool, learning: bool) -> AlertsConfig:
@@ -39,26 +45,11 @@ def alerts_config(enabled: bool, learning: bool) -> AlertsConfig:
                         mac_flood_new_macs=1_000_000)
 
 
-class FakeDaemon:
-    """What ManagerInterface reads from the daemon, minus the kernel."""
-
-    def __init__(self, alerting):
-        self.alerting = alerting
-        self.started_at_usec = time.time_ns() // 1000
-        self.config_path = "/etc/netwatchd/netwatchd.yaml"
-        self.devices = None
-        self.connects = SimpleNamespace(events_lost=lambda: 0, processes_untracked=lambda: 0, refresh=lambda: None,
-                                        handshakes_untracked=lambda: 0, latency_samples_lost=lambda: 0,
-                                        history=SimpleNamespace(total=SimpleNamespace(attempts=0)))
-
-    def programs_attached(self):
-        return []
-
-    def dropped(self):
-        alerting = getattr(self, "alerting", None)
-        return alerting.dropped() if alerting is not None else {}
-
-    kernel = SimpleNamespace(release="test", notes=lambda: [])
+def read_model(alerting) -> DaemonView:
+    """The daemon's read model over `alerting` alone (None: a daemon without alerting)."""
+    cfg = DaemonConfig()
+    return DaemonView(None, None, alerting, config=lambda: cfg, config_path=CONFIG_PATH,
+                      started_at_usec=time.time_ns() // 1000, kernel=lambda: KERNEL)
 
 
 def say(line: str) -> None:
@@ -69,14 +60,9 @@ async def serve(args) -> None:
     pipeline = None
     if args.alerting != "none":
         pipeline = AlertPipeline(alerts_config(args.alerting == "on", args.learning), AlertStateFiles(args.state_dir))
-    daemon = FakeDaemon(pipeline)
-    if args.alerting == "none":
-        del daemon.alerting  # a daemon from before alerting existed
     bus = await dbus_service.own_name()
-    interface = dbus_service.export(bus, daemon)
-    sink = dbus_service.DBusAlertSink(interface)
-    if pipeline is not None:
-        pipeline.sinks.append(sink)
+    interface = dbus_service.export(bus, read_model(pipeline))  # the pipeline's alerts go out as AlertRaised
+    sink = dbus_service.DBusAlertSink(interface)  # for signal_only
 
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()

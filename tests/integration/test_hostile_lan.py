@@ -191,7 +191,7 @@ class World:
         lan.start(self.sink, sys.executable, "-c", DNS_SERVER, str(DNS_PORT),
                   json.dumps({"update.ubuntu.com": {"A": self.sink.ipv4}}), ready="ready")
         config = {"tick_interval_sec": TICK, "state_directory": str(self.tmp / "state"),
-                  "alerts": {"learning_period_sec": LEARNING_SEC, "warmup_ticks": 20},
+                  "alerts": {"learning_period_sec": LEARNING_SEC, "warmup_ticks": 20, "state_save_interval_sec": 1.0},
                   "devices": {"interfaces": lan.ports() + list(self.later_ports.values()), "store_interval_sec": 1.0}}
         self.d = DaemonProcess(self.bus, config, watchdog_usec=WATCHDOG_SEC * 1_000_000,
                                command_prefix=self.journal.command(), about=("devices.interfaces",))

@@ -1,5 +1,5 @@
 """What a restart keeps of the alerting state, against a real daemon (the shipped config, time
-compressed: devices.store_interval_sec is also how often the alert state is saved).
+compressed: alerts.state_save_interval_sec is how often the alert state is saved).
 
 - SIGKILL after a save: the alert is still listed (same id) and its cooldown holds, so the same
   storm does not alert again.
@@ -111,9 +111,9 @@ def test_sigkill_keeps_saved_alerts_and_cooldowns_and_loses_exactly_what_came_af
     storms = Storms(tmp_path)
     daemons: List[DaemonProcess] = []
 
-    def start(store_interval: float) -> DaemonProcess:
+    def start(save_interval: float) -> DaemonProcess:
         d = DaemonProcess(bus, {"state_directory": str(state), "tick_interval_sec": TICK,
-                                "devices": {"store_interval_sec": store_interval}})
+                                "alerts": {"state_save_interval_sec": save_interval}})
         daemons.append(d)
         return d.start()
 

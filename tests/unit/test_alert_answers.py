@@ -7,7 +7,8 @@ from types import SimpleNamespace
 from netwatchd.ctl import main as ctl
 from netwatchd.ctl import render
 from netwatchd.alerting.alerts import KINDS, Alert, AlertLog
-from netwatchd.api.dbus import FIELD_SIGNATURES, alert_answer, alert_counts, to_vardict
+from netwatchd.api.dbus import FIELD_SIGNATURES, alert_answer, to_vardict
+from netwatchd.daemon_view import alert_counts
 
 ALERT = Alert("65a-3", "new_device", "device:00:16:3e:00:00:03", 1_700_000_000_000_000,
               "new device 00:16:3e:00:00:03 (Xensource) on eth0", observed=1, baseline=0, score=0,

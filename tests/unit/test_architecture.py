@@ -1,6 +1,7 @@
 """The package's shape, read from its own imports (ast, lazy imports included): the pure engine
-imports no edge, there is no import cycle, netwatchctl stays a thin client, each edge library
-has its one home, and no file grows past 500 lines. See README "How it is built"."""
+imports no edge, the edges read the engines only through the read model, there is no import
+cycle, netwatchctl stays a thin client, each edge library has its one home, and no file grows
+past 500 lines. See README "How it is built" and DEVELOPERS.md "Layout"."""
 from __future__ import annotations
 
 import ast
@@ -15,7 +16,20 @@ PACKAGE = ROOT / "netwatchd"
 ENGINES = ("connects", "devices", "alerting")
 EDGE_LIBRARIES = {"bcc", "dbus_fast", "systemd", "sdnotify", "sqlite3", "asyncio", "socketserver", "http"}
 EDGE_PACKAGES = ("netwatchd.kernel", "netwatchd.store", "netwatchd.api", "netwatchd.ctl",
-                 "netwatchd.daemon", "netwatchd.device_setup", "netwatchd.notify", "netwatchd.logsetup")
+                 "netwatchd.daemon", "netwatchd.device_setup", "netwatchd.notify", "netwatchd.logsetup",
+                 "netwatchd.read_model", "netwatchd.daemon_view")  # the last two stand above the engines
+# The edges (netwatchd/api/) read the running daemon through the read model they are handed
+# (netwatchd/read_model.py), never through the Daemon or its parts: they import no module of the
+# engines, of kernel/ or store/, nor the daemon or its read model's implementation (daemon_view).
+# The engine types an edge may see are the read model's vocabulary, imported from
+# netwatchd.read_model, which imports from the engines these names and nothing else:
+API_MUST_NOT_IMPORT = tuple(f"netwatchd.{e}" for e in ENGINES) + (
+    "netwatchd.kernel", "netwatchd.store", "netwatchd.daemon", "netwatchd.daemon_view", "netwatchd.device_setup")
+READ_MODEL_VOCABULARY = {
+    "netwatchd.alerting.alerts": {"KINDS", "Alert"},
+    "netwatchd.connects.latency": {"Log2Histogram"},
+    "netwatchd.connects.records": {"ConnectionRecord"},
+}
 # Where each edge library may be imported, and nowhere else.
 LIBRARY_HOMES = {
     "bcc": ("netwatchd.kernel.",),
@@ -87,6 +101,28 @@ def test_the_engines_import_no_edge_and_not_each_other():
             if m.split(".")[0] in EDGE_LIBRARIES or under(m, EDGE_PACKAGES) or under(m, others):
                 bad.append(f"{module} imports {m}")
     assert bad == []
+
+
+def test_the_edges_import_no_engine_but_through_the_read_model():
+    bad = []
+    for module, imported in all_imports().items():
+        if under(module, ("netwatchd.api",)):
+            bad += [f"{module} imports {m}" for m in sorted(imported) if under(m, API_MUST_NOT_IMPORT)]
+    assert bad == []
+
+
+def test_the_read_model_hands_over_only_its_vocabulary():
+    from netwatchd import read_model
+
+    path = PACKAGE / "read_model.py"
+    from_engines: Dict[str, Set[str]] = {}
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            assert not [a.name for a in node.names if under(a.name, [f"netwatchd.{e}" for e in ENGINES])]
+        elif isinstance(node, ast.ImportFrom) and under(node.module or "", [f"netwatchd.{e}" for e in ENGINES]):
+            from_engines.setdefault(node.module, set()).update(a.name for a in node.names)
+    assert from_engines == READ_MODEL_VOCABULARY
+    assert {m: set(names) for m, names in read_model.VOCABULARY.items()} == READ_MODEL_VOCABULARY
 
 
 def test_each_edge_library_is_imported_only_in_its_home():

@@ -8,7 +8,7 @@ from netwatchd.config import ConnectionsConfig
 from netwatchd.connects.history import Counts
 from netwatchd.connects.monitor import ConnectMonitor
 from netwatchd.connects.queries import InvalidQuery
-from netwatchd.connects.records import Losses, PendingHandshake
+from netwatchd.connects.records import ConnectLosses, PendingHandshake
 from tests.unit.test_connect_record import CASES, build_event
 
 
@@ -36,7 +36,7 @@ class FakeProbe:
             del self.counters[k]
 
     def losses(self):
-        return Losses(self.ring_full, 0, self.handshakes_full, 0, 0)
+        return ConnectLosses(self.ring_full, 0, self.handshakes_full, 0, 0)
 
     def pending_handshakes(self):
         return list(self.handshakes.values())
@@ -150,10 +150,12 @@ def test_records_and_losses(env):
         mon.list_connections(0, 1001)
 
 
-def test_reconfigure_applies_live_settings_and_names_the_rest(env):
+def test_reconfigure_applies_live_settings(env):
+    """(The restart-only keys, max_processes here, are named by config.restart_only_changes:
+    tests/unit/test_restart_keys.py.)"""
     probe, _, _, mon = env
     new = dataclasses.replace(ConnectionsConfig(), trace_udp_sends=False, recent_records=5, max_processes=128)
-    assert mon.reconfigure(new) == ["connections.max_processes"]
+    mon.reconfigure(new)
     assert probe.udp_sends is False
     assert mon.recent.capacity == 5
 

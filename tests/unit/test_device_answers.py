@@ -9,6 +9,7 @@ import pytest
 from dbus_fast import DBusError, Message, MessageType
 
 from netwatchd.api import dbus as api
+from netwatchd.daemon_view import device_page
 from netwatchd.devices.model import COUNTER_NAMES, Device
 from netwatchd.devices.queries import device_answer, device_summary, list_devices
 
@@ -52,6 +53,11 @@ def longest_device(n: int, vendor: str) -> Device:
                   counters={c: 2**63 for c in COUNTER_NAMES}, peers=2**63, confirmed=True)
 
 
+def summaries(devices):
+    """What the read model hands ListDevices (ReadModel.device_summaries)."""
+    return [device_summary(d) for d in devices]
+
+
 def reply_size(body_records) -> int:
     """The bytes of a method return carrying `body_records` as aa{sv}, marshalled by dbus-fast."""
     message = Message(message_type=MessageType.METHOD_RETURN, reply_serial=1, destination=":1.42",
@@ -79,7 +85,7 @@ def test_listdevices_of_4096_devices_is_far_below_the_bus_limit():
     sizes = {}
     for what, make in (("typical", typical_device), ("longest", lambda n: longest_device(n, vendor))):
         devices = [make(n) for n in range(4096)]
-        sizes[what] = reply_size(api.list_devices_answer(devices))
+        sizes[what] = reply_size(api.list_devices_answer(summaries(devices)))
         # the guard's estimate is an upper bound of what dbus-fast really sends
         assert api.records_size_bound([device_summary(d) for d in devices]) >= sizes[what]
     print(f"ListDevices, 4096 devices: {sizes['typical'] / 2**20:.2f} MiB typical, "
@@ -106,24 +112,24 @@ def test_listdevices_refuses_rather_than_send_a_message_the_bus_would_drop(monke
     size = api.records_size_bound([device_summary(d) for d in devices])
     monkeypatch.setattr(api, "REPLY_BODY_MAX", size - 1)
     with pytest.raises(DBusError) as info:
-        api.list_devices_answer(devices)
+        api.list_devices_answer(summaries(devices))
     assert info.value.type == "org.freedesktop.DBus.Error.LimitsExceeded"
     assert str(info.value).startswith("100 devices do not fit in one D-Bus message")
     assert str(info.value).endswith("ask ListDevicesPage")
     monkeypatch.setattr(api, "REPLY_BODY_MAX", size)
-    assert len(api.list_devices_answer(devices)) == 100
+    assert len(api.list_devices_answer(summaries(devices))) == 100
 
 
 def test_pages_cover_listdevices_in_its_order():
     devices = list_devices([typical_device(n) for n in (5, 3, 9, 1, 7)])
-    whole = [r["mac"].value for r in api.list_devices_answer(devices)]
+    whole = [r["mac"].value for r in api.list_devices_answer(summaries(devices))]
     assert whole == [mac_of(n) for n in (1, 3, 5, 7, 9)]  # first seen first
     pages = []
     for offset in range(0, 5, 2):
-        records, total = api.device_page(devices, offset, 2)
+        records, total = device_page(devices, offset, 2)
         assert total == 5
-        pages += [r["mac"].value for r in records]
+        pages += [r["mac"] for r in records]
     assert pages == whole
-    assert api.device_page(devices, 5, 2) == ([], 5)
-    assert api.device_page(devices, 2**32 - 1, 1000) == ([], 5)
-    assert api.device_page([], 0, 100) == ([], 0)
+    assert device_page(devices, 5, 2) == ([], 5)
+    assert device_page(devices, 2**32 - 1, 1000) == ([], 5)
+    assert device_page([], 0, 100) == ([], 0)

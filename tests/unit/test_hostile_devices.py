@@ -13,7 +13,7 @@ from netwatchd.devices.address_owners import AddressOwners
 from netwatchd.devices.counter_deltas import CounterDeltas
 from netwatchd.devices.model import Device, append_bounded, bump_bounded
 from netwatchd.devices.monitor import DeviceMonitor
-from netwatchd.devices.records import EV_ADDRESS, EV_SNIPPET, DevCounters, mac_text, readings_from_counters
+from netwatchd.devices.records import EV_ADDRESS, EV_SNIPPET, DevCounters, DeviceLosses, mac_text, readings_from_counters
 from tests.unit.test_device_monitor import CISCO, PHONE, FakeProbe, FakeStore, FakeVendors, dns_query, event
 
 REAL = "00:1b:21:aa:bb:cc"  # an Intel NIC joining after the flood
@@ -302,7 +302,7 @@ def test_an_arp_spoof_whose_event_the_full_ring_lost_is_still_an_address_move():
     a tick after a loss reads it, and the move of a known address is seen. Addresses nobody
     owned (the flood's own claims, lost) stay lost: detail, and no device is made of them."""
     probe, clock, mon = monitor()
-    probe.losses = lambda: {"ring_full": 0, "devices_full": 0, "malformed": 0}
+    probe.losses = lambda: DeviceLosses(ring_full=0)
     probe.raw = [event(EV_ADDRESS, CISCO, saddr="10.77.0.11")]
     mon.tick()
     observe(mon)
@@ -310,7 +310,7 @@ def test_an_arp_spoof_whose_event_the_full_ring_lost_is_still_an_address_move():
     probe.read_address_bindings = lambda: list(bindings)
     mon.tick()  # no loss yet: nothing read
     assert observe(mon).address_changes == []
-    probe.losses = lambda: {"ring_full": 40000, "devices_full": 0, "malformed": 0}
+    probe.losses = lambda: DeviceLosses(ring_full=40000)
     mon.tick()
     assert observe(mon).address_changes == [{"ip": "10.77.0.11", "old_mac": CISCO, "new_mac": PHONE, "flip_flop": False}]
     assert "02:66:00:00:00:01" not in mon.devices

@@ -6,6 +6,8 @@ from netwatchd.config import ConfigError, parse_config, split_listen
 from netwatchd.api.http import BadRequest, HttpApi, connection_summary, parse_head
 from netwatchd.api.metrics import Snapshot, escape_label, parse_fdinfo, read_bpf_stats, render
 from netwatchd.connects.queries import InvalidQuery
+from netwatchd.errors import NoSuchDevice
+from netwatchd.read_model import CommandTotals, EventsLost, ReadModel
 
 
 def samples(text):
@@ -107,21 +109,10 @@ def test_parse_head_rejects(head, status):
 
 
 class FakeConnects:
+    """The connect queries (read_model.ConnectQueries) our JSON routes ask."""
+
     def __init__(self):
-        from netwatchd.connects.history import ZERO, Counts
         self.calls = []
-        self.command_totals = {"curl": Counts(succeeded=2, refused=1)}
-        self.command_overflow = ZERO
-        self.probe = object()
-
-    def refresh(self):
-        pass
-
-    def refresh_histograms(self):
-        pass
-
-    def events_lost(self):
-        return 4
 
     def summary(self, pid, command, duration):
         from netwatchd.connects.queries import check_summary
@@ -136,14 +127,127 @@ class FakeConnects:
 
 
 class FakeDaemon:
+    """A fake of the read model the daemon hands its edges (netwatchd.read_model.ReadModel), and
+    nothing deeper: its connect queries are FakeConnects'; one command, curl, made 3 connects,
+    1 failed; 4 connect records lost; no devices, alerts off."""
+
+    max_window_sec = 3600
+
     def __init__(self):
-        self.connects = FakeConnects()
-        self.devices = None
-        self.alerting = None
+        self._connects = FakeConnects()
         self.cfg = parse_config("")
+
+    def refresh(self):
+        pass
+
+    def summary(self, pid, command, duration_sec):
+        return self._connects.summary(pid, command, duration_sec)
+
+    def list_connections(self, pid, limit):
+        return self._connects.list_connections(pid, limit)
+
+    def list_per_process(self, pid, limit, keep):
+        return {}, False
+
+    def version(self):
+        return "0.0.0"
+
+    def started_at_usec(self):
+        return 1_700_000_000_000_000
+
+    def config_path(self):
+        return "/etc/netwatchd/netwatchd.yaml"
+
+    def programs_attached(self):
+        return []
+
+    def kernel_release(self):
+        return "test"
+
+    def kernel_fallbacks(self):
+        return []
+
+    def interfaces(self):
+        return []
+
+    def connect_attempts(self):
+        return 3
+
+    def device_count(self):
+        return 0
+
+    def events_lost(self):
+        return EventsLost(connect=4, device=0)
+
+    def malformed_frames(self):
+        return 0
+
+    def processes_untracked(self):
+        return 0
+
+    def handshakes_untracked(self):
+        return 0
+
+    def latency_samples_lost(self):
+        return 0
 
     def dropped(self):
         return {"devices_evicted": 4904, "dns_answers_unsolicited": 2}
+
+    def protocol_totals(self):
+        return {}
+
+    def device_summaries(self):
+        return []
+
+    def device_page(self, offset, limit):
+        return [], 0
+
+    def device(self, mac_or_ip):
+        raise NoSuchDevice("device watching is disabled in the configuration (devices.enabled)")
+
+    def alerts_enabled(self):
+        return False
+
+    def learning(self):
+        return False
+
+    def alert_counts(self):
+        return {}
+
+    def newest_alerts(self, limit):
+        return []
+
+    def command_totals(self):
+        return {"curl": CommandTotals(attempts=3, failed=1)}
+
+    def command_overflow(self):
+        return CommandTotals()
+
+    def latency_by_command(self):
+        return {}
+
+    def program_fds(self):
+        return {}
+
+    def beacon_pairs(self):
+        return 0
+
+    def beacon_pairs_dropped(self):
+        return 0
+
+    def add_alert_sink(self, sink):
+        pass
+
+    def add_pattern_listener(self, listener):
+        pass
+
+
+def test_the_fake_is_the_read_model_and_nothing_more():
+    from tests.unit.test_read_model import public_members, read_model_members
+
+    assert isinstance(FakeDaemon(), ReadModel)
+    assert public_members(FakeDaemon()) == read_model_members()
 
 
 def respond(target, method="GET"):
