@@ -31,7 +31,7 @@ def main() -> int:
         return 1
     data = json.loads(out.read_text())
     sys.path[:0] = [str(REPO)]
-    from tests.integration.test_alert_scenarios import EXPECTED
+    from tests.support.oracles import ALERT_SCENARIOS as EXPECTED
 
     print(f"\ntick {data['tick_sec']} s; storms took {data['storm_sec']}")
     print(f"  {'scenario':<44} {'expected (kind, subject)':<40} {'allowed':>8} {'measured':>9}")

@@ -40,7 +40,7 @@ import bpf_stats  # noqa: E402
 from bench_main import bench_daemon, run_benchmark  # noqa: E402
 from loadgen import LoopbackLoad, PhaseResult, add_counts  # noqa: E402
 from reference_probes import ReferenceProbes  # noqa: E402
-from tests.harness import BUS_NAME, INTERFACE, OBJECT_PATH, DaemonProcess, PrivateSystemBus, unvariant  # noqa: E402
+from tests.support.daemon import BUS_NAME, INTERFACE, OBJECT_PATH, DaemonProcess, PrivateSystemBus, unvariant  # noqa: E402
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 RESULTS = BENCH / "results"

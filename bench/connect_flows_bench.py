@@ -25,7 +25,7 @@ sys.path[:0] = [str(BENCH.parent), str(BENCH)]
 
 from bench_main import bench_daemon, run_benchmark  # noqa: E402
 from connect_bench import cpu_sec, rss_kib, settle  # noqa: E402
-from tests.harness import PrivateSystemBus, unvariant  # noqa: E402
+from tests.support.daemon import PrivateSystemBus, unvariant  # noqa: E402
 
 GOAL_RSS_GROWTH_MB = 10.0
 

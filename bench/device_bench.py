@@ -48,7 +48,7 @@ import bpf_stats  # noqa: E402
 from bench_main import bench_daemon, run_benchmark  # noqa: E402
 from connect_bench import cpu_sec, host_info, progress, shielded_cleanup, verdict  # noqa: E402
 from device_floors import FloorClassifiers  # noqa: E402
-from tests.harness import DaemonProcess, PrivateSystemBus  # noqa: E402
+from tests.support.daemon import DaemonProcess, PrivateSystemBus  # noqa: E402
 
 from device_link import Link  # noqa: E402
 from device_senders import build_sender, Phase, Senders  # noqa: E402

@@ -18,7 +18,7 @@ sys.path[:0] = [str(REPO), str(BENCH)]
 import yaml  # noqa: E402
 
 import bpf_stats  # noqa: E402
-from tests.harness import DaemonProcess, unvariant  # noqa: E402
+from tests.support.daemon import DaemonProcess, unvariant  # noqa: E402
 
 TCX_INGRESS, TCX_EGRESS = 46, 47
 TICK_SEC = 0.25

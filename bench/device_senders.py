@@ -17,7 +17,7 @@ sys.path[:0] = [str(REPO), str(BENCH)]
 
 
 from connect_bench import progress  # noqa: E402
-from tests.harness import StartedUntilExit  # noqa: E402
+from tests.support.processes import StartedUntilExit  # noqa: E402
 
 SINK_PORT = 40009
 

@@ -34,7 +34,7 @@ REPO = BENCH.parent
 sys.path[:0] = [str(REPO), str(BENCH)]
 
 from bench_main import bench_daemon, run_benchmark  # noqa: E402
-from tests.harness import DaemonProcess, PrivateSystemBus  # noqa: E402
+from tests.support.daemon import DaemonProcess, PrivateSystemBus  # noqa: E402
 
 RESULTS = BENCH / "results"
 CHILD = r"""

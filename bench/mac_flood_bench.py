@@ -3,7 +3,7 @@
     .venv/bin/python bench/mac_flood_bench.py [--macs 100000] [--rate 40000] [--phase-sec 6] [--rounds 2]
     (as root, about a minute)
 
-A bridge with two namespaces (tests/integration/lan.py): `attacker` writes raw frames on its
+A bridge with two namespaces (tests/support/lan.py): `attacker` writes raw frames on its
 port, `sink` is where they go. netwatchd runs on the shipped config (devices.interfaces: the two
 ports), and phases alternate at one frame rate:
   quiet  every frame from one source MAC (a busy device);
@@ -26,9 +26,9 @@ sys.path[:0] = [str(REPO), str(BENCH)]
 
 import bpf_stats  # noqa: E402
 from connect_bench import cpu_sec  # noqa: E402
-from tests.harness import DaemonProcess, PrivateSystemBus, unvariant  # noqa: E402
-from tests.integration import frames  # noqa: E402
-from tests.integration.lan import Lan  # noqa: E402
+from tests.support.daemon import DaemonProcess, PrivateSystemBus, unvariant  # noqa: E402
+from tests.support import frames  # noqa: E402
+from tests.support.lan import Lan  # noqa: E402
 
 TICK_SEC = 1.0  # shipped
 
@@ -79,7 +79,6 @@ def main() -> int:
     workdir.mkdir()
     try:
         bus.start()
-        lan.create_bridge()
         attacker = lan.add_node("attacker", "00:16:3e:77:00:01")
         sink = lan.add_node("sink", "00:16:3e:77:00:02")
         daemon = DaemonProcess(bus, {"tick_interval_sec": TICK_SEC, "alerts": {"learning_period_sec": 0},

@@ -31,7 +31,7 @@ import bpf_stats  # noqa: E402
 from bench_main import bench_daemon, run_benchmark  # noqa: E402
 from connect_bench import host_info, progress  # noqa: E402
 from device_bench import RESULTS, Link, Senders, build_sender  # noqa: E402
-from tests.harness import DaemonProcess, PrivateSystemBus  # noqa: E402
+from tests.support.daemon import DaemonProcess, PrivateSystemBus  # noqa: E402
 
 PATHS = ("tcx", "tc")
 

@@ -3,7 +3,7 @@
 #ifndef NETWATCH_DEVICE_H
 #define NETWATCH_DEVICE_H
 
-/* Protocol classes, as indexes into the counters (netwatchd/devices.py PROTOCOLS). */
+/* Protocol classes, as indexes into the counters (netwatchd/devices/model.py PROTOCOLS). */
 #define NW_P_ARP 0
 #define NW_P_IPV4 1 /* IPv4 other than TCP/UDP/ICMP, and non-first fragments */
 #define NW_P_IPV6 2

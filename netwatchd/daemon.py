@@ -48,7 +48,7 @@ class Daemon:
         self._last_alert_save = 0.0
         self._stop = asyncio.Event()
         self._bus = None
-        self._http = None  # http_api.HttpApi when metrics.enabled
+        self._http = None  # api/http.py HttpApi when metrics.enabled
         self._ebpf_http = None  # ebpf-server's API when ebpf_server_api.enabled
 
     @property

@@ -21,7 +21,9 @@ When the table removes keys (idle too long, or pushed out by its cap: BaselineTa
 go too and the other rows and sums follow their keys' new table slots (`remap`).
 
 Slots follow local time (a backup at 02:00 is at 02:00 whatever the UTC offset), computed
-from the tick's own time, so a replay of recorded ticks learns and excuses the same way.
+from the tick's own time, so a replay of recorded ticks learns and excuses the same way. The
+UTC offset comes from `offset`, whose default (local_offset_sec) reads the system's time zone:
+this module's one read of the system.
 """
 from __future__ import annotations
 

@@ -1,7 +1,9 @@
 """The connect engine: kernel counters and records in, Summary and ListConnections out.
 
-Pure apart from the probe it is given (anything with drain / read_counters / delete_processes /
-losses / set_udp_sends), so unit tests drive it with a fake probe and a fake clock.
+Pure apart from what it is given: the probe (anything with drain / read_counters /
+pending_handshakes / abandon_handshake / delete_processes / latency_cells / losses /
+set_udp_sends), the clock and is_gone. Their defaults, the wall clock and process_gone (whether
+/proc/<pid> exists), are the daemon's; unit tests drive it with a fake probe, clock and is_gone.
 """
 from __future__ import annotations
 
@@ -114,7 +116,7 @@ class ConnectMonitor:
     def refresh(self) -> None:
         """Read the kernel now: counters and records up to this moment. The D-Bus and HTTP
         edges call it before they answer, so answers are exact up to the question, not up to
-        the last tick; the queries below only read."""
+        the last tick; summary() and the listings below read only what was kept."""
         self.tick()
         self.poll()
 
@@ -195,7 +197,9 @@ class ConnectMonitor:
             starts.append([source, address, port, "", times])
         self._starts = {}
 
-    # -- queries (read-only: call refresh() first for answers exact up to now) ---------------
+    # -- queries: summary() and the listings read what tick() and poll() kept (call refresh() first
+    # for answers exact up to now); refresh_histograms() and the loss figures read the kernel's
+    # maps through the probe when asked
     @property
     def max_window_sec(self) -> int:
         """The longest duration a summary may ask for (connections.max_window_sec, as running)."""

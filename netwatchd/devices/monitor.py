@@ -13,9 +13,12 @@ devices.max_devices devices (unconfirmed ones leave first, inventory_bounds.py),
 expire, and what leaves is counted (`evicted`, `expired`).
 
 It imports no edge: what it is given (a probe with drain / read_counters / losses (a
-netwatchd.devices.records.DeviceLosses) / attach / detach / attached / apply_settings, a vendor
-db, a store with load_devices / save, a clock and an interface lister) is real in the daemon and
-fake in unit tests.
+netwatchd.devices.records.DeviceLosses) / attach / detach / attached / apply_settings, and
+read_beacon_starts / read_address_bindings when it has them; a vendor db, a store with
+load_devices / save, a clock, an interface lister and an interface namer) is real in the daemon
+and fake in unit tests. The defaults of the last three read the system: the wall clock,
+netwatchd.interfaces.read_interfaces (/sys/class/net) and netwatchd.devices.records.interface_name
+(if_indextoname).
 """
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""Device-path kernel structures: the ctypes mirror of bpf/device.h and decoding (pure)."""
+"""Device-path kernel structures: the ctypes mirror of bpf/device.h and decoding (pure but for
+interface_name, which asks the kernel for an interface's name: DeviceMonitor's default if_name)."""
 from __future__ import annotations
 
 import ctypes

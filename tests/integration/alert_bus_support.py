@@ -1,117 +1,39 @@
-"""Processes for the alert D-Bus tests, read line by line in the background so that a pipe never
-fills and a test can wait for a line with a timeout: the stand-in service (alert_service.py),
-plain subscribers (signal_subscriber.py), `netwatchctl watch`, `busctl monitor`.
-
-Every process is started and stopped by its pid, even when a test fails.
-"""
+"""The stand-in service of the alert D-Bus tests (alert_service.py), run and read line by line
+(tests/support/processes.py), stopped by its pid even when a test fails; and new devices for a
+tick's observation."""
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Union
+from typing import Dict, List, Optional
 
-from tests.harness import PrivateSystemBus
+import yaml
+
+from tests.support.config_rule import merge, shipped_config_with
+from tests.support.daemon import PrivateSystemBus
+from tests.support.processes import LineProcess
 
 HERE = Path(__file__).resolve().parent
-REPO = HERE.parent.parent
-
-Match = Union[str, Callable[[str], bool]]
 
 
-class LineProcess:
-    """stop() closes stdin first when the process ends on that (ends_on_stdin_eof), else it
-    sends SIGTERM straight away (netwatchctl watch, busctl monitor)."""
-
-    def __init__(self, argv: List[str], bus: PrivateSystemBus, prefix: Optional[List[str]] = None,
-                 ends_on_stdin_eof: bool = False) -> None:
-        self.ends_on_stdin_eof = ends_on_stdin_eof
-        env = dict(os.environ, DBUS_SYSTEM_BUS_ADDRESS=bus.address, PYTHONPATH=str(REPO))
-        self.proc = subprocess.Popen([*(prefix or []), *argv], env=env, cwd="/", stdin=subprocess.PIPE,
-                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, bufsize=1)
-        self.out: List[str] = []
-        self.err: List[str] = []
-        self._readers = [threading.Thread(target=self._read, args=(s, lines), daemon=True)
-                         for s, lines in ((self.proc.stdout, self.out), (self.proc.stderr, self.err))]
-        for r in self._readers:
-            r.start()
-
-    @staticmethod
-    def _read(stream, lines: List[str]) -> None:
-        for line in stream:
-            lines.append(line.rstrip("\n"))
-
-    @property
-    def pid(self) -> int:
-        return self.proc.pid
-
-    def wait_line(self, match: Match, since: int = 0, timeout: float = 15, stream: str = "out") -> int:
-        """Index of the first line of stdout (or stderr) at or after `since` that equals `match`
-        (or satisfies it, when it is a function)."""
-        lines = self.out if stream == "out" else self.err
-        test = match if callable(match) else (lambda line: line == match)
-        deadline = time.monotonic() + timeout
-        while True:
-            for i in range(since, len(lines)):
-                if test(lines[i]):
-                    return i
-            if time.monotonic() > deadline or (self.proc.poll() is not None and not self._reading()):
-                raise AssertionError(f"no line {match!r} in {stream} after line {since} of {self.proc.args}:\n"
-                                     f"stdout {self.out!r}\nstderr {self.err!r}\nexit {self.proc.poll()}")
-            time.sleep(0.02)
-
-    def _reading(self) -> bool:
-        return any(r.is_alive() for r in self._readers)
-
-    def send(self, text: str) -> None:
-        self.proc.stdin.write(text + "\n")
-        self.proc.stdin.flush()
-
-    def signal(self, sig: int) -> None:
-        self.proc.send_signal(sig)
-
-    def wait(self, timeout: float = 15) -> int:
-        rc = self.proc.wait(timeout)
-        for r in self._readers:
-            r.join(5)
-        return rc
-
-    def stop(self) -> Optional[int]:
-        try:
-            self.proc.stdin.close()
-            if self.ends_on_stdin_eof:
-                self.proc.wait(5)
-        except (OSError, subprocess.TimeoutExpired):
-            pass
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        for r in self._readers:
-            r.join(5)
-        return self.proc.returncode
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.stop()
+# The stand-in's time, compressed: learning over at once, every key warm after one tick.
+STAND_IN_TIME = {"alerts": {"learning_period_sec": 0, "warmup_ticks": 1}}
 
 
 class AlertService(LineProcess):
-    """alert_service.py as root on `bus`; ready when it owns the name."""
+    """alert_service.py as root on `bus`; ready when it owns the name. Its config is the shipped
+    one with STAND_IN_TIME and the test's `overrides`, within the rule (`about`, as for
+    DaemonProcess); `alerting=False`: a daemon without an alert pipeline."""
 
-    def __init__(self, bus: PrivateSystemBus, state_dir: Path, *options: str) -> None:
-        super().__init__([sys.executable, str(HERE / "alert_service.py"), str(state_dir), *options], bus,
-                         ends_on_stdin_eof=True)
+    def __init__(self, bus: PrivateSystemBus, state_dir: Path, overrides: Optional[Dict] = None, about=(),
+                 alerting: bool = True) -> None:
+        Path(state_dir).mkdir(parents=True, exist_ok=True)
+        config = Path(state_dir) / "netwatchd.yaml"
+        config.write_text(yaml.safe_dump(shipped_config_with(merge(STAND_IN_TIME, overrides or {}), about)))
+        super().__init__([sys.executable, str(HERE / "alert_service.py"), str(state_dir), str(config),
+                          *([] if alerting else ["--no-alerting"])], bus, ends_on_stdin_eof=True)
         self.wait_line("ready", timeout=30)
 
     def command(self, command: Dict) -> List[Dict]:
@@ -131,24 +53,10 @@ class AlertService(LineProcess):
         return raised
 
 
-class Subscriber(LineProcess):
-    """signal_subscriber.py AlertRaised, as whoever `prefix` makes it; ready when its match rule is
-    in place."""
-
-    def __init__(self, bus: PrivateSystemBus, prefix: Optional[List[str]] = None) -> None:
-        super().__init__([sys.executable, str(HERE / "signal_subscriber.py"), "AlertRaised"], bus, prefix, ends_on_stdin_eof=True)
-        self.wait_line("subscribed", timeout=30)
-
-    def signals_after_sync(self) -> List[List[str]]:
-        """Every AlertRaised delivered so far (see signal_subscriber.py: sync)."""
-        since = len(self.out)
-        self.send("sync")
-        self.wait_line("synced", since)
-        return [json.loads(line[len("signal "):]) for line in self.out if line.startswith("signal ")]
-
-
 def new_devices(n: int, start: int = 0) -> List[Dict]:
-    """n new devices for one tick's observation, with locally unique, non-randomized MACs."""
+    """n new devices for one tick's observation, with locally unique, non-randomized MACs; 32 a
+    port at most (veth-test<i // 32>), so that no port sees the shipped mac_flood_new_macs (64)
+    in a window: devices joining, not a MAC flood (tests/integration/test_hostile_lan.py has one)."""
     return [{"mac": "00:16:3e:%02x:%02x:%02x" % ((i >> 16) & 255, (i >> 8) & 255, i & 255), "randomized": False,
-             "vendor": "Xensource, Inc.", "interface": "veth-test", "ipv4": [f"10.9.{i >> 8 & 255}.{i & 255}"],
+             "vendor": "Xensource, Inc.", "interface": f"veth-test{i // 32}", "ipv4": [f"10.9.{i >> 8 & 255}.{i & 255}"],
              "ipv6": []} for i in range(start, start + n)]

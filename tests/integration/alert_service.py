@@ -4,7 +4,11 @@ no connect or device engine behind the read model (no BPF: what is tested is whe
 their figures read as off, 0). Runs as root, the only user the policy lets own the name;
 DBUS_SYSTEM_BUS_ADDRESS says which bus.
 
-    python alert_service.py STATE_DIR [--alerting on|disabled|none] [--learning]
+    python alert_service.py STATE_DIR CONFIG [--no-alerting]
+
+CONFIG: the daemon's config file, written by the harness (alert_bus_support.AlertService): the
+shipped config with time compressed (learning over at once, warm after one tick), checked by the
+rule of tests/README.md like every daemon's; --no-alerting: a daemon without an alert pipeline.
 
 stdin, one JSON object per line:
     {"tick": <TickObservation as JSON>}   AlertPipeline.tick: the detector raises, sinks emit
@@ -27,7 +31,7 @@ from netwatchd.daemon_view import DaemonView
 from netwatchd.kernel.features import KernelFeatures
 from netwatchd.store.state_files import AlertStateFiles
 from netwatchd.alerting.alerts import Alert
-from netwatchd.config import AlertsConfig, DaemonConfig
+from netwatchd.config import DaemonConfig, parse_config
 from netwatchd.alerting.observation import TickObservation
 
 CONFIG_PATH = "/etc/netwatchd/netwatchd.yaml"
@@ -35,19 +39,8 @@ CONFIG_PATH = "/etc/netwatchd/netwatchd.yaml"
 KERNEL = KernelFeatures(release="test", task_pt_regs=True, tcx=True, ringbuf=True, sk_err_offset=0)
 
 
-def alerts_config(enabled: bool, learning: bool) -> AlertsConfig:
-    # Every alert as soon as the detector sees it: the tests choose what happens in each tick.
-    # The tests raise 150 new_device alerts in one tick: a MAC flood on the shipped thresholds, so
-    # the flood's bar is raised out of their way (tests/integration/test_hostile_lan.py tests it).
-    return AlertsConfig(enabled=enabled, learning_period_sec=3600 if learning else 0, warmup_ticks=1,
-                        consecutive_ticks=1, cooldown_sec=0, fan_out_floor=1, device_connect_floor=1,
-                        process_connect_floor=1, cold_connect_rate=5, randomized_macs="alert",
-                        mac_flood_new_macs=1_000_000)
-
-
-def read_model(alerting) -> DaemonView:
+def read_model(alerting, cfg: DaemonConfig) -> DaemonView:
     """The daemon's read model over `alerting` alone (None: a daemon without alerting)."""
-    cfg = DaemonConfig()
     return DaemonView(None, None, alerting, config=lambda: cfg, config_path=CONFIG_PATH,
                       started_at_usec=time.time_ns() // 1000, kernel=lambda: KERNEL)
 
@@ -57,11 +50,11 @@ def say(line: str) -> None:
 
 
 async def serve(args) -> None:
-    pipeline = None
-    if args.alerting != "none":
-        pipeline = AlertPipeline(alerts_config(args.alerting == "on", args.learning), AlertStateFiles(args.state_dir))
+    with open(args.config) as f:
+        cfg = parse_config(f.read(), args.config)
+    pipeline = None if args.no_alerting else AlertPipeline(cfg.alerts, AlertStateFiles(args.state_dir))
     bus = await dbus_service.own_name()
-    interface = dbus_service.export(bus, read_model(pipeline))  # the pipeline's alerts go out as AlertRaised
+    interface = dbus_service.export(bus, read_model(pipeline, cfg))  # the pipeline's alerts go out as AlertRaised
     sink = dbus_service.DBusAlertSink(interface)  # for signal_only
 
     loop = asyncio.get_running_loop()
@@ -93,8 +86,8 @@ async def serve(args) -> None:
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("state_dir")
-    p.add_argument("--alerting", choices=("on", "disabled", "none"), default="on")
-    p.add_argument("--learning", action="store_true")
+    p.add_argument("config")
+    p.add_argument("--no-alerting", action="store_true")
     asyncio.run(serve(p.parse_args()))
 
 

@@ -37,8 +37,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import List, Optional
 
-from tests.processes import stop_processes
-from tests.integration.lan import sh
+from tests.support.processes import stop_processes
+from tests.support.lan import sh
 
 RELAY_SCRIPT = Path(__file__).with_name("tun_relay.py")
 LISTENER_SCRIPT = Path(__file__).with_name("ns_listener.py")

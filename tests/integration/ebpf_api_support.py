@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
-from tests.integration.dbus_test_support import ConnectChild
+from tests.support.processes import ConnectChild
 
 CLONE_NEWNET = 0x40000000
 
@@ -61,7 +61,7 @@ class Expected:
 
 
 class KnownConnects(ConnectChild):
-    """The connect child (tests/integration/dbus_test_support.py) under a command name of the
+    """The connect child (tests/support/processes.py) under a command name of the
     test's choosing, with the listing ebpf-server's API must give for it."""
 
     def __init__(self, command: str, ok: int, refused: int, extra: bool) -> None:
@@ -157,7 +157,8 @@ def _urllib(method: str, url: str, body: Optional[bytes]) -> Reply:
         with urllib.request.urlopen(req, timeout=30) as r:
             return Reply(r.status, r.headers.get("Content-Type", ""), r.read(), {k.lower(): v for k, v in r.headers.items()})
     except urllib.error.HTTPError as e:
-        return Reply(e.code, e.headers.get("Content-Type", ""), e.read(), {k.lower(): v for k, v in e.headers.items()})
+        with e:  # its connection closed
+            return Reply(e.code, e.headers.get("Content-Type", ""), e.read(), {k.lower(): v for k, v in e.headers.items()})
 
 
 def _headers(text: str) -> Dict[str, str]:

@@ -3,11 +3,12 @@ and members of group netwatchd and nobody else; ListAlerts, its limits and field
 AlertCounts / AlertsRaised properties, also with alerting off.
 
 The daemon is a stand-in (alert_service.py): the real ManagerInterface, DBusAlertSink and
-AlertPipeline with its detector, minus BPF, so alerts are raised by ticks the test chooses.
+AlertPipeline with its detector, minus BPF, so alerts are raised by ticks the test chooses -- on
+the shipped thresholds, so each tick's figures are big enough to alert on the first tick a key
+is seen (a burst: at least the kind's burst count and the cold rate).
 """
 from __future__ import annotations
 
-import grp
 import json
 import os
 import signal
@@ -16,11 +17,12 @@ from xml.etree import ElementTree
 
 import pytest
 
-from netwatchd.alerting.alerts import KINDS
-from tests.conftest import requires, require_tools
-from tests.harness import BUS_NAME, INTERFACE, OBJECT_PATH, PrivateSystemBus, busctl, unvariant
-from tests.integration.alert_bus_support import AlertService, LineProcess, Subscriber, new_devices
-from tests.integration.dbus_test_support import as_user, dbus_send_error
+from tests.conftest import require_bus_tools
+from tests.integration.alert_bus_support import AlertService, new_devices
+from tests.support.daemon import (BUS_NAME, INTERFACE, OBJECT_PATH, PrivateSystemBus, as_user, busctl,
+                                  dbus_send_error, unvariant)
+from tests.support.oracles import readme_alert_kinds
+from tests.support.processes import LineProcess, Subscriber
 
 pytestmark = pytest.mark.root
 
@@ -32,30 +34,15 @@ RECORD_TYPES = {"id": "s", "kind": "s", "subject": "s", "timestamp_usec": "t", "
                 "baseline": "d", "score": "d", "priority": "i", "details": "a{ss}"}
 
 
-def require_bus_tools() -> None:
-    requires(os.geteuid() == 0, "needs root (only root may own the bus name)")
-    require_tools("dbus-daemon", "busctl", "dbus-send", "setpriv")
-    try:
-        grp.getgrnam("netwatchd")
-    except KeyError:
-        requires(False, "needs group netwatchd (make install or scripts/setup.sh --test creates it)")
-
-
-@pytest.fixture(scope="module")
-def bus():
-    require_bus_tools()
-    with PrivateSystemBus() as b:
-        yield b
-
-
 @pytest.fixture(scope="module")
 def service(bus, tmp_path_factory):
+    require_bus_tools()
     with AlertService(bus, tmp_path_factory.mktemp("alert-state")) as s:
         # one of each kind and subject shape, then enough new devices to pass ListAlerts' default
         s.raised = s.tick(
-            device_connects={"00:16:3e:aa:00:01": 100}, device_new_ports={"00:16:3e:aa:00:02": 100},
+            device_connects={"00:16:3e:aa:00:01": 1000}, device_new_ports={"00:16:3e:aa:00:02": 100},
             device_new_peers={"00:16:3e:aa:00:02": 3},
-            command_connects={"nwstorm": 500}, command_failed={"nwstorm": 499}, command_pids={"nwstorm": [4242]},
+            command_connects={"nwstorm": 1000}, command_failed={"nwstorm": 999}, command_pids={"nwstorm": [4242]},
             address_changes=[{"ip": "10.9.9.9", "old_mac": "00:16:3e:aa:00:05", "new_mac": "00:16:3e:aa:00:06",
                               "flip_flop": False}])
         s.raised += s.tick(new_devices=new_devices(150))
@@ -93,10 +80,10 @@ def test_records_have_every_field_with_its_type(service, bus):
         got = unvariant(record)
         assert got == {**alert, "observed": float(alert["observed"]), "baseline": float(alert["baseline"]),
                        "score": float(alert["score"])}
-        assert got["priority"] == KINDS[got["kind"]]["priority"]
+        assert got["priority"] == readme_alert_kinds()[got["kind"]][1]  # the README's PRIORITY
     storm = next(unvariant(r) for r in records if r["subject"]["data"] == "command:nwstorm")
-    assert storm["kind"] == "connect_rate" and storm["observed"] == 500.0 and storm["score"] > 0
-    assert storm["details"] == {"command": "nwstorm", "failed": "499", "pids": "4242"}
+    assert storm["kind"] == "connect_rate" and storm["observed"] == 1000.0 and storm["score"] > 0
+    assert storm["details"] == {"command": "nwstorm", "failed": "999", "pids": "4242"}
 
 
 @pytest.mark.parametrize("limit, expected", [(0, 100), (1, 1), (7, 7), (1000, 154)])
@@ -178,7 +165,8 @@ def other_bus():
 @pytest.mark.parametrize("mode", ["disabled", "none"])
 def test_alerting_off(other_bus, tmp_path, mode):
     """alerts.enabled: false, and a daemon without an alert pipeline at all."""
-    with AlertService(other_bus, tmp_path, "--alerting", mode) as s:
+    with (AlertService(other_bus, tmp_path, {"alerts": {"enabled": False}}, about=("alerts.enabled",))
+          if mode == "disabled" else AlertService(other_bus, tmp_path, alerting=False)) as s:
         if mode == "disabled":
             assert s.tick(new_devices=new_devices(3)) == []
         assert list_alerts(other_bus, 0) == []
@@ -189,7 +177,7 @@ def test_alerting_off(other_bus, tmp_path, mode):
 
 
 def test_learning(other_bus, tmp_path):
-    with AlertService(other_bus, tmp_path, "--learning") as s:
+    with AlertService(other_bus, tmp_path, {"alerts": {"learning_period_sec": 3600}}) as s:
         assert get_property(other_bus, "Learning") is True
         assert s.tick(new_devices=new_devices(3)) == []  # learnt, not alerted
         assert get_property(other_bus, "AlertsRaised") == 0

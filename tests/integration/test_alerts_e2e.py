@@ -1,6 +1,18 @@
 """Issue 4's acceptance, end to end, as root: the real kernel (connect tracepoints, the TC
 classifier on veth bridge ports), network namespaces, a real systemd-journald, a real
-dbus-daemon, and netwatchd as systemd would run it. The world is alert_e2e_world.py.
+dbus-daemon, and netwatchd as systemd would run it.
+
+The world (tests/support/world.py, set up by `world` below):
+  srv     the peer everyone talks to: a UDP echo and a TCP sink; the scan's target
+  cisco, pi       quiet background: a datagram every 0.2 s and a TCP connect every 0.4 s to srv
+  scan    the same background; runs nmap later (under a name of this run's own, nws<tag>)
+  mover   the same background (UDP only); changes its MAC later
+  newdev, rand1, rand2, rand3     made at the start with eth0 DOWN: silent, so absent while the
+          daemon learns; each "joins" in its scenario by setting eth0 up (plugging the cable in).
+          Their bridge ports are up and watched from the start, so joining is seen at once.
+  local commands: background processes in the host namespace named nwa<tag><letter> (COMMANDS),
+          each making BG_RATE refused connects per second to 127.0.0.1 (a port bound and never
+          listened on), told to change rate on stdin.
 
 The config is the shipped config/netwatchd.yaml with only time compressed:
   tick_interval_sec 0.5     long enough to be stable on a shared 2-core machine, short enough to
@@ -12,7 +24,8 @@ The config is the shipped config/netwatchd.yaml with only time compressed:
   devices.interfaces        the LAN's bridge ports, so every device:/ip: subject is ours
 Every threshold is as shipped (consecutive_ticks 2, the burst rule, process_connect_floor 50,
 cold_connect_rate 1000, ...), so what these tests see is what a user gets. Two tests change a
-key they are about, by a reload: randomized_macs (once, ignore, alert) and process_connect_floor.
+key they are about, by a reload: alerts.randomized_macs (once, ignore, alert) and
+alerts.process_connect_floor; a restart keeps what a reload changed, as it would for a user.
 Assertions are about our subjects only (the daemon watches only our bridge ports, so every
 device:/ip: subject is ours; command: subjects are ours when named nwa<tag>*/nws<tag>, the
 latter the scan's nmap, run under that name): other people's processes on this machine are traced too and may raise
@@ -21,6 +34,8 @@ alerts of their own.
 from __future__ import annotations
 
 import json
+import shutil
+import sys
 import time
 from pathlib import Path
 from typing import Dict, List
@@ -28,13 +43,13 @@ from typing import Dict, List
 import pytest
 import yaml
 
-from tests.conftest import require_root_and_bcc, require_tools, requires
-from tests.harness import unvariant
-from tests.integration.alert_e2e_world import ALERTS, BG_RATE, COMMANDS, SHIPPED_ALERTS, TICK, World, dump, mac_tail
-from tests.integration.test_daemon_lifecycle import reload_with
-from tests.integration.test_netwatchctl import ctl
-from tests.journal_harness import JOURNALD
-from tests.oracles import readme_alert_kinds
+from tests.support.config_rule import shipped
+from tests.support.daemon import unvariant
+from tests.support.lan import TCP_SINK, UDP_ECHO, mac_tail, randomized_mac
+from tests.support.oracles import readme_alert_kinds
+from tests.support.processes import Subscriber
+from tests.support.traffic import QUIET_DEVICE, RATE_COMMAND
+from tests.support.world import World
 
 pytestmark = pytest.mark.root
 
@@ -46,20 +61,84 @@ SCAN_PORTS = 3000  # one nmap scan: its ~3000 connect() calls in a tick make nma
 TICKS_TAKEN: Dict[str, int] = {}  # scenario -> ticks from the action to its alert (printed at the end)
 
 
+TICK = 0.5
+STORE_INTERVAL = 1.0  # inventory, baselines and tick history written this often (both save intervals)
+BG_RATE = 8  # connects per second of each background command: 4 per tick
+ECHO_PORT, SINK_PORT = 7000, 7001
+# What the tests change in the alerts section: time only (the shipped config otherwise).
+ALERTS = {"learning_period_sec": 8, "warmup_ticks": 12}
+SHIPPED_ALERTS = shipped()["alerts"]  # which the assertions are about
+BACKGROUND = ("cisco", "pi", "scan", "mover")
+LATE = ("newdev", "rand1", "rand2", "rand3")
+COMMANDS = {  # letter -> what the command is for
+    "s": "the storm after warm-up",
+    "r": "the storm right after a restart",
+    "m": "a moderate burst under the first floor",
+    "n": "the same burst after a reload lowered the floor",
+    "b": "the same burst after a broken file was rejected",
+}
+
 @pytest.fixture(scope="module")
-def world():
-    require_root_and_bcc()
-    require_tools("ip", "dbus-daemon", "busctl", "nmap", "unshare", "nsenter", "journalctl")
-    requires(Path(JOURNALD).exists(), f"needs {JOURNALD}")
-    w = World()
-    try:
-        w.build()
-        w.journal.install_catalog(CATALOG)
-        yield w
-    finally:
-        print("\nticks from action to alert:", TICKS_TAKEN)
-        w.cleanup()
-        assert not w.lan.leftovers(), f"left behind: {w.lan.leftovers()}"
+def world(make_world):
+    w = make_world("nwa", journal=True, tools=("nmap",))
+    w.alerts_cfg = dict(ALERTS)
+    w.journal.install_catalog(CATALOG)
+    srv = w.lan.add_node("srv", "00:1b:21:" + mac_tail())  # Intel
+    w.lan.add_node("cisco", "00:00:0c:" + mac_tail())
+    w.lan.add_node("pi", "b8:27:eb:" + mac_tail())
+    w.lan.add_node("scan", "00:50:56:" + mac_tail())  # VMware
+    w.lan.add_node("mover", "00:16:3e:" + mac_tail())  # Xen
+    w.lan.add_node("newdev", "00:0c:29:" + mac_tail(), down=True)  # VMware; unplugged until its scenario
+    for name in ("rand1", "rand2", "rand3"):
+        w.lan.add_node(name, randomized_mac(), down=True)
+    w.lan.start(srv, sys.executable, "-c", UDP_ECHO, str(ECHO_PORT), ready="ready")
+    w.lan.start(srv, sys.executable, "-c", TCP_SINK, str(SINK_PORT), ready="ready")
+    w.nmap = w.link(f"nws{w.tag}", shutil.which("nmap") or "/usr/bin/nmap")  # nmap under a name of this run's own
+    w.subscriber = Subscriber(w.bus)  # before the daemon: sees every AlertRaised
+    w.procs.append(w.subscriber)
+    w.storm_usec = 0  # when the first storm's alert was raised (replay finds it again)
+    w.start_daemon(config(w), about=("devices.interfaces",))
+    for name in BACKGROUND:
+        tcp = SINK_PORT if name in ("cisco", "pi", "scan") else 0
+        w.lan.start(w.node(name), sys.executable, "-c", QUIET_DEVICE, srv.ipv4, str(ECHO_PORT), str(tcp))
+    w.commands = {letter: w.python(RATE_COMMAND, BG_RATE, name=w.command(letter)) for letter in COMMANDS}
+    yield w
+    print("\nticks from action to alert:", TICKS_TAKEN)
+
+
+def config(w: World) -> Dict:
+    """The shipped config with time compressed; devices.interfaces lists the LAN's bridge ports, so
+    that every device:/ip: subject is ours (the host's own interfaces carry other people's
+    devices); the alerts settings as the tests' reloads left them."""
+    return {"state_directory": str(w.state), "tick_interval_sec": TICK,
+            "devices": {"interfaces": w.lan.ports(), "store_interval_sec": STORE_INTERVAL},
+            "alerts": {"state_save_interval_sec": STORE_INTERVAL, **w.alerts_cfg}}
+
+
+def set_rate(w: World, letter: str, rate: int) -> None:
+    w.commands[letter].ask(f"rate {rate}", f"rate {rate}")
+
+
+def udp(w: World, name: str) -> None:
+    w.lan.send_udp(w.node(name), [f"{w.node('srv').ipv4}:{ECHO_PORT}"], 1)
+
+
+def plug_in(w: World, name: str) -> None:
+    """The device's cable goes in: eth0 up, then it talks to srv (and ARPs for it)."""
+    w.lan.ns(w.node(name), "ip", "link", "set", "eth0", "up")
+    udp(w, name)
+
+
+def signals(w: World) -> List[List[str]]:
+    return w.subscriber.signals_after_sync()
+
+
+def tick_times(w: World, until_usec: int, timeout: float = 10) -> List[int]:
+    return [obs.time_usec for obs in w.ticks(until_usec, timeout)]
+
+
+def dump(alerts: List[Dict]) -> str:
+    return json.dumps([{k: a[k] for k in ("kind", "subject", "timestamp_usec", "message")} for a in alerts], indent=1)
 
 
 # -- helpers -----------------------------------------------------------------------------------
@@ -76,7 +155,7 @@ class Mark:
 
     def __init__(self, w: World):
         self.ids = {a["id"] for a in w.alerts()}
-        self.signals = len(w.signals())
+        self.signals = len(signals(w))
         self.lines = len(w.subscriber.out)
         self.usec = time.time_ns() // 1000
 
@@ -86,12 +165,12 @@ def new_alerts(w: World, mark: Mark) -> List[Dict]:
 
 
 def new_signals(w: World, mark: Mark) -> List[List[str]]:
-    return [s for s in w.signals()[mark.signals:] if mine(w, s[2])]
+    return [s for s in signals(w)[mark.signals:] if mine(w, s[2])]
 
 
 def ticks_between(w: World, after_usec: int, until_usec: int) -> int:
     """How many of the daemon's ticks ran in (after, until]."""
-    return sum(1 for t in w.tick_times(until_usec) if after_usec < t <= until_usec)
+    return sum(1 for t in tick_times(w, until_usec) if after_usec < t <= until_usec)
 
 
 def expect(w: World, mark: Mark, kind: str, subject: str, scenario: str, timeout: float = 10,
@@ -110,8 +189,8 @@ def expect(w: World, mark: Mark, kind: str, subject: str, scenario: str, timeout
             w.subscriber.wait_line(wanted, since=mark.lines, timeout=timeout)
         except AssertionError:
             raise AssertionError(f"no {pair[0]} on {pair[1]}; alerts of ours since: {dump(new_alerts(w, mark))}\n"
-                                 f"{w.daemon_journal()}") from None
-    wait_ticks(w, mark_usec=time.time_ns() // 1000, ticks=SETTLE_TICKS)  # for anything else to show up
+                                 f"{w.daemon_log()}") from None
+    w.wait_ticks(time.time_ns() // 1000, SETTLE_TICKS, timeout=20)  # for anything else to show up
     raised = new_alerts(w, mark)
     assert sorted((a["kind"], a["subject"]) for a in raised) == sorted(wanted_pairs), dump(raised)
     since_usec = since_usec() if callable(since_usec) else since_usec
@@ -121,15 +200,6 @@ def expect(w: World, mark: Mark, kind: str, subject: str, scenario: str, timeout
         TICKS_TAKEN[f"{scenario}: {alert['kind']}"] = ticks
         assert 1 <= ticks <= max_ticks, f"{scenario}: {alert['kind']} came {ticks} ticks after the action"
     return next(a for a in raised if (a["kind"], a["subject"]) == (kind, subject))
-
-
-def wait_ticks(w: World, mark_usec: int, ticks: int, timeout: float = 20) -> None:
-    """Until the daemon has processed `ticks` ticks after mark_usec (read from its history, so a
-    lagging daemon is waited for, not judged early)."""
-    deadline = time.monotonic() + timeout
-    while len([t for t in w.tick_times(mark_usec, timeout=timeout) if t > mark_usec]) < ticks:
-        assert time.monotonic() < deadline, f"the daemon processed fewer than {ticks} ticks in {timeout} s"
-        time.sleep(TICK / 2)
 
 
 def first_seen(w: World, mark: Mark, mac: str):
@@ -144,7 +214,7 @@ def first_seen(w: World, mark: Mark, mac: str):
 
 def expect_nothing(w: World, mark: Mark, ticks: int) -> None:
     """Nothing of ours raised over the `ticks` ticks the daemon processed after `mark`."""
-    wait_ticks(w, mark.usec, ticks)
+    w.wait_ticks(mark.usec, ticks, timeout=20)
     assert new_alerts(w, mark) == [], dump(new_alerts(w, mark))
     assert new_signals(w, mark) == []
 
@@ -156,12 +226,12 @@ def devices(w: World) -> Dict[str, Dict]:
 def storm(w: World, letter: str, rate: int, kind: str = "connect_rate", scenario: str = "",
           max_ticks: int = 2) -> Dict:
     mark = Mark(w)
-    w.set_rate(letter, rate)
+    set_rate(w, letter, rate)
     try:
         return expect(w, mark, kind, f"command:{w.command(letter)}", scenario or f"burst {letter}",
                       max_ticks=max_ticks)
     finally:
-        w.set_rate(letter, BG_RATE)
+        set_rate(w, letter, BG_RATE)
 
 
 def assert_warmed_up(w: World, alert: Dict) -> None:
@@ -176,12 +246,10 @@ def assert_warmed_up(w: World, alert: Dict) -> None:
     assert alert["score"] >= SHIPPED_ALERTS["z_threshold"], alert
 
 
-def reload(w: World, **alerts) -> None:
-    """A reload that changes `alerts`: the calling test is about those keys."""
+def reload(w: World, about, **alerts) -> None:
+    """A reload that changes `alerts`, which the calling test is about (it names them in `about`)."""
     w.alerts_cfg.update(alerts)
-    w.reloaded_keys += tuple(f"alerts.{key}" for key in alerts)
-    w.d.about = ("devices.interfaces",) + w.reloaded_keys
-    reload_with(w.d, w.config())
+    w.d.reload(config(w), about=about)
 
 
 # -- 1. the background alone -------------------------------------------------------------------
@@ -202,7 +270,7 @@ def test_background_alone_raises_nothing_and_devices_seen_while_learning_never_a
         assert w.node(name).mac not in seen, f"{name} should still be unplugged"
     everything = [a for a in w.alerts() if mine(w, a["subject"])]
     assert everything == [], dump(everything)  # not during learning or warm-up either
-    assert [s for s in w.signals() if mine(w, s[2])] == []
+    assert [s for s in signals(w) if mine(w, s[2])] == []
 
 
 # -- 2. each action, exactly its alert ---------------------------------------------------------
@@ -211,7 +279,7 @@ def test_a_new_device_joining_is_new_device(world):
     w = world
     node = w.node("newdev")
     mark = Mark(w)
-    w.plug_in("newdev")
+    plug_in(w, "newdev")
     alert = expect(w, mark, "new_device", f"device:{node.mac}", "new device", since_usec=first_seen(w, mark, node.mac))
     assert alert["details"]["mac"] == node.mac and alert["details"]["randomized"] == "false"
     assert alert["details"]["interface"] == node.port and alert["details"]["vendor"].startswith("VMware")
@@ -223,7 +291,7 @@ def test_a_device_changing_its_mac_but_keeping_its_ip_is_address_change(world):
     old, new = node.mac, "00:16:3e:" + mac_tail()
     mark = Mark(w)
     w.lan.ns(node, "ip", "link", "set", "eth0", "address", new)  # the kernel forgets its ARP cache
-    w.udp("mover")  # so this ARPs for srv, from the new MAC with the old IP
+    udp(w, "mover")  # so this ARPs for srv, from the new MAC with the old IP
     node.mac = new  # from now on the device is this MAC (its namespace, its IP: the same device)
     alert = expect(w, mark, "address_change", f"ip:{node.ipv4}", "MAC change")
     assert alert["details"] == {"ip": node.ipv4, "old_mac": old, "new_mac": new, "flip_flop": "false"}
@@ -270,21 +338,21 @@ def test_a_connect_storm_from_a_local_command_is_connect_rate(world):
 def test_randomized_macs_follow_the_policy_once_ignore_alert(world):
     w = world
     mark = Mark(w)
-    w.plug_in("rand1")  # policy "once": one alert for all of them, on randomized-macs
+    plug_in(w, "rand1")  # policy "once": one alert for all of them, on randomized-macs
     alert = expect(w, mark, "new_device", "randomized-macs", "randomized, once",
                    since_usec=first_seen(w, mark, w.node("rand1").mac))
     assert alert["details"]["mac"] == w.node("rand1").mac and alert["details"]["randomized"] == "true"
 
-    reload(w, randomized_macs="ignore")
+    reload(w, about=("alerts.randomized_macs",), randomized_macs="ignore")
     mark = Mark(w)
-    w.plug_in("rand2")
+    plug_in(w, "rand2")
     expect_nothing(w, mark, ticks=4)
     seen = devices(w)[w.node("rand2").mac]  # seen all right, and flagged: only not alerted
     assert seen["randomized"] is True
 
-    reload(w, randomized_macs="alert")
+    reload(w, about=("alerts.randomized_macs",), randomized_macs="alert")
     mark = Mark(w)
-    w.plug_in("rand3")
+    plug_in(w, "rand3")
     alert = expect(w, mark, "new_device", f"device:{w.node('rand3').mac}", "randomized, alert",
                    since_usec=first_seen(w, mark, w.node("rand3").mac))
     assert "randomized MAC" in alert["message"]
@@ -300,7 +368,7 @@ def test_alerts_in_journald_on_the_bus_in_listalerts_and_netwatchctl(world):
     w = world
     ours = [a for a in w.alerts() if mine(w, a["subject"])]
     assert sorted(a["kind"] for a in ours) == sorted(EXPECTED_SO_FAR), dump(ours)
-    assert sorted(s for s in w.signals() if mine(w, s[2])) == sorted([a["id"], a["kind"], a["subject"]] for a in ours)
+    assert sorted(s for s in signals(w) if mine(w, s[2])) == sorted([a["id"], a["kind"], a["subject"]] for a in ours)
     kinds = readme_alert_kinds()  # the README's table: what users filter the journal by
     for a in ours:
         (entry,) = w.journal.wait_for(f"NETWATCHD_ALERT_ID={a['id']}")
@@ -318,13 +386,13 @@ def test_alerts_in_journald_on_the_bus_in_listalerts_and_netwatchctl(world):
     explained = w.journal.journalctl("-x", "-o", "short", f"NETWATCHD_ALERT_ID={scan['id']}").stdout
     assert "░░ Subject:" in explained and scan["subject"] in explained, explained
 
-    r = ctl(w.bus.address, "--json", "alerts", "--limit", "1000")
+    r = w.ctl("--json", "alerts", "--limit", "1000")
     assert (r.returncode, r.stderr) == (0, ""), r.stderr
     listed = {rec["id"]: rec for rec in json.loads(r.stdout)}
     for a in ours:
         assert {k: listed[a["id"]][k] for k in ("kind", "subject", "message")} == \
             {k: a[k] for k in ("kind", "subject", "message")}
-    text = ctl(w.bus.address, "alerts", "--limit", "1000").stdout
+    text = w.ctl("alerts", "--limit", "1000").stdout
     assert all(a["subject"] in text for a in ours), text
     counts = w.d.get_property("AlertCounts")  # every alert the daemon raised, ours and others'
     everything = w.alerts()
@@ -338,11 +406,12 @@ def test_restart_after_learning_neither_realerts_nor_relearns(world):
     mark = Mark(w)  # alerts.json keeps the ids: anything new after the restart is not in it
     assert w.d.stop() == 0  # SIGTERM
     stopped_usec = time.time_ns() // 1000
-    w.start_daemon()  # on the same state directory
+    # on the same state directory, with what the reloads before changed (alerts.randomized_macs)
+    w.start_daemon(config(w), about=("devices.interfaces", "alerts.randomized_macs"))
     restarted_usec = time.time_ns() // 1000
     assert w.d.get_property("Learning") is False
     for name in ("cisco", "pi", "scan", "mover", "newdev", "rand1", "rand2", "rand3"):
-        w.udp(name)  # every device is on the wire again, to a classifier that knows none of them
+        udp(w, name)  # every device is on the wire again, to a classifier that knows none of them
     expect_nothing(w, mark, ticks=4)
     seen = devices(w)
     for name in w.lan.nodes:
@@ -362,36 +431,36 @@ def test_restart_after_learning_neither_realerts_nor_relearns(world):
 def test_reload_changes_thresholds_from_the_next_tick_and_a_broken_file_is_rejected(world):
     w = world
     mark = Mark(w)  # the shipped floor 50: a moderate burst (~40 a tick) is far above normal but too small
-    w.set_rate("m", MODERATE)
+    set_rate(w, "m", MODERATE)
     try:
         expect_nothing(w, mark, ticks=4)
     finally:
-        w.set_rate("m", BG_RATE)
+        set_rate(w, "m", BG_RATE)
 
-    reload(w, process_connect_floor=20)
+    reload(w, about=("alerts.process_connect_floor",), process_connect_floor=20)
     # a moderate deviation is no burst: it needs consecutive_ticks (2) full ticks after the
     # partial one it started in, so 3 ticks
     alert = storm(w, "n", MODERATE, scenario="burst after reload", max_ticks=3)  # the same burst, another command
     assert_warmed_up(w, alert)  # the baselines were kept through the reload
 
-    good = w.config()
+    good = config(w)
     broken = json.loads(json.dumps(good))
     broken["alerts"].update(process_connect_floor=100000, ewma_alpha=5)  # 5 is out of range
     since = w.journal.entries("SYSLOG_IDENTIFIER=netwatchd")
-    reload_with(w.d, yaml.safe_dump(broken))
+    w.d.reload(yaml.safe_dump(broken))
     assert w.d.proc.poll() is None
     rejected = [e["MESSAGE"] for e in w.journal.entries("SYSLOG_IDENTIFIER=netwatchd")[len(since):]]
     assert any("reload rejected" in m and "alerts.ewma_alpha" in m for m in rejected), rejected
     alert = storm(w, "b", MODERATE, scenario="burst after broken reload", max_ticks=3)  # floor 20 still holds
     assert_warmed_up(w, alert)
-    w.d.write_config(good)  # the file on disk is good again (not reloaded: nothing changes)
+    w.d.write_config(good, about=("alerts.process_connect_floor",))  # good again on disk (not reloaded)
 
 
 # -- 6. replay ---------------------------------------------------------------------------------
 
 def replay_config(w: World, name: str, **alerts) -> str:
     """The running config, `alerts` changed, in a file of its own."""
-    cfg = w.config()
+    cfg = config(w)
     cfg["alerts"].update(alerts)
     path = w.tmp / f"{name}.yaml"
     path.write_text(yaml.safe_dump(cfg))
@@ -400,7 +469,7 @@ def replay_config(w: World, name: str, **alerts) -> str:
 
 def replay(w: World, config: str, at_least_ticks: int) -> List[Dict]:
     """`netwatchctl --json replay --config FILE`: the alerts it prints."""
-    r = ctl(w.bus.address, "--json", "replay", "--config", config)
+    r = w.ctl("--json", "replay", "--config", config)
     assert (r.returncode, r.stderr) == (0, ""), r.stderr
     lines = [json.loads(line) for line in r.stdout.splitlines()]
     assert lines[-1]["summary"]["ticks"] >= at_least_ticks, lines[-1]
@@ -410,7 +479,7 @@ def replay(w: World, config: str, at_least_ticks: int) -> List[Dict]:
 def test_replay_over_the_recorded_history(world):
     w = world
     newest = max(a["timestamp_usec"] for a in w.alerts())
-    ticks = len(w.tick_times(newest))  # once the history has reached the newest alert
+    ticks = len(tick_times(w, newest))  # once the history has reached the newest alert
     commands = {w.command(c) for c in "srmnb"}
     as_running = replay_config(w, "running")
     running = [a for a in replay(w, as_running, ticks)
@@ -422,6 +491,6 @@ def test_replay_over_the_recorded_history(world):
     assert abs(s["timestamp_usec"] - w.storm_usec) <= 2 * TICK * 1e6  # the same storm
     high = replay(w, replay_config(w, "high", process_connect_floor=1000000), ticks)
     assert [a for a in high if a["kind"] == "connect_rate" and mine(w, a["subject"])] == []
-    r = ctl(w.bus.address, "replay", "--config", as_running)  # as an operator reads it
+    r = w.ctl("replay", "--config", as_running)  # as an operator reads it
     assert r.returncode == 0 and r.stdout.splitlines()[-1].startswith("replayed "), r.stdout
     assert f"command:{w.command('s')}" in r.stdout and "connect_rate" in r.stdout.splitlines()[-1], r.stdout

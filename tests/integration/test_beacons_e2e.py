@@ -20,77 +20,26 @@ documented bound: an alert within MAX_PERIODS = 20 periods of the first connecti
 from __future__ import annotations
 
 import json
-import os
 import secrets
-import shutil
 import socket
-import subprocess
 import sys
-import tempfile
 import time
-from pathlib import Path
 from typing import Dict, List
 
 import pytest
-import yaml
 
-from tests.conftest import require_root_and_bcc, require_tools, tool
-from tests.harness import DaemonProcess, PrivateSystemBus, unvariant
-from tests.integration.alert_e2e_world import TCP_SINK, mac_tail
-from tests.integration.lan import DNS_SERVER, Lan
+from tests.support.config_rule import shipped
+from tests.support.lan import DNS_SERVER, TCP_SINK, mac_tail
+from tests.support.traffic import CALLER
+from tests.support.world import World
 
 pytestmark = pytest.mark.root
 
-REPO = Path(__file__).resolve().parents[2]
-SHIPPED = yaml.safe_load((REPO / "config" / "netwatchd.yaml").read_text())
+SHIPPED = shipped()
 PERIOD, JITTER = 2.0, 0.25
 CONNECTIONS = 26
 MAX_PERIODS = 20
 SINK_PORT = 7101
-
-# A caller: CONNECTIONS TCP connections to host:port, periodic (PERIOD +- JITTER, uniform) or at
-# random (exponential intervals, mean PERIOD); logs "<n> <time>" per connection to a file.
-CALLER = r"""
-import random, socket, sys, time
-host, port, mode, count, seed, log = sys.argv[1], int(sys.argv[2]), sys.argv[3], int(sys.argv[4]), int(sys.argv[5]), sys.argv[6]
-period, jitter = float(sys.argv[7]), float(sys.argv[8])
-rng = random.Random(seed)
-if len(sys.argv) > 9:  # look the destination's name up first, as a real caller would
-    import struct
-    name, server = sys.argv[9], sys.argv[10]
-    query = struct.pack("!HHHHHH", 0x4242, 0x0100, 1, 0, 0, 0)
-    query += b"".join(bytes([len(l)]) + l.encode() for l in name.split(".")) + b"\0" + struct.pack("!HH", 1, 1)
-    u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    u.settimeout(2)
-    u.sendto(query, (server, 53))
-    u.recv(512)
-with open(log, "a") as out:
-    for n in range(1, count + 1):
-        s = socket.socket()
-        s.settimeout(1)
-        try:
-            s.connect((host, port))
-        except OSError:
-            pass
-        s.close()
-        out.write(f"{n} {time.time()}\n")
-        out.flush()
-        if n < count:
-            time.sleep(period * (1 + jitter * rng.uniform(-1, 1)) if mode == "periodic" else rng.expovariate(1 / period))
-"""
-
-LISTENER = r"""
-import socket, sys
-s = socket.socket()
-s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-s.bind((sys.argv[1], int(sys.argv[2])))
-s.listen(64)
-print("ready", flush=True)
-while True:
-    c, _ = s.accept()
-    c.close()
-"""
-
 
 def free_port(host: str) -> int:
     with socket.socket() as s:
@@ -98,105 +47,62 @@ def free_port(host: str) -> int:
         return s.getsockname()[1]
 
 
-class World:
-    def __init__(self) -> None:
-        self.tmp = Path(tempfile.mkdtemp(prefix="nwd-beacons-"))
-        self.tag = secrets.token_hex(3)
-        self.bus = PrivateSystemBus()
-        self.lan = Lan()
-        self.daemon: DaemonProcess | None = None
-        self.procs: List[subprocess.Popen] = []
-        # a loopback address of this run's own: no one else's listener is there
-        self.loop = f"127.{secrets.randbelow(200) + 20}.{secrets.randbelow(250) + 1}.{secrets.randbelow(250) + 1}"
-        self.logs: Dict[str, Path] = {}
+def build(w: World) -> World:
+    """The LAN, its servers and the daemon: shipped config, time compressed, and
+    devices.interfaces listing the LAN's ports (so every device: subject is ours)."""
+    srv = w.lan.add_node("srv", "00:1b:21:" + mac_tail())
+    w.dev = w.lan.add_node("dev", "00:50:56:" + mac_tail())
+    w.named = w.lan.add_node("named", "00:0c:29:" + mac_tail())
+    w.c2 = w.lan.add_node("c2", "00:16:3e:" + mac_tail())
+    w.c2_name = f"c2.nwb{w.tag}.test"
+    w.lan.start(srv, sys.executable, "-c", TCP_SINK, str(SINK_PORT), ready="ready")
+    w.lan.start(w.c2, sys.executable, "-c", TCP_SINK, str(SINK_PORT), ready="ready")
+    w.lan.start(srv, sys.executable, "-c", DNS_SERVER, "53", json.dumps({w.c2_name: {"A": w.c2.ipv4}}), ready="ready")
+    w.start_daemon({"tick_interval_sec": 0.5, "devices": {"interfaces": w.lan.ports()},
+                    "alerts": {"learning_period_sec": 0}}, about=("devices.interfaces",))
+    # a loopback address of this run's own: no one else's listener is there
+    w.loop = f"127.{secrets.randbelow(200) + 20}.{secrets.randbelow(250) + 1}.{secrets.randbelow(250) + 1}"
+    w.logs = {}
+    return w
 
-    def command(self, letter: str) -> str:
-        return f"nwb{self.tag}{letter}"
 
-    def build(self) -> None:
-        """The LAN, its servers and the daemon: shipped config, time compressed, and
-        devices.interfaces listing the LAN's ports (so every device: subject is ours)."""
-        self.bus.start()
-        self.lan.create_bridge()
-        self.lan.add_node("srv", "00:1b:21:" + mac_tail())
-        self.dev = self.lan.add_node("dev", "00:50:56:" + mac_tail())
-        self.named = self.lan.add_node("named", "00:0c:29:" + mac_tail())
-        self.c2 = self.lan.add_node("c2", "00:16:3e:" + mac_tail())
-        self.c2_name = f"c2.nwb{self.tag}.test"
-        srv = self.lan.nodes["srv"]
-        self.lan.start(srv, sys.executable, "-c", TCP_SINK, str(SINK_PORT), ready="ready")
-        self.lan.start(self.c2, sys.executable, "-c", TCP_SINK, str(SINK_PORT), ready="ready")
-        self.lan.start(srv, sys.executable, "-c", DNS_SERVER, "53", json.dumps({self.c2_name: {"A": self.c2.ipv4}}),
-                       ready="ready")
-        config = dict(SHIPPED)
-        config.update(state_directory=str(self.tmp / "state"), tick_interval_sec=0.5)
-        config["devices"] = dict(SHIPPED["devices"], interfaces=self.lan.ports())
-        config["alerts"] = dict(SHIPPED["alerts"], learning_period_sec=0)
-        self.daemon = DaemonProcess(self.bus, config, about=("devices.interfaces",))
-        self.daemon.start()
+def caller(w: World, letter: str, *args) -> None:
+    """A caller of this run's own (CALLER): local under the name nwb<tag><letter>, or in a device."""
+    w.logs[letter] = w.tmp / f"{letter}.log"
+    *where, host, port, mode, seed = args[:5]
+    argv = ["-c", CALLER, host, str(port), mode, str(CONNECTIONS), str(seed), str(w.logs[letter]), str(PERIOD),
+            str(JITTER), *map(str, args[5:])]
+    if where:  # a device
+        w.lan.start(where[0], sys.executable, *argv)
+    else:
+        w.spawn([w.link(w.command(letter)), *argv], ready=None, ends_on_stdin_eof=False)
 
-    def local(self, letter: str, port: int, mode: str, seed: int) -> None:
-        self.procs.append(subprocess.Popen([sys.executable, "-c", LISTENER, self.loop, str(port)],
-                                           stdout=subprocess.PIPE, text=True))
-        assert self.procs[-1].stdout.readline().strip() == "ready"
-        link = self.tmp / self.command(letter)
-        os.symlink(os.path.realpath(sys.executable), link)  # exec'd under this name: its comm
-        self.logs[letter] = self.tmp / f"{letter}.log"
-        self.procs.append(subprocess.Popen([str(link), "-c", CALLER, self.loop, str(port), mode, str(CONNECTIONS),
-                                            str(seed), str(self.logs[letter]), str(PERIOD), str(JITTER)]))
 
-    def device(self, seed: int) -> None:
-        self.logs["d"] = self.tmp / "d.log"
-        self.lan.start(self.dev, sys.executable, "-c", CALLER, self.lan.nodes["srv"].ipv4, str(SINK_PORT),
-                       "periodic", str(CONNECTIONS), str(seed), str(self.logs["d"]), str(PERIOD), str(JITTER))
+def local(w: World, letter: str, port: int, mode: str, seed: int) -> None:
+    w.spawn([sys.executable, "-c", TCP_SINK, port, w.loop], ends_on_stdin_eof=False)
+    w.listener_ports = {**getattr(w, "listener_ports", {}), letter: port}
+    caller(w, letter, w.loop, port, mode, seed)
 
-    def named_device(self, seed: int) -> None:
-        self.logs["n"] = self.tmp / "n.log"
-        self.lan.start(self.named, sys.executable, "-c", CALLER, self.c2.ipv4, str(SINK_PORT), "periodic",
-                       str(CONNECTIONS), str(seed), str(self.logs["n"]), str(PERIOD), str(JITTER), self.c2_name,
-                       self.lan.nodes["srv"].ipv4)
 
-    def sent(self, letter: str) -> List[float]:
-        path = self.logs[letter]
-        return [float(line.split()[1]) for line in path.read_text().splitlines()] if path.exists() else []
-
-    def alerts(self) -> List[Dict]:
-        return [unvariant(r) for r in reversed(self.daemon.call("ListAlerts", "u", 1000)[0])]
-
-    def cleanup(self) -> None:
-        for proc in self.procs:
-            if proc.poll() is None:
-                proc.terminate()
-                proc.wait(5)
-        if self.daemon is not None:
-            self.daemon.cleanup()
-        self.lan.cleanup()
-        self.bus.stop()
-        shutil.rmtree(self.tmp, ignore_errors=True)
+def sent(w: World, letter: str) -> List[float]:
+    path = w.logs[letter]
+    return [float(line.split()[1]) for line in path.read_text().splitlines()] if path.exists() else []
 
 
 @pytest.fixture(scope="module")
-def world():
-    require_root_and_bcc()
-    require_tools("ip", "dbus-daemon", "busctl")
-    w = World()
-    try:
-        w.build()
-        # seeds fixed so a run is repeatable; a Poisson caller may look regular by chance (the
-        # benchmark measures how often: bench/beacon_bench.py), this one does not
-        w.local("p", free_port(w.loop), "periodic", seed=1)
-        w.local("q", free_port(w.loop), "poisson", seed=2)
-        w.local("a", 53, "periodic", seed=3)
-        w.device(seed=4)
-        w.named_device(seed=5)
-        deadline = time.monotonic() + CONNECTIONS * PERIOD * (1 + JITTER) + 60
-        while any(len(w.sent(x)) < CONNECTIONS for x in "pqadn") and time.monotonic() < deadline:
-            time.sleep(1)
-        time.sleep(3)  # the last connections' records and ticks
-        yield w
-    finally:
-        w.cleanup()
-        assert not w.lan.leftovers(), f"left behind: {w.lan.leftovers()}"
+def world(make_world):
+    w = build(make_world("nwb"))
+    # seeds fixed so a run is repeatable; a Poisson caller may look regular by chance (the
+    # benchmark measures how often: bench/beacon_bench.py), this one does not
+    local(w, "p", free_port(w.loop), "periodic", seed=1)
+    local(w, "q", free_port(w.loop), "poisson", seed=2)
+    local(w, "a", 53, "periodic", seed=3)
+    caller(w, "d", w.dev, w.lan.nodes["srv"].ipv4, SINK_PORT, "periodic", 4)
+    caller(w, "n", w.named, w.c2.ipv4, SINK_PORT, "periodic", 5, w.c2_name, w.lan.nodes["srv"].ipv4)
+    w.wait(lambda: all(len(sent(w, x)) >= CONNECTIONS for x in "pqadn"),
+           CONNECTIONS * PERIOD * (1 + JITTER) + 60, "every caller's last connection", interval=1)
+    time.sleep(3)  # the last connections' records and ticks
+    return w
 
 
 def ours(w: World, subject: str) -> List[Dict]:
@@ -205,8 +111,8 @@ def ours(w: World, subject: str) -> List[Dict]:
 
 def periods_to(w: World, letter: str, alert: Dict) -> int:
     """Connections made before the alert, less one: how many periods it took."""
-    sent = w.sent(letter)
-    return sum(1 for t in sent if t * 1e6 <= alert["timestamp_usec"]) - 1
+    times = sent(w, letter)
+    return sum(1 for t in times if t * 1e6 <= alert["timestamp_usec"]) - 1
 
 
 def assert_beacon_details(alert: Dict, destination: str, name: str = "") -> None:
@@ -223,9 +129,9 @@ def assert_beacon_details(alert: Dict, destination: str, name: str = "") -> None
 
 def test_a_local_command_on_a_timer_is_one_beacon_within_20_periods(world):
     w = world
-    assert len(w.sent("p")) == CONNECTIONS
+    assert len(sent(w, "p")) == CONNECTIONS
     (alert,) = ours(w, f"command:{w.command('p')}")
-    assert_beacon_details(alert, f"{w.loop}:{w.procs[0].args[-1]}")
+    assert_beacon_details(alert, f"{w.loop}:{w.listener_ports['p']}")
     assert alert["details"]["command"] == w.command("p")
     taken = periods_to(w, "p", alert)
     print(f"\ncommand beacon found after {taken} periods")
@@ -233,18 +139,18 @@ def test_a_local_command_on_a_timer_is_one_beacon_within_20_periods(world):
 
 
 def test_the_same_connections_at_random_times_raise_nothing(world):
-    assert len(world.sent("q")) == CONNECTIONS
+    assert len(sent(world, "q")) == CONNECTIONS
     assert ours(world, f"command:{world.command('q')}") == []
 
 
 def test_a_periodic_connection_to_an_allow_listed_destination_raises_nothing(world):
-    assert len(world.sent("a")) == CONNECTIONS
+    assert len(sent(world, "a")) == CONNECTIONS
     assert ours(world, f"command:{world.command('a')}") == []
 
 
 def test_a_device_on_a_timer_is_one_beacon_on_its_mac(world):
     w = world
-    assert len(w.sent("d")) == CONNECTIONS
+    assert len(sent(w, "d")) == CONNECTIONS
     (alert,) = ours(w, f"device:{w.dev.mac}")
     assert_beacon_details(alert, f"{w.lan.nodes['srv'].ipv4}:{SINK_PORT}")
     assert alert["details"]["mac"] == w.dev.mac
@@ -255,11 +161,9 @@ def test_a_device_on_a_timer_is_one_beacon_on_its_mac(world):
 
 def test_beacons_are_counted_and_listed_by_netwatchctl(world):
     w = world
-    counts = w.daemon.get_property("AlertCounts")
+    counts = w.d.get_property("AlertCounts")
     assert counts["beacon"] >= 2  # ours; other people's processes on this machine may add theirs
-    env = dict(os.environ, DBUS_SYSTEM_BUS_ADDRESS=w.bus.address)
-    r = subprocess.run([tool("netwatchctl"), "alerts", "--limit", "1000"], env=env, capture_output=True, text=True,
-                       timeout=60)
+    r = w.ctl("alerts", "--limit", "1000")
     assert r.returncode == 0, r.stderr
     assert f"command:{w.command('p')}" in r.stdout and f"device:{w.dev.mac}" in r.stdout, r.stdout
     assert "beacon" in r.stdout
@@ -267,7 +171,7 @@ def test_beacons_are_counted_and_listed_by_netwatchctl(world):
 
 def test_a_device_beaconing_to_a_name_it_looked_up_is_reported_with_that_name(world):
     w = world
-    assert len(w.sent("n")) == CONNECTIONS
+    assert len(sent(w, "n")) == CONNECTIONS
     (alert,) = ours(w, f"device:{w.named.mac}")
     assert_beacon_details(alert, f"{w.c2.ipv4}:{SINK_PORT}", name=w.c2_name)
     assert f"({w.c2_name})" in alert["message"]

@@ -12,12 +12,12 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import time
 
 import pytest
 
 from tests.conftest import require_root_and_bcc, require_tools
-from tests.harness import DaemonProcess, PrivateSystemBus, unvariant
+from tests.support import wait_for
+from tests.support.daemon import unvariant
 from tests.integration.delay_relay import DelayedPeer
 
 pytestmark = pytest.mark.root
@@ -88,13 +88,16 @@ print(json.dumps({"ledger": ledger}), flush=True)
 
 
 @pytest.fixture(scope="module")
-def world():
+def world(make_daemon):
     require_root_and_bcc()
-    require_tools("dbus-daemon", "curl", "nft")
-    with PrivateSystemBus() as bus, DelayedPeer(delay_ms=DELAY_USEC / 1000) as peer:
+    require_tools("curl", "nft")
+    with DelayedPeer(delay_ms=DELAY_USEC / 1000) as peer:
         peer.check_route()  # all traffic below goes into the peer's own namespace
-        with DaemonProcess(bus, {"tick_interval_sec": 0.5}) as daemon:
+        daemon = make_daemon({"tick_interval_sec": 0.5})
+        try:
             yield daemon, peer
+        finally:
+            daemon.stop()  # before the peer goes: it traces the peer's last connections
 
 
 def summary(daemon, pid: int = 0, command: str = "") -> dict:
@@ -105,16 +108,6 @@ def summary(daemon, pid: int = 0, command: str = "") -> dict:
 def records_of(daemon, pid: int) -> list:
     records, _ = daemon.call("ListConnections", "uu", pid, 1000)
     return [unvariant(r) for r in records]
-
-
-def wait_for(what, check, timeout: float = 15.0):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value or time.monotonic() > deadline:
-            assert value, f"timed out waiting for {what}"
-            return value
-        time.sleep(0.1)
 
 
 def run_client(style: str, address: str, port: int, n: int) -> tuple:
@@ -132,7 +125,7 @@ def test_p50_latency_of_a_listener_20ms_away(world, style):
     # stopwatch, which also holds the client's own wake-up on a loaded machine, but the relay's
     # lateness (it runs at real-time priority) and the daemon's p50 below
     assert took[0] >= LOW, f"a connect faster than the relay's 20 ms: {took}"
-    s = wait_for("every handshake's latency", lambda: (lambda a: a if a["latency_samples"] == CONNECTS else None)(
+    s = wait_for(timeout=15, what="every handshake's latency", condition=lambda: (lambda a: a if a["latency_samples"] == CONNECTS else None)(
         summary(daemon, pid)))
     assert (s["succeeded"], s["failed"], s["in_progress"], s["total_attempts"]) == (CONNECTS, 0, 0, CONNECTS)
     assert LOW <= s["latency_p50_usec"] <= HIGH, (s["message"], took, peer.relay_counters())
@@ -154,7 +147,7 @@ def test_curl_latency_and_outcome(world):
         curl.wait(timeout=10)  # exit 52: the listener closes without a reply; the connect succeeded
     latencies = []
     for pid in pids:
-        s = wait_for("curl's handshake", lambda: (lambda a: a if a["latency_samples"] == 1 else None)(
+        s = wait_for(timeout=15, what="curl's handshake", condition=lambda: (lambda a: a if a["latency_samples"] == 1 else None)(
             summary(daemon, pid)))
         records = records_of(daemon, pid)
         # curl's resolver also tries nscd's unix socket (absent here): those are its other connects
@@ -183,7 +176,7 @@ def test_each_outcome_as_the_client_saw_it(world):
         pid = json.loads(child.stdout.readline())["pid"]
         assert json.loads(child.stdout.readline()) == {"pending": "nonblocking timed out"}
         # the SYN goes unanswered for ~3 s: meanwhile Summary shows it in progress
-        s = wait_for("the pending handshake", lambda: (lambda a: a if a["in_progress"] == 1 else None)(
+        s = wait_for(timeout=15, what="the pending handshake", condition=lambda: (lambda a: a if a["in_progress"] == 1 else None)(
             summary(daemon, pid)))
         assert (s["succeeded"], s["refused"], s["timed_out"], s["in_progress"]) == (2, 2, 1, 1), s["message"]
         ledger = json.loads(child.stdout.readline())["ledger"]
@@ -193,7 +186,7 @@ def test_each_outcome_as_the_client_saw_it(world):
     finals = [e["final"] for e in ledger]
     assert finals == ["", "", "ECONNREFUSED", "ECONNREFUSED", "ETIMEDOUT", "ETIMEDOUT", ""], ledger
     assert ledger[-1].get("reset"), ledger
-    s = wait_for("the timed-out handshake", lambda: (lambda a: a if a["timed_out"] == 2 else None)(
+    s = wait_for(timeout=15, what="the timed-out handshake", condition=lambda: (lambda a: a if a["timed_out"] == 2 else None)(
         summary(daemon, pid)))
     assert (s["total_attempts"], s["succeeded"], s["refused"], s["timed_out"], s["other_failed"], s["in_progress"],
             s["unknown"]) == (7, 3, 2, 2, 0, 0, 0), s["message"]  # an RST after accept is no connect failure

@@ -35,10 +35,11 @@ from typing import Dict, List, Optional
 import pytest
 
 from tests.conftest import require_root_and_bcc, require_tools, requires
-from tests.harness import DaemonProcess, PrivateSystemBus, StartedUntilExit, fd_infos, unvariant
+from tests.support.daemon import DaemonProcess, PrivateSystemBus, fd_infos, unvariant
+from tests.support.processes import StartedUntilExit
 from tests.integration.delay_relay import DelayedPeer
-from tests.integration.lan import sh
-from tests.integration.named_children import named_python
+from tests.support.lan import sh
+from tests.support.processes import named_python
 
 pytestmark = pytest.mark.root
 
@@ -375,15 +376,13 @@ def _prerequisites() -> None:
 
 
 @pytest.fixture(scope="module")
-def daemon():
+def daemon(make_daemon):
     """netwatchd on the shipped config, on a private bus; also about ListConnections, so about
     connections.recent_records: the daemon traces the whole host, whose other load (tests and
     benchmarks of other work) would push a test's few records out of the shipped 10000 before
     it asks for them. Counts do not depend on it."""
     _prerequisites()
-    with PrivateSystemBus() as bus, DaemonProcess(bus, {"connections": {"recent_records": RECENT_RECORDS}},
-                                                  about=("connections.recent_records",)) as d:
-        yield d
+    return make_daemon({"connections": {"recent_records": RECENT_RECORDS}}, about=("connections.recent_records",))
 
 
 @pytest.fixture(scope="module")

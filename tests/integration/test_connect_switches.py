@@ -11,10 +11,9 @@ from __future__ import annotations
 
 import pytest
 
-from tests.conftest import require_root_and_bcc, require_tools
-from tests.harness import DaemonProcess, PrivateSystemBus, unvariant
-from tests.integration.named_children import NamedChild
-from tests.integration.test_daemon_lifecycle import reload_with
+from tests.conftest import require_root_and_bcc
+from tests.support.daemon import DaemonProcess, unvariant
+from tests.support.processes import NamedChild
 
 pytestmark = pytest.mark.root
 
@@ -23,11 +22,10 @@ SENDMSG = {"nw_sendmsg4", "nw_sendmsg6"}
 
 
 @pytest.fixture
-def bus():
+def bus(bus):
+    """The session's bus; each test's daemons are gone when it ends."""
     require_root_and_bcc()
-    require_tools("dbus-daemon", "busctl")
-    with PrivateSystemBus() as b:
-        yield b
+    return bus
 
 
 def summary_of(d: DaemonProcess, pid: int) -> dict:
@@ -44,13 +42,13 @@ def test_connections_trace_udp_sends_false_counts_no_udp_sends_until_a_reload_tu
         s = summary_of(d, child.pid)
         assert (s["udp_sends"], s["total_attempts"], s["failed"]) == (0, 3, 3), s
 
-        reload_with(d, {"tick_interval_sec": TICK, "connections": {"trace_udp_sends": True}})
+        d.reload({"tick_interval_sec": TICK, "connections": {"trace_udp_sends": True}})
         assert SENDMSG <= set(d.get_property("ProgramsAttached")), d.get_property("ProgramsAttached")
         child.udp_sends(17)
         s = summary_of(d, child.pid)
         assert (s["udp_sends"], s["total_attempts"], s["failed"]) == (17, 3, 3), s
 
-        reload_with(d, {"tick_interval_sec": TICK, "connections": {"trace_udp_sends": False}})
+        d.reload({"tick_interval_sec": TICK, "connections": {"trace_udp_sends": False}})
         assert SENDMSG.isdisjoint(d.get_property("ProgramsAttached"))
         child.udp_sends(9)
         assert summary_of(d, child.pid)["udp_sends"] == 17

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import re
 import signal
 import subprocess
@@ -21,13 +20,11 @@ import pytest
 
 from netwatchd.kernel.headers import cgroup2_root
 from tests.conftest import require_root_and_bcc, require_tools, tool
-from tests.harness import (BUS_NAME, INTERFACE, OBJECT_PATH, DaemonProcess, NotifyReceiver, PrivateSystemBus,
+from tests.support.daemon import (BUS_NAME, INTERFACE, OBJECT_PATH, DaemonProcess, NotifyReceiver, PrivateSystemBus,
                            fd_infos, unvariant)
-from tests.integration.dbus_test_support import wait_notify_line
 
 REPO = Path(__file__).resolve().parents[2]
 SHIPPED_CONFIG = REPO / "config" / "netwatchd.yaml"
-JOURNAL_SOCKET = "/run/systemd/journal/socket"
 BASE_CONFIG = {"tick_interval_sec": 0.2, "connections": {"max_window_sec": 60}}
 RELOAD_KEYS = ("connections.max_window_sec", "connections.max_processes")
 WATCHDOG_USEC = 500_000  # the daemon pings every 0.25 s
@@ -46,25 +43,6 @@ def mark(notify: NotifyReceiver) -> int:
 
 def lines_of(notify: NotifyReceiver, prefix: str) -> list:
     return [line for m in notify.messages for line in m.split("\n") if line.startswith(prefix)]
-
-
-def daemon_log(d: DaemonProcess) -> str:
-    """What the daemon logged: its stderr, plus the journal when it logs there."""
-    text = d.log()
-    if os.path.exists(JOURNAL_SOCKET) and d.proc is not None:
-        r = subprocess.run(["journalctl", "--no-pager", "-o", "cat", f"_PID={d.pid}"],
-                           capture_output=True, text=True, timeout=30)
-        text += r.stdout
-    return text
-
-
-def wait_log(d: DaemonProcess, needle: str, timeout: float = 10) -> str:
-    deadline = time.monotonic() + timeout
-    while needle not in (text := daemon_log(d)):
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{needle!r} not in the daemon's log:\n{text}")
-        time.sleep(0.1)
-    return text
 
 
 def bpf_fd_ids(pid: int) -> Dict[str, Set[int]]:
@@ -145,43 +123,22 @@ def require_integration():
 
 
 @pytest.fixture(scope="module")
-def bus():
-    require_integration()
-    with PrivateSystemBus() as b:
-        yield b
-
-
-@pytest.fixture(scope="module")
-def daemon(bus):
+def daemon(make_daemon):
     """One daemon for the tests that leave it running: fast ticks, a watchdog. The reload tests
     are about connections.max_window_sec (60 here; a reload's effect shows in what Summary
     accepts) and connections.max_processes (a reload names it restart-only)."""
-    with DaemonProcess(bus, BASE_CONFIG, watchdog_usec=WATCHDOG_USEC, about=RELOAD_KEYS) as d:
-        yield d
+    require_integration()
+    return make_daemon(BASE_CONFIG, watchdog_usec=WATCHDOG_USEC, about=RELOAD_KEYS)
 
 
 @pytest.fixture
 def fresh():
     """Daemons of the test's own on a bus of their own (the module's daemon owns the name on
-    the shared one), without a watchdog; the test may kill them."""
+    the session's; a test restarts this one), without a watchdog; the test may kill them."""
     require_integration()
     with contextlib.ExitStack() as stack:
         own_bus = stack.enter_context(PrivateSystemBus())
         yield lambda config=None: stack.enter_context(DaemonProcess(own_bus, config or {}))
-
-
-def reload_with(d: DaemonProcess, content) -> int:
-    """Writes the config (a dict, or raw text), sends SIGHUP, waits for RELOADING=1 then READY=1;
-    returns the index of the RELOADING=1 message."""
-    if isinstance(content, dict):
-        d.write_config(content)
-    else:
-        d.config_path.write_text(content)
-    since = mark(d.notify)
-    d.signal(signal.SIGHUP)
-    reloading = wait_notify_line(d.notify, "RELOADING=1", since)
-    wait_notify_line(d.notify, "READY=1", reloading + 1)
-    return reloading
 
 
 # -- READY, STATUS, WATCHDOG ---------------------------------------------------------------------
@@ -254,15 +211,15 @@ BROKEN_FILES = [
 @pytest.mark.root
 @pytest.mark.parametrize("content, problem", BROKEN_FILES)
 def test_reload_with_a_broken_file_keeps_the_running_config(daemon, content, problem):
-    reload_with(daemon, BASE_CONFIG)  # known starting point: max_window_sec 60
+    daemon.reload(BASE_CONFIG)  # known starting point: max_window_sec 60
     too_long = "Call failed: duration_sec must be between 1 and 60, got 61"
     assert summary_refused(daemon, 61) == too_long
-    log_before = len(daemon_log(daemon))
+    log_before = len(daemon.log())
 
-    reload_with(daemon, content)
+    daemon.reload(content)
     assert daemon.proc.poll() is None, "the daemon died on a broken reload"
     expected = f"reload rejected, keeping the running configuration: {daemon.config_path}: {problem}"
-    log = wait_log(daemon, expected)
+    log = daemon.wait_log(expected)
     assert expected in log[log_before:]
     assert summary_refused(daemon, 61) == too_long
     assert summary(daemon, 60)["duration_sec"] == 60
@@ -271,13 +228,13 @@ def test_reload_with_a_broken_file_keeps_the_running_config(daemon, content, pro
 
 @pytest.mark.root
 def test_reload_with_a_valid_file_takes_effect(daemon):
-    reload_with(daemon, BASE_CONFIG)
+    daemon.reload(BASE_CONFIG)
     assert summary_refused(daemon, 100) == "Call failed: duration_sec must be between 1 and 60, got 100"
-    log_before = len(daemon_log(daemon))
+    log_before = len(daemon.log())
 
     before = time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000
     changed = {"tick_interval_sec": 0.2, "connections": {"max_window_sec": 120, "max_processes": 1024}}
-    reloading = reload_with(daemon, changed)
+    reloading = daemon.reload(changed)
     after = time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000
     lines = daemon.notify.messages[reloading].split("\n")
     stamp = [int(line.split("=", 1)[1]) for line in lines if line.startswith("MONOTONIC_USEC=")]
@@ -285,10 +242,10 @@ def test_reload_with_a_valid_file_takes_effect(daemon):
 
     assert summary(daemon, 100)["duration_sec"] == 100
     assert summary_refused(daemon, 121) == "Call failed: duration_sec must be between 1 and 120, got 121"
-    log = wait_log(daemon, f"configuration reloaded from {daemon.config_path}")[log_before:]
+    log = daemon.wait_log(f"configuration reloaded from {daemon.config_path}")[log_before:]
     assert f"configuration reloaded from {daemon.config_path}" in log
     assert "changed settings that take effect on restart: connections.max_processes" in log
-    reload_with(daemon, BASE_CONFIG)
+    daemon.reload(BASE_CONFIG)
     assert summary_refused(daemon, 61) == "Call failed: duration_sec must be between 1 and 60, got 61"
 
 
@@ -301,7 +258,7 @@ def test_a_second_daemon_on_the_same_bus_fails_clearly(daemon):
         with pytest.raises(RuntimeError, match="did not become ready"):
             second.start()
         assert second.proc.returncode == 1
-        log = daemon_log(second)
+        log = second.log()
         assert (f"cannot own {BUS_NAME} on the system bus" in log
                 and "is another netwatchd running?" in log), log
         assert not lines_of(second.notify, "READY=1")
@@ -327,13 +284,13 @@ def test_a_restarted_bus_gets_the_daemon_back_with_its_state(fresh):
     time.sleep(0.5)  # a poll or two later, so that nothing of curl's is still on its way
     before = summary(d, 60)
     d.bus.restart()
-    wait_log(d, "lost the system bus (", timeout=10)
+    d.wait_log("lost the system bus (", timeout=10)
     deadline = time.monotonic() + 30
     while name_owner_pid(d.bus) != d.pid:
-        assert d.proc.poll() is None, daemon_log(d)
-        assert time.monotonic() < deadline, f"not back on the bus after 30 s:\n{daemon_log(d)}"
+        assert d.proc.poll() is None, d.log()
+        assert time.monotonic() < deadline, f"not back on the bus after 30 s:\n{d.log()}"
         time.sleep(0.2)
-    log = wait_log(d, f"back on the system bus as {BUS_NAME}")
+    log = d.wait_log(f"back on the system bus as {BUS_NAME}")
     assert log.count("lost the system bus (") == 1, log
     after = summary(d, 60)
     # curl's nscd lookups are connect()s too (AF_UNIX, ENOENT): counted, but not as refused
@@ -350,10 +307,10 @@ def test_sigterm_exits_0_and_detaches_everything(fresh):
     since = mark(d.notify)
     d.signal(signal.SIGTERM)
     assert d.proc.wait(15) == 0
-    wait_notify_line(d.notify, "STOPPING=1", since, timeout=2)
+    d.notify.wait_line("STOPPING=1", since, timeout=2)
     assert_gone(progs, links)
     assert name_owner_pid(d.bus) is None
-    wait_log(d, "stopping")
+    d.wait_log("stopping")
 
 
 @pytest.mark.root

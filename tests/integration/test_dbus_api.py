@@ -15,9 +15,9 @@ import time
 import pytest
 
 import netwatchd
-from tests.conftest import require_root_and_bcc, require_tools
-from tests.harness import BUS_NAME, INTERFACE, OBJECT_PATH, DaemonProcess, PrivateSystemBus, unvariant
-from tests.integration.dbus_test_support import ECONNREFUSED, ConnectChild, as_user, dbus_send_error
+from tests.conftest import require_tools
+from tests.support.daemon import BUS_NAME, INTERFACE, OBJECT_PATH, DaemonProcess, as_user, dbus_send_error, unvariant
+from tests.support.processes import ECONNREFUSED, ConnectChild
 
 pytestmark = pytest.mark.root
 
@@ -28,22 +28,14 @@ ACCESS_DENIED = "org.freedesktop.DBus.Error.AccessDenied"
 
 
 @pytest.fixture(scope="module")
-def bus():
-    require_root_and_bcc()
-    require_tools("dbus-daemon", "busctl", "dbus-send", "setpriv")
-    with PrivateSystemBus() as b:
-        yield b
-
-
-@pytest.fixture(scope="module")
-def daemon(bus):
+def daemon(make_daemon):
     """About ListConnections, so about connections.recent_records: other people's load on this
     host is traced too; keep plenty of recent records so ours are still there when asked."""
-    d = DaemonProcess(bus, {"connections": {"recent_records": 200000}}, about=("connections.recent_records",))
-    d.before_start_usec = time.time_ns() // 1000
-    with d:
-        d.after_ready_usec = time.time_ns() // 1000
-        yield d
+    require_tools("dbus-send", "setpriv")
+    before_start_usec = time.time_ns() // 1000
+    d = make_daemon({"connections": {"recent_records": 200000}}, about=("connections.recent_records",))
+    d.before_start_usec, d.after_ready_usec = before_start_usec, time.time_ns() // 1000
+    return d
 
 
 @pytest.fixture(scope="module")

@@ -22,7 +22,7 @@ import pytest
 
 from tests.conftest import REPO, require_tools, requires
 from tests.integration.delay_relay import DelayedPeer, RouteError
-from tests.integration.lan import sh
+from tests.support.lan import sh
 
 # Runs in the namespace: counts numbered UDP datagrams and reports whether they came in order.
 UDP_SEQUENCE_RECEIVER = r"""

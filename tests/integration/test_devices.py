@@ -2,7 +2,7 @@
 bridge, netwatchd's TC classifier on the bridge ports, and what ListDevices / GetDevice /
 netwatchctl say about it.
 
-The LAN (tests/integration/lan.py): devices `cisco` (an IEEE Cisco MAC), `random` (a locally
+The LAN (tests/support/lan.py): devices `cisco` (an IEEE Cisco MAC), `random` (a locally
 administered MAC), `pi` (Raspberry Pi), `srv` (Intel; runs the UDP echo, DNS, HTTP and TLS
 servers) and `vm` (VMware; its link is deleted and re-created). Every device sends its first
 frame after netwatchd is ready, so ARP and NDP are seen and every UDP datagram a device ever sent
@@ -21,33 +21,24 @@ from __future__ import annotations
 import csv
 import ipaddress
 import json
-import os
 import re
-import secrets
-import shutil
 import signal
 import sys
-import tempfile
 import time
 from collections import defaultdict
-from pathlib import Path
-from typing import Callable, Dict, List, Optional
+from typing import Dict, Optional
 
 import pytest
 
-from tests.conftest import require_root_and_bcc, require_tools
-from tests.harness import DaemonProcess, PrivateSystemBus, unvariant
-from tests.integration import frames
-from tests.integration.dbus_test_support import dbus_send_error, whole_devices
-from tests.integration.lan import DNS_SERVER, UDP_ECHO, Lan, Node, UdpSent
-from tests.integration.test_daemon_lifecycle import reload_with, wait_log
-from tests.integration.test_netwatchctl import ctl
+from tests.support import frames
+from tests.support.daemon import DaemonProcess, ctl, dbus_send_error, unvariant
+from tests.support.lan import DNS_SERVER, UDP_ECHO, Node, UdpSent, mac_tail, randomized_mac
+from tests.support.world import World
 
 pytestmark = pytest.mark.root
 
 TICK = 0.2
 STORE_INTERVAL = 0.5
-SETTLE = 3 * TICK + 0.1  # counters read, ring drained and a tick later nothing more
 ECHO_PORT, DISCARD_PORT, DNS_PORT, HTTP_PORT, TLS_PORT = 7000, 9, 53, 8080, 8443
 NO_SUCH_DEVICE = "org.netwatchd.Netwatchd1.Error.NoSuchDevice"
 NAME_FIELDS = ("hostname", "dns_names", "http_hosts", "tls_names", "http_requests")
@@ -55,10 +46,6 @@ NAME_FIELDS = ("hostname", "dns_names", "http_hosts", "tls_names", "http_request
 SUMMARY_FIELDS = {"mac", "vendor", "randomized", "confirmed", "hostname", "hostname_source", "ipv4", "ipv6",
                   "interface", "vlan", "first_seen_usec", "last_seen_usec", "counters", "tcp_syns", "peers"}
 CLIENTS = ("cisco", "random", "pi")
-
-
-def tail(n: int = 3) -> str:
-    return ":".join(f"{b:02x}" for b in os.urandom(n))
 
 
 def link_local(mac: str) -> str:
@@ -78,139 +65,83 @@ def oui_vendor(mac: str) -> str:
     raise LookupError(prefix)
 
 
-class World:
-    """The LAN, its servers, the daemon watching it, and the UDP ledger."""
-
-    def __init__(self) -> None:
-        self.tmp = Path(tempfile.mkdtemp(prefix="nwd-devices-"))
-        self.state = self.tmp / "state"
-        self.bus = PrivateSystemBus()
-        self.lan = Lan()
-        self.daemons: List[DaemonProcess] = []
-        # per device: UDP packets/bytes it sent (tx) and was sent (rx), by our generators only
-        self.ledger: Dict[str, Dict[str, int]] = defaultdict(lambda: defaultdict(int))
-        self.untracked: set = set()  # devices whose UDP a client we do not count touched (dig)
-
-    @property
-    def d(self) -> DaemonProcess:
-        return self.daemons[-1]
-
-    def node(self, name: str) -> Node:
-        return self.lan.nodes[name]
-
-    def build(self) -> None:
-        self.bus.start()
-        self.lan.create_bridge()
-        self.lan.add_node("cisco", "00:00:0c:" + tail())
-        first = (secrets.randbits(8) & 0xFC) | 0x02  # locally administered, unicast
-        self.lan.add_node("random", f"{first:02x}:" + tail(5))
-        self.lan.add_node("pi", "b8:27:eb:" + tail())
-        srv = self.lan.add_node("srv", "00:1b:21:" + tail())
-        self.lan.add_node("vm", "00:50:56:" + tail())
-        self.start_servers(srv)
-        self.start_daemon()
-        for name in CLIENTS + ("vm",):  # ARP and NDP both ways, seen by the daemon
-            self.udp(name, 1, echo=True)
-
-    def start_servers(self, srv: Node) -> None:
-        lan, py = self.lan, sys.executable
-        cert, key = self.tmp / "cert.pem", self.tmp / "key.pem"
-        lan.ns(srv, "openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
-               "-nodes", "-keyout", str(key), "-out", str(cert), "-subj", "/CN=lan.test", "-days", "1")
-        (self.tmp / "www").mkdir()
-        self.dns_records = {
-            "q4.name.test": {"A": "192.0.2.4"},
-            "q6.name.test": {"AAAA": "2001:db8::6"},
-            "printer.lan.test": {"A": srv.ipv4},  # names one of our devices: its hostname
-        }
-        lan.start(srv, py, "-c", UDP_ECHO, str(ECHO_PORT), ready="ready")
-        lan.start(srv, py, "-c", DNS_SERVER, str(DNS_PORT), json.dumps(self.dns_records), ready="ready")
-        lan.start(srv, py, "-m", "http.server", "--bind", "::", str(HTTP_PORT), cwd=str(self.tmp / "www"))
-        for accept in (f"0.0.0.0:{TLS_PORT}", f"[::]:{TLS_PORT}"):
-            lan.start(srv, "openssl", "s_server", "-accept", accept, "-cert", str(cert), "-key", str(key),
-                      "-www", "-quiet")
-        lan.wait_tcp(srv, HTTP_PORT)
-        lan.wait_tcp(srv, TLS_PORT)
-
-    def config(self, **devices) -> Dict:
-        return {"state_directory": str(self.state), "tick_interval_sec": TICK,
-                "devices": {"interfaces": self.lan.ports(), "store_interval_sec": STORE_INTERVAL, **devices}}
-
-    def start_daemon(self) -> DaemonProcess:
-        d = DaemonProcess(self.bus, self.config(), about=("devices.interfaces", "devices.capture_http"))
-        self.daemons.append(d)
-        d.start()
-        return d
-
-    def udp(self, name: str, count: int, size: int = 32, echo: bool = False, family: str = "both") -> UdpSent:
-        """`count` datagrams from device `name` to srv over IPv4 and/or IPv6, written to the ledger."""
-        srv = self.node("srv")
-        port = ECHO_PORT if echo else DISCARD_PORT
-        targets = {"4": [f"{srv.ipv4}:{port}"], "6": [f"[{srv.ipv6}]:{port}"]}
-        sent = self.lan.send_udp(self.node(name), targets.get(family, targets["4"] + targets["6"]), count, size, echo)
-        for sender, receiver in ((name, "srv"), ("srv", name))[: 2 if echo else 1]:
-            self.ledger[sender]["tx_packets"] += sent.packets
-            self.ledger[sender]["tx_bytes"] += sent.frame_bytes
-            self.ledger[receiver]["rx_packets"] += sent.packets
-            self.ledger[receiver]["rx_bytes"] += sent.frame_bytes
-        return sent
-
-    def client(self, name: str, *argv: str) -> str:
-        """A real client (dig, curl, openssl) in device `name`; its output (stdout, then stderr)."""
-        if argv[0] == "dig":  # its UDP (and the server's answers) are not in the ledger
-            self.untracked |= {name, "srv"}
-        r = self.lan.ns(self.node(name), *argv, check=False, timeout=30)
-        assert r.returncode == 0, f"{argv} in {name}: {r.stdout}{r.stderr}"
-        return r.stdout + r.stderr
-
-    def cleanup(self) -> None:
-        for d in self.daemons:
-            d.cleanup()
-        self.bus.stop()
-        self.lan.cleanup()
-        shutil.rmtree(self.tmp, ignore_errors=True)
-
-
 @pytest.fixture(scope="module")
-def world():
-    require_root_and_bcc()
-    require_tools("ip", "dbus-daemon", "busctl", "dbus-send", "dig", "curl", "openssl")
-    w = World()
-    try:
-        w.build()
-        yield w
-    finally:
-        w.cleanup()
-        assert not w.lan.leftovers(), "the LAN was not removed"
+def world(make_world):
+    """The LAN, its servers, the daemon watching it, and the UDP ledger: per device, the UDP
+    packets/bytes it sent (tx) and was sent (rx), by our generators only; `untracked`: devices
+    whose UDP a client we do not count touched (dig)."""
+    w = make_world("nwdev", tools=("dbus-send", "dig", "curl", "openssl"))
+    w.ledger = defaultdict(lambda: defaultdict(int))
+    w.untracked = set()
+    w.lan.add_node("cisco", "00:00:0c:" + mac_tail())
+    w.lan.add_node("random", randomized_mac())
+    w.lan.add_node("pi", "b8:27:eb:" + mac_tail())
+    srv = w.lan.add_node("srv", "00:1b:21:" + mac_tail())
+    w.lan.add_node("vm", "00:50:56:" + mac_tail())
+    start_servers(w, srv)
+    start_daemon(w)
+    for name in CLIENTS + ("vm",):  # ARP and NDP both ways, seen by the daemon
+        udp(w, name, 1, echo=True)
+    return w
 
 
-# -- reading the daemon --------------------------------------------------------------------------
+def start_servers(w: World, srv: Node) -> None:
+    lan, py = w.lan, sys.executable
+    cert, key = w.tmp / "cert.pem", w.tmp / "key.pem"
+    lan.ns(srv, "openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+           "-nodes", "-keyout", str(key), "-out", str(cert), "-subj", "/CN=lan.test", "-days", "1")
+    (w.tmp / "www").mkdir()
+    w.dns_records = {
+        "q4.name.test": {"A": "192.0.2.4"},
+        "q6.name.test": {"AAAA": "2001:db8::6"},
+        "printer.lan.test": {"A": srv.ipv4},  # names one of our devices: its hostname
+    }
+    lan.start(srv, py, "-c", UDP_ECHO, str(ECHO_PORT), ready="ready")
+    lan.start(srv, py, "-c", DNS_SERVER, str(DNS_PORT), json.dumps(w.dns_records), ready="ready")
+    lan.start(srv, py, "-m", "http.server", "--bind", "::", str(HTTP_PORT), cwd=str(w.tmp / "www"))
+    for accept in (f"0.0.0.0:{TLS_PORT}", f"[::]:{TLS_PORT}"):
+        lan.start(srv, "openssl", "s_server", "-accept", accept, "-cert", str(cert), "-key", str(key),
+                  "-www", "-quiet")
+    lan.wait_tcp(srv, HTTP_PORT)
+    lan.wait_tcp(srv, TLS_PORT)
 
-def devices(d: DaemonProcess) -> Dict[str, Dict]:
-    return whole_devices(d)
+
+def config(w: World, **devices) -> Dict:
+    return {"tick_interval_sec": TICK,
+            "devices": {"interfaces": w.lan.ports(), "store_interval_sec": STORE_INTERVAL, **devices}}
 
 
-def get_device(d: DaemonProcess, key: str) -> Dict:
-    return unvariant(d.call("GetDevice", "s", key)[0])
+def start_daemon(w: World) -> DaemonProcess:
+    """On the world's state directory (a restart keeps it); about devices.interfaces and
+    devices.capture_http (the privacy test reloads it)."""
+    return w.start_daemon(config(w), about=("devices.interfaces", "devices.capture_http"))
+
+
+def udp(w: World, name: str, count: int, size: int = 32, echo: bool = False, family: str = "both") -> UdpSent:
+    """`count` datagrams from device `name` to srv over IPv4 and/or IPv6, written to the ledger."""
+    srv = w.node("srv")
+    port = ECHO_PORT if echo else DISCARD_PORT
+    targets = {"4": [f"{srv.ipv4}:{port}"], "6": [f"[{srv.ipv6}]:{port}"]}
+    sent = w.lan.send_udp(w.node(name), targets.get(family, targets["4"] + targets["6"]), count, size, echo)
+    for sender, receiver in ((name, "srv"), ("srv", name))[: 2 if echo else 1]:
+        w.ledger[sender]["tx_packets"] += sent.packets
+        w.ledger[sender]["tx_bytes"] += sent.frame_bytes
+        w.ledger[receiver]["rx_packets"] += sent.packets
+        w.ledger[receiver]["rx_bytes"] += sent.frame_bytes
+    return sent
+
+
+def client(w: World, name: str, *argv: str) -> str:
+    """A real client (dig, curl, openssl) in device `name`; its output (stdout, then stderr)."""
+    if argv[0] == "dig":  # its UDP (and the server's answers) are not in the ledger
+        w.untracked |= {name, "srv"}
+    r = w.lan.ns(w.node(name), *argv, check=False, timeout=30)
+    assert r.returncode == 0, f"{argv} in {name}: {r.stdout}{r.stderr}"
+    return r.stdout + r.stderr
 
 
 def count(dev: Optional[Dict], name: str) -> int:
     return (dev or {}).get("counters", {}).get(name, 0)
-
-
-def wait_devices(d: DaemonProcess, done: Callable[[Dict[str, Dict]], bool], timeout: float = 10) -> Dict[str, Dict]:
-    """ListDevices once `done` holds for it (the caller's asserts then explain a timeout), and a
-    few ticks later, so anything counted twice would have shown up too."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if done(devices(d)):
-                break
-        except KeyError:  # a device it asks about is not there yet
-            pass
-        time.sleep(TICK / 2)
-    time.sleep(SETTLE)
-    return devices(d)
 
 
 def udp_counts(dev: Optional[Dict]) -> Dict[str, int]:
@@ -226,10 +157,10 @@ def names_of(dev: Dict) -> Dict:
 def test_each_device_has_its_mac_addresses_vendor_and_exact_udp_counts(world):
     sizes = {"cisco": (37, 20), "random": (53, 100), "pi": (71, 333)}  # datagrams per family, payload
     for name, (n, size) in sizes.items():
-        sent = world.udp(name, n, size)
+        sent = udp(world, name, n, size)
         assert (sent.ipv4, sent.ipv6) == (n, n)
     ledger = world.ledger
-    devs = wait_devices(world.d, lambda ds: all(
+    devs = world.wait_devices(lambda ds: all(
         count(ds.get(world.node(n).mac), "tx_udp_packets") >= ledger[n]["tx_packets"] for n in ledger))
 
     expected = {"cisco": (oui_vendor("00:00:0c"), False), "random": ("", True),
@@ -256,7 +187,7 @@ def test_each_device_has_its_mac_addresses_vendor_and_exact_udp_counts(world):
     # GetDevice by MAC in another spelling, by IPv4 and by IPv6
     cisco = world.node("cisco")
     for key in (cisco.mac.upper().replace(":", "-"), cisco.ipv4, cisco.ipv6):
-        assert get_device(world.d, key)["mac"] == cisco.mac, key
+        assert world.d.device(key)["mac"] == cisco.mac, key
     error, message = dbus_send_error(world.bus, "GetDevice", ["string:02:00:5e:00:53:01"])
     assert (error, message) == (NO_SUCH_DEVICE, "no device with MAC 02:00:5e:00:53:01 has been seen")
     error, _ = dbus_send_error(world.bus, "GetDevice", ["string:10.77.0.250"])
@@ -268,14 +199,14 @@ def test_each_device_has_its_mac_addresses_vendor_and_exact_udp_counts(world):
 
 def test_dig_query_names_show_on_the_asking_device(world):
     srv = world.node("srv")
-    assert world.client("cisco", "dig", f"@{srv.ipv4}", "q4.name.test", "A", "+short", "+tries=1",
+    assert client(world, "cisco", "dig", f"@{srv.ipv4}", "q4.name.test", "A", "+short", "+tries=1",
                         "+time=5").split() == ["192.0.2.4"]
-    assert world.client("pi", "dig", f"@{srv.ipv6}", "q6.name.test", "AAAA", "+short", "+tries=1",
+    assert client(world, "pi", "dig", f"@{srv.ipv6}", "q6.name.test", "AAAA", "+short", "+tries=1",
                         "+time=5").split() == ["2001:db8::6"]
-    assert world.client("random", "dig", f"@{srv.ipv4}", "printer.lan.test", "A", "+short", "+tries=1",
+    assert client(world, "random", "dig", f"@{srv.ipv4}", "printer.lan.test", "A", "+short", "+tries=1",
                         "+time=5").split() == [srv.ipv4]
     mac = {n: world.node(n).mac for n in world.lan.nodes}
-    devs = wait_devices(world.d, lambda ds: "q4.name.test" in ds[mac["cisco"]]["dns_names"]
+    devs = world.wait_devices(lambda ds: "q4.name.test" in ds[mac["cisco"]]["dns_names"]
                         and "q6.name.test" in ds[mac["pi"]]["dns_names"] and ds[mac["srv"]]["hostname"])
     assert devs[mac["cisco"]]["dns_names"] == ["q4.name.test"]
     assert devs[mac["pi"]]["dns_names"] == ["q6.name.test"]
@@ -289,12 +220,12 @@ def test_dig_query_names_show_on_the_asking_device(world):
 def test_curl_host_and_path_show_on_the_requesting_device(world):
     srv = world.node("srv")
     curl = ("curl", "-sS", "--noproxy", "*", "-o", "/dev/null", "-w", "%{http_code}", "--max-time", "10")
-    assert world.client("random", *curl, "--resolve", f"web.lan.test:{HTTP_PORT}:{srv.ipv4}",
+    assert client(world, "random", *curl, "--resolve", f"web.lan.test:{HTTP_PORT}:{srv.ipv4}",
                         f"http://web.lan.test:{HTTP_PORT}/some/path?q=1") == "404"
-    assert world.client("cisco", *curl, f"http://[{srv.ipv6}]:{HTTP_PORT}/v6/path") == "404"
+    assert client(world, "cisco", *curl, f"http://[{srv.ipv6}]:{HTTP_PORT}/v6/path") == "404"
     mac = {n: world.node(n).mac for n in world.lan.nodes}
     host4, host6 = f"web.lan.test:{HTTP_PORT}", f"[{srv.ipv6}]:{HTTP_PORT}"
-    devs = wait_devices(world.d, lambda ds: ds[mac["random"]]["http_hosts"] and ds[mac["cisco"]]["http_hosts"])
+    devs = world.wait_devices(lambda ds: ds[mac["random"]]["http_hosts"] and ds[mac["cisco"]]["http_hosts"])
     assert devs[mac["random"]]["http_hosts"] == [host4]
     assert devs[mac["random"]]["http_requests"] == [["GET", host4, "/some/path?q=1"]]
     assert devs[mac["cisco"]]["http_hosts"] == [host6]
@@ -305,14 +236,14 @@ def test_curl_host_and_path_show_on_the_requesting_device(world):
 
 def test_tls_server_names_show_on_the_connecting_device(world):
     srv = world.node("srv")
-    out = world.client("pi", "openssl", "s_client", "-connect", f"{srv.ipv4}:{TLS_PORT}",
+    out = client(world, "pi", "openssl", "s_client", "-connect", f"{srv.ipv4}:{TLS_PORT}",
                        "-servername", "tls4.lan.test", "-brief")
     assert "CONNECTION ESTABLISHED" in out, out
-    assert world.client("random", "curl", "-sSk", "--noproxy", "*", "-o", "/dev/null", "-w", "%{http_code}",
+    assert client(world, "random", "curl", "-sSk", "--noproxy", "*", "-o", "/dev/null", "-w", "%{http_code}",
                         "--max-time", "10", "--resolve", f"tls6.lan.test:{TLS_PORT}:[{srv.ipv6}]",
                         f"https://tls6.lan.test:{TLS_PORT}/") == "200"
     mac = {n: world.node(n).mac for n in world.lan.nodes}
-    devs = wait_devices(world.d, lambda ds: ds[mac["pi"]]["tls_names"] and ds[mac["random"]]["tls_names"])
+    devs = world.wait_devices(lambda ds: ds[mac["pi"]]["tls_names"] and ds[mac["random"]]["tls_names"])
     assert devs[mac["pi"]]["tls_names"] == ["tls4.lan.test"]
     assert devs[mac["random"]]["tls_names"] == ["tls6.lan.test"]
     assert devs[mac["srv"]]["tls_names"] == []
@@ -321,8 +252,7 @@ def test_tls_server_names_show_on_the_connecting_device(world):
 # -- 3. netwatchctl ------------------------------------------------------------------------------
 
 def test_netwatchctl_devices_and_device(world):
-    address = world.bus.address
-    r = ctl(address, "devices")
+    r = ctl(world.bus, "devices")
     assert (r.returncode, r.stderr) == (0, ""), r.stderr
     rows = {line.split()[0]: line for line in r.stdout.splitlines()[1:]}
     for node in world.lan.nodes.values():
@@ -331,7 +261,7 @@ def test_netwatchctl_devices_and_device(world):
     assert "(randomized)" in rows[world.node("random").mac]
     assert "Cisco Systems" in rows[world.node("cisco").mac]
 
-    r = ctl(address, "devices", "--json")
+    r = ctl(world.bus, "devices", "--json")
     assert r.returncode == 0 and {d["mac"] for d in json.loads(r.stdout)} >= {n.mac for n in world.lan.nodes.values()}
     listed = {d["mac"]: d for d in json.loads(r.stdout)}
     for node in world.lan.nodes.values():  # summaries: no name lists (`device` has them), whether confirmed
@@ -340,24 +270,24 @@ def test_netwatchctl_devices_and_device(world):
 
     cisco, rnd = world.node("cisco"), world.node("random")
     for key in (cisco.mac, cisco.ipv4, cisco.ipv6):
-        r = ctl(address, "device", key)
+        r = ctl(world.bus, "device", key)
         assert (r.returncode, r.stderr) == (0, ""), r.stderr
         fields = {k.strip(): v.strip() for k, _, v in (line.partition(":") for line in r.stdout.splitlines()[:12])}
         assert fields["MAC"] == cisco.mac and fields["Vendor"] == oui_vendor(cisco.mac), r.stdout
         assert fields["IPv4"] == cisco.ipv4 and cisco.ipv6 in fields["IPv6"], r.stdout
         assert fields["DNS names"] == "q4.name.test", r.stdout
         assert re.search(r"^udp\s+\d+", r.stdout, re.M), r.stdout  # the per-protocol table
-    r = ctl(address, "device", rnd.mac)
+    r = ctl(world.bus, "device", rnd.mac)
     assert r.returncode == 0 and f"MAC: {rnd.mac}  (randomized)" in r.stdout, r.stdout
-    r = ctl(address, "--json", "device", rnd.ipv4)
+    r = ctl(world.bus, "--json", "device", rnd.ipv4)
     assert r.returncode == 0 and json.loads(r.stdout)["mac"] == rnd.mac
 
-    r = ctl(address, "device", "02:00:5e:00:53:02")
+    r = ctl(world.bus, "device", "02:00:5e:00:53:02")
     assert (r.returncode, r.stdout) == (5, ""), r
     assert r.stderr == "netwatchctl: no device with MAC 02:00:5e:00:53:02 has been seen\n"
-    r = ctl(address, "device", "192.0.2.200")
+    r = ctl(world.bus, "device", "192.0.2.200")
     assert r.returncode == 5 and "no device with address 192.0.2.200" in r.stderr, r
-    r = ctl(address, "device", "no-such-thing")
+    r = ctl(world.bus, "device", "no-such-thing")
     assert r.returncode == 1 and "neither a MAC address nor an IP address" in r.stderr, r
 
 
@@ -387,13 +317,13 @@ def test_listdevicespage_pages_through_listdevices(world):
 
 def test_garbage_frames_crash_nothing_and_are_attributed_to_no_real_device(world):
     d, lan = world.d, world.lan
-    g_src, g_noise, g_dst = "02:ba:d0:" + tail(), "02:ba:d1:" + tail(), "02:ba:d2:" + tail()
+    g_src, g_noise, g_dst = "02:ba:d0:" + mac_tail(), "02:ba:d1:" + mac_tail(), "02:ba:d2:" + mac_tail()
     cisco, srv = world.node("cisco"), world.node("srv")
-    before = devices(d)
+    before = d.devices()
     malformed_before = d.get_property("MalformedFrames")
     batch = frames.garbage(g_src, g_noise, g_dst, victim_mac=cisco.mac, lan_v4=srv.ipv4, lan_v6=srv.ipv6)
     assert lan.send_frames(world.node("pi"), batch) == len(batch)
-    after = wait_devices(d, lambda ds: g_src in ds and g_noise in ds)
+    after = world.wait_devices(lambda ds: g_src in ds and g_noise in ds)
 
     assert d.proc.poll() is None, d.log()
     assert "Traceback" not in d.log() and "failed" not in d.log(), d.log()
@@ -420,7 +350,7 @@ def test_garbage_frames_crash_nothing_and_are_attributed_to_no_real_device(world
                  if count(old, k) != count(new, k) and not re.match(r"(tx|rx)_(arp|icmpv6)_", k)}
         assert not moved, (mac, {k: (count(old, k), count(new, k)) for k in moved})
     assert not any(a == "10.77.0.199" for dev in after.values() for a in dev["ipv4"])
-    assert get_device(d, cisco.mac)["mac"] == cisco.mac  # still answering
+    assert d.device(cisco.mac)["mac"] == cisco.mac  # still answering
 
 
 # -- 5. an interface that goes away and comes back -------------------------------------------------
@@ -433,8 +363,8 @@ def test_a_deleted_interface_is_logged_and_watched_again_when_it_returns(world):
     while vm.port in d.get_property("Interfaces") and time.monotonic() < deadline:
         time.sleep(TICK / 2)
     assert vm.port not in d.get_property("Interfaces")
-    wait_log(d, f"interface {vm.port} is gone; will watch it again when it returns")
-    assert vm.mac in devices(d)  # the inventory keeps the device
+    d.wait_log(f"interface {vm.port} is gone; will watch it again when it returns")
+    assert vm.mac in d.devices()  # the inventory keeps the device
 
     lan.plug(vm)
     deadline = time.monotonic() + 10
@@ -442,8 +372,8 @@ def test_a_deleted_interface_is_logged_and_watched_again_when_it_returns(world):
         time.sleep(TICK / 2)
     assert sorted(d.get_property("Interfaces")) == sorted(lan.ports())
     assert d.log().count(f"watching devices on {vm.port}") == 2, d.log()
-    sent = world.udp("vm", 5, size=64, echo=True)
-    devs = wait_devices(d, lambda ds: count(ds[vm.mac], "tx_udp_packets") >= world.ledger["vm"]["tx_packets"])
+    sent = udp(world, "vm", 5, size=64, echo=True)
+    devs = world.wait_devices(lambda ds: count(ds[vm.mac], "tx_udp_packets") >= world.ledger["vm"]["tx_packets"])
     assert udp_counts(devs[vm.mac]) == dict(world.ledger["vm"]), (sent, devs[vm.mac]["counters"])
     assert devs[vm.mac]["interface"] == vm.port
 
@@ -455,18 +385,18 @@ def test_capture_http_off_after_a_reload_keeps_http_hosts_out(world):
     curl = ("curl", "-sS", "--noproxy", "*", "-o", "/dev/null", "-w", "%{http_code}", "--max-time", "10")
 
     def request(host: str) -> Dict:
-        syns = devices(d)[rnd.mac]["tcp_syns"]
-        assert world.client("random", *curl, "--resolve", f"{host}:{HTTP_PORT}:{srv.ipv4}",
+        syns = d.devices()[rnd.mac]["tcp_syns"]
+        assert client(world, "random", *curl, "--resolve", f"{host}:{HTTP_PORT}:{srv.ipv4}",
                             f"http://{host}:{HTTP_PORT}/private") == "404"
         # the connection was seen (its SYN counted), so its request had every chance to be
-        return wait_devices(d, lambda ds: ds[rnd.mac]["tcp_syns"] > syns)[rnd.mac]
+        return world.wait_devices(lambda ds: ds[rnd.mac]["tcp_syns"] > syns)[rnd.mac]
 
-    reload_with(d, world.config(capture_http=False))
+    d.reload(config(world, capture_http=False))
     dev = request("off.lan.test")
     assert not any("off.lan.test" in h for h in dev["http_hosts"]), dev
     assert not any(r[2] == "/private" for r in dev["http_requests"]), dev
 
-    reload_with(d, world.config())
+    d.reload(config(world))
     dev = request("on.lan.test")
     assert f"on.lan.test:{HTTP_PORT}" in dev["http_hosts"], dev
     assert not any("off.lan.test" in h for h in dev["http_hosts"]), dev
@@ -480,7 +410,7 @@ def test_dhcp_hostname_and_requested_address_name_the_client(world):
     world.untracked |= {"pi"}  # its broadcasts are UDP the ledger does not count
     world.lan.ns(vm, "busybox", "udhcpc", "-i", "eth0", "-f", "-n", "-q", "-t", "2", "-T", "1",
                  "-s", "/bin/true", "-x", "hostname:nw-laptop", "-r", requested, check=False, timeout=20)
-    devs = wait_devices(world.d, lambda ds: ds[vm.mac]["hostname"] == "nw-laptop")
+    devs = world.wait_devices(lambda ds: ds[vm.mac]["hostname"] == "nw-laptop")
     dev = devs[vm.mac]
     assert (dev["hostname"], dev["hostname_source"]) == ("nw-laptop", "dhcp")
     assert requested in dev["ipv4"] and vm.ipv4 in dev["ipv4"]
@@ -495,7 +425,7 @@ def restart(world, sig: int) -> DaemonProcess:
     old.proc.wait(15)
     if sig == signal.SIGTERM:
         assert old.proc.returncode == 0, old.log()
-    return world.start_daemon()
+    return start_daemon(world)
 
 
 def assert_kept(before: Dict[str, Dict], after: Dict[str, Dict]) -> None:
@@ -507,17 +437,17 @@ def assert_kept(before: Dict[str, Dict], after: Dict[str, Dict]) -> None:
 
 
 def test_sigterm_restart_keeps_the_inventory_and_counters_continue(world):
-    before = wait_devices(world.d, lambda ds: True)
-    late = world.udp("cisco", 11, size=48)  # still uncounted by user space when SIGTERM arrives
+    before = world.wait_devices(lambda ds: True)
+    late = udp(world, "cisco", 11, size=48)  # still uncounted by user space when SIGTERM arrives
     restart(world, signal.SIGTERM)
     cisco = world.node("cisco").mac
-    restored = devices(world.d)
+    restored = world.d.devices()
     assert_kept(before, restored)
     assert count(restored[cisco], "tx_udp_packets") == count(before[cisco], "tx_udp_packets") + late.packets
 
-    more = world.udp("cisco", 7, size=48, family="4")
+    more = udp(world, "cisco", 7, size=48, family="4")
     expected = count(restored[cisco], "tx_udp_packets") + more.packets
-    after = wait_devices(world.d, lambda ds: count(ds[cisco], "tx_udp_packets") >= expected)
+    after = world.wait_devices(lambda ds: count(ds[cisco], "tx_udp_packets") >= expected)
     for mac, old in before.items():
         extra = (late.packets + more.packets, late.frame_bytes + more.frame_bytes) if mac == cisco else (0, 0)
         assert (count(after[mac], "tx_udp_packets"), count(after[mac], "tx_udp_bytes")) == (
@@ -528,16 +458,16 @@ def test_sigterm_restart_keeps_the_inventory_and_counters_continue(world):
 
 def test_sigkill_after_a_batch_interval_keeps_devices_first_seen_and_counts(world):
     vm = world.node("vm").mac  # no dig ran there: its ledger is exact
-    world.udp("vm", 9, size=10)
-    before = wait_devices(world.d, lambda ds: count(ds[vm], "tx_udp_packets") >= world.ledger["vm"]["tx_packets"])
+    udp(world, "vm", 9, size=10)
+    before = world.wait_devices(lambda ds: count(ds[vm], "tx_udp_packets") >= world.ledger["vm"]["tx_packets"])
     assert udp_counts(before[vm]) == dict(world.ledger["vm"])
     time.sleep(STORE_INTERVAL + 2 * TICK)  # the batch with those counts is written
     restart(world, signal.SIGKILL)
-    restored = devices(world.d)
+    restored = world.d.devices()
     assert_kept(before, restored)
     for mac, old in before.items():
         assert udp_counts(restored[mac]) == udp_counts(old), mac
-    more = world.udp("vm", 4, size=10, family="6")
-    after = wait_devices(world.d, lambda ds: count(ds[vm], "tx_udp_packets") >= world.ledger["vm"]["tx_packets"])
+    more = udp(world, "vm", 4, size=10, family="6")
+    after = world.wait_devices(lambda ds: count(ds[vm], "tx_udp_packets") >= world.ledger["vm"]["tx_packets"])
     assert udp_counts(after[vm]) == dict(world.ledger["vm"]), more
     assert sorted(world.d.get_property("Interfaces")) == sorted(world.lan.ports())

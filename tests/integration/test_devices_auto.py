@@ -15,10 +15,9 @@ import time
 
 import pytest
 
-from tests.conftest import require_root_and_bcc, require_tools, requires, tool
-from tests.harness import DaemonProcess, PrivateSystemBus, unvariant
-from tests.integration.dbus_test_support import wait_notify_line
-from tests.integration.lan import UDP_ECHO, Lan
+from tests.conftest import requires, tool
+from tests.support.daemon import DaemonProcess, unvariant
+from tests.support.lan import UDP_ECHO
 
 pytestmark = pytest.mark.root
 
@@ -27,21 +26,12 @@ ECHO_PORT = 7000
 
 
 @pytest.fixture(scope="module")
-def world():
-    require_root_and_bcc()
-    require_tools("ip", "dbus-daemon", "busctl")
-    lan = Lan()
-    try:
-        with PrivateSystemBus() as bus:
-            lan.create_bridge()
-            pi = lan.add_node("pi", "b8:27:eb:5a:11:01")
-            srv = lan.add_node("srv", "00:1b:21:5a:11:02")
-            lan.start(srv, sys.executable, "-c", UDP_ECHO, str(ECHO_PORT), ready="ready")
-            with DaemonProcess(bus, {"tick_interval_sec": TICK}) as d:
-                yield lan, d, pi, srv
-    finally:
-        lan.cleanup()
-        assert not lan.leftovers(), "the LAN was not removed"
+def world(make_world):
+    w = make_world("nwauto")
+    pi = w.lan.add_node("pi", "b8:27:eb:5a:11:01")
+    srv = w.lan.add_node("srv", "00:1b:21:5a:11:02")
+    w.lan.start(srv, sys.executable, "-c", UDP_ECHO, str(ECHO_PORT), ready="ready")
+    return w.lan, w.start_daemon({"tick_interval_sec": TICK}), pi, srv
 
 
 def devices(d: DaemonProcess) -> dict:
@@ -105,7 +95,7 @@ def test_auto_passes_over_a_tun_and_naming_it_is_a_config_error(world):
 
         since = len(d.notify.messages)
         d.signal(signal.SIGHUP)
-        wait_notify_line(d.notify, "READY=1", wait_notify_line(d.notify, "RELOADING=1", since) + 1)
+        d.notify.wait_line("READY=1", d.notify.wait_line("RELOADING=1", since) + 1)
         expected = f"reload rejected, keeping the running configuration: {d.config_path}: {problem}"
         deadline = time.monotonic() + 10
         while expected not in d.log():

@@ -3,8 +3,8 @@ every case over real HTTP through curl and through Python's urllib, the README's
 verbatim, exact counts, sentences, status codes and error bodies.
 
 The daemon runs with the shipped config/netwatchd.yaml, changed only in the keys this is about
-(ebpf_server_api.enabled; listen stays the shipped 127.0.0.1:8080) and, as every test daemon,
-devices off and a private state directory. It runs in a network namespace of the test's own
+(ebpf_server_api.enabled; listen stays the shipped 127.0.0.1:8080) and, as every test daemon, a
+private state directory. It runs in a network namespace of the test's own
 (nsenter --net), so "localhost:8080" in the one-liners is ours alone; the BPF programs see the
 whole host, so the known connects are made by children in the host's namespace, to 127.0.0.1/::1.
 """
@@ -22,7 +22,7 @@ import pytest
 
 from netwatchd import __version__
 from tests.conftest import REPO, require_root_and_bcc, require_tools
-from tests.harness import DaemonProcess, PrivateSystemBus
+from tests.support.daemon import DaemonProcess, PrivateSystemBus
 from tests.integration.ebpf_api_support import Clients, KnownConnects, NetNamespace
 
 pytestmark = pytest.mark.root
@@ -46,14 +46,14 @@ def api_config(**keys) -> dict:
 
 
 @pytest.fixture(scope="module")
-def world():
-    require_root_and_bcc()
-    require_tools("dbus-daemon", "curl", "jq", "nsenter", "ip")
+def world(make_daemon):
+    """About ebpf_server_api.enabled (on, at the shipped listen address, in our namespace)."""
+    require_tools("curl", "jq", "nsenter")
     others = subprocess.run(["pgrep", "-x", "nginx"], capture_output=True, text=True).stdout.split()
     assert not others, f"processes named nginx already run here ({others}): the nginx count would not be ours"
-    with PrivateSystemBus() as bus, NetNamespace() as ns:
-        daemon = DaemonProcess(bus, api_config(), command_prefix=ns.prefix(), about=("ebpf_server_api",))
-        with daemon:
+    with NetNamespace() as ns:
+        daemon = make_daemon(api_config(), command_prefix=ns.prefix(), about=("ebpf_server_api.enabled",))
+        try:
             command = "nwapi" + secrets.token_hex(4)
             with KnownConnects(command, 5, 3, extra=True) as child, \
                     KnownConnects("nginx", NGINX_OK, NGINX_REFUSED, extra=False) as nginx:
@@ -62,6 +62,8 @@ def world():
                     yield daemon, child, nginx, clients
                 finally:
                     clients.close()
+        finally:
+            daemon.stop()  # before its namespace goes
 
 
 def error(status_text: str, message: str) -> dict:
@@ -341,8 +343,9 @@ def test_list_bad_request(world, client, method, target, body, message):
 # -- the listener's setting -----------------------------------------------------------------------
 
 def test_reload_names_the_listener_as_restart_only_and_it_keeps_serving(world):
+    """A reload changing ebpf_server_api.listen: named restart-only, the listener stays."""
     daemon, _, _, clients = world
-    daemon.write_config(api_config(listen="127.0.0.1:8081"))
+    daemon.write_config(api_config(listen="127.0.0.1:8081"), about=("ebpf_server_api.listen",))
     daemon.signal(signal.SIGHUP)
     deadline = time.monotonic() + 15
     line = "changed settings that take effect on restart: ebpf_server_api.listen"
@@ -353,6 +356,7 @@ def test_reload_names_the_listener_as_restart_only_and_it_keeps_serving(world):
 
 
 def test_listen_error_names_the_setting():
+    """ebpf_server_api.enabled, ebpf_server_api.listen on an address taken: the daemon says which."""
     require_root_and_bcc()
     taken = socket.socket()
     taken.bind(("127.0.0.1", 0))
@@ -360,7 +364,7 @@ def test_listen_error_names_the_setting():
     address = f"127.0.0.1:{taken.getsockname()[1]}"
     try:
         with PrivateSystemBus() as bus:
-            d = DaemonProcess(bus, api_config(listen=address), about=("ebpf_server_api",))
+            d = DaemonProcess(bus, api_config(listen=address), about=("ebpf_server_api.enabled", "ebpf_server_api.listen"))
             try:
                 with pytest.raises(RuntimeError):
                     d.start(timeout=60)

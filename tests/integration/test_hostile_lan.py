@@ -1,5 +1,5 @@
 """Issue 21's acceptance: a hostile LAN, as root, against the real kernel. A LAN of network
-namespaces on a bridge (tests/integration/lan.py), one of them an attacker writing forged frames
+namespaces on a bridge (tests/support/lan.py), one of them an attacker writing forged frames
 on its port; a real netwatchd on the SHIPPED config (only time compressed, and
 devices.interfaces listing the LAN's ports so the host's own devices cannot disturb exact
 counts), a private bus, and a private systemd-journald with journald's own rate limit
@@ -24,14 +24,10 @@ push alerts out of.
 from __future__ import annotations
 
 import json
-import os
 import random
-import shutil
 import socket
 import sqlite3
-import struct
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Dict, List
@@ -39,15 +35,12 @@ from typing import Dict, List
 import pytest
 
 from netwatchd.devices.dns import DnsAnswer, DnsMessage, DnsQuestion
-from netwatchd.store.state_files import history_path
-from netwatchd.store.tick_history import HistoryError, TickHistory
-from tests.conftest import require_root_and_bcc, require_tools
-from tests.harness import DaemonProcess, PrivateSystemBus, unvariant
-from tests.integration import frames
-from tests.integration.alert_e2e_world import TCP_SINK
-from tests.integration.lan import DNS_SERVER, Lan, Node
-from tests.journal_harness import PrivateJournal
-from tests.oracles import readme_alert_kinds
+from tests.support import frames
+from tests.support.daemon import unvariant
+from tests.support.lan import DNS_SERVER, TCP_SINK, Node
+from tests.support.oracles import readme_alert_kinds
+from tests.support.traffic import CALLER
+from tests.support.world import World
 from tests.unit.fixtures.app.wire import build_dns, client_hello, sni_extension
 
 pytestmark = pytest.mark.root
@@ -60,28 +53,6 @@ BEACON_PERIOD, BEACON_JITTER, BEACON_CONNECTIONS = 1.2, 0.25, 16
 FLOOD = 5000
 RSS_GROWTH_MB = 48  # the bound the note states: a 5000-MAC flood into a 4096-device inventory
 SUPPRESSED = "a596d6fe7bfa4994828e72309e95d61e"  # journald: "Suppressed N messages from ..."
-
-# A caller in a namespace: looks `name` up at `server` (a real question, answered), then makes
-# `count` TCP connections to host:port every period +- jitter.
-CALLER = r"""
-import random, socket, struct, sys, time
-host, port, count, period, jitter, name, server = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4]), float(sys.argv[5]), sys.argv[6], sys.argv[7]
-q = struct.pack("!HHHHHH", 0x5151, 0x0100, 1, 0, 0, 0) + b"".join(bytes([len(l)]) + l.encode() for l in name.split(".")) + b"\0\0\1\0\1"
-u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-u.settimeout(3)
-u.sendto(q, (server, 53))
-u.recv(512)
-rng = random.Random(7)
-for i in range(count):
-    s = socket.socket()
-    s.settimeout(2)
-    try:
-        s.connect((host, port))
-    except OSError:
-        pass
-    s.close()
-    time.sleep(period * (1 + rng.uniform(-jitter, jitter)))
-"""
 
 # In a namespace: a datagram to host:9 (discard) every 0.2 s, `count` of them.
 TALKER = r"""
@@ -165,127 +136,70 @@ def forged_macs(n: int, seed: int) -> List[str]:
     return sorted(out)
 
 
-class World:
-    def __init__(self) -> None:
-        require_root_and_bcc()
-        require_tools("ip", "dbus-daemon", "busctl", "journalctl", "unshare", "nsenter")
-        self.tmp = Path(tempfile.mkdtemp(prefix="nwd-hostile-"))
-        self.journal = PrivateJournal(rate_limited=True)
-        self.bus = PrivateSystemBus()
-        self.lan = Lan()
-        self.d: DaemonProcess = None  # type: ignore[assignment]
-
-    def build(self) -> "World":
-        self.journal.start()
-        self.bus.start()
-        self.lan.create_bridge()
-        lan = self.lan
-        self.attacker = lan.add_node("attacker", "00:16:3e:5c:00:01")  # Xen
-        self.victim = lan.add_node("victim", "00:1b:21:5c:00:02")  # Intel
-        self.caller = lan.add_node("caller", "b8:27:eb:5c:00:03")  # Raspberry Pi
-        self.sink = lan.add_node("sink", "00:50:56:5c:00:04")  # VMware: a TCP sink and a resolver
-        self.chatty = lan.add_node("chatty", "00:0c:29:5c:00:05")
-        # the devices that join later: their ports are watched from the start, when they appear
-        self.later_ports = {name: f"nwv{lan.suffix}{len(lan.nodes) + i + 1}" for i, name in enumerate(("quiet", "real"))}
-        lan.start(self.sink, sys.executable, "-c", TCP_SINK, str(SINK_PORT), ready="ready")
-        lan.start(self.sink, sys.executable, "-c", DNS_SERVER, str(DNS_PORT),
-                  json.dumps({"update.ubuntu.com": {"A": self.sink.ipv4}}), ready="ready")
-        config = {"tick_interval_sec": TICK, "state_directory": str(self.tmp / "state"),
-                  "alerts": {"learning_period_sec": LEARNING_SEC, "warmup_ticks": 20, "state_save_interval_sec": 1.0},
-                  "devices": {"interfaces": lan.ports() + list(self.later_ports.values()), "store_interval_sec": 1.0}}
-        self.d = DaemonProcess(self.bus, config, watchdog_usec=WATCHDOG_SEC * 1_000_000,
-                               command_prefix=self.journal.command(), about=("devices.interfaces",))
-        self.d.start()
-        for node in (self.attacker, self.victim, self.caller, self.chatty):  # ARP/NDP settled, all known
-            lan.send_udp(node, [f"{self.sink.ipv4}:9"], 1)
-        # the beacon runs in the background from now on; checked in (b)
-        lan.start(self.caller, sys.executable, "-c", CALLER, self.sink.ipv4, str(SINK_PORT), str(BEACON_CONNECTIONS),
-                  str(BEACON_PERIOD), str(BEACON_JITTER), "update.ubuntu.com", self.sink.ipv4)
-        self.wait(lambda: not self.d.get_property("Learning"), LEARNING_SEC + 10, "the learning period's end")
-        return self
-
-    # -- reading the daemon --------------------------------------------------------------------
-    def alerts(self) -> List[Dict]:
-        return [unvariant(r) for r in reversed(self.d.call("ListAlerts", "u", 1000)[0])]
-
-    def device(self, mac: str) -> Dict:
-        return unvariant(self.d.call("GetDevice", "s", mac)[0])
-
-    def ticks(self):
-        try:
-            with TickHistory.open_readonly(history_path(str(self.tmp / "state"))) as h:
-                return list(h.read())
-        except HistoryError:
-            return []
-
-    def rss_kib(self) -> int:
-        status = Path(f"/proc/{self.d.pid}/status").read_text()
-        return int(next(line.split()[1] for line in status.splitlines() if line.startswith("VmRSS:")))
-
-    def wait(self, done, timeout: float, what: str):
-        deadline = time.monotonic() + timeout
-        while True:
-            value = done()
-            if value:
-                return value
-            if time.monotonic() > deadline:
-                raise AssertionError(f"timed out waiting for {what}; daemon log:\n"
-                                     + self.journal.journalctl("-o", "short-precise", check=False).stdout[-3000:])
-            time.sleep(0.1)
-
-    def alert_for(self, kind: str, subject: str, timeout: float = 15) -> Dict:
-        return self.wait(lambda: next((a for a in self.alerts() if (a["kind"], a["subject"]) == (kind, subject)), None),
-                         timeout, f"{kind} {subject}")
-
-    def join(self, name: str, mac: str) -> Node:
-        """A device joins: its namespace and port appear; once the daemon watches the port it
-        talks to the victim (ARP first, then a datagram every 0.2 s): a device with a vendor
-        MAC, talking."""
-        node = self.lan.add_node(name, mac)
-        assert node.port == self.later_ports[name]
-        self.wait(lambda: node.port in self.d.get_property("Interfaces"), 10, f"the watcher on {node.port}")
-        self.lan.start(node, sys.executable, "-c", TALKER, self.victim.ipv4, "25")
-        return node
-
-    def latency_ticks(self, alert: Dict, mac: str) -> float:
-        return (alert["timestamp_usec"] - self.device(mac)["first_seen_usec"]) / 1e6 / TICK
-
-    def cleanup(self) -> None:
-        errors = []
-        for step in (self.d.cleanup if self.d else None, self.lan.cleanup, self.bus.stop, self.journal.stop):
-            try:
-                if step:
-                    step()
-            except Exception as e:  # noqa: BLE001 - every step runs; reported after
-                errors.append(f"{step}: {e}")
-        shutil.rmtree(self.tmp, ignore_errors=True)
-        assert not self.lan.leftovers(), "the LAN was not removed"
-        if errors:
-            raise RuntimeError("cleanup: " + "; ".join(errors))
-
-
 @pytest.fixture(scope="module")
-def world():
-    w = World()
-    try:
-        yield w.build()
-    finally:
-        w.cleanup()
+def world(make_world):
+    """The LAN, the daemon on the shipped config (time compressed; devices.interfaces: the LAN's
+    ports, and those of the devices that join later), inside a journald with its own rate limit;
+    a beacon in the background from the start; handed over once learning is over."""
+    w = make_world("nwhl", journal=True, rate_limited=True)
+    lan = w.lan
+    w.attacker = lan.add_node("attacker", "00:16:3e:5c:00:01")  # Xen
+    w.victim = lan.add_node("victim", "00:1b:21:5c:00:02")  # Intel
+    w.caller = lan.add_node("caller", "b8:27:eb:5c:00:03")  # Raspberry Pi
+    w.sink = lan.add_node("sink", "00:50:56:5c:00:04")  # VMware: a TCP sink and a resolver
+    w.chatty = lan.add_node("chatty", "00:0c:29:5c:00:05")
+    # the devices that join later: their ports are watched from the start, when they appear
+    w.later_ports = {name: lan.next_port(i) for i, name in enumerate(("quiet", "real"))}
+    lan.start(w.sink, sys.executable, "-c", TCP_SINK, str(SINK_PORT), ready="ready")
+    lan.start(w.sink, sys.executable, "-c", DNS_SERVER, str(DNS_PORT),
+              json.dumps({"update.ubuntu.com": {"A": w.sink.ipv4}}), ready="ready")
+    w.start_daemon({"tick_interval_sec": TICK,
+                    "alerts": {"learning_period_sec": LEARNING_SEC, "warmup_ticks": 20, "state_save_interval_sec": 1.0},
+                    "devices": {"interfaces": lan.ports() + list(w.later_ports.values()), "store_interval_sec": 1.0}},
+                   watchdog_usec=WATCHDOG_SEC * 1_000_000, about=("devices.interfaces",))
+    for node in (w.attacker, w.victim, w.caller, w.chatty):  # ARP/NDP settled, all known
+        lan.send_udp(node, [f"{w.sink.ipv4}:9"], 1)
+    # the beacon runs in the background from now on; checked in (b)
+    # (a real question, answered, for update.ubuntu.com first)
+    lan.start(w.caller, sys.executable, "-c", CALLER, w.sink.ipv4, str(SINK_PORT), "periodic", str(BEACON_CONNECTIONS),
+              "7", "/dev/null", str(BEACON_PERIOD), str(BEACON_JITTER), "update.ubuntu.com", w.sink.ipv4)
+    w.wait(lambda: not w.d.get_property("Learning"), LEARNING_SEC + 10, "the learning period's end")
+    return w
+
+
+def rss_kib(w: World) -> int:
+    status = Path(f"/proc/{w.d.pid}/status").read_text()
+    return int(next(line.split()[1] for line in status.splitlines() if line.startswith("VmRSS:")))
+
+
+def join(w: World, name: str, mac: str) -> Node:
+    """A device joins: its namespace and port appear; once the daemon watches the port it
+    talks to the victim (ARP first, then a datagram every 0.2 s): a device with a vendor
+    MAC, talking."""
+    node = w.lan.add_node(name, mac)
+    assert node.port == w.later_ports[name]
+    w.wait(lambda: node.port in w.d.get_property("Interfaces"), 10, f"the watcher on {node.port}")
+    w.lan.start(node, sys.executable, "-c", TALKER, w.victim.ipv4, "25")
+    return node
+
+
+def latency_ticks(w: World, alert: Dict, mac: str) -> float:
+    return (alert["timestamp_usec"] - w.d.device(mac)["first_seen_usec"]) / 1e6 / TICK
 
 
 # -- (a) a MAC flood, then a real device -------------------------------------------------------------
 
 def test_a_device_joining_the_quiet_lan_is_one_new_device_within_two_ticks(world):
     w = world
-    quiet = w.join("quiet", "00:1b:63:5c:00:06")  # Apple
+    quiet = join(w, "quiet", "00:1b:63:5c:00:06")  # Apple
     alert = w.alert_for("new_device", f"device:{quiet.mac}")
-    w.quiet_latency = w.latency_ticks(alert, quiet.mac)
+    w.quiet_latency = latency_ticks(w, alert, quiet.mac)
     assert w.quiet_latency <= 2.5, w.quiet_latency
 
 
 def test_5000_forged_macs_are_one_mac_flood_alert_and_then_a_real_device_is_still_seen_at_once(world):
     w = world
-    rss_before = w.rss_kib()
+    rss_before = rss_kib(w)
     macs = forged_macs(FLOOD, seed=21)
     batch = [frames.eth("ff:ff:ff:ff:ff:ff", mac, 0x0806,
                         frames.arp(1, frames.mac_bytes(mac), socket.inet_aton(f"10.77.{100 + i // 250}.{i % 250 + 1}"),
@@ -296,9 +210,9 @@ def test_5000_forged_macs_are_one_mac_flood_alert_and_then_a_real_device_is_stil
     assert int(flood["details"]["count"]) >= 64 and flood["details"]["interface"] == w.attacker.port
     assert set(flood["details"]["samples"].split()) <= set(macs)
 
-    real = w.join("real", "00:1b:21:5c:00:07")  # Intel
+    real = join(w, "real", "00:1b:21:5c:00:07")  # Intel
     alert = w.alert_for("new_device", f"device:{real.mac}")
-    latency = w.latency_ticks(alert, real.mac)
+    latency = latency_ticks(w, alert, real.mac)
     assert latency <= max(2.5, w.quiet_latency + 1), (latency, w.quiet_latency)
 
     w.wait(lambda: len(w.ticks()) and w.ticks()[-1].time_usec > alert["timestamp_usec"] + 4 * TICK * 1e6, 20,
@@ -310,7 +224,7 @@ def test_5000_forged_macs_are_one_mac_flood_alert_and_then_a_real_device_is_stil
     assert [a["subject"] for a in alerts if a["kind"] == "new_device"] == [
         f"device:{w.lan.nodes['quiet'].mac}", f"device:{real.mac}"]
     assert w.d.get_property("DeviceCount") <= 4096  # devices.max_devices, as shipped
-    growth_mb = (w.rss_kib() - rss_before) / 1024
+    growth_mb = (rss_kib(w) - rss_before) / 1024
     print(f"RSS growth through the flood: {growth_mb:.1f} MB; new_device latency {latency:.1f} ticks "
           f"(quiet LAN: {w.quiet_latency:.1f})")
     assert growth_mb < RSS_GROWTH_MB
@@ -329,9 +243,9 @@ def test_unsolicited_dns_answers_rename_nobody(world):
         udp_frame(a, c.mac, w.sink.ipv4, c.ipv4, 53, 40055, dns_bytes("www.ubuntu.com", 0x5151, True, [a.ipv4])),
     ]
     assert w.lan.send_frames(a, forged * 3) == 9
-    w.wait(lambda: w.device(c.mac)["counters"].get("rx_udp_packets", 0) >= 6, 10, "the forged answers counted")
-    assert (w.device(v.mac)["hostname"], w.device(v.mac)["hostname_source"]) == ("", "")
-    assert w.device(a.mac)["hostname"] == ""
+    w.wait(lambda: w.d.device(c.mac)["counters"].get("rx_udp_packets", 0) >= 6, 10, "the forged answers counted")
+    assert (w.d.device(v.mac)["hostname"], w.d.device(v.mac)["hostname_source"]) == ("", "")
+    assert w.d.device(a.mac)["hostname"] == ""
 
 
 def test_a_beacon_to_a_destination_its_device_named_update_ubuntu_com_still_alerts(world):
@@ -364,12 +278,12 @@ def test_a_device_sending_300_names_of_250_bytes_keeps_a_bounded_record(world):
             assert w.lan.send_frames(ch, batch[start:start + 100]) == 100
             time.sleep(0.6)
     dev = w.wait(lambda: (lambda d: d if {name(299)} <= set(d["dns_names"]) & set(d["tls_names"]) else None)(
-        w.device(ch.mac)), 15, "the last names")
+        w.d.device(ch.mac)), 15, "the last names")
     assert sum(map(len, dev["dns_names"])) <= 2048 and sum(map(len, dev["tls_names"])) <= 1024
     assert sum(map(len, dev["http_hosts"])) <= 1024 and sum(len("".join(r)) for r in dev["http_requests"]) <= 2048
     assert ch.mac in {unvariant(d)["mac"] for d in w.d.call("ListDevices")[0]}  # 4096 devices: it answers
     time.sleep(2 * 1.0 + TICK)  # two store intervals: the record on disk
-    with sqlite3.connect(f"file:{w.tmp / 'state' / 'inventory.sqlite3'}?mode=ro", uri=True) as db:
+    with sqlite3.connect(f"file:{w.state / 'inventory.sqlite3'}?mode=ro", uri=True) as db:
         sizes = [len(row[0]) for row in db.execute("SELECT data FROM device_metadata WHERE mac = ?", (ch.mac,))]
     assert sizes and sizes[0] <= 12 * 1024, sizes
 
@@ -396,7 +310,7 @@ def test_a_device_flooding_the_ring_cannot_hide_another_devices_new_port(world):
 
     def new_port():
         listed = {d["mac"]: d for d in map(unvariant, w.d.call("ListDevices")[0])}
-        return other in listed and [p for p in w.device(other)["recent_peers"] if p[0] == w.sink.ipv4 and p[1] == 7777]
+        return other in listed and [p for p in w.d.device(other)["recent_peers"] if p[0] == w.sink.ipv4 and p[1] == 7777]
 
     peers = w.wait(new_port, 10, "the other device's new port")
     assert peers == [[w.sink.ipv4, 7777, "udp", ""]]
@@ -432,7 +346,7 @@ def test_an_answer_heavy_dns_flood_with_4096_devices_known_keeps_ticks_and_the_w
     assert len(fed) >= 2 and max(b - a for a, b in zip(fed, fed[1:])) < 0.75 * WATCHDOG_SEC, fed
     # the answers within the caller's snippet budget were read, matched and resolved (each names
     # chatty, through the address index); the rest of its questions and answers were throttled
-    chatty = w.device(w.chatty.mac)
+    chatty = w.d.device(w.chatty.mac)
     assert chatty["hostname"].endswith(".heavy.test") and chatty["hostname_source"] == "dns", chatty["hostname"]
     seconds = (end_usec - start_usec) / 1e6
     assert w.d.get_property("Dropped")["device_snippets_throttled"] - throttled >= 2 * answered - 4 * 256 * (seconds + 1)

@@ -2,25 +2,21 @@
 that named itself with terminal escapes (prctl(PR_SET_NAME), as any user may) and connects to a
 127.0.0.1 port and to an abstract unix socket whose name holds ESC bytes. `netwatchctl
 connections` shows both names escaped, Summary finds the process by its escaped name, and its
-connect storm's connect_rate alert reaches journald (a private one, tests/journal_harness.py)
+connect storm's connect_rate alert reaches journald (a private one, tests/support/journal.py)
 with MESSAGE and NETWATCHD_* fields that are printable text. One daemon, shipped config with
 the tick compressed; the expected strings are written out here."""
 from __future__ import annotations
 
 import json
 import os
-import secrets
 import socket
 import subprocess
-import sys
-import time
 
 import pytest
 
-from tests.conftest import require_root_and_bcc, require_tools, requires, tool
-from tests.harness import DaemonProcess, PrivateSystemBus
-from tests.journal_harness import JOURNALD, PrivateJournal
-from tests.processes import stop_processes
+from tests.conftest import tool
+from tests.support import wait_for
+from tests.support.daemon import DaemonProcess
 
 pytestmark = pytest.mark.root
 
@@ -58,49 +54,30 @@ def ctl(d: DaemonProcess, *args: str) -> bytes:
     return r.stdout
 
 
-def wait_until(check, what: str, timeout: float = 15):
-    deadline = time.monotonic() + timeout
-    while not (value := check()):
-        assert time.monotonic() < deadline, what
-        time.sleep(TICK / 2)
-    return value
-
-
 @pytest.fixture(scope="module")
-def world():
-    require_root_and_bcc()
-    require_tools("unshare", "nsenter", "journalctl", "dbus-daemon")
-    requires(os.path.exists(JOURNALD), f"needs {JOURNALD}")
-    tag = secrets.token_hex(3)
-    abstract = b"nw\x1b[2J" + tag.encode()
+def world(make_world):
+    w = make_world("nwh", journal=True)
+    abstract = b"nw\x1b[2J" + w.tag.encode()
     listener, unix, closed = socket.socket(), socket.socket(socket.AF_UNIX, socket.SOCK_STREAM), socket.socket()
-    procs = []
     try:
         listener.bind(("127.0.0.1", 0))
         listener.listen(16)
         unix.bind(b"\0" + abstract)
         unix.listen(16)
         closed.bind(("127.0.0.1", 0))  # bound, never listening: connects are refused
-        with PrivateJournal() as journal, PrivateSystemBus() as bus, \
-                DaemonProcess(bus, {"tick_interval_sec": TICK}, command_prefix=journal.command()) as d:
-            child = subprocess.Popen([sys.executable, "-c", CHILD, NAME.hex(), str(listener.getsockname()[1]),
-                                      abstract.hex(), str(closed.getsockname()[1])],
-                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-            procs.append(child)
-            assert child.stdout.readline() == "connected\n"
-            yield d, journal, child, listener.getsockname()[1], r"@nw\x1b[2J" + tag
+        d = w.start_daemon({"tick_interval_sec": TICK})
+        child = w.python(CHILD, NAME.hex(), listener.getsockname()[1], abstract.hex(), closed.getsockname()[1],
+                         ready="connected")  # ends when its stdin closes
+        yield d, w.journal, child, listener.getsockname()[1], r"@nw\x1b[2J" + w.tag
     finally:
-        for proc in procs:
-            proc.stdin.close()  # the child ends when its stdin closes
-        stop_processes(procs)
         for s in (listener, unix, closed):
             s.close()
 
 
 def test_connections_show_the_name_and_the_unix_path_escaped(world):
     d, _, child, port, unix_shown = world
-    wait_until(lambda: len(json.loads(ctl(d, "--json", "connections", "--pid", str(child.pid)))["connections"]) >= 2,
-               "the child's two connect records")
+    wait_for(lambda: len(json.loads(ctl(d, "--json", "connections", "--pid", str(child.pid)))["connections"]) >= 2,
+             what="the child's two connect records", timeout=15)
     out = ctl(d, "connections", "--pid", str(child.pid))
     assert b"\x1b" not in out
     rows = [line.split() for line in out.decode().splitlines()[1:]]
@@ -116,8 +93,8 @@ def test_connections_show_the_name_and_the_unix_path_escaped(world):
 def test_summary_finds_the_process_by_its_escaped_name(world):
     d, _, child, _, _ = world
     # as a shell passes '\x1b[31mRED\x1b[0m' (single quotes): the name as netwatchctl shows it
-    wait_until(lambda: json.loads(ctl(d, "--json", "summary", "--command", SHOWN))["total_attempts"] >= 2,
-               "Summary counting the child's connects")
+    wait_for(lambda: json.loads(ctl(d, "--json", "summary", "--command", SHOWN))["total_attempts"] >= 2,
+             what="Summary counting the child's connects", timeout=15)
     answer = json.loads(ctl(d, "--json", "summary", "--command", SHOWN))
     assert (answer["command"], answer["total_attempts"], answer["succeeded"]) == (SHOWN, 2, 2)
     out = ctl(d, "summary", "--command", SHOWN)
@@ -129,12 +106,11 @@ def test_summary_finds_the_process_by_its_escaped_name(world):
 
 def test_the_storm_alert_reaches_the_journal_as_printable_text(world):
     d, journal, child, _, _ = world
-    child.stdin.write(f"{STORM}\n")
-    child.stdin.flush()
-    assert child.stdout.readline() == f"burst {STORM}\n"
+    child.ask(str(STORM), f"burst {STORM}", timeout=60)
     subject = "command:" + SHOWN
-    (entry,) = wait_until(lambda: [e for e in journal.entries("NETWATCHD_KIND=connect_rate")
-                                   if e.get("NETWATCHD_SUBJECT") == subject], f"a connect_rate alert on {subject}")
+    (entry,) = wait_for(lambda: [e for e in journal.entries("NETWATCHD_KIND=connect_rate")
+                                 if e.get("NETWATCHD_SUBJECT") == subject], what=f"a connect_rate alert on {subject}",
+                          timeout=15)
     assert entry["NETWATCHD_COMMAND"] == SHOWN
     assert entry["NETWATCHD_PIDS"] == str(child.pid)
     assert entry["MESSAGE"].startswith(f"command {SHOWN} ")

@@ -15,10 +15,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.oracles import readme_alert_kinds
+from tests.support.oracles import readme_alert_kinds
 from tests.conftest import require_root_and_bcc, require_tools
-from tests.harness import DaemonProcess, PrivateSystemBus
-from tests.integration.dbus_test_support import ConnectChild
+from tests.support.daemon import DaemonProcess, PrivateSystemBus
+from tests.support.processes import ConnectChild
 
 pytestmark = pytest.mark.root
 
@@ -38,29 +38,23 @@ def get(base: str, path: str, timeout: float = 10):
         with urllib.request.urlopen(base + path, timeout=timeout) as r:
             return r.status, r.headers["Content-Type"], r.read().decode()
     except urllib.error.HTTPError as e:
-        return e.code, e.headers["Content-Type"], e.read().decode()
+        with e:  # its connection closed
+            return e.code, e.headers["Content-Type"], e.read().decode()
 
 
 @pytest.fixture(scope="module")
-def bus():
-    require_root_and_bcc()
-    require_tools("dbus-daemon")
-    with PrivateSystemBus() as b:
-        yield b
-
-
-@pytest.fixture(scope="module")
-def daemon(bus):
-    """About the metrics listener (metrics), and the records our JSON routes list
+def daemon(make_daemon):
+    """About the metrics listener (metrics.enabled, metrics.listen on a free port), the commands
+    /metrics lists (metrics.top_commands 1000: the child's command is listed however many other
+    commands this shared host runs) and the records our JSON routes list
     (connections.recent_records: plenty, so the child's are still there on a busy host)."""
     port = free_port()
-    d = DaemonProcess(bus, {"connections": {"recent_records": 200000},
-                            "metrics": {"enabled": True, "listen": f"127.0.0.1:{port}", "top_commands": 1000}},
-                      about=("metrics", "connections.recent_records"))
+    d = make_daemon({"connections": {"recent_records": 200000},
+                     "metrics": {"enabled": True, "listen": f"127.0.0.1:{port}", "top_commands": 1000}},
+                    about=("metrics.enabled", "metrics.listen", "metrics.top_commands", "connections.recent_records"))
     d.base = f"http://127.0.0.1:{port}"
     d.port = port
-    with d:
-        yield d
+    return d
 
 
 @pytest.fixture(scope="module")
@@ -149,13 +143,14 @@ def test_metrics_exact_for_our_command(daemon, child):
 
 
 def test_listen_error_names_the_address():
+    """metrics.enabled, metrics.listen on an address taken: the daemon says which and exits."""
     require_root_and_bcc()
     taken = socket.socket()
     taken.bind(("127.0.0.1", 0))
     taken.listen(1)
     address = f"127.0.0.1:{taken.getsockname()[1]}"
     bus = PrivateSystemBus().start()  # its own: the module's daemon owns the name on the other
-    d = DaemonProcess(bus, {"metrics": {"enabled": True, "listen": address}}, about=("metrics",))
+    d = DaemonProcess(bus, {"metrics": {"enabled": True, "listen": address}}, about=("metrics.enabled", "metrics.listen"))
     try:
         with pytest.raises(RuntimeError):
             d.start(timeout=60)

@@ -24,8 +24,7 @@ from typing import Optional, Tuple
 import pytest
 
 from netwatchd import __version__
-from tests.conftest import require_root_and_bcc, require_tools
-from tests.harness import DaemonProcess, PrivateSystemBus
+from tests.conftest import require_tools
 
 pytestmark = pytest.mark.root
 
@@ -49,18 +48,16 @@ def config(metrics_port: int, api_port: int, api_allowed=()) -> dict:
 
 
 @pytest.fixture(scope="module")
-def daemon():
+def daemon(make_daemon):
     """About metrics.allowed_hosts and ebpf_server_api.allowed_hosts, with both listeners on
     (metrics.enabled, metrics.listen, ebpf_server_api.enabled, ebpf_server_api.listen)."""
-    require_root_and_bcc()
-    require_tools("dbus-daemon", "curl", "prlimit")
+    require_tools("curl", "prlimit")
     metrics_port, api_port = free_ports(2)
-    with PrivateSystemBus() as bus:
-        d = DaemonProcess(bus, config(metrics_port, api_port), command_prefix=SYSTEMD_DEFAULT_NOFILE,
-                          about=("metrics", "ebpf_server_api"))
-        d.metrics_port, d.api_port = metrics_port, api_port
-        with d:
-            yield d
+    d = make_daemon(config(metrics_port, api_port), command_prefix=SYSTEMD_DEFAULT_NOFILE,
+                    about=("metrics.enabled", "metrics.listen", "metrics.allowed_hosts", "ebpf_server_api.enabled",
+                           "ebpf_server_api.listen", "ebpf_server_api.allowed_hosts"))
+    d.metrics_port, d.api_port = metrics_port, api_port
+    return d
 
 
 def curl(url: str, *args: str, body: Optional[bytes] = None) -> Tuple[int, bytes]:

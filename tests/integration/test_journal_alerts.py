@@ -1,5 +1,5 @@
 """Alerts in a real journald (started by the test in a mount namespace of its own, see
-tests/journal_harness.py): JournalSink's entries read back with `journalctl -o json`, every field
+tests/support/journal.py): JournalSink's entries read back with `journalctl -o json`, every field
 there; and `journalctl -x` explaining them from systemd/netwatchd.catalog, installed as make
 install does (copied into the catalog directory, then `journalctl --update-catalog`)."""
 from __future__ import annotations
@@ -14,11 +14,11 @@ import pytest
 
 from netwatchd.alerting.alerts import Alert
 from tests.conftest import require_root_and_bcc, require_tools, requires
-from tests.harness import DaemonProcess, PrivateSystemBus
-from tests.journal_harness import JOURNALD, PrivateJournal
+from tests.support.daemon import DaemonProcess
+from tests.support.journal import JOURNALD, PrivateJournal
 from netwatchd.alerting.alerts import AlertIds
 from netwatchd.alerting.beacons import Beacon, beacon_alert
-from tests.oracles import readme_alert_kinds
+from tests.support.oracles import readme_alert_kinds
 from tests.unit.test_journal_catalog import parse_catalog
 
 pytestmark = pytest.mark.root
@@ -162,12 +162,11 @@ def test_journalctl_x_text(journal):
                            "00:16:3e:00:00:06. Alert id: 65b-2.\n")
 
 
-def test_netwatchd_runs_inside_and_logs_to_this_journal(journal):
+def test_netwatchd_runs_inside_and_logs_to_this_journal(journal, bus):
     """What issue 4's acceptance tests build on: the whole daemon inside the namespace
     (DaemonProcess(command_prefix=journal.command())), its journal entries read back here."""
     require_root_and_bcc()
-    require_tools("dbus-daemon")
-    with PrivateSystemBus() as bus, DaemonProcess(bus, {}, command_prefix=journal.command()) as daemon:
+    with DaemonProcess(bus, {}, command_prefix=journal.command()) as daemon:
         entries = journal.wait_for("SYSLOG_IDENTIFIER=netwatchd", f"_PID={daemon.pid}")
         assert any(e["MESSAGE"].startswith("netwatchd ") and " ready: " in e["MESSAGE"] for e in entries)
         assert daemon.log() == ""  # nothing on stderr: logs went to journald

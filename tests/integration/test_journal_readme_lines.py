@@ -1,5 +1,5 @@
 """The README's `journalctl` lines ("Alerts in the journal"), run as written against a journald
-of the test's own (tests/journal_harness.py) holding real alerts of a real daemon: a device on a
+of the test's own (tests/support/journal.py) holding real alerts of a real daemon: a device on a
 namespace LAN scans 300 ports (fan_out), a local command named `curl` makes 4000 connect() calls
 in a fraction of a second (connect_rate, command:curl), a device joins after the learning period
 (new_device, priority notice: below `-p warning`). The catalog is installed as make install
@@ -12,24 +12,16 @@ devices, whose alerts would be in these answers too.
 from __future__ import annotations
 
 import json
-import os
 import re
 import shlex
-import shutil
 import socket
 import subprocess
-import sys
-import tempfile
-import time
 from pathlib import Path
 from typing import List
 
 import pytest
 
-from tests.conftest import require_root_and_bcc, require_tools
-from tests.harness import DaemonProcess, PrivateSystemBus, unvariant
-from tests.integration.lan import Lan
-from tests.journal_harness import PrivateJournal
+from tests.support.daemon import unvariant
 
 pytestmark = pytest.mark.root
 
@@ -84,70 +76,46 @@ def catalog_subject(message_id: str, subject: str) -> str:
 
 
 @pytest.fixture(scope="module")
-def world():
-    require_root_and_bcc()
-    require_tools("ip", "dbus-daemon", "busctl", "journalctl", "unshare", "nsenter")
-    tmp = Path(tempfile.mkdtemp(prefix="nwd-jlines-"))
-    bus, journal, lan = PrivateSystemBus(), PrivateJournal(), Lan()
-    d = None
-    try:
-        bus.start()
-        journal.start()
-        journal.install_catalog(CATALOG)
-        lan.create_bridge()
-        scan = lan.add_node("scan", "00:50:56:5c:33:01")
-        srv = lan.add_node("srv", "00:1b:21:5c:33:02")
-        late = lan.add_node("late", "b8:27:eb:5c:33:03")
-        lan.ns(late, "ip", "link", "set", "eth0", "down")  # unplugged until learning is over
-        config = {"state_directory": str(tmp / "state"), "tick_interval_sec": TICK,
-                  "alerts": {"learning_period_sec": LEARNING_SEC},
-                  "devices": {"interfaces": lan.ports(), "store_interval_sec": 0.5}}
-        d = DaemonProcess(bus, config, command_prefix=journal.command(), about=("devices.interfaces",))
-        d.start()
-        # scan and srv are seen while learning (on a slow start, perhaps only after it: then they
-        # are new_device alerts too, which change nothing below)
-        lan.send_udp(scan, [f"{srv.ipv4}:9"], 1)
-        lan.send_udp(srv, [f"{scan.ipv4}:9"], 1)
-        deadline = time.monotonic() + LEARNING_SEC + 10
-        while d.get_property("Learning"):
-            assert time.monotonic() < deadline, "still learning"
-            time.sleep(TICK)
-        lan.ns(late, "ip", "link", "set", "eth0", "up")
-        lan.send_udp(late, [f"{srv.ipv4}:9"], 1)
-        assert int(lan.python(scan, SCAN, srv.ipv4, "20000", str(SCAN_PORTS))) == SCAN_PORTS
-        closed = socket.socket()
+def world(make_world):
+    w = make_world("nwj", journal=True)
+    journal = w.journal
+    journal.install_catalog(CATALOG)
+    scan = w.lan.add_node("scan", "00:50:56:5c:33:01")
+    srv = w.lan.add_node("srv", "00:1b:21:5c:33:02")
+    late = w.lan.add_node("late", "b8:27:eb:5c:33:03", down=True)  # unplugged until learning is over
+    d = w.start_daemon({"tick_interval_sec": TICK, "alerts": {"learning_period_sec": LEARNING_SEC},
+                        "devices": {"interfaces": w.lan.ports(), "store_interval_sec": 0.5}},
+                       about=("devices.interfaces",))
+    # scan and srv are seen while learning (on a slow start, perhaps only after it: then they
+    # are new_device alerts too, which change nothing below)
+    w.lan.send_udp(scan, [f"{srv.ipv4}:9"], 1)
+    w.lan.send_udp(srv, [f"{scan.ipv4}:9"], 1)
+    w.wait(lambda: not d.get_property("Learning"), LEARNING_SEC + 10, "the end of learning", interval=TICK)
+    w.lan.ns(late, "ip", "link", "set", "eth0", "up")
+    w.lan.send_udp(late, [f"{srv.ipv4}:9"], 1)
+    assert int(w.lan.python(scan, SCAN, srv.ipv4, "20000", str(SCAN_PORTS))) == SCAN_PORTS
+    with socket.socket() as closed:
         closed.bind(("127.0.0.1", 0))  # bound, never listening: every connect is refused
-        curl = tmp / "curl"
-        os.symlink(os.path.realpath(sys.executable), curl)
-        storm = subprocess.run([str(curl), "-c", STORM, str(closed.getsockname()[1]), "4000"],
-                                             capture_output=True, text=True, timeout=60)
-        closed.close()
-        assert storm.stdout.strip() == "done", storm.stderr
-        deadline = time.monotonic() + 10
-        while True:
-            alerts = [unvariant(a) for a in d.call("ListAlerts", "u", 0)[0]]
-            # connect tracing is host-wide: other people's commands may alert too; not ours to judge
-            alerts = [a for a in alerts if not a["subject"].startswith("command:") or a["subject"] == "command:curl"]
-            kinds = sorted((a["kind"], a["subject"]) for a in alerts if a["kind"] != "new_device")
-            new = {a["subject"] for a in alerts if a["kind"] == "new_device"}
-            if kinds == sorted([("fan_out", f"device:{scan.mac}"), ("connect_rate", "command:curl")]) \
-                    and f"device:{late.mac}" in new:
-                assert new <= {f"device:{n.mac}" for n in (scan, srv, late)}, new
-                break
-            assert time.monotonic() < deadline, kinds
-            time.sleep(TICK)
-        journal.wait_for("SYSLOG_IDENTIFIER=netwatchd", "NETWATCHD_KIND=connect_rate")
-        journal.wait_for("SYSLOG_IDENTIFIER=netwatchd", "NETWATCHD_KIND=fan_out")
-        journal.wait_for("SYSLOG_IDENTIFIER=netwatchd", "NETWATCHD_KIND=new_device")
-        yield {"journal": journal, "alerts": {a["kind"]: a for a in alerts if a["kind"] != "new_device"},
-               "new_devices": [a for a in alerts if a["kind"] == "new_device"], "daemon": d}
-    finally:
-        if d is not None:
-            d.cleanup()
-        journal.stop()
-        bus.stop()
-        lan.cleanup()
-        shutil.rmtree(tmp, ignore_errors=True)
+        storm = subprocess.run([w.link("curl"), "-c", STORM, str(closed.getsockname()[1]), "4000"],
+                               capture_output=True, text=True, timeout=60)
+    assert storm.stdout.strip() == "done", storm.stderr
+
+    def ours():
+        alerts = [unvariant(a) for a in d.call("ListAlerts", "u", 0)[0]]
+        # connect tracing is host-wide: other people's commands may alert too; not ours to judge
+        alerts = [a for a in alerts if not a["subject"].startswith("command:") or a["subject"] == "command:curl"]
+        kinds = sorted((a["kind"], a["subject"]) for a in alerts if a["kind"] != "new_device")
+        new = {a["subject"] for a in alerts if a["kind"] == "new_device"}
+        if kinds == sorted([("fan_out", f"device:{scan.mac}"), ("connect_rate", "command:curl")]) \
+                and f"device:{late.mac}" in new:
+            assert new <= {f"device:{n.mac}" for n in (scan, srv, late)}, new
+            return alerts
+    alerts = w.wait(ours, 10, "fan_out on the scanner, connect_rate on curl, new_device for late", interval=TICK)
+    journal.wait_for("SYSLOG_IDENTIFIER=netwatchd", "NETWATCHD_KIND=connect_rate")
+    journal.wait_for("SYSLOG_IDENTIFIER=netwatchd", "NETWATCHD_KIND=fan_out")
+    journal.wait_for("SYSLOG_IDENTIFIER=netwatchd", "NETWATCHD_KIND=new_device")
+    return {"journal": journal, "alerts": {a["kind"]: a for a in alerts if a["kind"] != "new_device"},
+            "new_devices": [a for a in alerts if a["kind"] == "new_device"], "daemon": d}
 
 
 def test_the_readme_has_the_three_lines():

@@ -1,5 +1,5 @@
 """README claims about the device watcher, against the real kernel: a LAN of network namespaces
-on a bridge (tests/integration/lan.py), a real netwatchd on its ports, real clients.
+on a bridge (tests/support/lan.py), a real netwatchd on its ports, real clients.
 
 - devices.capture_dns, devices.capture_tls, devices.capture_dhcp off (by a reload): no names from
   dig, openssl s_client or udhcpc; on again, the same clients' names show (so the check can fail).
@@ -17,28 +17,22 @@ devices.max_devices (16, the smallest accepted) and the capture switches.
 from __future__ import annotations
 
 import json
-import shutil
 import sys
-import tempfile
 import time
-from pathlib import Path
-from typing import Callable, Dict
+from typing import Dict
 
 import pytest
 
-from tests.conftest import require_root_and_bcc, require_tools, tool
-from tests.harness import DaemonProcess, PrivateSystemBus
-from tests.integration.alert_bus_support import REPO, LineProcess
-from tests.integration.dbus_test_support import as_user, whole_devices
-from tests.integration.lan import DNS_SERVER, UDP_ECHO, Lan, Node
-from tests.integration.test_alert_bus import require_bus_tools
-from tests.integration.test_daemon_lifecycle import reload_with
-from tests.integration import frames
+from tests.conftest import require_bus_tools, tool
+from tests.support import frames
+from tests.support.daemon import as_user
+from tests.support.lan import DNS_SERVER, UDP_ECHO, Node
+from tests.support.processes import LineProcess, Subscriber
+from tests.support.world import World
 
 pytestmark = pytest.mark.root
 
 TICK = 0.2
-SETTLE = 3 * TICK + 0.1
 MAX_DEVICES = 16
 VLAN_ID = 5
 VLAN_PREFIX = "10.77.5."  # inside the tagged frames only: no interface has these addresses
@@ -47,88 +41,51 @@ ABOUT = ("devices.interfaces", "devices.max_devices", "devices.capture_dns", "de
          "devices.capture_dhcp")
 
 
-class World:
-    def __init__(self) -> None:
-        self.tmp = Path(tempfile.mkdtemp(prefix="nwd-lanclaims-"))
-        self.bus = PrivateSystemBus()
-        self.lan = Lan()
-        self.d: DaemonProcess = None  # type: ignore[assignment]
-
-    def build(self) -> None:
-        self.bus.start()
-        self.lan.create_bridge()
-        self.cli = self.lan.add_node("cli", "00:00:0c:5b:22:01")
-        self.srv = self.lan.add_node("srv", "00:1b:21:5b:22:02")
-        self.vl = self.lan.add_node("vl", "b8:27:eb:5b:22:03")
-        self.vlanize()
-        self.start_servers()
-        self.d = DaemonProcess(self.bus, self.config(), about=ABOUT)
-        self.d.start()
-        self.lan.send_udp(self.cli, [f"{self.srv.ipv4}:{ECHO_PORT}"], 1, echo=True)  # ARP settled
-
-    def vlanize(self) -> None:
-        """`vl` sends only 802.1Q-tagged frames, written raw on its eth0 (this host's kernel has
-        no 8021q module for an eth0.5): no address and no IPv6 on eth0, so it sends nothing
-        untagged of its own (what it sent while being set up went out before the daemon started)."""
-        self.lan.ns(self.vl, "ip", "addr", "flush", "dev", "eth0")
-        self.lan.ns(self.vl, "sysctl", "-qw", "net.ipv6.conf.eth0.disable_ipv6=1")
-
-    def start_servers(self) -> None:
-        lan, srv, py = self.lan, self.srv, sys.executable
-        cert, key = self.tmp / "cert.pem", self.tmp / "key.pem"
-        lan.ns(srv, "openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
-               "-nodes", "-keyout", str(key), "-out", str(cert), "-subj", "/CN=lan.test", "-days", "1")
-        records = {name: {"A": srv.ipv4} for name in ("off.lan.test", "on.lan.test", "app.lan.test")}
-        lan.start(srv, py, "-c", UDP_ECHO, str(ECHO_PORT), ready="ready")
-        lan.start(srv, py, "-c", DNS_SERVER, str(DNS_PORT), json.dumps(records), ready="ready")
-        lan.start(srv, "openssl", "s_server", "-accept", f"0.0.0.0:{TLS_PORT}", "-cert", str(cert), "-key", str(key),
-                  "-www", "-quiet")
-        lan.wait_tcp(srv, TLS_PORT)
-
-    def config(self, capture: bool = True) -> Dict:
-        return {"state_directory": str(self.tmp / "state"), "tick_interval_sec": TICK,
-                "devices": {"interfaces": self.lan.ports(), "store_interval_sec": 0.5, "max_devices": MAX_DEVICES,
-                            "capture_dns": capture, "capture_tls": capture, "capture_dhcp": capture}}
-
-    def devices(self) -> Dict[str, Dict]:
-        return whole_devices(self.d)  # with their names (GetDevice)
-
-    def wait_devices(self, done: Callable[[Dict[str, Dict]], bool], timeout: float = 10) -> Dict[str, Dict]:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            try:
-                if done(self.devices()):
-                    break
-            except KeyError:
-                pass
-            time.sleep(TICK / 2)
-        time.sleep(SETTLE)
-        return self.devices()
-
-    def client(self, node: Node, *argv: str) -> str:
-        r = self.lan.ns(node, *argv, check=False, timeout=30)
-        assert r.returncode == 0, f"{argv}: {r.stdout}{r.stderr}"
-        return r.stdout + r.stderr
-
-    def cleanup(self) -> None:
-        if self.d is not None:
-            self.d.cleanup()
-        self.bus.stop()
-        self.lan.cleanup()
-        shutil.rmtree(self.tmp, ignore_errors=True)
-
-
 @pytest.fixture(scope="module")
-def world():
-    require_root_and_bcc()
-    require_tools("ip", "dbus-daemon", "busctl", "dig", "openssl", "busybox", "setpriv")
-    w = World()
-    try:
-        w.build()
-        yield w
-    finally:
-        w.cleanup()
-        assert not w.lan.leftovers(), "the LAN was not removed"
+def world(make_world):
+    """The LAN (cli, srv running the servers, vl behind a VLAN tag) and a daemon about ABOUT."""
+    w = make_world("nwlc", tools=("dig", "openssl", "busybox", "setpriv"))
+    w.cli = w.lan.add_node("cli", "00:00:0c:5b:22:01")
+    w.srv = w.lan.add_node("srv", "00:1b:21:5b:22:02")
+    w.vl = w.lan.add_node("vl", "b8:27:eb:5b:22:03")
+    vlanize(w)
+    start_servers(w)
+    w.start_daemon(config(w), about=ABOUT)
+    w.lan.send_udp(w.cli, [f"{w.srv.ipv4}:{ECHO_PORT}"], 1, echo=True)  # ARP settled
+    return w
+
+
+def vlanize(w: World) -> None:
+    """`vl` sends only 802.1Q-tagged frames, written raw on its eth0 (this host's kernel has
+    no 8021q module for an eth0.5): no address and no IPv6 on eth0, so it sends nothing
+    untagged of its own (what it sent while being set up went out before the daemon started)."""
+    w.lan.ns(w.vl, "ip", "addr", "flush", "dev", "eth0")
+    w.lan.ns(w.vl, "sysctl", "-qw", "net.ipv6.conf.eth0.disable_ipv6=1")
+
+
+def start_servers(w: World) -> None:
+    lan, srv, py = w.lan, w.srv, sys.executable
+    cert, key = w.tmp / "cert.pem", w.tmp / "key.pem"
+    lan.ns(srv, "openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+           "-nodes", "-keyout", str(key), "-out", str(cert), "-subj", "/CN=lan.test", "-days", "1")
+    records = {name: {"A": srv.ipv4} for name in ("off.lan.test", "on.lan.test", "app.lan.test")}
+    lan.start(srv, py, "-c", UDP_ECHO, str(ECHO_PORT), ready="ready")
+    lan.start(srv, py, "-c", DNS_SERVER, str(DNS_PORT), json.dumps(records), ready="ready")
+    lan.start(srv, "openssl", "s_server", "-accept", f"0.0.0.0:{TLS_PORT}", "-cert", str(cert), "-key", str(key),
+              "-www", "-quiet")
+    lan.wait_tcp(srv, TLS_PORT)
+
+
+def config(w: World, capture: bool = True) -> Dict:
+    return {"tick_interval_sec": TICK,
+            "devices": {"interfaces": w.lan.ports(), "store_interval_sec": 0.5, "max_devices": MAX_DEVICES,
+                        "capture_dns": capture, "capture_tls": capture, "capture_dhcp": capture}}
+
+
+def client(w: World, node: Node, *argv: str) -> str:
+    r = w.lan.ns(node, *argv, check=False, timeout=30)
+    assert r.returncode == 0, f"{argv}: {r.stdout}{r.stderr}"
+    return r.stdout + r.stderr
 
 
 def count(dev: Dict, name: str) -> int:
@@ -142,9 +99,9 @@ def use_clients(w: World, tag: str) -> Dict:
     once the daemon has counted their frames (so their names had every chance to be taken)."""
     before = w.devices()[w.cli.mac]
     srv = w.srv
-    assert w.client(w.cli, "dig", f"@{srv.ipv4}", f"{tag}.lan.test", "A", "+short", "+tries=1",
+    assert client(w, w.cli, "dig", f"@{srv.ipv4}", f"{tag}.lan.test", "A", "+short", "+tries=1",
                     "+time=5").split() == [srv.ipv4]
-    out = w.client(w.cli, "openssl", "s_client", "-connect", f"{srv.ipv4}:{TLS_PORT}", "-servername",
+    out = client(w, w.cli, "openssl", "s_client", "-connect", f"{srv.ipv4}:{TLS_PORT}", "-servername",
                    f"tls-{tag}.lan.test", "-brief")
     assert "CONNECTION ESTABLISHED" in out, out
     w.lan.ns(w.cli, "busybox", "udhcpc", "-i", "eth0", "-f", "-n", "-q", "-t", "2", "-T", "1", "-s", "/bin/true",
@@ -159,13 +116,13 @@ def test_capture_dns_tls_dhcp_off_keep_names_out_and_on_again_let_them_in(world)
     of dig's name, openssl's server name, udhcpc's hostname is kept -- nor the hostname the DNS
     answer would give srv. Switched on again, the same clients' names are there."""
     w = world
-    reload_with(w.d, w.config(capture=False))
+    w.d.reload(config(w, capture=False))
     devs = use_clients(w, "off")
     cli, srv = devs[w.cli.mac], devs[w.srv.mac]
     assert (cli["dns_names"], cli["tls_names"], cli["hostname"]) == ([], [], ""), cli
     assert srv["hostname"] == "", srv
 
-    reload_with(w.d, w.config(capture=True))
+    w.d.reload(config(w, capture=True))
     use_clients(w, "on")
     devs = w.wait_devices(lambda ds: ds[w.cli.mac]["hostname"] == "nw-on" and ds[w.cli.mac]["tls_names"])
     cli, srv = devs[w.cli.mac], devs[w.srv.mac]
@@ -243,7 +200,7 @@ def test_watch_patterns_names_the_dns_name_the_device_looked_the_peer_up_by(worl
     try:
         watch.wait_line(WATCHING, stream="err", timeout=30)
         human.wait_line(WATCHING, stream="err", timeout=30)
-        assert w.client(w.cli, "dig", f"@{srv.ipv4}", "app.lan.test", "A", "+short", "+tries=1",
+        assert client(w, w.cli, "dig", f"@{srv.ipv4}", "app.lan.test", "A", "+short", "+tries=1",
                         "+time=5").split() == [srv.ipv4]
         w.wait_devices(lambda ds: "app.lan.test" in ds[w.cli.mac]["dns_names"])
         w.lan.send_udp(w.cli, [f"{srv.ipv4}:{port}"], 2)
@@ -258,25 +215,12 @@ def test_watch_patterns_names_the_dns_name_the_device_looked_the_peer_up_by(worl
         human.stop()
 
 
-class PatternSubscriber(LineProcess):
-    def __init__(self, bus: PrivateSystemBus, prefix=None) -> None:
-        super().__init__([sys.executable, str(REPO / "tests" / "integration" / "signal_subscriber.py"), "PatternSeen"],
-                         bus, prefix, ends_on_stdin_eof=True)
-        self.wait_line("subscribed", timeout=30)
-
-    def signals_after_sync(self):
-        since = len(self.out)
-        self.send("sync")
-        self.wait_line("synced", since)
-        return [json.loads(line[len("signal "):]) for line in self.out if line.startswith("signal ")]
-
-
 def test_pattern_seen_reaches_root_and_members_and_is_withheld_from_outsiders(world):
     require_bus_tools()
     w, srv = world, world.srv
     port = 7431
-    subscribers = {"root": PatternSubscriber(w.bus), "member": PatternSubscriber(w.bus, as_user("nobody", "nogroup", ["netwatchd"])),
-                   "outsider": PatternSubscriber(w.bus, as_user("nobody", "nogroup"))}
+    subscribers = {who: Subscriber(w.bus, prefix, member="PatternSeen") for who, prefix in (
+        ("root", None), ("member", as_user("nobody", "nogroup", ["netwatchd"])), ("outsider", as_user("nobody", "nogroup")))}
     try:
         w.lan.send_udp(srv, [f"{w.cli.ipv4}:{port}"], 3)  # srv looked up no name: ""
         expected = [srv.mac, w.cli.ipv4, port, "udp", ""]

@@ -15,10 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import require_root_and_bcc, require_tools
-from tests.harness import DaemonProcess, PrivateSystemBus
-from tests.integration.dbus_test_support import ConnectChild
-from tests.integration.test_daemon_lifecycle import reload_with, wait_log
+from tests.support.processes import ConnectChild
 
 pytestmark = pytest.mark.root
 
@@ -36,7 +33,8 @@ def get(base: str, path: str):
         with urllib.request.urlopen(base + path, timeout=10) as r:
             return r.status, r.read().decode()
     except urllib.error.HTTPError as e:
-        return e.code, e.read().decode()
+        with e:  # its connection closed
+            return e.code, e.read().decode()
 
 
 def sample(body: str, name: str, program: str) -> float:
@@ -46,18 +44,15 @@ def sample(body: str, name: str, program: str) -> float:
 
 
 @pytest.fixture(scope="module")
-def daemon():
+def daemon(make_daemon):
     """About metrics.enabled and metrics.listen: on, at an IPv6 loopback address."""
-    require_root_and_bcc()
-    require_tools("dbus-daemon")
     port = free_port6()
-    with PrivateSystemBus() as bus:
-        config = {"tick_interval_sec": 0.2, "metrics": {"enabled": True, "listen": f"[::1]:{port}"}}
-        with DaemonProcess(bus, config, about=("metrics.enabled", "metrics.listen")) as d:
-            d.port = port
-            d.base = f"http://[::1]:{port}"
-            d.metrics_config = config
-            yield d
+    config = {"tick_interval_sec": 0.2, "metrics": {"enabled": True, "listen": f"[::1]:{port}"}}
+    d = make_daemon(config, about=("metrics.enabled", "metrics.listen"))
+    d.port = port
+    d.base = f"http://[::1]:{port}"
+    d.metrics_config = config
+    return d
 
 
 def test_metrics_listen_on_an_ipv6_address_serves_metrics_and_health(daemon):
@@ -103,8 +98,8 @@ def test_bpf_stats_count_runs_with_the_sysctl_on(daemon):
 def test_a_reload_changing_metrics_listen_names_it_restart_only(daemon):
     new_port = free_port6()
     config = {**daemon.metrics_config, "metrics": {"enabled": True, "listen": f"[::1]:{new_port}"}}
-    reload_with(daemon, config)
-    wait_log(daemon, "changed settings that take effect on restart: metrics.listen")
+    daemon.reload(config)
+    daemon.wait_log("changed settings that take effect on restart: metrics.listen")
     assert re.search(r"changed settings that take effect on restart: metrics\.listen$", daemon.log(), re.M), daemon.log()
     assert get(daemon.base, "/health")[0] == 200  # still where it started
     with pytest.raises(OSError):

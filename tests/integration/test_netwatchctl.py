@@ -11,9 +11,9 @@ import subprocess
 import pytest
 
 import netwatchd
-from tests.conftest import require_root_and_bcc, require_tools, tool
-from tests.harness import DaemonProcess, PrivateSystemBus
-from tests.integration.dbus_test_support import ECONNREFUSED, ConnectChild, as_user
+from tests.conftest import require_tools, tool
+from tests.support.daemon import PrivateSystemBus, as_user
+from tests.support.processes import ECONNREFUSED, ConnectChild
 
 pytestmark = pytest.mark.root
 
@@ -24,17 +24,9 @@ NOT_RUNNING = "netwatchctl: netwatchd is not running or not reachable: "
 
 
 @pytest.fixture(scope="module")
-def bus():
-    require_root_and_bcc()
-    require_tools("dbus-daemon", "setpriv")
-    with PrivateSystemBus() as b:
-        yield b
-
-
-@pytest.fixture(scope="module")
-def daemon(bus):
-    with DaemonProcess(bus, {}) as d:
-        yield d
+def daemon(make_daemon):
+    require_tools("setpriv")
+    return make_daemon()
 
 
 @pytest.fixture(scope="module")

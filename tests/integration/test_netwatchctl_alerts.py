@@ -1,9 +1,8 @@
 """netwatchctl alerts / watch / status against the stand-in daemon (alert_service.py: the real
-D-Bus interface and alert pipeline, no BPF) on a real dbus-daemon with the project's policy: what
-they print, with and without --json, and their exit codes."""
+D-Bus interface and alert pipeline, no BPF, on the shipped thresholds) on a real dbus-daemon with
+the project's policy: what they print, with and without --json, and their exit codes."""
 from __future__ import annotations
 
-import grp
 import json
 import os
 import signal
@@ -11,10 +10,10 @@ import subprocess
 
 import pytest
 
-from tests.conftest import require_tools, requires, tool
-from tests.harness import PrivateSystemBus
-from tests.integration.alert_bus_support import AlertService, LineProcess, new_devices
-from tests.integration.dbus_test_support import as_user
+from tests.conftest import require_bus_tools, tool
+from tests.integration.alert_bus_support import AlertService, new_devices
+from tests.support.daemon import PrivateSystemBus, as_user, ctl as bus_ctl
+from tests.support.processes import LineProcess
 
 pytestmark = pytest.mark.root
 
@@ -25,26 +24,11 @@ NOT_RUNNING = "netwatchctl: netwatchd is not running or not reachable: "
 WATCHING = "netwatchctl: watching for alerts (Ctrl-C to stop)"
 
 
-def require_everything() -> None:
-    requires(os.geteuid() == 0, "needs root (only root may own the bus name)")
-    require_tools("dbus-daemon", "setpriv")
-    try:
-        grp.getgrnam("netwatchd")
-    except KeyError:
-        requires(False, "needs group netwatchd")
-
-
-@pytest.fixture(scope="module")
-def bus():
-    require_everything()
-    with PrivateSystemBus() as b:
-        yield b
-
-
 @pytest.fixture(scope="module")
 def service(bus, tmp_path_factory):
+    require_bus_tools()
     with AlertService(bus, tmp_path_factory.mktemp("state")) as s:
-        s.raised = s.tick(command_connects={"nwstorm": 500}, command_pids={"nwstorm": [4242]},
+        s.raised = s.tick(command_connects={"nwstorm": 1000}, command_pids={"nwstorm": [4242]},
                           address_changes=[{"ip": "10.9.9.9", "old_mac": "00:16:3e:aa:00:05",
                                             "new_mac": "00:16:3e:aa:00:06", "flip_flop": True}])
         s.raised += s.tick(new_devices=new_devices(5))
@@ -53,19 +37,14 @@ def service(bus, tmp_path_factory):
 
 @pytest.fixture
 def own_bus():
-    require_everything()
+    """A bus of the test's own: the module's service owns the name on the session's."""
+    require_bus_tools()
     with PrivateSystemBus() as b:
         yield b
 
 
-def ctl(bus, *args: str, prefix=None) -> subprocess.CompletedProcess:
-    env = dict(os.environ, DBUS_SYSTEM_BUS_ADDRESS=bus.address)
-    return subprocess.run([*(prefix or []), tool("netwatchctl"), *args], env=env, capture_output=True, text=True,
-                          timeout=60, stdin=subprocess.DEVNULL)
-
-
 def ok(bus, *args: str, prefix=None) -> str:
-    r = ctl(bus, *args, prefix=prefix)
+    r = bus_ctl(bus, *args, prefix=prefix)
     assert (r.returncode, r.stderr) == (0, ""), r.stderr
     return r.stdout
 
@@ -98,11 +77,11 @@ def test_alerts_limit_and_json(service, bus):
 
 
 def test_alerts_errors(service, bus):
-    r = ctl(bus, "alerts", "--limit", "1001")
+    r = bus_ctl(bus, "alerts", "--limit", "1001")
     assert (r.returncode, r.stdout, r.stderr) == (1, "", "netwatchctl: limit must be at most 1000, got 1001\n")
-    r = ctl(bus, "alerts", "--limit", "-1")
+    r = bus_ctl(bus, "alerts", "--limit", "-1")
     assert (r.returncode, r.stderr) == (2, "netwatchctl: --limit must not be negative\n")
-    r = ctl(bus, "alerts", prefix=OUTSIDER)
+    r = bus_ctl(bus, "alerts", prefix=OUTSIDER)
     assert r.returncode == 4 and r.stderr.startswith(DENIED), r.stderr
     assert ok(bus, "alerts", "--limit", "1", prefix=MEMBER).count("\n") == 2
 
@@ -114,7 +93,7 @@ def test_alerts_when_there_are_none(own_bus, tmp_path):
 
 
 def test_alerts_without_daemon(own_bus):
-    r = ctl(own_bus, "alerts")
+    r = bus_ctl(own_bus, "alerts")
     assert r.returncode == 3 and r.stderr.startswith(NOT_RUNNING), r.stderr
 
 
@@ -130,9 +109,10 @@ def test_status_shows_alerts_and_learning(service, bus):
 
 
 def test_status_while_learning_and_when_off(own_bus, tmp_path):
-    with AlertService(own_bus, tmp_path / "a", "--learning"):
+    """Learning, and alerts.enabled false."""
+    with AlertService(own_bus, tmp_path / "a", {"alerts": {"learning_period_sec": 3600}}):
         assert "Learning: yes (new devices are learnt without alerts)" in ok(own_bus, "status")
-    with AlertService(own_bus, tmp_path / "b", "--alerting", "disabled"):
+    with AlertService(own_bus, tmp_path / "b", {"alerts": {"enabled": False}}, about=("alerts.enabled",)):
         out = ok(own_bus, "status")
         assert "Alerts: off (alerts.enabled is false)" in out and "Learning" not in out
 
@@ -143,7 +123,7 @@ def test_watch_prints_each_alert_with_its_message(service, bus):
     w = watch(bus)
     try:
         raised = service.tick(new_devices=new_devices(1, start=100),
-                              device_new_ports={"00:16:3e:bb:00:01": 60}, device_new_peers={"00:16:3e:bb:00:01": 2})
+                              device_new_ports={"00:16:3e:bb:00:01": 100}, device_new_peers={"00:16:3e:bb:00:01": 2})
         assert [a["kind"] for a in raised] == ["fan_out", "new_device"]  # the new device a tick later
         for alert in raised:
             w.wait_line(lambda line, a=alert: line.endswith(f"  {a['id']}  {a['kind']}  {a['subject']}  {a['message']}"))
@@ -196,7 +176,7 @@ def test_watch_as_member_and_as_outsider(service, bus):
 
 
 def test_watch_without_daemon_or_bus(own_bus, tmp_path):
-    r = ctl(own_bus, "watch")
+    r = bus_ctl(own_bus, "watch")
     assert r.returncode == 3 and r.stderr.startswith(NOT_RUNNING), r.stderr
     r = subprocess.run([tool("netwatchctl"), "watch"], capture_output=True, text=True, timeout=30,
                        env=dict(os.environ, DBUS_SYSTEM_BUS_ADDRESS=f"unix:path={tmp_path}/no-bus"))

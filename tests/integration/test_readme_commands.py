@@ -1,5 +1,5 @@
 """The README's documented commands, run as written (issue 5 acceptance) against a real daemon on
-a private bus (DBUS_SYSTEM_BUS_ADDRESS) that watches a small namespace LAN (lan_daemon.py).
+a private bus (DBUS_SYSTEM_BUS_ADDRESS) that watches a small namespace LAN (tests/support/world.py, two_devices).
 
 The commands are read from README.md, not copied here: every indented `netwatchctl ...` line of
 "Asking questions" (and a `netwatchctl ...` command given in a line's `# or ...` comment), and
@@ -28,10 +28,9 @@ from typing import List
 
 import pytest
 
-from tests.conftest import REPO, require_tools, tool
-from tests.integration.alert_bus_support import LineProcess
-from tests.integration.dbus_test_support import ConnectChild
-from tests.integration.lan_daemon import LanDaemon
+from tests.conftest import REPO, tool
+from tests.support.processes import ConnectChild, LineProcess
+from tests.support.world import World, two_devices
 
 pytestmark = pytest.mark.root
 
@@ -101,27 +100,21 @@ def verb(argv: List[str]) -> str:
 
 
 @pytest.fixture(scope="module")
-def world():
-    require_tools("curl")
-    w = LanDaemon().open()
-    child = None
-    try:
-        # something for each command to find: connects by pid and by `curl`, devices with addresses
-        child = ConnectChild(2, 1).start()
-        w.wait(lambda: json.loads(w.ctl("--json", "connections", "--pid", str(child.pid)).stdout)["connections"],
-               what="the child's connects")
-        subprocess.run(["curl", "-s", "--max-time", "2", f"http://127.0.0.1:{child.closed_port}/"],
-                       stdin=subprocess.DEVNULL, capture_output=True, timeout=10)
-        w.wait(lambda: " 0 connection attempts" not in w.ctl("summary", "--command", "curl").stdout,
-               what="curl's connect")
-        w.wait(lambda: any(d["mac"] == w.pc.mac and d["ipv4"] for d in
-                           json.loads(w.ctl("--json", "devices").stdout)), what="device pc with an address")
-        w.child = child
-        yield w
-    finally:
-        if child is not None:
-            child.stop()
-        w.close()
+def world(make_world):
+    w = two_devices(make_world("nwr", tools=("curl",)))
+    # something for each command to find: connects by pid and by `curl`, devices with addresses
+    w.child = child = ConnectChild(2, 1)
+    w.procs.append(child)
+    child.start()
+    w.wait(lambda: json.loads(w.ctl("--json", "connections", "--pid", str(child.pid)).stdout)["connections"],
+           what="the child's connects")
+    subprocess.run(["curl", "-s", "--max-time", "2", f"http://127.0.0.1:{child.closed_port}/"],
+                   stdin=subprocess.DEVNULL, capture_output=True, timeout=10)
+    w.wait(lambda: " 0 connection attempts" not in w.ctl("summary", "--command", "curl").stdout,
+           what="curl's connect")
+    w.wait(lambda: any(d["mac"] == w.pc.mac and d["ipv4"] for d in
+                       json.loads(w.ctl("--json", "devices").stdout)), what="device pc with an address")
+    return w
 
 
 def _json_connections(out: str, w) -> None:
@@ -133,7 +126,7 @@ def _json_connections(out: str, w) -> None:
 CHECKED = {"status", "summary", "connections", "devices", "device", "alerts", "watch", "busctl Summary"}
 
 
-def check_output(argv: List[str], out: str, w: LanDaemon) -> None:
+def check_output(argv: List[str], out: str, w: World) -> None:
     """What each documented command is for, visible in what it printed."""
     v = verb(argv)
     if v == "status":
@@ -166,7 +159,7 @@ def check_output(argv: List[str], out: str, w: LanDaemon) -> None:
         raise AssertionError(f"no check for {argv}")
 
 
-def run_documented(argv: List[str], w: LanDaemon) -> None:
+def run_documented(argv: List[str], w: World) -> None:
     if argv[0] == "busctl":
         argv = ["busctl", f"--address={w.bus.address}", *argv[1:]]
         r = subprocess.run(argv, capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)

@@ -28,8 +28,8 @@ from typing import Dict, List
 import pytest
 
 from tests.conftest import require_root_and_bcc, require_tools
-from tests.harness import DaemonProcess, PrivateSystemBus, unvariant
-from tests.integration.lan import Lan
+from tests.support.daemon import DaemonProcess, unvariant
+from tests.support.lan import Lan
 
 pytestmark = pytest.mark.root
 
@@ -99,11 +99,10 @@ def saved_alert_ids(state: Path) -> List[str]:
 
 
 @pytest.fixture
-def bus():
+def bus(bus):
+    """The session's bus; each test's daemons are gone when it ends."""
     require_root_and_bcc()
-    require_tools("dbus-daemon", "busctl")
-    with PrivateSystemBus() as b:
-        yield b
+    return bus
 
 
 def test_sigkill_keeps_saved_alerts_and_cooldowns_and_loses_exactly_what_came_after_the_last_save(bus, tmp_path):
@@ -176,12 +175,9 @@ def test_alerts_learning_period_sec_deadline_survives_a_restart(bus, tmp_path):
     state = tmp_path / "state"
     daemons: List[DaemonProcess] = []
     try:
-        lan.create_bridge()
         a = lan.add_node("a", "00:00:0c:5d:44:01")
-        b = lan.add_node("b", "00:1b:21:5d:44:02")
-        c = lan.add_node("c", "b8:27:eb:5d:44:03")
-        for node in (b, c):  # unplugged until they join
-            lan.ns(node, "ip", "link", "set", "eth0", "down")
+        b = lan.add_node("b", "00:1b:21:5d:44:02", down=True)  # unplugged until they join
+        c = lan.add_node("c", "b8:27:eb:5d:44:03", down=True)
 
         def start() -> DaemonProcess:
             d = DaemonProcess(bus, {"state_directory": str(state), "tick_interval_sec": TICK,

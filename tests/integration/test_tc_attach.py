@@ -13,20 +13,20 @@ import os
 import signal
 import subprocess
 import sys
-import tempfile
-import time
-from pathlib import Path
 
 import pytest
 
-from netwatchd.kernel.tc_attach import FILTER_HANDLE, FILTER_PRIORITY
 from tests.conftest import REPO, require_root_and_bcc, require_tools
-from tests.harness import DaemonProcess, PrivateSystemBus, unvariant
 from tests.kernels.smoke import Pair
+from tests.support import wait_for
+from tests.support.daemon import DaemonProcess, unvariant
+from tests.support.oracles import readme_tc_filter
+from tests.support.world import World
 
 pytestmark = pytest.mark.root
 
 FOREIGN_PREF = 7  # someone else's classic-BPF filter (returns 0: "no match", the packet goes on)
+FILTER_HANDLE, FILTER_PRIORITY = readme_tc_filter()  # ours, as the README states them
 
 
 def tc_filters(dev: str, direction: str) -> list:
@@ -48,67 +48,49 @@ def qdiscs(dev: str) -> list:
     return [q["kind"] for q in json.loads(out or "[]")]
 
 
-class World:
-    def __init__(self) -> None:
-        self.pair = Pair()
-        self.bus = PrivateSystemBus()
-        self.tmp = Path(tempfile.mkdtemp(prefix="nwd-tc-"))
-        self.daemons: list = []
-        self.sent = 0
-
-    def open(self) -> "World":
-        self.pair.create()
-        self.bus.start()
-        return self
-
-    def add_foreign_filters(self) -> dict:
-        dev = self.pair.host
-        subprocess.run(["tc", "qdisc", "add", "dev", dev, "clsact"], check=True)
-        for direction in ("ingress", "egress"):
-            subprocess.run(["tc", "filter", "add", "dev", dev, direction, "pref", str(FOREIGN_PREF), "handle", "7",
-                            "bpf", "bytecode", "1,6 0 0 0,", "classid", "1:7"], check=True)
-        return {d: foreign(dev, d) for d in ("ingress", "egress")}
-
-    def start(self, tc_attach: str = "tc") -> DaemonProcess:
-        """A daemon about devices.tc_attach, on devices.interfaces = the pair's host end only."""
-        d = DaemonProcess(self.bus, {"state_directory": str(self.tmp / "state"), "tick_interval_sec": 0.2,
-                                     "devices": {"interfaces": [self.pair.host], "tc_attach": tc_attach,
-                                                 "store_interval_sec": 0.5}},
-                          about=("devices.interfaces", "devices.tc_attach"))
-        self.daemons.append(d)
-        return d.start()
-
-    def counted(self, d: DaemonProcess, n: int = 5) -> int:
-        """Sends n datagrams from the device; its tx_udp_packets once the daemon has them all."""
-        self.pair.send_udp(n)
-        self.sent += n
-        deadline = time.monotonic() + 10
-        while True:
-            devs = {r["mac"]: r for r in map(unvariant, d.call("ListDevices")[0])}
-            got = devs.get(self.pair.mac, {}).get("counters", {}).get("tx_udp_packets", 0)
-            if got >= self.sent or time.monotonic() > deadline:
-                return got
-            time.sleep(0.2)
-
-    def close(self) -> None:
-        for d in self.daemons:
-            d.cleanup()
-        self.bus.stop()
-        self.pair.cleanup()
-        import shutil
-
-        shutil.rmtree(self.tmp, ignore_errors=True)
-
-
 @pytest.fixture
-def world():
+def world(bus):
+    """A veth pair and the session's bus; the test's daemons, on the pair's host end."""
     require_root_and_bcc()
-    require_tools("ip", "tc", "dbus-daemon", "busctl", "bpftool")
-    w = World()
+    require_tools("ip", "tc", "bpftool")
+    pair = Pair()
     try:
-        yield w.open()
+        pair.create()
+        with World(bus, "nwtc") as w:
+            w.pair, w.sent = pair, 0
+            yield w
     finally:
-        w.close()
+        pair.cleanup()
+
+
+def add_foreign_filters(w: World) -> dict:
+    dev = w.pair.host
+    subprocess.run(["tc", "qdisc", "add", "dev", dev, "clsact"], check=True)
+    for direction in ("ingress", "egress"):
+        subprocess.run(["tc", "filter", "add", "dev", dev, direction, "pref", str(FOREIGN_PREF), "handle", "7",
+                        "bpf", "bytecode", "1,6 0 0 0,", "classid", "1:7"], check=True)
+    return {d: foreign(dev, d) for d in ("ingress", "egress")}
+
+
+def start(w: World, tc_attach: str = "tc") -> DaemonProcess:
+    """A daemon about devices.tc_attach, on devices.interfaces = the pair's host end only."""
+    return w.start_daemon({"tick_interval_sec": 0.2, "devices": {"interfaces": [w.pair.host], "tc_attach": tc_attach,
+                                                                   "store_interval_sec": 0.5}},
+                          about=("devices.interfaces", "devices.tc_attach"))
+
+
+def counted(w: World, d: DaemonProcess, n: int = 5) -> int:
+    """Sends n datagrams from the device; its tx_udp_packets once the daemon has them all (or 10 s on)."""
+    w.pair.send_udp(n)
+    w.sent += n
+
+    def got() -> int:
+        devs = {r["mac"]: r for r in map(unvariant, d.call("ListDevices")[0])}
+        return devs.get(w.pair.mac, {}).get("counters", {}).get("tx_udp_packets", 0)
+    try:
+        return wait_for(lambda: got() >= w.sent and got(), 10, "the datagrams counted", interval=0.2)
+    except AssertionError:
+        return got()
 
 
 def pin_our_program_elsewhere(d: DaemonProcess, dev: str) -> None:
@@ -127,15 +109,15 @@ def pin_our_program_elsewhere(d: DaemonProcess, dev: str) -> None:
 
 def test_another_programs_filter_is_untouched_before_during_after_and_across_a_sigkill(world):
     dev = world.pair.host
-    before = world.add_foreign_filters()
+    before = add_foreign_filters(world)
     assert all(before.values())
 
-    d = world.start()
+    d = start(world)
     assert f"nw_tc_ingress@{dev} (clsact)" in d.get_property("ProgramsAttached")
     assert {dir_: ours(dev, dir_) for dir_ in ("ingress", "egress")} == {
         "ingress": [(FILTER_PRIORITY, hex(FILTER_HANDLE))], "egress": [(FILTER_PRIORITY, hex(FILTER_HANDLE))]}
     assert {dir_: foreign(dev, dir_) for dir_ in ("ingress", "egress")} == before  # during
-    assert world.counted(d) == world.sent  # counting, next to the other filter
+    assert counted(world, d) == world.sent  # counting, next to the other filter
 
     pin_our_program_elsewhere(d, dev)
     d.signal(signal.SIGKILL)
@@ -144,13 +126,13 @@ def test_another_programs_filter_is_untouched_before_during_after_and_across_a_s
     assert ours(dev, "ingress") == sorted([(3, "0x3"), (FILTER_PRIORITY, hex(FILTER_HANDLE))])
     assert {dir_: foreign(dev, dir_) for dir_ in ("ingress", "egress")} == before
 
-    d2 = world.start()
+    d2 = start(world)
     log = d2.log()
     assert log.count("removed a leftover nw_tc_") == 3, log  # both of ingress (by name, any position) + egress
     assert {dir_: ours(dev, dir_) for dir_ in ("ingress", "egress")} == {
         "ingress": [(FILTER_PRIORITY, hex(FILTER_HANDLE))], "egress": [(FILTER_PRIORITY, hex(FILTER_HANDLE))]}
     assert {dir_: foreign(dev, dir_) for dir_ in ("ingress", "egress")} == before
-    assert world.counted(d2) >= 5  # the restarted daemon counts (its counters start from the kernel's new maps)
+    assert counted(world, d2) >= 5  # the restarted daemon counts (its counters start from the kernel's new maps)
 
     assert d2.stop() == 0
     assert ours(dev, "ingress") == [] and ours(dev, "egress") == []
@@ -166,21 +148,22 @@ def test_a_clsact_qdisc_we_created_goes_with_us_even_after_a_sigkill(world, rest
     """Restarted on clsact again, or on `auto` (TCX on a 6.6+ host): the leftovers go either way."""
     dev = world.pair.host
     assert "clsact" not in qdiscs(dev)
-    d = world.start()
+    d = start(world)
     assert "clsact" in qdiscs(dev)
-    assert world.counted(d) == world.sent
+    assert counted(world, d) == world.sent
     d.signal(signal.SIGKILL)
     d.proc.wait(10)
     assert "clsact" in qdiscs(dev) and ours(dev, "ingress")
 
-    d2 = world.start(restart_with)
+    d2 = start(world, restart_with)
     assert "removed a leftover nw_tc_ingress" in d2.log()
-    assert world.counted(d2) >= 5
+    assert counted(world, d2) >= 5
     assert d2.stop() == 0
     assert "clsact" not in qdiscs(dev), qdiscs(dev)
     assert tc_filters(dev, "ingress") == [] and tc_filters(dev, "egress") == []
 
 
+@pytest.mark.timeout(960)  # the whole device module again, within its own 900 s
 def test_the_device_tests_pass_over_clsact():
     """tests/integration/test_devices.py, every test, with devices.tc_attach: tc."""
     require_root_and_bcc()

@@ -9,8 +9,8 @@ import signal
 import pytest
 
 from tests.conftest import tool
-from tests.integration.alert_bus_support import LineProcess
-from tests.integration.lan_daemon import LanDaemon
+from tests.support.processes import LineProcess
+from tests.support.world import two_devices
 
 pytestmark = pytest.mark.root
 
@@ -19,12 +19,12 @@ NEW_PORT = 7411  # nothing listens there: the device's first datagram to it is t
 
 
 @pytest.fixture(scope="module")
-def world():
-    w = LanDaemon().open()
-    try:
-        yield w
-    finally:
-        w.close()
+def world(make_world):
+    return two_devices(make_world("nwp"))
+
+
+def udp(world, port: int, count: int = 1) -> None:
+    world.lan.send_udp(world.pc, [f"{world.srv.ipv4}:{port}"], count)
 
 
 def watcher(world, *args: str) -> LineProcess:
@@ -40,14 +40,14 @@ def is_new_port(line: str) -> bool:
 def test_a_new_peer_port_is_one_json_line_within_seconds(world):
     w = watcher(world, "--json")
     try:
-        world.udp("pc", NEW_PORT, count=3)
+        udp(world, NEW_PORT, count=3)
         first = w.wait_line(is_new_port, timeout=5)
         pattern = json.loads(w.out[first])
         assert {k: v for k, v in pattern.items() if k != "timestamp_usec"} == {
             "mac": world.pc.mac, "peer": world.srv.ipv4, "port": NEW_PORT, "transport": "udp", "name": ""}
         assert pattern["timestamp_usec"] > 0
-        world.udp("pc", NEW_PORT, count=2)  # the same pattern again: not new, no second line
-        world.udp("pc", NEW_PORT + 1)  # a fresh one, as a marker that everything before it arrived
+        udp(world, NEW_PORT, count=2)  # the same pattern again: not new, no second line
+        udp(world, NEW_PORT + 1)  # a fresh one, as a marker that everything before it arrived
         w.wait_line(lambda line: line.startswith("{") and json.loads(line)["port"] == NEW_PORT + 1, timeout=5)
         assert sum(is_new_port(line) for line in w.out) == 1, w.out
     finally:
@@ -59,7 +59,7 @@ def test_a_new_peer_port_is_one_json_line_within_seconds(world):
 def test_the_human_line_names_device_peer_port_and_transport(world):
     w = watcher(world)
     try:
-        world.udp("pc", NEW_PORT + 2)
+        udp(world, NEW_PORT + 2)
         i = w.wait_line(lambda line: f"{world.srv.ipv4}:{NEW_PORT + 2}" in line, timeout=5)
         fields = w.out[i].split()
         assert fields[2:] == [world.pc.mac, "udp", f"{world.srv.ipv4}:{NEW_PORT + 2}", "-"], w.out[i]

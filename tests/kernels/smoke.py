@@ -37,7 +37,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from tests.harness import DaemonProcess, PrivateSystemBus, unvariant  # noqa: E402
+from tests.support.daemon import DaemonProcess, PrivateSystemBus, unvariant  # noqa: E402
 from tests.kernels import smoke_connects, unit_sandbox  # noqa: E402
 
 TICK = 0.5  # time compressed; everything else is config/netwatchd.yaml's default

@@ -48,6 +48,7 @@ def verdict(kernel: str, stdout: str, stderr: str) -> None:
         f"{c['check']}: {c['detail']}" for c in failed) + "\n" + stdout[-4000:]
 
 
+@pytest.mark.timeout(len(vm.MATRIX) * (1200 + 150) + 1800 + 300)  # the wait below, with the matrix's own timeouts
 @pytest.mark.parametrize("kernel", vm.MATRIX)
 def test_debian_kernel_in_a_vm(kernel, matrix):
     require_root_and_bcc()
@@ -62,6 +63,7 @@ def test_debian_kernel_in_a_vm(kernel, matrix):
     assert r.returncode == 0, r.stderr[-3000:]
 
 
+@pytest.mark.timeout(660)  # the smoke run's own 600 s
 def test_host_kernel():
     require_root_and_bcc()
     require_tools("ip", "tc", "bpftool", "dbus-daemon", "busctl")

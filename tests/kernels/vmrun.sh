@@ -151,7 +151,7 @@ do_run() {  # ABI COMMAND...
     # virtme-ng bind-mounts its own copy over /etc/shadow: useradd/passwd (rename) then fail
     echo 'mountpoint -q /etc/shadow && umount /etc/shadow'
     echo 'hostname nwvm 2>/dev/null'
-    echo "export NETWATCHD_VM=1 NETWATCHD_VM_KERNEL=$(printf %q "$abi") PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+    echo "export NETWATCHD_VM=1 NETWATCHD_VM_KERNEL=$(printf %q "$abi") CI=$(printf %q "${CI:-}") PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
     echo "cd $(printf %q "$PWD") 2>/dev/null || cd /"
     printf '%q ' "$@"; echo
   } > "$RUNDIR/cmd.sh"

@@ -22,7 +22,8 @@ import pytest
 from tests.conftest import REPO, requires, require_tools
 from tests.system.container import CACHE_DIR, Container, new_workdir, repo_files, rootfs_tarball
 
-pytestmark = pytest.mark.root
+# a throw-away rootfs (up to 15 min on a cold cache): a timeout of its own
+pytestmark = [pytest.mark.root, pytest.mark.timeout(1800)]
 
 SRC = "/root/netwatchd"
 CONFIG = "/etc/netwatchd/netwatchd.yaml"

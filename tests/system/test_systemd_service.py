@@ -41,8 +41,11 @@ from pathlib import Path
 
 import pytest
 
-from netwatchd.alerting.alerts import KINDS
+import yaml
+
 from tests.conftest import REPO, requires, require_tools
+from tests.support.config_rule import merge, shipped_config_with
+from tests.support.oracles import readme_alert_kinds
 from tests.system.container import (
     CACHE_DIR,
     Container,
@@ -54,7 +57,8 @@ from tests.system.container import (
     rootfs_tarball,
 )
 
-pytestmark = pytest.mark.system
+# a container's rootfs (up to 15 min on a cold cache) and boot, within the first test: a timeout of its own
+pytestmark = [pytest.mark.system, pytest.mark.timeout(1800)]
 
 UNIT = "netwatchd.service"
 UNIT_FILE = "/etc/systemd/system/netwatchd.service"
@@ -261,8 +265,9 @@ def test_unit_verify_and_security_exposure(box):
 
 def test_make_install_compiled_the_journal_catalog(box):
     """journalctl -x can explain every alert kind: the catalog is installed and in the database."""
-    listed = box.run(["journalctl", "--list-catalog", *(k["message_id"] for k in KINDS.values())]).stdout
-    assert sorted(line.split()[0] for line in listed.splitlines()) == sorted(k["message_id"] for k in KINDS.values())
+    message_ids = sorted(message_id for message_id, _ in readme_alert_kinds().values())  # the README's table
+    listed = box.run(["journalctl", "--list-catalog", *message_ids]).stdout
+    assert sorted(line.split()[0] for line in listed.splitlines()) == message_ids
     assert all(" netwatchd: " in line for line in listed.splitlines()), listed
 
 
@@ -447,20 +452,13 @@ def test_reload_with_broken_config_keeps_running(box):
 # A LAN inside the container: a bridge, and two network namespaces whose veth ports are bridge
 # ports (up, not masters: `devices.interfaces: auto` watches them). Universal (not randomized)
 # MACs, so each device gets its own new_device alert rather than the randomized-macs summary.
-MSG_NEW_DEVICE = KINDS["new_device"]["message_id"]
-FAST_CONFIG = """\
-tick_interval_sec: 0.5
-devices:
-  enabled: true
-  interfaces: auto
-  store_interval_sec: 0.5
-alerts:
-  enabled: true
-  learning_period_sec: 0
-  warmup_ticks: 2
-  consecutive_ticks: 1
-  cooldown_sec: 60
-"""
+MSG_NEW_DEVICE = readme_alert_kinds()["new_device"][0]  # the README's table
+# The shipped config with time compressed (tests/README.md): 0.5 s ticks, learning over at once,
+# a short warm-up, the inventory stored every 0.5 s. Thresholds, cooldowns, consecutive_ticks and
+# `interfaces: auto` as shipped; the host's NETWATCHD_TEST_* variables do not reach the container.
+FAST = {"tick_interval_sec": 0.5, "devices": {"store_interval_sec": 0.5},
+        "alerts": {"learning_period_sec": 0, "warmup_ticks": 2}}
+FAST_CONFIG = yaml.safe_dump(shipped_config_with(FAST, environ={}))
 LAN_MACS = {"a": "00:16:3e:4e:57:01", "b": "00:16:3e:4e:57:02"}
 
 
@@ -717,10 +715,13 @@ def http_status(box: Container, where: str, netns: str = "") -> str:
 
 
 def test_ip_filter_allows_localhost_and_the_drop_in_allows_a_lan(box, lan):
-    """IPAddressDeny=any + IPAddressAllow=localhost, with metrics.listen on loopback (as shipped)
-    and ebpf_server_api.listen on the LAN's address: the keys this test is about."""
-    config = FAST_CONFIG + (f'metrics:\n  enabled: true\n  listen: "127.0.0.1:9637"\n'
-                            f'ebpf_server_api:\n  enabled: true\n  listen: "{LAN_LISTENER}:8080"\n')
+    """IPAddressDeny=any + IPAddressAllow=localhost, with both listeners on (metrics.enabled,
+    ebpf_server_api.enabled), metrics.listen on loopback (as shipped) and ebpf_server_api.listen on
+    the LAN's address: the keys this test is about."""
+    config = yaml.safe_dump(shipped_config_with(merge(FAST, {
+        "metrics": {"enabled": True, "listen": "127.0.0.1:9637"},
+        "ebpf_server_api": {"enabled": True, "listen": f"{LAN_LISTENER}:8080"}}),
+        about=("metrics.enabled", "ebpf_server_api.enabled", "ebpf_server_api.listen"), environ={}))
     box.sh(f"ip addr add {LAN_LISTENER}/24 dev {lan.bridge}")
     lan.join()
     try:

@@ -1,4 +1,4 @@
-"""Application-layer parsers (netwatchd.app_parsers) on real and hostile bytes.
+"""Application-layer parsers (netwatchd.devices.app_parsers) on real and hostile bytes.
 
 1. Real packets with the expected parse beside them: fixtures/app/NAME.hex + NAME.json, made by
    dig, curl, openssl s_client and busybox udhcpc (fixtures/app/capture_fixtures.py). The

@@ -1,7 +1,8 @@
 """The package's shape, read from its own imports (ast, lazy imports included): the pure engine
 imports no edge, the edges read the engines only through the read model, there is no import
-cycle, netwatchctl stays a thin client, each edge library has its one home, and no file grows
-past 500 lines. See README "How it is built" and DEVELOPERS.md "Layout"."""
+cycle, netwatchctl stays a thin client, each edge library is imported only in its homes, and no
+source file grows past 500 lines but the few named in LONG_FILES. See README "How it is built"
+and DEVELOPERS.md "Layout"."""
 from __future__ import annotations
 
 import ast
@@ -45,7 +46,25 @@ LIBRARY_HOMES = {
 CTL_ALLOWED = ("netwatchd.bus_names", "netwatchd.text", "netwatchd.ctl.")
 CTL_REPLAY_ALLOWED = CTL_ALLOWED + ("netwatchd.config", "netwatchd.alerting.", "netwatchd.store.tick_history",
                                    "netwatchd.store.state_files")
+# The size rule. A source file is code we write, in any language: Python (the package, the tests
+# and their support, the benchmarks, man/generate.py), C (the BPF programs and headers, the
+# benchmarks' C) and shell (scripts/, the completion, the kernel matrix's VM runner). Not the
+# documentation, configuration, packaging, man pages, unit files or test data.
+SOURCES = ("netwatchd/**/*.py", "tests/**/*.py", "bench/*.py", "man/*.py",
+           "bpf/*.c", "bpf/*.h", "bench/*.c",
+           "scripts/*", "completion/*", "tests/**/*.sh")
 MAX_LINES = 500
+# Source files over MAX_LINES today, each with why. The list is exact: a file that grows past the
+# limit fails until it is split or named here, and one that shrinks below it must leave the list.
+LONG_FILES = {
+    "bpf/connect.bpf.c": "one bcc compile unit: the connect path's maps and all the programs that share them",
+    "bpf/device.bpf.c": "one bcc compile unit: the TC classifier's maps, parsers and its two programs",
+    "tests/unit/test_inventory_store.py": "the inventory file's round trip, schema, migration, damage, "
+                                          "SIGKILL and speed cases, sharing one device maker",
+    "tests/integration/test_connect_outcomes_exact.py": "every outcome, exact, on one shared set of namespaces",
+    "tests/kernels/smoke_connects.py": "the connect part of what runs inside each kernel's VM",
+    "tests/system/test_systemd_service.py": "the unit's claims, checked in one booted container",
+}
 
 
 def module_name(path: Path) -> str:
@@ -179,7 +198,22 @@ def test_a_netwatchctl_query_loads_no_daemon_side_library():
     assert out.stdout.split() == []
 
 
-def test_no_file_over_500_lines():
-    long = [f"{p.relative_to(ROOT)}: {n}" for d in ("netwatchd", "bench")
-            for p in (ROOT / d).rglob("*.py") if (n := len(p.read_text().splitlines())) > MAX_LINES]
-    assert long == []
+def source_files():
+    return sorted({p for pattern in SOURCES for p in ROOT.glob(pattern) if p.is_file() and "__pycache__" not in p.parts})
+
+
+def test_the_size_rule_reads_every_source_file():
+    """The globs find the files each folder is known for (a glob that stops matching is a hole)."""
+    found = {p.relative_to(ROOT).as_posix() for p in source_files()}
+    assert {"netwatchd/daemon.py", "netwatchd/alerting/core.py", "tests/unit/test_architecture.py",
+            "tests/integration/test_devices.py", "bench/bench_main.py", "man/generate.py", "bpf/connect.bpf.c",
+            "bpf/device.h", "bench/udp_flood.c", "scripts/setup.sh", "scripts/netwatchd-kernel-headers",
+            "completion/netwatchctl", "tests/kernels/vmrun.sh"} <= found
+
+
+def test_no_source_file_over_500_lines_but_the_named_ones():
+    lengths = {p.relative_to(ROOT).as_posix(): len(p.read_text(errors="replace").splitlines()) for p in source_files()}
+    over = {path: n for path, n in lengths.items() if n > MAX_LINES}
+    assert [f"{path}: {n} lines" for path, n in sorted(over.items()) if path not in LONG_FILES] == []
+    assert [f"{path}: {lengths.get(path, 'gone')}, no longer over {MAX_LINES}: take it off LONG_FILES"
+            for path in sorted(LONG_FILES) if path not in over] == []

@@ -534,6 +534,8 @@ def run_writer_and_kill(db_path, first: int, pause: bool, commits: int) -> int:
         if child.poll() is None:
             child.kill()
         child.wait()
+        child.stdin.close()
+        child.stdout.close()
     assert child.returncode == -signal.SIGKILL
     return last
 

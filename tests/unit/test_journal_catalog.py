@@ -19,7 +19,7 @@ from netwatchd.config import AlertsConfig
 from netwatchd.alerting.detector import Detector
 from netwatchd.api.journal import journal_fields
 from tests.conftest import require_tools
-from tests.oracles import readme_alert_kinds
+from tests.support.oracles import readme_alert_kinds
 from netwatchd.alerting.observation import TickObservation
 
 CATALOG = Path(__file__).resolve().parents[2] / "systemd" / "netwatchd.catalog"

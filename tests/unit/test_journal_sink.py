@@ -11,7 +11,7 @@ import pytest
 from netwatchd.api import journal as journal_sink
 from netwatchd.alerting.alerts import KINDS, Alert
 from netwatchd.api.journal import JournalSink, field_name, journal_fields, stderr_line
-from tests.oracles import readme_alert_kinds
+from tests.support.oracles import readme_alert_kinds
 
 SCAN = Alert("6560f1a2-7", "fan_out", "device:02:00:00:00:00:0a", 1_700_000_000_123_456,
              "device 02:00:00:00:00:0a reached 120 new ports and 1 new peers in a tick",

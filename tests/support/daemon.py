@@ -1,5 +1,6 @@
 """Real parts for integration tests and benchmarks: a private system bus, an sd_notify
-receiver, and netwatchd run as a separate process against them.
+receiver, netwatchd run as a separate process against them (on the shipped config, within the
+rule: config_rule.py), and the clients that ask it things (busctl, dbus-send, netwatchctl).
 
 Everything here is started by pid and stopped by that pid, even when a test fails.
 """
@@ -22,18 +23,13 @@ from typing import Dict, Iterator, List, Optional, Tuple
 
 import yaml
 
-REPO = Path(__file__).resolve().parent.parent
+from tests.support import wait_for
+from tests.support.config_rule import shipped_config_with
+from tests.support.processes import StartedUntilExit
+
+REPO = Path(__file__).resolve().parents[2]
 POLICY = REPO / "systemd" / "org.netwatchd.Netwatchd1.conf"
-SHIPPED_CONFIG = REPO / "config" / "netwatchd.yaml"
-
-# The rule (tests/README.md): a daemon under test runs the shipped config/netwatchd.yaml. A test
-# may compress time, put its files in its own directory, and change the keys it is about (it
-# names them in `about=`, and tests/unit/test_config_rule.py checks that its name says so).
-TIME_KEYS = frozenset({"tick_interval_sec", "alerts.learning_period_sec", "alerts.warmup_ticks",
-                       "alerts.state_save_interval_sec", "devices.store_interval_sec",
-                       "connections.poll_interval_ms"})
-ENVIRONMENT_KEYS = frozenset({"state_directory"})
-
+HOST_JOURNAL_SOCKET = "/run/systemd/journal/socket"
 
 class BusctlError(subprocess.CalledProcessError):
     """A busctl call that failed, with busctl's own words in the message (the D-Bus error)."""
@@ -42,53 +38,6 @@ class BusctlError(subprocess.CalledProcessError):
         return f"{super().__str__()} stderr: {(self.stderr or '').strip()}"
 
 
-class ConfigRuleError(AssertionError):
-    """A test changed a setting that is neither time, nor its files' place, nor what it is about."""
-
-
-def leaf_paths(config: Dict, prefix: str = "") -> List[str]:
-    paths = []
-    for key, value in config.items():
-        path = f"{prefix}{key}"
-        paths += leaf_paths(value, path + ".") if isinstance(value, dict) else [path]
-    return paths
-
-
-def shipped_value(path: str):
-    value = yaml.safe_load(SHIPPED_CONFIG.read_text())
-    for key in path.split("."):
-        value = value.get(key) if isinstance(value, dict) else None
-    return value
-
-
-def check_config_rule(overrides: Dict, about=()) -> None:
-    """Raises ConfigRuleError for the first override that changes the shipped config without
-    being a time setting, the test's own directory, or in `about`."""
-    for path in leaf_paths(overrides):
-        if path in TIME_KEYS or path in ENVIRONMENT_KEYS:
-            continue
-        value = overrides
-        for key in path.split("."):
-            value = value[key]
-        if value == shipped_value(path):
-            continue
-        if any(path == a or path.startswith(a + ".") for a in about):
-            continue
-        raise ConfigRuleError(f"{path} is not a time setting and not in about={tuple(about)!r}: tests run the "
-                              f"shipped config (tests/README.md)")
-
-
-def shipped_config_with(overrides: Dict, about=()) -> Dict:
-    """config/netwatchd.yaml with the test's overrides, after checking them against the rule."""
-    check_config_rule(overrides, about)
-
-    def merge(base: Dict, extra: Dict) -> Dict:
-        out = dict(base)
-        for key, value in extra.items():
-            out[key] = merge(out.get(key) or {}, value) if isinstance(value, dict) else value
-        return out
-
-    return merge(yaml.safe_load(SHIPPED_CONFIG.read_text()), overrides)
 BUS_NAME = "org.netwatchd.Netwatchd1"
 OBJECT_PATH = "/org/netwatchd/Netwatchd1"
 INTERFACE = "org.netwatchd.Netwatchd1.Manager"
@@ -96,21 +45,6 @@ INTERFACE = "org.netwatchd.Netwatchd1.Manager"
 
 def venv_tool(name: str) -> str:
     return str(Path(sys.executable).parent / name)
-
-
-class StartedUntilExit:
-    """`with Thing() as t`: start(), and stop() on the way out -- also when start() fails half
-    way, so that what it had made (processes, namespaces, files) is not left behind."""
-
-    def __enter__(self):
-        try:
-            return self.start()
-        except BaseException:
-            self.stop()
-            raise
-
-    def __exit__(self, *exc):
-        self.stop()
 
 
 class PrivateSystemBus(StartedUntilExit):
@@ -138,10 +72,11 @@ class PrivateSystemBus(StartedUntilExit):
         return self
 
     def _launch(self) -> None:
-        self.proc = subprocess.Popen(
-            ["dbus-daemon", f"--config-file={self.dir / 'system.conf'}", "--nofork", "--nosyslog"],
-            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=open(self.dir / "dbus.log", "ab"),
-        )
+        with open(self.dir / "dbus.log", "ab") as log:  # the child keeps its own copy
+            self.proc = subprocess.Popen(
+                ["dbus-daemon", f"--config-file={self.dir / 'system.conf'}", "--nofork", "--nosyslog"],
+                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=log,
+            )
         deadline = time.monotonic() + 10
         while not self.socket.exists():
             if self.proc.poll() is not None or time.monotonic() > deadline:
@@ -213,6 +148,13 @@ class NotifyReceiver:
     def wait_for(self, line: str, timeout: float, alive=None) -> bool:
         return self.index_of(line, 0, timeout, alive) >= 0
 
+    def wait_line(self, line: str, since: int = 0, timeout: float = 15) -> int:
+        """Index of the first message at or after `since` with `line` as one of its lines."""
+        i = self.index_of(line, since, timeout)
+        if i < 0:
+            raise AssertionError(f"no {line!r} after message {since}: {self.messages[since:]!r}")
+        return i
+
     def close(self) -> None:
         self._closed.set()
         self._reader.join(5)
@@ -225,15 +167,18 @@ class DaemonProcess:
 
     def __init__(self, bus: PrivateSystemBus, config: Optional[Dict] = None, watchdog_usec: int = 0,
                  command_prefix: Optional[List[str]] = None, about=()):
-        """config: overrides of the shipped config, within the rule (see check_config_rule);
+        """config: overrides of the shipped config, within the rule (tests/support/config_rule.py);
         about: the key paths this test is about, which it may change too.
         command_prefix: what runs netwatchd, e.g. PrivateJournal.command() to start it inside
-        the mount namespace of a journald of the test's own (tests/journal_harness.py)."""
+        the mount namespace of a journald of the test's own (tests/support/journal.py)."""
         self.bus = bus
         self.about = tuple(about)
         self.command_prefix = list(command_prefix or [])
         self.dir = Path(tempfile.mkdtemp(prefix="nwd-daemon-"))
         self.config_path = self.dir / "netwatchd.yaml"
+        # where its state is kept: its own directory unless the test says otherwise; a later
+        # write_config (a reload) keeps it unless it says otherwise again
+        self.state_directory = (config or {}).get("state_directory") or str(self.dir / "state")
         self.write_config(config or {})
         self.notify = NotifyReceiver()
         self.watchdog_usec = watchdog_usec
@@ -242,33 +187,47 @@ class DaemonProcess:
         self.exec_time = 0.0
         self.ready_time = 0.0
 
-    def write_config(self, config: Dict, about=None) -> None:
-        """The shipped config with the test's overrides, state kept in this daemon's own
-        temporary directory unless the test says otherwise (never the host's /var/lib/netwatchd).
-        The device watcher is on, as shipped (interfaces: auto)."""
+    def write_config(self, config: Dict, about=()) -> None:
+        """The shipped config with the test's overrides (checked by the rule against the keys
+        this daemon was started about, and those of this call: a reload's own), state kept in this
+        daemon's own temporary directory unless the test says otherwise (never the host's
+        /var/lib/netwatchd). Written atomically, as an editor saving the file would: a reload
+        never reads half a file."""
         overrides = dict(config)
-        overrides.setdefault("state_directory", str(self.dir / "state"))
-        config = shipped_config_with(overrides, self.about if about is None else about)
-        # NETWATCHD_TEST_TC_ATTACH=tc runs every device test over clsact filters instead of TCX
-        # (tests/integration/test_tc_attach.py does, for the device tests): the same product on
-        # the attach path older kernels get, so it is no change of behaviour under test
-        forced = os.environ.get("NETWATCHD_TEST_TC_ATTACH")
-        if forced and "tc_attach" not in (overrides.get("devices") or {}):
-            config["devices"] = {**config["devices"], "tc_attach": forced}
-        # atomically, as an editor saving the file would: a reload never reads half a file
+        overrides.setdefault("state_directory", self.state_directory)
+        text = yaml.safe_dump(shipped_config_with(overrides, self.about + tuple(about)))
         tmp = self.config_path.with_suffix(".tmp")
-        tmp.write_text(yaml.safe_dump(config))
+        tmp.write_text(text)
         os.replace(tmp, self.config_path)
+
+    def reload(self, content, about=()) -> int:
+        """Writes the config (overrides as a dict, or a file's raw text), sends SIGHUP, waits for
+        RELOADING=1 then READY=1; returns the index of the RELOADING=1 message."""
+        if isinstance(content, dict):
+            self.write_config(content, about)
+        else:
+            self.config_path.write_text(content)
+        time.sleep(0.15)  # what was sent before is read: the next message is the reload's
+        since = len(self.notify.messages)
+        self.signal(signal.SIGHUP)
+        reloading = self.notify.wait_line("RELOADING=1", since)
+        self.notify.wait_line("READY=1", reloading + 1)
+        return reloading
+
+    def wait_log(self, needle: str, timeout: float = 10) -> str:
+        """The daemon's log once it holds `needle`."""
+        return wait_for(lambda: needle in self.log() and self.log(), timeout, repr(needle), detail=self.log)
 
     def start(self, timeout: float = 90) -> "DaemonProcess":
         env = dict(os.environ, DBUS_SYSTEM_BUS_ADDRESS=self.bus.address, NOTIFY_SOCKET=self.notify.path)
         if self.watchdog_usec:
             env["WATCHDOG_USEC"] = str(self.watchdog_usec)
         self.exec_time = time.monotonic()
-        self.proc = subprocess.Popen(
-            [*self.command_prefix, venv_tool("netwatchd"), "--config", str(self.config_path)],
-            env=env, stdin=subprocess.DEVNULL, stdout=open(self.log_path, "ab"), stderr=subprocess.STDOUT,
-        )
+        with open(self.log_path, "ab") as log:  # the child keeps its own copy
+            self.proc = subprocess.Popen(
+                [*self.command_prefix, venv_tool("netwatchd"), "--config", str(self.config_path)],
+                env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+            )
         if not self.notify.wait_for("READY=1", timeout, alive=lambda: self.proc.poll() is None):
             log = self.log()
             self.stop()
@@ -281,7 +240,12 @@ class DaemonProcess:
         return self.proc.pid
 
     def log(self) -> str:
-        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+        """What the daemon logged: its stderr, and the host's journal when it logs there."""
+        text = self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+        if os.path.exists(HOST_JOURNAL_SOCKET) and not self.command_prefix and self.proc is not None:
+            text += subprocess.run(["journalctl", "--no-pager", "-o", "cat", f"_PID={self.pid}"],
+                                   capture_output=True, text=True, timeout=30).stdout
+        return text
 
     def signal(self, sig: int) -> None:
         self.proc.send_signal(sig)
@@ -312,6 +276,9 @@ class DaemonProcess:
     def busctl(self, *args: str, user: Optional[str] = None, check: bool = True) -> subprocess.CompletedProcess:
         return busctl(self.bus, *args, user=user, check=check)
 
+    def ctl(self, *args: str, prefix=None, timeout: float = 60) -> subprocess.CompletedProcess:
+        return ctl(self.bus, *args, prefix=prefix, timeout=timeout)
+
     def call(self, method: str, signature: str = "", *args) -> object:
         """Call a Manager method with busctl and return the decoded JSON `data`."""
         out = self.busctl("--json=short", "call", BUS_NAME, OBJECT_PATH, INTERFACE, method, signature,
@@ -322,6 +289,25 @@ class DaemonProcess:
         out = self.busctl("--json=short", "get-property", BUS_NAME, OBJECT_PATH, INTERFACE, name).stdout
         return json.loads(out)["data"]
 
+    def alerts(self) -> List[Dict]:
+        """ListAlerts, oldest first (alerts.json keeps them across restarts)."""
+        return [unvariant(r) for r in reversed(self.call("ListAlerts", "u", 1000)[0])]
+
+    def device(self, key: str) -> Dict:
+        return unvariant(self.call("GetDevice", "s", key)[0])
+
+    def devices(self) -> Dict[str, Dict]:
+        """Every device by MAC with all its fields: ListDevices lists summaries (no name lists),
+        GetDevice gives each one whole. A device gone in between (expired) is left out."""
+        whole = {}
+        for summary in map(unvariant, self.call("ListDevices")[0]):
+            try:
+                whole[summary["mac"]] = self.device(summary["mac"])
+            except BusctlError as e:
+                if "no device with MAC" not in e.stderr:
+                    raise
+        return whole
+
 
 def busctl(bus: PrivateSystemBus, *args: str, user: Optional[str] = None, check: bool = True):
     cmd = ["busctl", f"--address={bus.address}", *args]
@@ -331,6 +317,36 @@ def busctl(bus: PrivateSystemBus, *args: str, user: Optional[str] = None, check:
     if check and r.returncode != 0:
         raise BusctlError(r.returncode, cmd, r.stdout, r.stderr)
     return r
+
+
+def ctl(bus: PrivateSystemBus, *args: str, prefix=None, timeout: float = 60) -> subprocess.CompletedProcess:
+    """netwatchctl on `bus` (as whoever `prefix` makes it)."""
+    env = dict(os.environ, DBUS_SYSTEM_BUS_ADDRESS=bus.address)
+    return subprocess.run([*(prefix or []), venv_tool("netwatchctl"), *args], env=env, capture_output=True,
+                          text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+
+
+def as_user(user: str, group: str, groups: Optional[List[str]] = None) -> List[str]:
+    """setpriv prefix running a command as `user` with primary `group` and exactly `groups`
+    as supplementary groups (none when not given)."""
+    supplementary = [f"--groups={','.join(groups)}"] if groups else ["--clear-groups"]
+    return ["setpriv", f"--reuid={user}", f"--regid={group}", *supplementary]
+
+
+def dbus_send_error(bus: PrivateSystemBus, method: str, args: List[str], prefix: Optional[List[str]] = None,
+                    interface: str = INTERFACE) -> Tuple[str, str]:
+    """Calls a method with dbus-send (which, unlike busctl, prints the D-Bus error name) and
+    returns (error name, message); ("", "") when the call succeeded."""
+    cmd = [*(prefix or []), "dbus-send", f"--bus={bus.address}", "--print-reply", f"--dest={BUS_NAME}",
+           OBJECT_PATH, f"{interface}.{method}", *args]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=30)
+    if r.returncode == 0:
+        return "", ""
+    first = r.stderr.strip().splitlines()[0] if r.stderr.strip() else ""
+    if not first.startswith("Error "):
+        raise AssertionError(f"unexpected dbus-send failure: {r.stderr!r}")
+    name, _, message = first[len("Error "):].partition(": ")
+    return name, message
 
 
 def user_group(user: str) -> str:

@@ -9,6 +9,7 @@ when a test fails: processes by pid, then the veths, the bridge and the namespac
 """
 from __future__ import annotations
 
+import os
 import secrets
 import subprocess
 import sys
@@ -17,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional
 
-from tests.processes import stop_processes
+from tests.support.processes import stop_processes
 
 PREFIX4 = "10.77.0."
 PREFIX6 = "fd00:77::"
@@ -80,6 +81,19 @@ while True:
     s.sendto(data, peer)
 """
 
+# Runs inside a namespace: a TCP sink, accepting and closing.
+TCP_SINK = r"""
+import socket, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind((sys.argv[2] if len(sys.argv) > 2 else "0.0.0.0", int(sys.argv[1])))
+s.listen(512)
+print("ready", flush=True)
+while True:
+    c, _ = s.accept()
+    c.close()
+"""
+
 # Runs inside a namespace: a DNS server on a dual-stack UDP socket that answers A/AAAA
 # questions from the JSON table {name: {"A": addr, "AAAA": addr}} and NXDOMAIN otherwise.
 DNS_SERVER = r"""
@@ -128,6 +142,17 @@ for line in sys.stdin.read().split():
         print("refused", len(line) // 2, e, file=sys.stderr)
 print(sent)
 """
+
+
+def mac_tail(n: int = 3) -> str:
+    """n random bytes of a MAC, after a vendor's OUI: "00:1b:21:" + mac_tail()."""
+    return ":".join(f"{b:02x}" for b in os.urandom(n))
+
+
+def randomized_mac() -> str:
+    """A random locally administered unicast MAC, as a phone's privacy MAC is."""
+    first = (secrets.randbits(8) & 0xFC) | 0x02
+    return f"{first:02x}:" + mac_tail(5)
 
 
 def sh(*argv: str, check: bool = True, timeout: float = 30) -> subprocess.CompletedProcess:
@@ -183,7 +208,11 @@ class Lan:
         _no_ipv6(self.bridge)
         sh("ip", "link", "set", self.bridge, "up")
 
-    def add_node(self, name: str, mac: str) -> Node:
+    def add_node(self, name: str, mac: str, down: bool = False) -> Node:
+        """A device `name` with `mac`; with `down`, its eth0 stays down (unplugged: silent) until
+        the test sets it up."""
+        if not self.nodes:
+            self.create_bridge()
         index = len(self.nodes) + 1
         node = Node(name, f"nwt{self.suffix}-{name}", f"nwv{self.suffix}{index}", mac,
                     f"{PREFIX4}{index}", f"{PREFIX6}{index}")
@@ -191,6 +220,8 @@ class Lan:
         sh("ip", "netns", "add", node.netns)
         self.ns(node, "ip", "link", "set", "lo", "up")
         self.plug(node)
+        if down:
+            self.ns(node, "ip", "link", "set", "eth0", "down")
         return node
 
     def plug(self, node: Node) -> None:
@@ -210,6 +241,10 @@ class Lan:
     def ports(self) -> List[str]:
         return [n.port for n in self.nodes.values()]
 
+    def next_port(self, ahead: int = 0) -> str:
+        """The bridge port the node added `ahead` nodes from now will have (to watch it before it exists)."""
+        return f"nwv{self.suffix}{len(self.nodes) + ahead + 1}"
+
     # -- running things inside a node --------------------------------------------------------
     def ns(self, node: Node, *argv: str, check: bool = True, timeout: float = 30) -> subprocess.CompletedProcess:
         return sh("ip", "netns", "exec", node.netns, *argv, check=check, timeout=timeout)
@@ -225,9 +260,9 @@ class Lan:
               log: Optional[Path] = None) -> subprocess.Popen:
         """A long-running process inside the node, stopped by pid in cleanup(). `ip netns exec`
         execs the command, so the pid is the command's. With `ready`, waits for that line."""
-        proc = subprocess.Popen(["ip", "netns", "exec", node.netns, *argv], cwd=cwd, stdin=subprocess.DEVNULL,
-                                stdout=subprocess.PIPE if ready else subprocess.DEVNULL,
-                                stderr=open(log, "ab") if log else subprocess.DEVNULL, text=True)
+        with open(log or os.devnull, "ab") as err:  # the child keeps its own copy
+            proc = subprocess.Popen(["ip", "netns", "exec", node.netns, *argv], cwd=cwd, stdin=subprocess.DEVNULL,
+                                    stdout=subprocess.PIPE if ready else subprocess.DEVNULL, stderr=err, text=True)
         self.procs.append(proc)
         if ready is not None:
             line = proc.stdout.readline().strip()

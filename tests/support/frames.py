@@ -1,5 +1,5 @@
 """Ethernet frames built byte by byte, for injecting well-formed and malformed traffic on the
-device tests' LAN (tests/integration/lan.py sends them with an AF_PACKET socket)."""
+device tests' LAN (tests/support/lan.py sends them with an AF_PACKET socket)."""
 from __future__ import annotations
 
 import random

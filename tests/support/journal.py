@@ -82,11 +82,12 @@ class PrivateJournal:
     def start(self) -> "PrivateJournal":
         # systemd's own catalog entries stay readable inside; ours are added by install_catalog
         shutil.copytree(HOST_CATALOG_DIR, self.catalog_dir) if HOST_CATALOG_DIR.is_dir() else self.catalog_dir.mkdir()
-        self.proc = subprocess.Popen(
-            ["unshare", "--mount", "--propagation", "private", "--",
-             sys.executable, "-c", HOLDER, str(self.dir), JOURNALD, "limited" if self.rate_limited else "unlimited"],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=open(self.dir / "holder.log", "wb"), text=True,
-        )
+        with open(self.dir / "holder.log", "wb") as log:  # the child keeps its own copy
+            self.proc = subprocess.Popen(
+                ["unshare", "--mount", "--propagation", "private", "--", sys.executable, "-c", HOLDER, str(self.dir),
+                 JOURNALD, "limited" if self.rate_limited else "unlimited"],
+                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log, text=True,
+            )
         line = self.proc.stdout.readline().split()  # "ready <journald pid>", or EOF when the holder failed
         if line[:1] == ["ready"]:
             self.journald_pid = int(line[1])
@@ -152,6 +153,8 @@ class PrivateJournal:
                 self._kill_journald()
         if self.proc is not None:
             self.proc.stdout.close()
+            if not self.proc.stdin.closed:
+                self.proc.stdin.close()
         shutil.rmtree(self.dir, ignore_errors=True)
 
     def _kill_journald(self) -> None:
