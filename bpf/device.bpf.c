@@ -137,7 +137,8 @@ struct nw_pkt {
     u8 transport;
     u8 pclass;
     u8 tcp_flags;
-    u8 pad[3];
+    u8 icmp_type; /* ICMP/ICMPv6: the message type (8, 128: echo request) */
+    u8 pad[2];
     u16 sport;
     u16 dport;
     u32 payload_off;
@@ -367,10 +368,11 @@ static __always_inline void parse_l4(void *data, void *end, u32 off, u32 l4len, 
             p->payload_off = off + 8;
             p->payload_len = l4len - 8;
         }
-    } else if (proto == IPPROTO_ICMP) {
-        p->pclass = NW_P_ICMP;
-    } else if (proto == NW_IPPROTO_ICMPV6) {
-        p->pclass = NW_P_ICMPV6;
+    } else if (proto == IPPROTO_ICMP || proto == NW_IPPROTO_ICMPV6) {
+        p->pclass = proto == IPPROTO_ICMP ? NW_P_ICMP : NW_P_ICMPV6;
+        u8 *type = data + off;
+        if ((void *)(type + 1) <= end)
+            p->icmp_type = *type;
     }
 }
 
@@ -443,6 +445,15 @@ static __always_inline int handle(struct __sk_buff *skb, int dir)
                 __builtin_memcpy(p.saddr, a->spa, 4);
                 if (binding_changed(mac, p.family, p.saddr))
                     emit(skb, NW_EV_ADDRESS, dir, mac, peer_mac, vlan, &p);
+                /* whom it asks for: first-seen targets of its ARP requests (an address sweep,
+                 * `nmap -sn`, asks for every address of a subnet) as patterns of NW_T_ARP */
+                u32 tpa;
+                __builtin_memcpy(&tpa, a->tpa, 4);
+                if (a->op == htons(1) && tpa != 0 && tpa != spa && !first_frame) {
+                    __builtin_memcpy(p.daddr, a->tpa, 4);
+                    p.transport = NW_T_ARP;
+                    report_pattern(skb, c, mac, peer_mac, vlan, &p);
+                }
             }
         } else {
             count_loss(NW_LOSS_MALFORMED);
@@ -529,13 +540,17 @@ static __always_inline int handle(struct __sk_buff *skb, int dir)
                 report_pattern(skb, c, mac, peer_mac, vlan, &p);
         } else if (p.pclass == NW_P_UDP && !first_frame) {
             report_pattern(skb, c, mac, peer_mac, vlan, &p);
+        } else if (!first_frame && ((p.pclass == NW_P_ICMP && p.icmp_type == 8) ||
+                                    (p.pclass == NW_P_ICMPV6 && p.icmp_type == 128))) {
+            report_pattern(skb, c, mac, peer_mac, vlan, &p); /* echo requests: a ping sweep's targets */
         }
     }
     if (p.pclass == NW_P_UDP) {
         if ((dir == NW_DIR_TX && p.dport == 53) || (dir == NW_DIR_RX && p.sport == 53)) {
             if (setting(NW_SET_DNS))
                 emit_snippet(skb, c, NW_APP_DNS, dir, mac, peer_mac, vlan, &p);
-        } else if (dir == NW_DIR_TX && p.dport == 67 && p.sport == 68) {
+        } else if (dir == NW_DIR_TX && ((p.dport == 67 && p.sport == 68) || (p.dport == 68 && p.sport == 67))) {
+            /* a client's request, or a server's reply (who serves DHCP on the LAN) */
             if (setting(NW_SET_DHCP))
                 emit_snippet(skb, c, NW_APP_DHCP, dir, mac, peer_mac, vlan, &p);
         }

@@ -40,6 +40,9 @@ struct nw_dev_counters {
 #define NW_EV_NEW_DEVICE 1 /* no longer sent: new devices are found in the counter map */
 #define NW_EV_ADDRESS 2 /* an (IP, MAC) binding from ARP, NDP: new, or moved to another MAC */
 #define NW_EV_PATTERN 3 /* a first-seen (device, peer, port, transport) */
+/* A pattern's transport for the targets of a device's ARP requests (port 0): no IP protocol
+ * uses 254 (RFC 3692: for experiments), so it cannot collide with a real one. */
+#define NW_T_ARP 254
 #define NW_EV_SNIPPET 4 /* the start of an application payload */
 
 /* Snippet kinds. */

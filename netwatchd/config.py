@@ -21,29 +21,13 @@ import yaml
 
 from netwatchd.allowed_hosts import parse_allowed_host
 from netwatchd.beacon_allow import parse_command, parse_destination, parse_name
+# ConfigError and split_listen are the config's names for its users too (netwatchd.config.ConfigError)
+from netwatchd.config_values import ConfigError, IntRange, convert_value, split_listen, type_name  # noqa: F401
+from netwatchd.dns_domains import parse_allow_domain
 from netwatchd.interfaces import SYS_NET, Interface, not_ethernet, read_interfaces
 
 DEFAULT_CONFIG_PATH = "/etc/netwatchd/netwatchd.yaml"
 MAX_SUMMARY_WINDOW_SEC = 3600
-
-
-class ConfigError(Exception):
-    """A configuration file that cannot be used; the message names file, key and problem."""
-
-    def __init__(self, source: str, key_path: str, problem: str):
-        self.source = source
-        self.key_path = key_path
-        self.problem = problem
-        where = f"{source}: {key_path}: " if key_path else f"{source}: "
-        super().__init__(where + problem)
-
-
-@dataclass(frozen=True)
-class IntRange:
-    """Bounds of an integer setting, used by the validator and shown in its messages."""
-
-    low: int
-    high: int
 
 
 @dataclass(frozen=True)
@@ -145,6 +129,8 @@ class AlertsConfig:
     # the count, and none of its MACs a new_device of its own (unless it keeps talking).
     mac_flood_new_macs: int = field(default=64, metadata={"range": IntRange(8, 1_000_000)})
     mac_flood_window_ticks: int = field(default=10, metadata={"range": IntRange(1, 3600)})
+    # Alert on new DHCP servers and their changes (alerting/dhcp_servers.py); false: only learnt.
+    dhcp_servers: bool = True
     # Time setting: seconds between saves of what alerting learnt (baselines, cooldowns, recent
     # alerts) and writes of the newest ticks to the replay history: what a SIGKILL can lose.
     state_save_interval_sec: float = field(default=5.0, metadata={"float_range": (0.1, 3600.0)})
@@ -178,6 +164,17 @@ class AlertsConfig:
     # Devices (and commands) with a baseline, per table; beyond, the longest idle go first, and
     # new keys beyond what that frees in one tick wait (the largest counts are taken first).
     max_baseline_keys: int = field(default=100_000, metadata={"range": IntRange(256, 10_000_000)})
+    # Slow scans (netwatchd/alerting/scan_windows.py): within a sliding window of this many seconds,
+    # a device probing this many distinct ports of one host (port_scan) or local hosts on one port
+    # (host_scan) is one alert. Zeek's numbers.
+    scan_window_sec: int = field(default=300, metadata={"range": IntRange(10, 3600)})
+    scan_ports_per_host: int = field(default=15, metadata={"range": IntRange(2, 65536)})
+    scan_hosts_per_port: int = field(default=25, metadata={"range": IntRange(2, 1_000_000)})
+    # DNS anomalies per device within a window (alerting/dns_anomalies.py; config/netwatchd.yaml says more)
+    dns_window_sec: int = field(default=60, metadata={"range": IntRange(6, 86400)})
+    dns_nxdomain_answers: int = field(default=100, metadata={"range": IntRange(1, 10_000_000)})
+    dns_tunnel_names: int = field(default=30, metadata={"range": IntRange(1, 10_000_000)})
+    dns_allow_domains: tuple = field(default=("arpa", "local"), metadata={"allow": parse_allow_domain})
 
     @property
     def history_max_bytes(self) -> int:
@@ -215,7 +212,9 @@ class BeaconsConfig:
     # (device, peer, port) pairs the kernel keeps the last connection starts of.
     max_device_pairs: int = field(default=16384, metadata={"range": IntRange(256, 4_194_304), "restart": True})
     # Never a beacon: destinations, DNS/TLS names and commands (netwatchd.beacon_allow).
-    allow_destinations: tuple = field(default=("127.0.0.0/8:53", "[::1]:53", "*:123"),
+    # the local resolver, the LAN's resolvers (DNS to private, ULA and link-local addresses: a
+    # device's periodic lookups are not call-home) and NTP
+    allow_destinations: tuple = field(default=("127.0.0.0/8:53", "[::1]:53", "10.0.0.0/8:53", "172.16.0.0/12:53", "192.168.0.0/16:53", "[fc00::/7]:53", "[fe80::/10]:53", "*:123"),
                                       metadata={"allow": parse_destination})
     allow_names: tuple = field(default=("*.debian.org", "*.ubuntu.com", "*.pool.ntp.org"),
                                metadata={"allow": parse_name})
@@ -340,7 +339,7 @@ def parse_config(text: str, source: str = "<string>") -> DaemonConfig:
 
 def _build(cls: type, data: Any, source: str, prefix: str):
     if not isinstance(data, Mapping):
-        raise ConfigError(source, prefix or "(top level)", f"expected a mapping, got {_type_name(data)}")
+        raise ConfigError(source, prefix or "(top level)", f"expected a mapping, got {type_name(data)}")
     fields = {f.name: f for f in dataclasses.fields(cls)}
     for key in data:
         if key not in fields:
@@ -352,113 +351,16 @@ def _build(cls: type, data: Any, source: str, prefix: str):
         if name not in data:
             continue
         path = _join(prefix, name)
-        values[name] = _convert(f, data[name], source, path)
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+        if dataclasses.is_dataclass(default):  # a section whose keys are all commented out is empty, not an error
+            values[name] = _build(type(default), {} if data[name] is None else data[name], source, path)
+        else:
+            values[name] = convert_value(f, default, data[name], source, path)
     built = cls(**values)
     wrong = built.check() if hasattr(built, "check") else None
     if wrong:  # settings valid one by one but not together
         raise ConfigError(source, _join(prefix, wrong[0]), wrong[1])
     return built
-
-
-def _convert(f: dataclasses.Field, value: Any, source: str, path: str):
-    default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
-    meta = f.metadata
-    if dataclasses.is_dataclass(default):
-        # a section whose keys are all commented out is empty, not an error
-        return _build(type(default), {} if value is None else value, source, path)
-    if meta.get("allow"):
-        return _allow_list(value, meta["allow"], source, path)
-    if meta.get("interfaces"):
-        return _interfaces(value, source, path)
-    if meta.get("listen"):
-        if not isinstance(value, str):
-            raise ConfigError(source, path, f"expected a string, got {_show(value)}")
-        try:
-            split_listen(value)
-        except ValueError as e:
-            raise ConfigError(source, path, str(e)) from None
-        return value
-    if isinstance(default, bool):
-        if not isinstance(value, bool):
-            raise ConfigError(source, path, f"expected true or false, got {_show(value)}")
-        return value
-    if isinstance(default, int):
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(source, path, f"expected an integer, got {_show(value)}")
-        bounds = meta.get("range")
-        if bounds and not bounds.low <= value <= bounds.high:
-            raise ConfigError(source, path, f"{value} is out of range {bounds.low}..{bounds.high}")
-        if meta.get("power_of_two") and value & (value - 1):
-            raise ConfigError(source, path, f"{value} is not a power of two")
-        return value
-    if isinstance(default, float):
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(source, path, f"expected a number, got {_show(value)}")
-        low, high = meta["float_range"]
-        if not low <= value <= high:
-            raise ConfigError(source, path, f"{value} is out of range {low}..{high}")
-        return float(value)
-    if isinstance(default, str):
-        if not isinstance(value, str):
-            raise ConfigError(source, path, f"expected a string, got {_show(value)}")
-        choices = meta.get("choices")
-        if choices and value not in choices:
-            raise ConfigError(source, path, f"{value!r} is not one of {', '.join(choices)}")
-        return value
-    raise TypeError(f"no converter for {path}")  # a programming error, not a user's
-
-
-def _interfaces(value: Any, source: str, path: str):
-    if value == "auto":
-        return "auto"
-    if not isinstance(value, list) or not value:
-        raise ConfigError(source, path, f"expected \"auto\" or a list of interface names, got {_show(value)}")
-    for name in value:
-        if not isinstance(name, str) or not 0 < len(name) < 16 or any(c in name for c in "/ \t\n:"):
-            raise ConfigError(source, path, f"{name!r} is not an interface name")
-    return tuple(value)
-
-
-def _allow_list(value: Any, parse, source: str, path: str) -> tuple:
-    """A list of allow-list entries; each bad one is named with its position."""
-    if value is None:
-        return ()
-    if not isinstance(value, list):
-        raise ConfigError(source, path, f"expected a list, got {_show(value)}")
-    for n, entry in enumerate(value):
-        try:
-            parse(entry)
-        except ValueError as e:
-            raise ConfigError(source, f"{path}[{n}]", str(e)) from None
-    return tuple(value)
-
-
-def split_listen(value: str):
-    """'127.0.0.1:9637' or '[::1]:9637' -> (host, port); ValueError says what is wrong."""
-    import ipaddress
-
-    host, sep, port = value.rpartition(":")
-    if not sep or not host:
-        raise ValueError(f"{value!r} is not host:port (e.g. 127.0.0.1:9637 or [::1]:9637)")
-    if host.startswith("[") and host.endswith("]"):
-        host = host[1:-1]
-        if not _is_ip(host) or ipaddress.ip_address(host).version != 6:
-            raise ValueError(f"{value!r}: {host!r} in brackets is not an IPv6 address")
-    elif not _is_ip(host) or ":" in host:
-        raise ValueError(f"{value!r}: {host!r} is not an IPv4 address (IPv6 goes in brackets: [::1]:9637)")
-    if not port.isdigit() or not 1 <= int(port) <= 65535:
-        raise ValueError(f"{value!r}: port {port!r} is not 1..65535")
-    return host, int(port)
-
-
-def _is_ip(host: str) -> bool:
-    import ipaddress
-
-    try:
-        ipaddress.ip_address(host)
-    except ValueError:
-        return False
-    return True
 
 
 def state_directory(cfg: "DaemonConfig") -> str:
@@ -467,18 +369,6 @@ def state_directory(cfg: "DaemonConfig") -> str:
 
 def _join(prefix: str, key: str) -> str:
     return f"{prefix}.{key}" if prefix else key
-
-
-def _type_name(value: Any) -> str:
-    return {list: "a list", dict: "a mapping", str: "a string", type(None): "nothing"}.get(
-        type(value), type(value).__name__
-    )
-
-
-def _show(value: Any) -> str:
-    if isinstance(value, (list, dict)) or value is None:
-        return _type_name(value)
-    return repr(value)
 
 
 def as_dict(config: DaemonConfig) -> dict:

@@ -18,6 +18,13 @@ KINDS: Dict[str, Dict[str, Any]] = {
     "fan_out": {"message_id": "1b4bb667acef4d14b880d00c9cb6cfd7", "priority": 3},  # err: a scan
     "beacon": {"message_id": "faa2a1af520c4085acc397e93eb70cec", "priority": 4},  # warning: call-home
     "mac_flood": {"message_id": "a321258b64d14d1691d5d609c106e3a2", "priority": 3},  # err: macof
+    "dhcp_server_new": {"message_id": "b4e9e062ecb04496a4583e89f5c5b896", "priority": 4},  # warning: rogue DHCP?
+    "dhcp_server_change": {"message_id": "02c1b2192322404d9a4529fb6bfce102", "priority": 4},  # warning
+    "dns_nxdomain_burst": {"message_id": "673cf448b568485a96f1440cc4b46188", "priority": 4},  # warning: DGA
+    "dns_tunnel": {"message_id": "671fa8ef88244e0191e4596cbaf890a3", "priority": 4},  # warning: DNS tunnel
+    "port_scan": {"message_id": "7744efd929da4b46a6f1106945ee0768", "priority": 4},  # warning: a slow scan
+    "host_scan": {"message_id": "4e318610dd3b441bb95ab8b16cf66738", "priority": 4},  # warning: a slow sweep
+    "address_sweep": {"message_id": "1697c8429d564c3ab29c44a25819a3ef", "priority": 4},  # warning: host discovery (ARP, ping)
 }
 
 

@@ -108,7 +108,7 @@ class Detector:
                                    c.cold_connect_rate, now)
         self.prune(now)  # bounded tables: idle baseline keys, spent cooldowns (issue 21)
 
-        new_devices, moves = self.moves.step(now, obs.new_devices, obs.address_changes)
+        new_devices, moves = self.moves.step(now, obs.new_devices, obs.address_changes, obs.devices_ipv4_shown)
         floods = self.floods.step(obs.new_devices, c.mac_flood_window_ticks, c.mac_flood_new_macs)
         new_devices = self.floods.sort(new_devices, c.mac_flood_new_macs)
         released = self.floods.released(obs.devices_confirmed)
@@ -133,7 +133,7 @@ class Detector:
             if not self.learning(now):  # at the first start every pattern on the LAN is first-seen
                 alerts += self._fan_out(now, a, obs)
         for a in device_rate:
-            if a.key in scanning or self._cooling(("fan_out", f"device:{a.key}"), now):
+            if a.key in scanning or self.cooling(("fan_out", f"device:{a.key}"), now):
                 continue
             alerts += self._rate(now, f"device:{a.key}", a, "connection attempts (SYNs)", {"mac": a.key})
         for a in command_rate:
@@ -186,13 +186,15 @@ class Detector:
         return out
 
     # -- one kind each -----------------------------------------------------------------------
-    def _cooling(self, key: Tuple[str, str], now: int) -> bool:
+    def cooling(self, key: Tuple[str, str], now: int) -> bool:
+        """Whether (kind, subject) alerted within alerts.cooldown_sec (the core asks it for fan_out,
+        so that a scan already reported as fan_out is not a port_scan too)."""
         last = self.last_alert_usec.get(key)
         return last is not None and now - last < self.cfg.cooldown_sec * 1_000_000
 
     def _raise(self, now: int, kind: str, subject: str, message: str, observed=0.0, baseline=0.0,
                score=0.0, details: Optional[Dict[str, str]] = None) -> List[Alert]:
-        if self._cooling((kind, subject), now):
+        if self.cooling((kind, subject), now):
             return []
         self.last_alert_usec[(kind, subject)] = now
         return [Alert(self.ids.next(), kind, subject, now, message, round(observed, 3), round(baseline, 3),
@@ -235,7 +237,7 @@ class Detector:
         change, others = group[0], [c["ip"] for c in group[1:]]
         ip, old, new = change["ip"], change["old_mac"], change["new_mac"]
         pair = ("address_change", f"macs:{old}>{new}")  # the same change seen on another address
-        if self._cooling(pair, now):
+        if self.cooling(pair, now):
             return []
         if change.get("flip_flop"):
             message = f"flip flop: {ip} went back from {old} to {new}"

@@ -23,9 +23,24 @@ class TickObservation:
     devices_confirmed: List[Dict[str, Any]] = field(default_factory=list)
     # {"ip", "old_mac", "new_mac", "flip_flop"}
     address_changes: List[Dict[str, Any]] = field(default_factory=list)
+    # devices whose first IPv4 address showed this tick: a new MAC first seen by IPv6 alone is
+    # then decided at once, new or an address move (alerting/address_moves.py)
+    devices_ipv4_shown: List[str] = field(default_factory=list)
     # connection starts per pair, for beacons: [source ("command:<name>" / "device:<mac>"),
     # destination address, port, DNS/TLS name or "", [start times, usec]]
     connection_starts: List[List[Any]] = field(default_factory=list)
+    # per device, the (host, port, transport) pairs it probed first this tick (TCP SYNs, UDP
+    # from a client port; netwatchd/devices/probes.py): the slow-scan windows' input
+    device_probes: Dict[str, List[List[Any]]] = field(default_factory=dict)
+    # DNS per device, for alerting/dns_anomalies.py (devices/dns_tally.py, at most 64 domains a
+    # device): mac -> {"nxdomain": {registered domain: NXDOMAIN answers to its own questions},
+    # "names": {registered domain: [distinct names asked, tunnel-like ones, longest label]},
+    # "nxdomain_over", "names_over": answers and names under domains beyond the 64}
+    dns_activity: Dict[str, Dict[str, Any]] = field(default_factory=dict)
+    # DHCP OFFERs and ACKs devices sent (the frame's source MAC is the server), one per (server,
+    # interface, vlan, router, dns) a tick, at most 64 (devices/app_metadata.py): {"server_mac",
+    # "server_ip", "interface", "vlan", "router", "dns": [...], "message_type"}
+    dhcp_replies: List[Dict[str, Any]] = field(default_factory=list)
 
     def to_json(self) -> str:
         # the fields are JSON's own types already: no asdict(), whose deep copy of every start

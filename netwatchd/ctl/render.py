@@ -91,6 +91,13 @@ DROPPED_WORDS = {
     "baseline_keys_evicted": "baselines evicted (alerts.max_baseline_keys)",
     "baseline_keys_refused": "new baselines refused (alerts.max_baseline_keys)",
     "beacon_pairs_dropped": "beacon pairs dropped (beacons.max_pairs)",
+    "dhcp_replies_dropped": "DHCP server replies beyond 64 a tick",
+    "dhcp_servers_forgotten": "DHCP servers forgotten (256 remembered)",
+    "dhcp_servers_unreported": "DHCP servers or changes beyond an interface's alert budget",
+    "dns_domains_over": "DNS names beyond a device's 64 domains a tick",
+    "dns_windows_dropped": "DNS anomaly windows dropped (16384 per kind)",
+    "device_probes_dropped": "probes beyond 512 a device a tick",
+    "scan_pairs_dropped": "scan-window pairs dropped (4096 a device, 2^20 in all)",
 }
 
 

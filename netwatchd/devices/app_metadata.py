@@ -11,16 +11,21 @@ be about:
   - a matched answer that resolves to an address one of our devices uses names that device
     (hostname, source "dns") unless the device named itself over DHCP (source "dhcp" wins);
   - DHCP speaks only for the client MAC in the frame's own source; TLS and HTTP only for the
-    sender.
+    sender;
+  - a DHCP server's reply (OFFER, ACK) sent by a device says only that the frame's source serves
+    DHCP, with the router and DNS servers it hands out: it changes no device record (its client
+    is someone else, whom the sender may not name), and becomes one entry of the tick's
+    `dhcp_replies` (alerting/dhcp_servers.py), deduplicated and at most MAX_DHCP_REPLIES a tick.
 """
 from __future__ import annotations
 
 import ipaddress
 from collections import OrderedDict
-from typing import Dict
+from typing import Any, Dict, List, Tuple
 
 from netwatchd.devices import app_parsers
 from netwatchd.devices.dns_answers import PendingQuestions, answered_addresses, answered_ptr, question_key
+from netwatchd.devices.dns_tally import DnsTally
 from netwatchd.devices.model import (HTTP_REQUESTS_BYTES, MAX_HTTP_REQUESTS, MAX_NAMES, NAMES_BYTES, Device,
                                      append_bounded, bump_bounded)
 from netwatchd.devices.records import DeviceEvent
@@ -28,6 +33,9 @@ from netwatchd.devices.records import DeviceEvent
 MAX_RESOLVED = 32  # per device: the addresses its own lookups resolved, newest...
 RESOLVED_BYTES = 2048  # ...in at most these bytes of names
 DNS_PORT = 53
+DHCP_SERVER_PORT = 67
+MAX_DHCP_REPLIES = 64  # distinct server replies kept per tick; more are counted (dhcp_replies_dropped)
+SERVER_REPLIES = frozenset({"OFFER", "ACK"})  # what hands out a router and DNS servers
 
 
 def ptr_to_address(name: str) -> str:
@@ -51,8 +59,12 @@ class AppMetadata:
     def __init__(self, inv):
         self.inv = inv
         self.questions = PendingQuestions()
+        self.dns = DnsTally()  # this tick's NXDOMAIN answers and names asked, per device (dns anomalies)
         # mac -> {address: name} its own answered lookups resolved, oldest first
         self.resolved: Dict[str, "OrderedDict[str, str]"] = {}
+        # this tick's DHCP server replies, one per (server, interface, vlan, router, dns)
+        self.dhcp_replies: Dict[Tuple, Dict[str, Any]] = {}
+        self.dhcp_replies_dropped = 0  # distinct replies beyond MAX_DHCP_REPLIES in a tick
 
     def apply(self, ev: DeviceEvent) -> None:
         handler = getattr(self, f"_on_{ev.app}", None)
@@ -81,6 +93,7 @@ class AppMetadata:
             device = self._device(ev)
             for q in msg.questions:
                 bump_bounded(device.dns_names, q.name, MAX_NAMES, NAMES_BYTES["dns_names"])
+                self.dns.asked(ev.mac, q.name)
             self.inv.mark_dirty(ev.mac)
             self.questions.asked(question_key(ev.mac, ev.saddr, ev.sport, ev.daddr, msg), ev.timestamp_usec)
         elif ev.direction == "rx" and ev.sport == DNS_PORT and msg.is_response:
@@ -89,6 +102,8 @@ class AppMetadata:
             key = question_key(ev.mac, ev.daddr, ev.dport, ev.saddr, msg)
             if not self.questions.answered(key, ev.timestamp_usec):
                 return
+            # an NXDOMAIN counts for ev.mac only here: the answer to a question ev.mac asked
+            self.dns.answered(ev.mac, msg.questions[0].name, msg.rcode)
             for address, name in answered_addresses(msg):
                 self._resolved(ev.mac, address, name)
             ptr = answered_ptr(msg)
@@ -125,6 +140,9 @@ class AppMetadata:
         info = app_parsers.parse_dhcp(ev.payload)
         if info is None:
             return
+        if info.op == "reply":
+            self._dhcp_reply(ev, info)
+            return  # a reply is about its client, whom the sender may not name: no record changes
         if info.client_mac and info.client_mac != ev.mac:
             return  # a client MAC that is not the frame's sender could name someone else
         device = self._device(ev)
@@ -136,6 +154,27 @@ class AppMetadata:
         if info.vendor_class and info.vendor_class != device.dhcp_vendor_class:
             device.dhcp_vendor_class = info.vendor_class
             self.inv.mark_dirty(ev.mac)
+
+    def _dhcp_reply(self, ev: DeviceEvent, info: app_parsers.DhcpInfo) -> None:
+        """A server reply the device ev.mac sent: noted for the tick's observation."""
+        if ev.direction != "tx" or ev.sport != DHCP_SERVER_PORT or info.message_type not in SERVER_REPLIES:
+            return
+        key = (ev.mac, ev.ifindex, ev.vlan, info.router, info.dns)
+        if key in self.dhcp_replies:
+            return  # an OFFER and its ACK, or one server's many clients: one entry a tick
+        if len(self.dhcp_replies) >= MAX_DHCP_REPLIES:
+            self.dhcp_replies_dropped += 1  # forged servers by the thousand: the first ones tell
+            return
+        unspecified = not ev.saddr or ev.saddr == "0.0.0.0"
+        self.dhcp_replies[key] = {
+            "server_mac": ev.mac, "server_ip": info.server_id if unspecified else ev.saddr,
+            "interface": (self.inv.if_name(ev.ifindex) or "") if ev.ifindex else "", "vlan": ev.vlan,
+            "router": info.router, "dns": list(info.dns), "message_type": info.message_type}
+
+    def take_dhcp_replies(self) -> List[Dict[str, Any]]:
+        """The server replies seen since the last call (TickObservation.dhcp_replies)."""
+        replies, self.dhcp_replies = list(self.dhcp_replies.values()), {}
+        return replies
 
     def _on_http(self, ev: DeviceEvent) -> None:
         req = app_parsers.parse_http_request(ev.payload)

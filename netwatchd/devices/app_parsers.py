@@ -20,7 +20,9 @@ Choices a consumer should know:
 - HTTP path: at most `max_path` characters; a path that was longer, or that the snippet cut,
   ends in TRUNCATION_MARK ('…'), counted in the limit.
 - DHCP: addresses that are 0.0.0.0 (not given) are ''; the hostname keeps its case (it is a
-  label a person reads); DNS names and TLS server names are lowercased.
+  label a person reads); DNS names and TLS server names are lowercased. Of a server's options
+  only the first router counts (the client's default route) and at most MAX_DHCP_DNS DNS
+  servers (a list of whole addresses: a trailing piece shorter than 4 bytes is dropped).
 """
 from __future__ import annotations
 
@@ -228,7 +230,11 @@ DHCP_MESSAGE_TYPES = {
 }
 OPT_PAD, OPT_END = 0, 255
 OPT_HOSTNAME, OPT_REQUESTED_IP, OPT_MESSAGE_TYPE, OPT_VENDOR_CLASS = 12, 50, 53, 60
-_WANTED_OPTIONS = frozenset({OPT_HOSTNAME, OPT_REQUESTED_IP, OPT_MESSAGE_TYPE, OPT_VENDOR_CLASS})
+OPT_ROUTER, OPT_DNS, OPT_SERVER_ID = 3, 6, 54
+_WANTED_OPTIONS = frozenset({OPT_HOSTNAME, OPT_REQUESTED_IP, OPT_MESSAGE_TYPE, OPT_VENDOR_CLASS,
+                             OPT_ROUTER, OPT_DNS, OPT_SERVER_ID})
+BOOTP_OPS = {1: "request", 2: "reply"}
+MAX_DHCP_DNS = 8  # DNS servers kept from one reply: a real one offers two or three
 
 
 @dataclass(frozen=True)
@@ -240,12 +246,22 @@ class DhcpInfo:
     client_ip: str  # ciaddr
     your_ip: str  # yiaddr: what the server hands out
     vendor_class: str
+    op: str = "request"  # BOOTP op: 'request' (client to server) or 'reply' (server to client)
+    server_id: str = ""  # option 54: the server's own address, as it names itself
+    router: str = ""  # option 3, the first router: the default gateway offered
+    dns: Tuple[str, ...] = ()  # option 6: the DNS servers offered, in order
 
 
 def _ipv4_text(raw: bytes) -> str:
     if len(raw) != 4 or raw == b"\0\0\0\0":
         return ""
     return "%d.%d.%d.%d" % tuple(raw)
+
+
+def _ipv4_list(raw: bytes, limit: int) -> Tuple[str, ...]:
+    """Whole 4-byte addresses in order, 0.0.0.0 left out, at most `limit`."""
+    addresses = (_ipv4_text(raw[i : i + 4]) for i in range(0, min(len(raw) // 4, limit) * 4, 4))
+    return tuple(a for a in addresses if a)
 
 
 def _dhcp_options(payload: bytes, pos: int) -> Dict[int, bytes]:
@@ -285,4 +301,8 @@ def parse_dhcp(payload: bytes) -> Optional[DhcpInfo]:
         client_ip=_ipv4_text(payload[12:16]),
         your_ip=_ipv4_text(payload[16:20]),
         vendor_class=printable(options.get(OPT_VENDOR_CLASS, b"").rstrip(b"\0")),
+        op=BOOTP_OPS[payload[0]],
+        server_id=_ipv4_text(options.get(OPT_SERVER_ID, b"")),
+        router=_ipv4_text(options.get(OPT_ROUTER, b"")[:4]),
+        dns=_ipv4_list(options.get(OPT_DNS, b""), MAX_DHCP_DNS),
     )

@@ -116,3 +116,13 @@ class Device:
                 len(p["address"]) + len(p["name"]) for p in device.recent_peers) > RECENT_PEERS_BYTES):
             device.recent_peers.pop(0)
         return device
+
+
+def seen_by_ipv6_alone(device: Device) -> bool:
+    """Whether all a device has shown of itself so far is IPv6: IPv6 or ICMPv6 frames (MLD, NDP
+    on link-up) or an IPv6 address, and no ARP, IPv4 frame or IPv4 address. TCP and UDP frames
+    are counted without their family (model.PROTOCOLS), so they say nothing either way."""
+    c = device.counters
+    ipv6 = bool(device.ipv6) or c.get("tx_ipv6_packets", 0) + c.get("tx_icmpv6_packets", 0) > 0
+    ipv4 = bool(device.ipv4) or c.get("tx_arp_packets", 0) + c.get("tx_ipv4_packets", 0) + c.get("tx_icmp_packets", 0) > 0
+    return ipv6 and not ipv4

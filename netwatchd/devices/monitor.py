@@ -37,9 +37,11 @@ from netwatchd.devices.app_metadata import AppMetadata
 from netwatchd.devices.beacon_starts import DeviceStarts
 from netwatchd.devices.counter_deltas import CounterDeltas
 from netwatchd.devices.interface_watch import InterfaceWatcher
+from netwatchd.devices.probes import SWEEPS, TickProbes
 from netwatchd.interfaces import read_interfaces
 from netwatchd.devices.inventory_bounds import evictions, expired
-from netwatchd.devices.model import MAX_ADDRESSES, MAX_RECENT_PEERS, RECENT_PEERS_BYTES, Device, append_bounded
+from netwatchd.devices.model import (MAX_ADDRESSES, MAX_RECENT_PEERS, RECENT_PEERS_BYTES, Device, append_bounded,
+                                     seen_by_ipv6_alone)
 from netwatchd.devices.records import DeviceEvent, MalformedDeviceEvent, decode_device_event, interface_name
 from netwatchd.devices.vendors import is_randomized
 from netwatchd.errors import StoreError
@@ -115,6 +117,8 @@ class DeviceMonitor:
         self._obs_peers: Dict[str, set] = {}
         self._obs_ports: Dict[str, set] = {}
         self._obs_changes: List[Dict[str, Any]] = []
+        self._obs_ipv4_shown: List[str] = []  # devices whose first IPv4 address showed this tick
+        self._obs_probes = TickProbes()  # first-seen (host, port) pairs per device, for the scan windows
         self.beacon_starts = DeviceStarts(self._boot_offset_ns)  # SYN times per (device, peer, port)
         if store is not None:
             for device in store.load_devices():
@@ -153,14 +157,18 @@ class DeviceMonitor:
         obs.devices_confirmed.extend(self._new_device_fact(self.devices[mac]) for mac in self._obs_confirmed
                                      if mac in self.devices)
         obs.address_changes.extend(self._obs_changes)
+        obs.devices_ipv4_shown.extend(self._obs_ipv4_shown)
         obs.connection_starts.extend(self.beacon_starts.take(self.metadata.name_of))
+        obs.device_probes.update(self._obs_probes.take())
+        obs.dhcp_replies.extend(self.metadata.take_dhcp_replies())
+        obs.dns_activity.update(self.metadata.dns.take())
         self._obs_syns, self._obs_new, self._obs_peers, self._obs_ports = {}, {}, {}, {}
-        self._obs_changes, self._obs_confirmed = [], []
+        self._obs_changes, self._obs_confirmed, self._obs_ipv4_shown = [], [], []
 
     @staticmethod
     def _new_device_fact(d: Device) -> Dict[str, Any]:
         return {"mac": d.mac, "vendor": d.vendor, "randomized": d.randomized, "interface": d.interface,
-                "ipv4": sorted(d.ipv4), "ipv6": sorted(d.ipv6)}
+                "ipv4": sorted(d.ipv4), "ipv6": sorted(d.ipv6), "ipv6_only": seen_by_ipv6_alone(d)}
 
     def _now_usec(self) -> int:
         return int(self.clock() * 1e6)
@@ -354,10 +362,16 @@ class DeviceMonitor:
             self.metadata.apply(ev)
 
     def _pattern(self, ev: DeviceEvent) -> None:
+        if ev.transport in SWEEPS:  # an address it asked for (ARP, echo): not a peer it talks to
+            self.device(ev.mac, ev.timestamp_usec, ev.ifindex, ev.vlan)
+            if not owners(self.addresses, self.devices, ev.daddr):
+                self._obs_probes.add(ev.mac, ev.transport, ev.daddr, 0, 0)
+            return
         device = self.device(ev.mac, ev.timestamp_usec, ev.ifindex, ev.vlan)
         device.peers += 1
         self._obs_peers.setdefault(ev.mac, set()).add(ev.daddr)
         self._obs_ports.setdefault(ev.mac, set()).add((ev.transport, ev.dport))
+        self._obs_probes.add(ev.mac, ev.transport, ev.daddr, ev.sport, ev.dport)
         peer = {"address": ev.daddr, "port": ev.dport, "transport": ev.transport,
                 "name": self.metadata.name_of(ev.mac, ev.daddr)}
         append_bounded(device.recent_peers, peer, MAX_RECENT_PEERS, RECENT_PEERS_BYTES, peer_size)
@@ -379,6 +393,10 @@ class DeviceMonitor:
         device = self.device(mac, when, ifindex, vlan)
         table = device.ipv4 if ip.version == 4 else device.ipv6
         address = str(ip)
+        if ip.version == 4 and not table and from_arp_or_ndp:
+            # its first IPv4 answered for by ARP (a DHCP request is only a wish): a MAC held for it
+            # is decided now -- a move if the address was another MAC's (claimed below), else new
+            self._obs_ipv4_shown.append(mac)
         if address not in table:
             if len(table) >= MAX_ADDRESSES:  # the least recently used address makes room
                 oldest = min(table, key=table.get)
@@ -411,7 +429,10 @@ class DeviceMonitor:
         return {"devices_evicted": self.evicted, "devices_expired": self.expired,
                 "kernel_device_entries_evicted": self.kernel_evicted,
                 "device_snippets_throttled": self.probe.losses().throttled,
-                "dns_answers_unsolicited": answers.unsolicited, "dns_questions_dropped": answers.questions_dropped}
+                "dns_answers_unsolicited": answers.unsolicited, "dns_questions_dropped": answers.questions_dropped,
+                "dhcp_replies_dropped": self.metadata.dhcp_replies_dropped,
+                "device_probes_dropped": self._obs_probes.dropped,
+                "dns_domains_over": self.metadata.dns.domains_over + self.metadata.dns.devices_over}
 
     def events_lost(self) -> int:
         """Everything the device path lost: records that found the ring full, snippets of a device

@@ -18,7 +18,9 @@ SNIP_LEN = 1024
 EV_NEW_DEVICE, EV_ADDRESS, EV_PATTERN, EV_SNIPPET = 1, 2, 3, 4
 EVENT_KINDS = {EV_NEW_DEVICE: "new_device", EV_ADDRESS: "address", EV_PATTERN: "pattern", EV_SNIPPET: "snippet"}
 APP_NAMES = {1: "dns", 2: "dhcp", 3: "http", 4: "tls"}
-TRANSPORT_NAMES = {socket.IPPROTO_TCP: "tcp", socket.IPPROTO_UDP: "udp", socket.IPPROTO_ICMP: "icmp", 58: "icmpv6"}
+NW_T_ARP = 254  # bpf/device.h: the targets of ARP requests, reported as patterns of this transport
+TRANSPORT_NAMES = {socket.IPPROTO_TCP: "tcp", socket.IPPROTO_UDP: "udp", socket.IPPROTO_ICMP: "icmp", 58: "icmpv6",
+                   NW_T_ARP: "arp"}
 
 # indexes of the runtime switches in the dev_settings array
 SETTING_INDEX = {"capture_dns": 0, "capture_http": 1, "capture_tls": 2, "capture_dhcp": 3}

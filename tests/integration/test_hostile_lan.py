@@ -370,7 +370,14 @@ def test_an_arp_flood_cycling_addresses_suppresses_no_log_line_and_every_alert_r
         2, frames.mac_bytes(pair[0]), socket.inet_aton(w.victim.ipv4), frames.mac_bytes(w.sink.mac),
         socket.inet_aton(w.sink.ipv4))))
     assert w.lan.send_frames(a, batch) == len(batch)
-    spoof = w.alert_for("address_change", f"ip:{w.victim.ipv4}")
+    try:
+        spoof = w.alert_for("address_change", f"ip:{w.victim.ipv4}")
+    except AssertionError as e:  # say what the daemon did see: its moves, losses and owners
+        moves = [(x["subject"], x["details"].get("old_mac"), x["details"].get("new_mac"))
+                 for x in w.alerts() if x["kind"] == "address_change"]
+        raise AssertionError(f"{str(e)[:300]}\naddress_change alerts: {moves}\nDropped: "
+                             f"{w.d.get_property('Dropped')}\nEventsLost: {w.d.get_property('EventsLost')}\n"
+                             f"victim: {w.d.device(w.victim.ipv4)}") from None
     assert spoof["details"]["new_mac"] == pair[0]
     time.sleep(4 * TICK)
     alerts = w.alerts()

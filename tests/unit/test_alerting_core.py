@@ -101,4 +101,6 @@ def test_a_core_counts_its_first_start_from_what_it_is_given():
     assert core.learning_until_usec == T0 + 5 * SEC
     assert core.ids is core.detector.ids
     assert core.dropped() == {"baseline_keys_pruned": 0, "baseline_keys_evicted": 0,
-                              "baseline_keys_refused": 0, "beacon_pairs_dropped": 0}
+                              "baseline_keys_refused": 0, "beacon_pairs_dropped": 0,
+                              "dhcp_servers_forgotten": 0, "dhcp_servers_unreported": 0,
+                              "dns_windows_dropped": 0, "scan_pairs_dropped": 0}

@@ -86,7 +86,8 @@ def assert_safe(kind, result):
         assert all(q.name for q in result.questions)
         assert all(0 <= a.ttl < 2**31 for a in result.answers)
     elif dataclasses.is_dataclass(result):
-        strings = [v for v in dataclasses.asdict(result).values()]
+        values = dataclasses.asdict(result).values()
+        strings = [x for v in values for x in (v if isinstance(v, tuple) else (v,))]  # DHCP's dns: a tuple
     for text in strings:
         assert isinstance(text, str) and text.isprintable(), text
 
@@ -325,6 +326,7 @@ def test_tls_client_hellos(payload, expected, why):
     (bootp(b"\xff", htype=32, hlen=0), "client_mac", "", "not Ethernet (InfiniBand)"),
     (bootp(b"\xff", ciaddr=b"\xc0\xa8\x01\x02"), "client_ip", "192.168.1.2", "ciaddr"),
     (bootp(b"\xff"), "your_ip", "", "yiaddr 0.0.0.0 is not an address"),
+    (bootp(b"\x35\x01\x01\xff"), "op", "request", "a client's DISCOVER: BOOTREQUEST"),
 ])
 def test_dhcp_fields(payload, field, expected, why):
     assert getattr(parse_dhcp(payload), field) == expected, why
@@ -486,5 +488,5 @@ def test_dhcp_round_trip(kind, mac, hostname, requested, ciaddr, yiaddr, vendor,
         return str(ipaddress.IPv4Address(raw)) if raw else ""
 
     expected = DhcpInfo(DHCP_MESSAGE_TYPES[kind], ":".join(f"{b:02x}" for b in mac), hostname, dotted(requested),
-                        dotted(ciaddr), dotted(yiaddr), vendor)
+                        dotted(ciaddr), dotted(yiaddr), vendor, op="reply" if kind in (2, 5, 6) else "request")
     assert parse_dhcp(payload) == expected

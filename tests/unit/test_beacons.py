@@ -164,6 +164,20 @@ def test_allow_listed_and_too_fast_pairs_never_alert():
     assert found == []
 
 
+def test_periodic_dns_to_the_lan_s_resolver_is_no_beacon_to_a_public_address_it_is():
+    """Issue 23: a device's lookups through the router every 2 s (README, "Beacons": port 53 on
+    private, ULA and link-local addresses is allowed as shipped); the same to a public address
+    on port 53 is a beacon."""
+    shipped = parse_config("").beacons
+    lan = [("device:00:16:3e:00:00:01", ip, 53) for ip in ("192.168.1.1", "10.0.0.1", "172.16.5.1",
+                                                           "fd00::1", "fe80::1")]
+    found = run(BeaconTracker(shipped), {pair: calls(periodic(30, seed=n)) for n, pair in enumerate(lan)})
+    assert found == []
+    public = ("device:00:16:3e:00:00:01", "198.51.100.53", 53)
+    (alert,) = [a for _, a in run(BeaconTracker(shipped), {public: calls(periodic(30))})]
+    assert alert.kind == "beacon" and alert.details["port"] == "53"
+
+
 def test_tracked_pairs_cost_no_allow_list_memo_and_allowed_ones_stay_untracked():
     """Memory with many distinct flows: a pair that is not allowed is found through the pair table,
     so the allow list's answers are remembered only for allowed pairs (never tracked)."""

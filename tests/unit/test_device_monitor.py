@@ -282,6 +282,45 @@ def test_observations_for_the_detector_new_devices_patterns_and_address_moves(en
     assert empty == TickObservation(time_usec=3)
 
 
+def test_a_device_s_first_ipv4_by_arp_is_in_the_observation_once(env):
+    from netwatchd.alerting.observation import TickObservation
+
+    probe, _, _, mon = env
+    probe.raw = [event(EV_ADDRESS, CISCO, family=10, saddr="fe80::1"), event(EV_ADDRESS, CISCO, saddr="10.77.0.5"),
+                 event(EV_ADDRESS, CISCO, saddr="10.77.0.6")]
+    mon.poll()
+    obs = TickObservation(time_usec=1)
+    mon.take_observation(obs)
+    assert obs.devices_ipv4_shown == [CISCO]
+    mon.bind("00:00:0c:99:99:98", "10.77.0.7", 5)  # a DHCP request's address is only a wish
+    later = TickObservation(time_usec=2)
+    mon.take_observation(later)
+    assert later.devices_ipv4_shown == []
+
+
+def test_arp_and_echo_targets_are_probes_only_for_addresses_no_known_device_uses(env):
+    """The classifier reports the targets of ARP requests (transport 254, bpf/device.h NW_T_ARP)
+    and echo requests (1, 58) as patterns: a known device's address is use (asking for the
+    gateway), an address nobody holds is a sweep's; neither is a peer, a port or a pattern."""
+    from netwatchd.alerting.observation import TickObservation
+
+    probe, _, _, mon = env
+    gateway = "00:1b:21:00:00:01"
+    seen = []
+    mon.pattern_listeners.append(lambda *args: seen.append(args))
+    probe.raw = [event(EV_ADDRESS, gateway, saddr="10.77.0.1"), event(EV_ADDRESS, CISCO, saddr="10.77.0.5"),
+                 event(EV_PATTERN, CISCO, transport=254, daddr="10.77.0.1"),  # the gateway: known
+                 event(EV_PATTERN, CISCO, transport=254, daddr="10.77.0.77"),
+                 event(EV_PATTERN, CISCO, transport=1, daddr="10.77.0.78"),
+                 event(EV_PATTERN, CISCO, family=10, transport=58, daddr="fd00::78")]
+    mon.poll()
+    obs = TickObservation(time_usec=1)
+    mon.take_observation(obs)
+    assert obs.device_probes == {CISCO: [["10.77.0.77", 0, "arp"], ["10.77.0.78", 0, "icmp"], ["fd00::78", 0, "icmpv6"]]}
+    assert (obs.device_new_peers, obs.device_new_ports, seen) == ({}, {}, [])
+    assert mon.devices[CISCO].peers == 0 and mon.devices[CISCO].recent_peers == []
+
+
 def test_a_scan_whose_patterns_no_poll_has_read_yet_is_one_fan_out_in_the_tick_that_counted_its_syns(env):
     """The CI failure of stop 17: on a busy machine the poll ran late, so a tick saw a scan's
     3000 SYNs in the counters but none of its first-seen ports (still in the ring), and the
