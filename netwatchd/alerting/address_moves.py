@@ -36,9 +36,10 @@ import numpy as np
 
 Change = Dict[str, Any]  # {"ip", "old_mac", "new_mac", "flip_flop"}
 
-# How long a new MAC seen by IPv6 alone waits for its IPv4 address to move to it: measured on
-# link-up, the IPv4 (DHCP, then ARP) follows the first MLD/NDP frames by 1.5-2 s; 4 s covers that
-# with a tick of slack, under the 5 s the issue allows.
+# How long a new MAC seen by IPv6 alone waits for its IPv4 address to move to it: on link-up the
+# IPv4 (DHCP, then ARP) follows the first MLD/NDP frames by 1.5-2 s (the case of issue 10's note,
+# and tests/integration/test_mac_change_ipv6_first.py's); 4 s covers that with a tick of slack,
+# under the 5 s issue 23 allows.
 IPV6_FIRST_HOLD_SEC = 4
 
 
@@ -56,7 +57,7 @@ def pair_of(change: Change) -> Tuple[str, str]:
 class AddressMoves:
     def __init__(self) -> None:
         self.pending_new: List[Dict[str, Any]] = []  # new devices of the last tick (+ "seen_usec")
-        self.held_changes: List[Change] = []  # IPv6-only moves of the last tick
+        self.held_changes: List[Change] = []  # IPv6-only moves, each held since "held_usec"
 
     def step(self, time_usec: int, new_devices: List[Dict[str, Any]], changes: List[Change],
              ipv4_shown: Iterable[str] = ()) -> Tuple[List[Dict[str, Any]], List[List[Change]]]:
