@@ -67,9 +67,9 @@ class AddressMoves:
         took_over = {c["new_mac"] for c in changes}
         shown = set(ipv4_shown)
         waiting = [d for d in self.pending_new if d["mac"] not in took_over]
-        held = [d["mac"] not in shown and self._waits_for_ipv4(d, time_usec) for d in waiting]
-        ready = [d for d, wait in zip(waiting, held) if not wait]
-        still = [d for d, wait in zip(waiting, held) if wait]
+        waits = [d["mac"] not in shown and self._waits_for_ipv4(d, time_usec) for d in waiting]
+        ready = [d for d, wait in zip(waiting, waits) if not wait]
+        still = [d for d, wait in zip(waiting, waits) if wait]
         self.pending_new = still + [dict(d, seen_usec=time_usec) for d in new_devices if d["mac"] not in took_over]
         hold_usec = IPV6_FIRST_HOLD_SEC * 1_000_000
         # when each held pair was first held (a state saved before held_usec existed: release now)
@@ -77,8 +77,9 @@ class AddressMoves:
         for change in self.held_changes:
             held_since.setdefault(pair_of(change), change.get("held_usec", time_usec - hold_usec))
         groups: Dict[Tuple[str, str], List[Change]] = {}
-        for change in self.held_changes + list(changes):
-            groups.setdefault(pair_of(change), []).append({k: v for k, v in change.items() if k != "held_usec"})
+        held = [{k: v for k, v in c.items() if k != "held_usec"} for c in self.held_changes]  # few: IPv6 only
+        for change in held + list(changes):  # this tick's as they came: a flood's thousands are not copied
+            groups.setdefault(pair_of(change), []).append(change)
         report, hold = [], []
         for pair, group in groups.items():
             since = held_since.get(pair, time_usec)

@@ -417,9 +417,7 @@ class ScanWindows:
                ids: AlertIds, common: Dict[str, str], more: str) -> Alert:
         """address_sweep: the local addresses a device asked for (ARP, echo), none a known device's
         (netwatchd/devices/probes.py), named by their range."""
-        rows = self._rows_of_slot(slot)
-        mine = rows[(port_keys(rows) == _U64(key)) & _local(rows)]
-        hosts = sorted(set(zip(mine["hi"].tolist(), mine["lo"].tolist())))
+        hosts = self._local_hosts(slot, key)
         first, last = host_text(*hosts[0]), host_text(*hosts[-1])
         how = name.split("/", 1)[1]
         samples = " ".join(host_text(hi, lo) for hi, lo in hosts[:SAMPLES])
@@ -438,11 +436,14 @@ class ScanWindows:
         tports = np.unique(rows[host_keys(rows) == _U64(key)]["tport"] & TPORT_MASK)
         return " ".join(port_text(t) for t in sorted(tports, key=lambda t: int(t) & 0xFFFF)[:SAMPLES])
 
-    def _sample_hosts(self, slot: int, key: int) -> str:
+    def _local_hosts(self, slot: int, key: int) -> List[Tuple[int, int]]:
+        """The local hosts (hi, lo) a device reached under one port key, in address order."""
         rows = self._rows_of_slot(slot)
         mine = rows[(port_keys(rows) == _U64(key)) & _local(rows)]
-        hosts = sorted(set(zip(mine["hi"].tolist(), mine["lo"].tolist())))[:SAMPLES]
-        return " ".join(host_text(hi, lo) for hi, lo in hosts)
+        return sorted(set(zip(mine["hi"].tolist(), mine["lo"].tolist())))
+
+    def _sample_hosts(self, slot: int, key: int) -> str:
+        return " ".join(host_text(hi, lo) for hi, lo in self._local_hosts(slot, key)[:SAMPLES])
 
     # -- cooldowns ----------------------------------------------------------------------------
     def _prune_cooldowns(self, now: int, cooldown_sec: int) -> None:

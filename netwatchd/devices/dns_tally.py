@@ -50,21 +50,25 @@ def shannon_entropy(text: str) -> float:
     return -sum(c / n * math.log2(c / n) for c in Counter(text).values())
 
 
-def longest_label_below(name: str, domain: str) -> int:
-    below = below_domain(name, domain)
-    return max((len(label) for label in below.split(".")), default=0) if below else 0
-
-
 def below_domain(name: str, domain: str) -> str:
     """The labels of `name` under `domain` ('' for the domain itself)."""
     return name[: -len(domain) - 1] if name.endswith("." + domain) else ""
 
 
+def longest_label(below: str) -> int:
+    return max(map(len, below.split("."))) if below else 0
+
+
 def tunnel_like(name: str, domain: str) -> bool:
     below = below_domain(name, domain)
+    return _carries_data(below, longest_label(below))
+
+
+def _carries_data(below: str, longest: int) -> bool:
+    """The part below the domain, and its longest label: data rather than a host's name?"""
     if not below:
         return False
-    if longest_label_below(name, domain) >= LONG_LABEL:
+    if longest >= LONG_LABEL:
         return True
     data = below.replace(".", "")
     return len(data) >= ENTROPY_MIN_LENGTH and shannon_entropy(data) >= HIGH_ENTROPY
@@ -77,13 +81,16 @@ class DeviceDns:
         self.nxdomain: Dict[str, int] = {}  # domain -> NXDOMAIN answers
         self.names: Dict[str, List[int]] = {}  # domain -> [distinct names, tunnel-like, longest label]
         self.seen: Set[str] = set()
+        self.domains: Set[str] = set()  # those of names and nxdomain together (at most MAX_DOMAINS)
         self.names_over = 0  # names asked under domains beyond MAX_DOMAINS
         self.nxdomain_over = 0  # NXDOMAIN answers under domains beyond MAX_DOMAINS: still the device's
 
     def _room(self, domain: str) -> bool:
-        if domain in self.names or domain in self.nxdomain:
-            return True
-        return len(set(self.names) | set(self.nxdomain)) < MAX_DOMAINS
+        if domain not in self.domains:
+            if len(self.domains) >= MAX_DOMAINS:
+                return False
+            self.domains.add(domain)
+        return True
 
     def asked(self, name: str) -> bool:
         if name in self.seen:
@@ -94,10 +101,12 @@ class DeviceDns:
         if not self._room(domain):
             self.names_over += 1
             return False
+        below = below_domain(name, domain)
+        longest = longest_label(below)
         entry = self.names.setdefault(domain, [0, 0, 0])
         entry[0] += 1
-        entry[1] += tunnel_like(name, domain)
-        entry[2] = max(entry[2], longest_label_below(name, domain))
+        entry[1] += _carries_data(below, longest)
+        entry[2] = max(entry[2], longest)
         return True
 
     def answered_nxdomain(self, name: str) -> bool:
