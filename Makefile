@@ -7,7 +7,7 @@ UNITDIR ?= /etc/systemd/system
 DBUS_POLICYDIR ?= /usr/share/dbus-1/system.d
 PYTEST_ARGS ?=
 
-.PHONY: run test setup setup-test install uninstall deb man bench bench-devices bench-tc bench-alerts bench-api bench-beacons bench-flows
+.PHONY: run test setup setup-test install uninstall deb man bench bench-devices bench-tc bench-alerts bench-api bench-beacons bench-flows bench-busy
 
 setup:
 	@scripts/setup.sh
@@ -28,6 +28,11 @@ bench: setup
 # Connect outcomes at scale (issue 12): daemon RSS and CPU with 100k distinct flows (~1 min).
 bench-flows: setup
 	.venv/bin/python bench/connect_flows_bench.py
+
+# issue 24: a busy host's connect rate with and without netwatchd, BPF vs the floor, daemon CPU,
+# records lost, RSS (~2 min)
+bench-busy: setup
+	.venv/bin/python bench/busy_host_bench.py
 
 # The device path (issue 3): BPF ns per packet, sender packet rate, per-device counts (~2 min).
 bench-devices: setup

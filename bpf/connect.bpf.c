@@ -26,15 +26,26 @@
  *   NW_SK_ERR_OFFSET: offset of sk_err in struct sock, from the running kernel's BTF (-1: not
  *   known; a handshake that fails after connect() returned is then other_failed).
  *   NW_SK_STATE_OFFSET: offset of skc_state (BTF's, else 18).
+ *   NW_SOCKOPS_CURRENT_TASK: 1 if sock_ops programs may call bpf_get_current_pid_tgid (probed): an
+ *   end inside its own connect() then goes into the thread's `pending` slot, not `ended`.
  * Only tracepoints, cgroup hooks, helpers and uapi types: it loads whatever the kernel headers.
  *
  * Why the handshake's end is a sock_ops callback and not the sock:inet_sock_set_state
  * tracepoint: a tracepoint program does not run when the CPU is already inside a tracing BPF
  * program (the kernel counts it in the program's recursion_misses and moves on). A handshake
  * that times out ends in a timer softirq, which may interrupt our sys_exit_connect on that CPU:
- * under load a few in a hundred timed-out handshakes were never counted. TCP calls sock_ops
- * programs itself, with no such guard: a few callbacks of every TCP socket (one compare each),
- * and the state changes only of the sockets that asked (one bit per socket). */
+ * under load a few in a hundred timed-out handshakes were never counted. A raw tracepoint is
+ * skipped only when it would interrupt itself, yet it lost 52-106 of 20000 refusals steered to
+ * another CPU (test_connect_outcomes_exact), even with a second program attached to take what
+ * the first missed; and it ran 6.5 times per loopback connection at 68-139 ns a run, more than
+ * sock_ops costs here (issue 24's measurement). TCP calls sock_ops programs itself, with no such
+ * guard: a few callbacks of every TCP socket (one compare each), and the state changes only of
+ * the sockets that asked (one bit per socket).
+ *
+ * Records: one size (struct nw_conn_event) in `events`, which user space maps and reads as one
+ * array; when it is full, a new flow's first record goes to `events_reserve` (send_record);
+ * the rare longer records (unix sockets) go to `events_long`. NW_RESERVE_RING_PAGES,
+ * NW_LONG_RING_PAGES and NW_FLOWS_SEEN size them. */
 #include <linux/errno.h>
 #include <linux/in.h>
 #include <linux/in6.h>
@@ -88,26 +99,71 @@ static __always_inline u64 sk_number(struct bpf_sock *s)
 BPF_HASH(proc_counts, u32, struct nw_proc_entry, NW_MAX_PROCS);
 BPF_HASH(retired_counts, struct nw_retired_key, struct nw_proc_entry, NW_MAX_PROCS);
 BPF_ARRAY(pending, struct nw_pending, NW_PENDING_SLOTS);
+/* Per-connect records, all of one size (struct nw_conn_event): user space maps the ring and reads
+ * every committed record as one array (netwatchd/kernel/mapped_ring.py). */
 BPF_RINGBUF_OUTPUT(events, NW_RING_PAGES);
+/* Where a new flow's first record goes while `events` is full (see send_record). */
+BPF_RINGBUF_OUTPUT(events_reserve, NW_RESERVE_RING_PAGES);
+/* The rare longer records (struct nw_conn_event_long: unix sockets, early failures), apart so
+ * that `events` holds one size only. */
+BPF_RINGBUF_OUTPUT(events_long, NW_LONG_RING_PAGES);
+/* Flows that already had a record through the reserve ring since user space last drained, by the
+ * drain generation user space writes into drain_gen[0] at every drain. Touched only while
+ * `events` is full. */
+BPF_TABLE("lru_hash", struct nw_flow_key, u32, flows_seen, NW_FLOWS_SEEN);
+BPF_ARRAY(drain_gen, u32, 1);
 BPF_HASH(handshakes, u64, struct nw_handshake, NW_MAX_HANDSHAKES);
 /* Per CPU: every connect of a busy command hits the same few cells, and one shared cell's cache
  * line bouncing between CPUs cost more than the rest of sys_exit_connect. User space sums. */
 BPF_PERCPU_HASH(latency, struct nw_latency_key, struct nw_latency_cell, NW_MAX_LATENCY_KEYS);
-/* [0] records that found the ring full, [1] processes that found proc_counts full,
+/* [0] records that found both rings full, [1] processes that found proc_counts full,
  * [2] handshakes that found `handshakes` full (counted unknown), [3] handshake ends whose
- * process counters were already freed, [4] latencies that found `latency` full. */
+ * process counters were already freed, [4] latencies that found `latency` full, [5] records of
+ * a flow that already had one since the last drain, dropped while `events` was full. */
 #define NW_LOSS_RING 0
 #define NW_LOSS_PROCS 1
 #define NW_LOSS_HANDSHAKES 2
 #define NW_LOSS_LATE_END 3
 #define NW_LOSS_LATENCY 4
-BPF_PERCPU_ARRAY(losses, u64, 5);
+#define NW_LOSS_REPEAT 5
+BPF_PERCPU_ARRAY(losses, u64, 6);
 
 static __always_inline void count_loss(int which)
 {
     u64 *v = losses.lookup(&which);
     if (v)
         (*v)++;
+}
+
+/* Sends one record, built on the caller's stack. When user space falls behind and `events` is
+ * full, what is dropped is chosen: a flow (process, destination, port) that already had a record
+ * since the last drain loses this one (counted NW_LOSS_REPEAT; its counts stay exact in
+ * proc_counts), and the first record of any other flow goes to `events_reserve`, so a flood
+ * cannot hide a new destination from the beacon and fan-out detectors. Only when the reserve is
+ * full too is a first record lost (NW_LOSS_RING). The flow map is touched only on this path: it
+ * costs nothing while the ring has room.
+ * bpf_ringbuf_output (a copy of 80 bytes) rather than reserve/submit: two reservations that may
+ * each be null, merged into one pointer, leave 5.10's verifier with a reference it thinks may
+ * leak ("Unreleased reference"). */
+static __always_inline void send_record(struct nw_conn_event *e)
+{
+    if (events.ringbuf_output(e, sizeof(*e), BPF_RB_NO_WAKEUP) == 0)
+        return;
+    int zero = 0;
+    u32 *gen = drain_gen.lookup(&zero);
+    if (!gen)
+        return;
+    struct nw_flow_key key = {.tgid = e->tgid, .family = e->family, .port = e->port};
+    __builtin_memcpy(key.addr, e->addr, 16);
+    u32 *seen = flows_seen.lookup(&key);
+    if (seen && *seen == *gen) {
+        count_loss(NW_LOSS_REPEAT);
+        return;
+    }
+    u32 now_gen = *gen;
+    flows_seen.update(&key, &now_gen);
+    if (events_reserve.ringbuf_output(e, sizeof(*e), BPF_RB_NO_WAKEUP) != 0)
+        count_loss(NW_LOSS_RING);
 }
 
 static __always_inline struct nw_proc_entry *proc_entry(u32 tgid)
@@ -184,6 +240,8 @@ static __always_inline int note_inet_connect(struct bpf_sock_addr *ctx, u16 fami
     p->family = family;
     p->port = ntohs((u16)ctx->user_port);
     p->transport = transport_of(ctx->type, ctx->protocol);
+    p->end_outcome = 0;
+    p->exiting = 0;
     p->sk = 0;
     if (p->transport == NW_TRANSPORT_TCP) {
         /* The handshake starts here, where bcc's tcpconnlat starts it too: the SYN is built
@@ -473,25 +531,47 @@ static __always_inline void full_fence(void)
         __sync_fetch_and_add(f, 1);
 }
 
+/* How a handshake that went SYN_SENT (or SYN_RECV) -> `newstate` ended. */
+static __always_inline u8 end_outcome(u64 sk, u32 newstate, u64 now, s32 *err)
+{
+    *err = 0;
+    if (newstate == NW_TCP_ESTABLISHED)
+        return NW_OUT_SUCCEEDED;
+    /* tcp_reset / tcp_write_err set sk_err before the socket goes to CLOSE; a socket the process
+     * closed has none (other_failed, "closed before the handshake ended"). */
+    *err = sk_error(sk);
+    if (!*err && reset_here(sk, now))
+        *err = ECONNREFUSED;
+    return *err ? outcome_of_errno(*err) : NW_OUT_OTHER_FAILED;
+}
+
 /* The end of a handshake, SYN_SENT -> `newstate`, in whatever context TCP ended it: the caller's
- * connect(), a softirq on any CPU, a timer. A followed handshake (connect() returned while it was
- * pending) is counted here under the process that began it; any other end is left in `ended`,
- * where its connect() looks when it returns (or after it starts following the handshake). */
+ * connect(), a softirq on any CPU, a timer.
+ *  - An end inside the connect() that began it, in its own thread (a loopback handshake, or an
+ *    answer the caller's context processed), goes into that thread's `pending` slot: an array
+ *    cell, no map update. `exiting` tells it apart from an end that comes while
+ *    sys_exit_connect already runs (a softirq interrupting it on this CPU).
+ *  - A followed handshake (connect() returned while it was pending) is counted here under the
+ *    process that began it.
+ *  - Any other end is left in `ended`, where its connect() looks when it returns (or after it
+ *    starts following the handshake). */
 static __always_inline void end_handshake(u64 sk, u32 newstate)
 {
     u64 now = bpf_ktime_get_boot_ns();
     s32 err = 0;
-    u8 outcome = NW_OUT_SUCCEEDED;
-    if (newstate != NW_TCP_ESTABLISHED) {
-        /* tcp_reset / tcp_write_err set sk_err before the socket goes to CLOSE; a socket the
-         * process closed has none (other_failed, "closed before the handshake ended"). */
-        err = sk_error(sk);
-        if (!err && reset_here(sk, now))
-            err = ECONNREFUSED;
-        outcome = err ? outcome_of_errno(err) : NW_OUT_OTHER_FAILED;
+#if NW_SOCKOPS_CURRENT_TASK
+    u32 tid = (u32)bpf_get_current_pid_tgid();
+    u32 slot = tid & (NW_PENDING_SLOTS - 1);
+    struct nw_pending *p = pending.lookup(&slot);
+    if (p && p->tid == tid && p->sk == sk && !p->exiting) {
+        p->end_outcome = end_outcome(sk, newstate, now, &err);
+        p->end_err = err;
+        p->end_ns = now;
+        return;
     }
-
+#endif
     struct nw_handshake *found = handshakes.lookup(&sk);
+    u8 outcome = end_outcome(sk, newstate, now, &err);
     if (!found) {
         /* Not followed (yet): an end before connect() returned, or one whose connect() is about
          * to follow it. Leave the end where that connect() looks after it inserts its entry,
@@ -513,11 +593,8 @@ static __always_inline void end_handshake(u64 sk, u32 newstate)
         add_latency(h.comm, h.family, h.port, h.addr, usec);
     if (!NW_RECORD_EVENTS)
         return;
-    struct nw_conn_event *e = events.ringbuf_reserve(sizeof(struct nw_conn_event));
-    if (!e) {
-        count_loss(NW_LOSS_RING);
-        return;
-    }
+    struct nw_conn_event ev = {};
+    struct nw_conn_event *e = &ev;
     e->boot_ns = now;
     e->tgid = h.tgid;
     e->tid = h.tid;
@@ -534,14 +611,14 @@ static __always_inline void end_handshake(u64 sk, u32 newstate)
     e->syn_ns = h.syn_ns;
     e->latency_usec = usec;
     e->end_err = err;
-    events.ringbuf_submit(e, BPF_RB_NO_WAKEUP);
+    send_record(e);
 }
 
 /* TCP's callbacks for every TCP socket of the host's cgroups (attached to the root cgroup). Most
  * are not ours (timeouts, windows, passive opens): one compare each. An active open asks for its
  * state changes, so its handshake's end comes here; the bit is left set afterwards (clearing it
- * could clear another program's request on the same socket), so the socket's later changes
- * cost one compare each too. */
+ * could clear another program's request on the same socket), so the socket's later changes cost
+ * one compare each too (why not a tracepoint: see the top of this file). */
 int nw_sockops(struct bpf_sock_ops *skops)
 {
     u32 op = skops->op;
@@ -635,6 +712,10 @@ TRACEPOINT_PROBE(syscalls, sys_exit_connect)
         return 0; /* never: the index is masked into the array */
     /* What this call left in its thread's slot; another thread's slot says nothing of it. */
     int mine = p->tid == tid;
+    if (mine) {
+        p->exiting = 1; /* an end that interrupts us from here on leaves its end in `ended` */
+        asm volatile("" ::: "memory");
+    }
     u64 sk = mine ? p->sk : 0;
     u64 syn_ns = sk ? p->syn_ns : 0;
 
@@ -642,8 +723,13 @@ TRACEPOINT_PROBE(syscalls, sys_exit_connect)
     s32 end_err = 0;
     u64 end_ns = 0;
     u8 ended_outcome = 0; /* NW_OUT_* are never 0 */
-    if (sk) {
-        /* The handshake ended before we returned (on any CPU): its end waits in `ended`. */
+    if (sk && p->end_outcome) {
+        /* The handshake ended in this thread before we returned: the end is in our slot. */
+        ended_outcome = p->end_outcome;
+        end_err = p->end_err;
+        end_ns = p->end_ns;
+    } else if (sk) {
+        /* The handshake ended before we returned, elsewhere (on any CPU): it waits in `ended`. */
         struct nw_end *end = end_of(sk, syn_ns);
         if (end) {
             ended_outcome = end->outcome;
@@ -681,11 +767,8 @@ TRACEPOINT_PROBE(syscalls, sys_exit_connect)
             p->tid = 0; /* consumed */
         if (!NW_RECORD_EVENTS)
             return 0;
-        struct nw_conn_event *e = events.ringbuf_reserve(sizeof(struct nw_conn_event));
-        if (!e) {
-            count_loss(NW_LOSS_RING);
-            return 0;
-        }
+        struct nw_conn_event ev = {};
+        struct nw_conn_event *e = &ev;
         fill_common(e, c, tgid, tid, ret);
         e->family = p->family;
         e->port = p->port;
@@ -695,12 +778,12 @@ TRACEPOINT_PROBE(syscalls, sys_exit_connect)
         e->latency_usec = latency_usec;
         e->end_err = end_err;
         __builtin_memcpy(e->addr, p->addr, 16);
-        events.ringbuf_submit(e, BPF_RB_NO_WAKEUP);
+        send_record(e);
         return 0;
     }
     if (mine)
         p->tid = 0;
-    struct nw_conn_event_long *l = events.ringbuf_reserve(sizeof(struct nw_conn_event_long));
+    struct nw_conn_event_long *l = events_long.ringbuf_reserve(sizeof(struct nw_conn_event_long));
     if (!l) {
         count_loss(NW_LOSS_RING);
         return 0;
@@ -711,7 +794,7 @@ TRACEPOINT_PROBE(syscalls, sys_exit_connect)
     l->ev.outcome = outcome;
     l->ev.end_err = end_err;
     read_user_sockaddr(l);
-    events.ringbuf_submit(l, BPF_RB_NO_WAKEUP);
+    events_long.ringbuf_submit(l, BPF_RB_NO_WAKEUP);
     return 0;
 }
 
@@ -726,29 +809,29 @@ static __always_inline int record_udp_send(struct bpf_sock_addr *ctx, u16 family
 
     if (!NW_RECORD_EVENTS)
         return 1;
-    struct nw_conn_event *e = events.ringbuf_reserve(sizeof(struct nw_conn_event));
-    if (!e) {
-        count_loss(NW_LOSS_RING);
-        return 1;
-    }
-    fill_common(e, c, tgid, (u32)id, 0);
-    e->kind = NW_KIND_UDP_SEND;
-    e->outcome = NW_OUT_SENT;
-    e->family = family;
-    e->port = ntohs((u16)ctx->user_port);
-    e->transport = transport_of(ctx->type, ctx->protocol);
+    u8 addr[16] = {};
     if (family == AF_INET) {
         u32 a4 = ctx->user_ip4;
-        __builtin_memcpy(e->addr, &a4, 4);
+        __builtin_memcpy(addr, &a4, 4);
     } else {
         u32 a6[4];
         a6[0] = ctx->user_ip6[0];
         a6[1] = ctx->user_ip6[1];
         a6[2] = ctx->user_ip6[2];
         a6[3] = ctx->user_ip6[3];
-        __builtin_memcpy(e->addr, a6, 16);
+        __builtin_memcpy(addr, a6, 16);
     }
-    events.ringbuf_submit(e, BPF_RB_NO_WAKEUP);
+    u16 port = ntohs((u16)ctx->user_port);
+    struct nw_conn_event ev = {};
+    struct nw_conn_event *e = &ev;
+    fill_common(e, c, tgid, (u32)id, 0);
+    e->kind = NW_KIND_UDP_SEND;
+    e->outcome = NW_OUT_SENT;
+    e->family = family;
+    e->port = port;
+    e->transport = transport_of(ctx->type, ctx->protocol);
+    __builtin_memcpy(e->addr, addr, 16);
+    send_record(e);
     return 1;
 }
 

@@ -96,10 +96,22 @@ struct nw_pending {
     u16 family;
     u16 port;
     u8 transport;
-    u8 pad[7];
+    u8 end_outcome; /* NW_OUT_*: the handshake ended while connect() was still running here */
+    u8 exiting;     /* sys_exit_connect has begun: an end from now on goes to `ended` */
+    u8 pad;
+    s32 end_err;
     u8 addr[16];
     u64 sk;     /* a TCP connect's socket, 0 for any other */
     u64 syn_ns; /* when its handshake started (the connect hook) */
+    u64 end_ns; /* when it ended, with end_outcome */
+};
+
+/* A flow, as the ring's overflow rule tells a new one from a repeat (see reserve_record). */
+struct nw_flow_key {
+    u32 tgid;
+    u16 family;
+    u16 port;
+    u8 addr[16];
 };
 
 /* A handshake still pending when connect() returned, keyed by its socket's address: what the

@@ -175,7 +175,7 @@ class Daemon:
         if self.devices is not None:
             self.devices.take_observation(obs)
         self.alerting.tick(obs)
-        if len(obs.connection_starts) > BIG_TICK_STARTS:
+        if len(obs.connection_starts) + len(obs.command_starts) > BIG_TICK_STARTS:
             # a tick of many distinct flows leaves MBs of freed small objects behind; hand the
             # pages back, or RSS keeps the high-water mark of the busiest tick for good
             return_freed_heap()

@@ -26,6 +26,7 @@ from netwatchd.alerting.dhcp_servers import DhcpServers
 from netwatchd.alerting.observation import TickObservation
 from netwatchd.alerting.scan_windows import Bars, ScanWindows
 from netwatchd.config import AlertsConfig, BeaconsConfig
+from netwatchd.start_columns import StartColumns
 
 
 class AlertingCore:
@@ -61,11 +62,18 @@ class AlertingCore:
         """One tick: what every part raised, the detector's first, then the beacons', then the DHCP
         servers'."""
         return self.detector.tick(obs) + self.beacons.tick(
-            obs.connection_starts, obs.time_usec, self.detector.ids, self.cfg.enabled, self.cfg.cooldown_sec
+            self.starts(obs), obs.time_usec, self.detector.ids, self.cfg.enabled, self.cfg.cooldown_sec
         ) + self.dhcp_servers.tick(obs.dhcp_replies, obs.time_usec, self.learning(obs.time_usec), self.detector.ids,
                                    self.cfg.enabled and self.cfg.dhcp_servers, self.cfg.cooldown_sec
         ) + self.dns.tick(obs.dns_activity, obs.time_usec, self.detector.ids, self.learning(obs.time_usec)
         ) + self._slow_scans(obs)
+
+    @staticmethod
+    def starts(obs: TickObservation) -> StartColumns:
+        """The tick's connection starts for the beacon tracker, as one set of columns: the device
+        lists (and, in histories written before command_starts, the commands' lists) and the
+        commands' columns."""
+        return StartColumns.concat([StartColumns.from_lists(obs.connection_starts), obs.command_starts])
 
     def _slow_scans(self, obs: TickObservation) -> List[Alert]:
         """port_scan / host_scan over alerts.scan_window_sec; quiet for a device whose fan_out (raised

@@ -5,6 +5,8 @@ import json
 from dataclasses import dataclass, field, fields
 from typing import Any, Dict, List
 
+from netwatchd.start_columns import StartColumns
+
 
 @dataclass
 class TickObservation:
@@ -26,9 +28,14 @@ class TickObservation:
     # devices whose first IPv4 address showed this tick: a new MAC first seen by IPv6 alone is
     # then decided at once, new or an address move (alerting/address_moves.py)
     devices_ipv4_shown: List[str] = field(default_factory=list)
-    # connection starts per pair, for beacons: [source ("command:<name>" / "device:<mac>"),
-    # destination address, port, DNS/TLS name or "", [start times, usec]]
+    # connection starts per pair, for beacons: [source ("device:<mac>"; in histories written
+    # before command_starts, "command:<name>" too), destination address, port, DNS/TLS name or "",
+    # [start times, usec]]: the devices' few, as lists
     connection_starts: List[List[Any]] = field(default_factory=list)
+    # the commands' connection starts, for beacons: one row per start, as numpy columns
+    # (netwatchd/start_columns.py; a busy host's tick holds 100k), the history keeps them as a few
+    # base64 columns (StartColumns.to_json_value)
+    command_starts: StartColumns = field(default_factory=StartColumns.empty)
     # per device, the (host, port, transport) pairs it probed first this tick (TCP SYNs, UDP
     # from a client port; netwatchd/devices/probes.py): the slow-scan windows' input
     device_probes: Dict[str, List[List[Any]]] = field(default_factory=dict)
@@ -43,12 +50,21 @@ class TickObservation:
     dhcp_replies: List[Dict[str, Any]] = field(default_factory=list)
 
     def to_json(self) -> str:
-        # the fields are JSON's own types already: no asdict(), whose deep copy of every start
-        # of a busy tick (100k pairs) cost more than all the rest of the tick
+        # the fields are JSON's own types already but command_starts (its to_json_value): no
+        # asdict(), whose deep copy of every start of a busy tick (100k pairs) cost more than
+        # all the rest of the tick; empty fields are left out, so a tick without command_starts
+        # is written as before they were
         data = {f.name: getattr(self, f.name) for f in fields(self)}
-        return json.dumps({k: v for k, v in data.items() if v}, separators=(",", ":"), sort_keys=True)
+        data = {k: v for k, v in data.items() if v}  # (StartColumns: false when it has no row)
+        if "command_starts" in data:
+            data["command_starts"] = self.command_starts.to_json_value()
+        return json.dumps(data, separators=(",", ":"), sort_keys=True)
 
     @classmethod
     def from_json(cls, text: str) -> "TickObservation":
+        """A tick as to_json() wrote it, or as versions before command_starts did (no such key)."""
         data = json.loads(text)
-        return cls(**{k: v for k, v in data.items() if k in cls.__dataclass_fields__})
+        data = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
+        if "command_starts" in data:
+            data["command_starts"] = StartColumns.from_json_value(data["command_starts"])
+        return cls(**data)

@@ -11,6 +11,8 @@ from __future__ import annotations
 import bisect
 from typing import Dict, Iterable, List, Optional, Tuple
 
+import numpy as np
+
 from netwatchd.connects.history import ProcKeyT
 
 SUB_BUCKETS = 16  # per octave: a bucket spans at most 1/16 of its lower bound
@@ -25,6 +27,15 @@ def bucket_of(usec: int) -> int:
     octave = usec.bit_length() - 1  # >= 4
     mantissa = usec >> (octave - _SUB_BITS)  # 16..31
     return SUB_BUCKETS * (octave - _SUB_BITS + 1) + (mantissa - SUB_BUCKETS)
+
+
+def buckets_of(usec: np.ndarray) -> np.ndarray:
+    """bucket_of for a whole array at once (the record path files a drain's latencies together)."""
+    usec = np.maximum(np.asarray(usec, dtype=np.int64), 0)
+    octave = np.frexp(np.maximum(usec, 1).astype(np.float64))[1].astype(np.int64) - 1  # exact below 2**53
+    shift = np.maximum(octave - _SUB_BITS, 0)
+    mantissa = usec >> shift
+    return np.where(usec < SUB_BUCKETS, usec, SUB_BUCKETS * (octave - _SUB_BITS + 1) + (mantissa - SUB_BUCKETS))
 
 
 def bucket_bounds(bucket: int) -> Tuple[int, int]:
@@ -64,14 +75,17 @@ class LatencyHistory:
         self._buckets: Dict[ProcKeyT, List[Dict[int, int]]] = {}
 
     def add(self, second: int, key: ProcKeyT, usec: int) -> None:
+        self.add_count(second, key, bucket_of(usec), 1)
+
+    def add_count(self, second: int, key: ProcKeyT, bucket: int, n: int) -> None:
+        """n handshakes of one bucket (the record path groups a drain's latencies first)."""
         seconds = self._seconds.setdefault(key, [])
         buckets = self._buckets.setdefault(key, [])
         if not seconds or seconds[-1] < second:
             seconds.append(second)
             buckets.append({})
         cell = buckets[-1]  # same second, or a clock step back: the newest second takes it
-        b = bucket_of(usec)
-        cell[b] = cell.get(b, 0) + 1
+        cell[bucket] = cell.get(bucket, 0) + n
 
     def window(self, now_second: int, duration_sec: int, keys: Iterable[ProcKeyT]) -> Dict[int, int]:
         """Bucket counts of the seconds in (now - duration, now] for these (pid, command) keys."""

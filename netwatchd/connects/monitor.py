@@ -15,11 +15,11 @@ from typing import Any, Callable, Dict, List, Tuple
 from netwatchd.clock import boot_to_realtime_ns
 from netwatchd.config import ConnectionsConfig
 from netwatchd.connects import queries
+from netwatchd.connects.batches import TickStarts, latency_groups, split_batch
 from netwatchd.connects.history import ZERO, ConnectHistory, CounterDeltas, Counts, ProcKeyT
 from netwatchd.connects.latency import LatencyHistory, Log2Histogram, by_command
 from netwatchd.connects.recent import RecentConnections
-from netwatchd.connects.records import ConnectionRecord, MalformedEvent, PendingHandshake, decode_event
-from netwatchd.record_decoding import RecordDecoder
+from netwatchd.connects.records import ConnectionRecord, PendingHandshake, decode_event
 
 log = logging.getLogger(__name__)
 
@@ -51,25 +51,24 @@ class ConnectMonitor:
         self.is_gone = is_gone
         self.history = ConnectHistory(cfg.max_window_sec)
         self.deltas = CounterDeltas()
-        self.recent = RecentConnections(cfg.recent_records)
-        self.latency = LatencyHistory(cfg.max_window_sec)
         self._boot_offset_ns = boot_to_realtime_ns() if boot_offset_ns is None else boot_offset_ns
+        self.recent = RecentConnections(cfg.recent_records, lambda raw: decode_event(raw, self._boot_offset_ns))
+        self.latency = LatencyHistory(cfg.max_window_sec)
+        self.malformed_records = 0
         # handshakes pending at the last read: (pid, command, wall second of the SYN)
         self._pending: List[Tuple[int, str, float]] = []
         self.handshakes_abandoned = 0
         self.latency_by_command: Dict[str, Log2Histogram] = {}
-        self._decoder = RecordDecoder(lambda raw: decode_event(raw, self._boot_offset_ns),
-                                      MalformedEvent, "connect records", log)
         self._since_observed: Dict[str, list] = {}  # command -> [attempts, failed, pids]
         # Cumulative per-command counts since start, for metrics; bounded: commands beyond
         # MAX_COMMAND_TOTALS are summed in command_overflow.
         self.command_totals: Dict[str, Counts] = {}
         self.command_overflow = ZERO
-        # connect() starts per (command, address, port) since the last observation, for beacons.
-        # They carry no name: the classifier sees the LAN's lookups, not the host's own, and a
-        # name a device looked up is that device's view, which must not label our commands'
-        # destinations (netwatchd.devices.app_metadata)
-        self._starts: Dict[Tuple[str, str, int], List[int]] = {}
+        # connect() starts per (command, address, port) since the last observation, for beacons,
+        # as arrays (connects/batches.py). They carry no name: the classifier sees the LAN's
+        # lookups, not the host's own, and a name a device looked up is that device's view,
+        # which must not label our commands' destinations (netwatchd.devices.app_metadata)
+        self._starts = TickStarts(STARTS_PER_PAIR)
 
     def reconfigure(self, cfg: ConnectionsConfig) -> None:
         """Apply what can change live (the restart-only keys, netwatchd/config.py's metadata,
@@ -83,35 +82,18 @@ class ConnectMonitor:
 
     # -- periodic work ---------------------------------------------------------------------
     def poll(self) -> int:
-        """Move committed records from the ring buffer into the recent ring; a handshake's end
-        completes the record of its connect."""
-        raw = self.probe.drain()
-        for record in self._decoder.decode_all(raw):
-            if record.kind == "handshake_end":
-                self.recent.end_handshake(record)
-                self._note_latency(record)
-                continue
-            # a connect still in progress at return has its sample in its end's record, which
-            # may have come first (recent.add then completes this one from it): not a second
-            final_at_return = record.outcome != "in_progress"
-            self.recent.add(record)
-            if final_at_return:
-                self._note_latency(record)
-            if record.kind == "connect" and record.family in ("inet", "inet6"):
-                times = self._starts.setdefault((record.command, record.destination, record.port), [])
-                times.append(record.timestamp_usec)
-                if len(times) > 2 * STARTS_PER_PAIR:  # a busy pair: its newest are enough
-                    del times[:-STARTS_PER_PAIR]
-        return len(raw)
-
-    def _note_latency(self, record: ConnectionRecord) -> None:
-        if record.outcome == "succeeded" and record.syn_boot_ns:
-            second = int(record.timestamp_usec // 1_000_000)
-            self.latency.add(second, (record.pid, record.command), record.latency_usec)
-
-    @property
-    def malformed_records(self) -> int:
-        return self._decoder.malformed
+        """Move committed records from the ring buffer into the recent ring, a drain at a time
+        with no Python work per record (connects/batches.py): a handshake's end completes the
+        record of its connect; latencies and connection starts are filed by group."""
+        batch = self.probe.drain()
+        split = split_batch(batch, log, self.malformed_records)
+        self.malformed_records += split.malformed
+        self.recent.add(split.calls, split.paths)
+        self.recent.end_handshakes(split.ends)
+        for second, key, bucket, n in latency_groups(split.latencies, self._boot_offset_ns):
+            self.latency.add_count(second, key, bucket, n)
+        self._starts.add(split.starts, self._boot_offset_ns)
+        return len(batch)
 
     def refresh(self) -> None:
         """Read the kernel now: counters and records up to this moment. The D-Bus and HTTP
@@ -185,17 +167,7 @@ class ConnectMonitor:
                 obs.command_failed[command] = failed
                 obs.command_pids[command] = sorted(pids)
         self._since_observed = {}
-        sources: Dict[str, str] = {}  # one "command:<name>" string per command, not one per pair
-        starts = obs.connection_starts
-        for (command, address, port), times in self._starts.items():
-            source = sources.get(command)
-            if source is None:
-                source = sources[command] = "command:" + command
-            if len(times) > 1:
-                times.sort()
-                times = times[-STARTS_PER_PAIR:]
-            starts.append([source, address, port, "", times])
-        self._starts = {}
+        obs.command_starts = self._starts.take()
 
     # -- queries: summary() and the listings read what tick() and poll() kept (call refresh() first
     # for answers exact up to now); refresh_histograms() and the loss figures read the kernel's
@@ -230,7 +202,10 @@ class ConnectMonitor:
         return self.recent.newest_per_process(pid, limit, keep)
 
     def events_lost(self) -> int:
-        return self.probe.losses().ring_full + self.malformed_records
+        """Records that never reached the recent ring: both rings full, a flow's repeats dropped
+        while the ring was full (connects/records.py ConnectLosses), malformed ones."""
+        losses = self.probe.losses()
+        return losses.ring_full + losses.repeats + self.malformed_records
 
     def processes_untracked(self) -> int:
         return self.probe.losses().processes

@@ -11,8 +11,10 @@ import functools
 import ipaddress
 import socket
 import struct
-from dataclasses import dataclass
-from typing import NamedTuple
+from dataclasses import dataclass, field
+from typing import List, NamedTuple
+
+import numpy as np
 
 from netwatchd.text import printable
 
@@ -80,7 +82,19 @@ class ConnEventLong(ctypes.Structure):
     _fields_ = [("ev", ConnEvent), ("path", ctypes.c_char * PATH_LEN)]
 
 
+def _dtype_of(fields) -> np.dtype:
+    """The numpy row of a ctypes mirror, derived from its fields like _struct_of below: the record
+    path decodes a whole ring of them at once (netwatchd/kernel/mapped_ring.py)."""
+    codes = {ctypes.c_uint64: "<u8", ctypes.c_uint32: "<u4", ctypes.c_int32: "<i4", ctypes.c_uint16: "<u2",
+             ctypes.c_uint8: "u1"}
+    return np.dtype([(name, f"V{ctypes.sizeof(ctype)}" if name == "addr" else
+                      f"S{ctypes.sizeof(ctype)}" if hasattr(ctype, "_length_") else codes[ctype])
+                     for name, ctype in fields])
+
+
 EVENT_SIZE = ctypes.sizeof(ConnEvent)
+EVENT_DTYPE = _dtype_of(ConnEvent._fields_)
+assert EVENT_DTYPE.itemsize == EVENT_SIZE
 LONG_EVENT_SIZE = ctypes.sizeof(ConnEventLong)  # padded to 8 bytes, as the C compiler does
 
 
@@ -89,11 +103,38 @@ class ConnectLosses(NamedTuple):
     """The kernel's loss counters (bpf/connect.bpf.c NW_LOSS_*, in their order): ConnectProbe.losses(),
     as netwatchd.devices.records.DeviceLosses is the device probe's."""
 
-    ring_full: int = 0  # records that found the ring buffer full
+    ring_full: int = 0  # records that found the ring and its reserve full (a flow's first, too)
     processes: int = 0  # processes that found the counter map full
     handshakes: int = 0  # handshakes that found the handshake map full (their outcome: unknown)
     late_ends: int = 0  # handshake ends whose process counters were already freed
     latency: int = 0  # latencies that found the histogram map full
+    repeats: int = 0  # records of a flow that already had one since the last drain, ring full
+
+
+KERNEL_LOSSES = 6
+
+
+@dataclass
+class RecordBatch:
+    """One drain of the connect probe: the main ring's records and the reserve's (new flows' first
+    records while the main ring was full), as EVENT_DTYPE arrays; the long records (unix
+    sockets, early failures) as raw bytes; and how many malformed records the rings skipped."""
+
+    rows: np.ndarray
+    reserve: np.ndarray = field(default_factory=lambda: np.zeros(0, EVENT_DTYPE))
+    long: List[bytes] = field(default_factory=list)
+    malformed: int = 0
+
+    def __len__(self) -> int:
+        return len(self.rows) + len(self.reserve) + len(self.long)
+
+    @classmethod
+    def from_raw(cls, raw: List[bytes]) -> "RecordBatch":
+        """A batch of raw records as bcc's callbacks hand them over (tests, the long ring):
+        the inet-sized ones become rows, any other size goes with the long ones."""
+        inet = [r for r in raw if len(r) == EVENT_SIZE]
+        rows = np.frombuffer(b"".join(inet), EVENT_DTYPE) if inet else np.zeros(0, EVENT_DTYPE)
+        return cls(rows, long=[r for r in raw if len(r) != EVENT_SIZE])
 
 
 class PendingHandshake(NamedTuple):

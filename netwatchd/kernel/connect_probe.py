@@ -13,12 +13,14 @@ from typing import Dict, List, Set, Tuple
 
 from netwatchd.config import ConnectionsConfig
 from netwatchd.connects.history import CounterKeyT, Counts
-from netwatchd.connects.records import ConnectLosses, PendingHandshake, decode_comm
+from netwatchd.connects.records import (EVENT_DTYPE, KERNEL_LOSSES, ConnectLosses, PendingHandshake, RecordBatch,
+                                        decode_comm)
 from netwatchd.kernel import features
 from netwatchd.kernel import headers as kernel_env
 from netwatchd.kernel import links as bpf_links
 from netwatchd.kernel.bpf_util import (QUIET_KERNEL_HEADER_WARNINGS, ProbeError, RingReader, bpf_source_dir,
                                        return_freed_heap, ring_pages, table_items)
+from netwatchd.kernel.mapped_ring import MappedRing
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +37,20 @@ def ended_entries(cpus: int) -> int:
     return max(4096, 256 * cpus)
 
 
+# Flows remembered while the ring is full, to tell a flow's first record from its repeats.
+FLOWS_SEEN = 16384
+
+
+def reserve_ring_kib(ring_kib: int) -> int:
+    """The reserve ring for new flows' first records while the main ring is full: a quarter."""
+    return max(64, ring_kib // 4)
+
+
+def long_ring_kib(ring_kib: int) -> int:
+    """Unix sockets' and early failures' longer records: rare, a sixteenth."""
+    return max(16, ring_kib // 16)
+
+
 def cflags_for(cfg: ConnectionsConfig, bpf_dir: Path, kernel: features.KernelFeatures = None) -> List[str]:
     kernel = kernel or features.current()
     return [
@@ -47,8 +63,12 @@ def cflags_for(cfg: ConnectionsConfig, bpf_dir: Path, kernel: features.KernelFea
         f"-DNW_SK_ERR_OFFSET={kernel.sk_err_offset}",
         f"-DNW_SK_STATE_OFFSET={kernel.sk_state_offset}",
         f"-DNW_RING_PAGES={ring_pages(cfg.ring_buffer_kib)}",
+        f"-DNW_RESERVE_RING_PAGES={ring_pages(reserve_ring_kib(cfg.ring_buffer_kib))}",
+        f"-DNW_LONG_RING_PAGES={ring_pages(long_ring_kib(cfg.ring_buffer_kib))}",
+        f"-DNW_FLOWS_SEEN={FLOWS_SEEN}",
         f"-DNW_RECORD_EVENTS={1 if cfg.record_events else 0}",
         f"-DNW_SOCKADDR_AT_ENTER={0 if kernel.task_pt_regs else 1}",
+        f"-DNW_SOCKOPS_CURRENT_TASK={1 if kernel.sockops_current_task else 0}",
     ] + QUIET_KERNEL_HEADER_WARNINGS
 
 
@@ -58,7 +78,9 @@ class ConnectProbe:
         self._bpf = None
         self._cgroup_fd = -1
         self._links: Dict[str, int] = {}
-        self._ring: RingReader | None = None
+        self._rings: List[MappedRing] = []
+        self._long: RingReader | None = None
+        self._drain_gen = 0
 
     # -- lifecycle -------------------------------------------------------------------------
     def start(self) -> None:
@@ -79,11 +101,17 @@ class ConnectProbe:
         self._attach_cgroup("nw_connect6", bpf_links.CGROUP_INET6_CONNECT)
         self._attach_cgroup("nw_sockops", bpf_links.CGROUP_SOCK_OPS)
         self.set_udp_sends(self.cfg.trace_udp_sends)
-        self._ring = RingReader(self._bpf, b"events")
+        for name in (b"events", b"events_reserve"):
+            table = self._bpf[name]
+            self._rings.append(MappedRing(table.map_fd, table.max_entries, EVENT_DTYPE))
+        self._long = RingReader(self._bpf, b"events_long")
         return_freed_heap()
         log.info("connect probe attached: %s (cgroup %s)", ", ".join(self.attached_programs()), cgroup)
 
     def stop(self) -> None:
+        for ring in self._rings:
+            ring.close()
+        self._rings = []
         for name in list(self._links):
             self._detach(name)
         if self._cgroup_fd >= 0:
@@ -135,9 +163,15 @@ class ConnectProbe:
         os.close(self._links.pop(name))
 
     # -- reading ---------------------------------------------------------------------------
-    def drain(self) -> List[bytes]:
-        """Raw records the kernel has committed since the last call (no wakeups involved)."""
-        return self._ring.drain()
+    def drain(self) -> RecordBatch:
+        """The records the kernel has committed since the last call (no wakeups involved): the
+        main and reserve rings as arrays, the long records as bytes. Then a new drain generation:
+        while the ring is full, each flow gets one record through the reserve per generation."""
+        batch = RecordBatch(self._rings[0].take(), self._rings[1].take(), self._long.drain(),
+                            sum(ring.malformed for ring in self._rings))
+        self._drain_gen = (self._drain_gen + 1) & 0xFFFFFFFF
+        self._bpf[b"drain_gen"][ctypes.c_int(0)] = ctypes.c_uint32(self._drain_gen)
+        return batch
 
     def read_counters(self) -> Dict[CounterKeyT, Tuple[str, Counts]]:
         """Every process's cumulative counters: {(pid, generation): (command, counts)}.
@@ -173,7 +207,8 @@ class ConnectProbe:
 
     def losses(self) -> ConnectLosses:
         table = self._bpf[b"losses"]
-        return ConnectLosses(*(int(sum(table[ctypes.c_int(i)])) for i in range(len(ConnectLosses._fields))))
+        kernel = [int(sum(table[ctypes.c_int(i)])) for i in range(KERNEL_LOSSES)]
+        return ConnectLosses(*kernel)
 
     def pending_handshakes(self) -> List[PendingHandshake]:
         """Handshakes still pending after their connect() returned (the kernel's `handshakes`)."""

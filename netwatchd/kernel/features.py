@@ -19,6 +19,8 @@ from netwatchd.kernel import btf
 log = logging.getLogger(__name__)
 
 BPF_PROG_TYPE_TRACEPOINT = 5
+BPF_PROG_TYPE_SOCK_OPS = 13
+BPF_FUNC_GET_CURRENT_PID_TGID = 14
 BPF_MAP_TYPE_RINGBUF = 27
 BPF_FUNC_GET_CURRENT_TASK_BTF = 158  # Linux 5.11
 BPF_FUNC_TASK_PT_REGS = 175  # Linux 5.15
@@ -36,6 +38,11 @@ class KernelFeatures:
     # TCX links for the TC classifier; without them a clsact qdisc + direct-action filters.
     tcx: bool
     ringbuf: bool
+    # bpf_get_current_pid_tgid in sock_ops programs: a handshake that ends inside the connect()
+    # that began it (a loopback one, or an answer the caller's own context handled) is handed to
+    # that connect() in its thread's slot. Without it, through the `ended` map (a map update and
+    # delete more per connect).
+    sockops_current_task: bool = True
     # Byte offset of sk_err in struct sock, from the running kernel's BTF (-1 without BTF): how
     # a handshake that failed after connect() returned is told apart (refused, timed out, other).
     sk_err_offset: int = -1
@@ -51,6 +58,9 @@ class KernelFeatures:
             out.append("connect sockaddr read at sys_enter_connect (no bpf_task_pt_regs before Linux 5.15)")
         if not self.tcx:
             out.append("TC classifier on clsact filters (no TCX links before Linux 6.6)")
+        if not self.sockops_current_task:
+            out.append("TCP handshake ends handed to connect() through a map (no bpf_get_current_pid_tgid "
+                       "in sock_ops programs)")
         if self.sk_err_offset < 0:
             out.append("no kernel BTF: a non-blocking connect that fails after returning is counted as "
                        "other_failed (refused and timed out are not told apart)")
@@ -100,11 +110,13 @@ def probe() -> KernelFeatures:
     task_pt_regs = (helper_available(lib, BPF_PROG_TYPE_TRACEPOINT, BPF_FUNC_GET_CURRENT_TASK_BTF)
                     and helper_available(lib, BPF_PROG_TYPE_TRACEPOINT, BPF_FUNC_TASK_PT_REGS))
     ringbuf = map_type_available(lib, BPF_MAP_TYPE_RINGBUF)
+    sockops_current_task = helper_available(lib, BPF_PROG_TYPE_SOCK_OPS, BPF_FUNC_GET_CURRENT_PID_TGID)
     degraded = []
     if not ringbuf:
         degraded.append("no BPF ring buffer (Linux 5.8): netwatchd needs it and cannot start")
     return KernelFeatures(release=os.uname().release, task_pt_regs=task_pt_regs,
-                          tcx=has_tcx(), ringbuf=ringbuf, degraded=degraded, **sock_offsets())
+                          tcx=has_tcx(), ringbuf=ringbuf, sockops_current_task=sockops_current_task,
+                          degraded=degraded, **sock_offsets())
 
 
 def sock_offsets() -> dict:

@@ -180,14 +180,16 @@ def test_periodic_dns_to_the_lan_s_resolver_is_no_beacon_to_a_public_address_it_
 
 def test_tracked_pairs_cost_no_allow_list_memo_and_allowed_ones_stay_untracked():
     """Memory with many distinct flows: a pair that is not allowed is found through the pair table,
-    so the allow list's answers are remembered only for allowed pairs (never tracked)."""
+    and the allow list is asked per rule and per distinct source each tick (no memo of its answers
+    per pair): an allowed pair is never tracked, a tracked one costs its slot only."""
     tracker = BeaconTracker(DEFAULTS)
     starts = [["command:nwflows", f"198.51.{k >> 8}.{k & 255}", 443, "", [int(T0 * 1e6)]] for k in range(5000)]
     starts += [["command:dig", "127.0.0.53", 53, "", [int(T0 * 1e6)]]]  # the shipped allow-list
     for tick in range(3):
         tracker.tick(starts, int((T0 + tick) * 1e6), AlertIds(0))
     assert len(tracker) == 5000
-    assert list(tracker._allowed) == [(("command:dig", "127.0.0.53", 53), "")]
+    assert ("command:dig", "127.0.0.53", 53) not in tracker and ("command:nwflows", "198.51.0.7", 443) in tracker
+    assert tracker.memory_bytes() <= 5000 * 128  # capacity grown an eighth ahead included
 
 
 def test_ipv6_destinations_are_written_in_brackets():

@@ -8,7 +8,7 @@ from netwatchd.config import ConnectionsConfig
 from netwatchd.connects.history import Counts
 from netwatchd.connects.monitor import ConnectMonitor
 from netwatchd.connects.queries import InvalidQuery
-from netwatchd.connects.records import ConnectLosses, PendingHandshake
+from netwatchd.connects.records import ConnectLosses, PendingHandshake, RecordBatch
 from tests.unit.test_connect_record import CASES, build_event
 
 
@@ -25,7 +25,7 @@ class FakeProbe:
 
     def drain(self):
         raw, self.raw = self.raw, []
-        return raw
+        return RecordBatch.from_raw(raw)
 
     def read_counters(self):
         return dict(self.counters)
@@ -192,11 +192,12 @@ def test_connects_to_ip_destinations_are_beacon_starts(env):
     records = {r["command"]: r for r in mon.list_connections(0, 100)[0]}
     obs = TickObservation(time_usec=1)
     mon.take_observation(obs)
-    got = {(s[0], s[2]): s for s in obs.connection_starts}
+    c = obs.command_starts
+    got = {(c.sources[c.source[i]], int(c.port[i])): (c.address_text(i), int(c.time_usec[i])) for i in range(len(c))}
     assert set(got) == {("command:curl", 443), ("command:nc", 1), ("command:python3", 80), ("command:dig", 53),
                         ("command:abcdefghijklmnop", 1)}
-    curl = got[("command:curl", 443)]
-    assert curl == ["command:curl", records["curl"]["destination"], 443, "", [records["curl"]["timestamp_usec"]]]
+    assert got[("command:curl", 443)] == (records["curl"]["destination"], records["curl"]["timestamp_usec"])
+    assert c.names == {} and obs.connection_starts == []  # no name; the list form is the devices'
     again = TickObservation(time_usec=2)
     mon.take_observation(again)
-    assert again.connection_starts == []
+    assert len(again.command_starts) == 0

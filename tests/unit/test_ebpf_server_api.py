@@ -3,6 +3,7 @@ exact bodies, sentences, status codes and error bodies of ebpf-server v1.0.0's h
 places where we tell the truth instead (return_code, protocol, UTC timestamps)."""
 import dataclasses
 import json
+import socket
 
 import pytest
 
@@ -10,9 +11,9 @@ from netwatchd.api.ebpf_server import handle
 from netwatchd.config import ConnectionsConfig
 from netwatchd.connects.history import Counts
 from netwatchd.connects.monitor import ConnectMonitor
-from netwatchd.connects.records import ConnectionRecord
-from netwatchd.connects.records import PendingHandshake
+from netwatchd.connects.records import OUTCOME_NAMES, PendingHandshake
 from tests.unit.test_connect_monitor import Clock, FakeProbe
+from tests.unit.test_connect_record import build_event
 
 VERSION = "9.9.9"
 T0 = 1_750_000_000_000_000  # 2025-06-15T15:06:40Z, in microseconds
@@ -20,10 +21,17 @@ T0 = 1_750_000_000_000_000  # 2025-06-15T15:06:40Z, in microseconds
 
 def record(pid, command, port, ret=0, *, usec=T0, family="inet", address="127.0.0.1", transport="tcp",
            kind="connect", outcome=None):
-    outcome = outcome or ("succeeded" if ret == 0 else "in_progress" if ret == -115 else "failed")
-    return ConnectionRecord(timestamp_usec=usec, pid=pid, tid=pid, uid=0, command=command, kind=kind,
-                            family=family, transport=transport, destination=address, port=port,
-                            return_code=ret, outcome=outcome)
+    """A raw kernel record (boot offset 0: boot ns = wall ns), as the engine's probe hands it over."""
+    outcome = outcome or ("succeeded" if ret == 0 else "in_progress" if ret == -115 else "refused")
+    fields = {"boot_ns": usec * 1000, "tgid": pid, "tid": pid, "uid": 0, "ret": ret,
+              "family": {"inet": 2, "inet6": 10, "unix": 1, "unspec": 0}[family], "port": port,
+              "kind": {"connect": 1, "udp_send": 2}[kind], "transport": {"unknown": 0, "tcp": 1, "udp": 2}[transport],
+              "outcome": {v: k for k, v in OUTCOME_NAMES.items()}[outcome], "comm": command}
+    if family in ("inet", "inet6"):
+        fields["addr_hex"] = socket.inet_pton(socket.AF_INET if family == "inet" else socket.AF_INET6, address).hex()
+    elif family == "unix":
+        fields["path"], fields["path_len"] = address, len(address)
+    return build_event(fields)
 
 
 @pytest.fixture
@@ -148,14 +156,14 @@ def test_summary_duration_beyond_the_configured_window(engine):
 @pytest.fixture
 def listed(engine):
     for i in range(3):
-        engine.recent.add(record(1234, "nginx", 8080, usec=T0 + i * 1_500_000))
-    engine.recent.add(record(1234, "nginx", 9, -111, usec=T0 + 5_000_000))
-    engine.recent.add(record(99, "dig", 5353, transport="udp", usec=T0 + 999_999))
-    engine.recent.add(record(99, "dig", 443, family="inet6", address="::1", usec=T0 + 2_000_000))
+        engine.probe.raw.append(record(1234, "nginx", 8080, usec=T0 + i * 1_500_000))
+    engine.probe.raw.append(record(1234, "nginx", 9, -111, usec=T0 + 5_000_000))
+    engine.probe.raw.append(record(99, "dig", 5353, transport="udp", usec=T0 + 999_999))
+    engine.probe.raw.append(record(99, "dig", 443, family="inet6", address="::1", usec=T0 + 2_000_000))
     # not ebpf-server's to list: a unix socket, an unconnected UDP send, an AF_UNSPEC dissolve
-    engine.recent.add(record(5, "sshd", 0, family="unix", address="/run/x.sock", transport="unknown"))
-    engine.recent.add(record(99, "dig", 53, kind="udp_send", transport="udp", outcome="sent"))
-    engine.recent.add(record(99, "dig", 0, family="unspec", address="", transport="udp"))
+    engine.probe.raw.append(record(5, "sshd", 0, family="unix", address="/run/x.sock", transport="unknown"))
+    engine.probe.raw.append(record(99, "dig", 53, kind="udp_send", transport="udp", outcome="sent"))
+    engine.probe.raw.append(record(99, "dig", 0, family="unspec", address="", transport="udp"))
     return engine
 
 
@@ -186,7 +194,7 @@ def test_list_all_by_process_oldest_first(listed):
          "timestamp": "2025-06-15T15:06:42Z"},
     ]
     refused = a["connections"]["1234"][3]
-    assert (refused["outcome"], refused["error"], refused["timestamp_usec"]) == ("failed", "ECONNREFUSED", T0 + 5_000_000)
+    assert (refused["outcome"], refused["error"], refused["timestamp_usec"]) == ("refused", "ECONNREFUSED", T0 + 5_000_000)
     assert (a["total_pids"], a["truncated"], a["message"]) == (2, False, "Found 6 total connections across 2 processes")
 
 
@@ -260,7 +268,7 @@ def test_nothing_recorded_yet(engine):
 
 
 def test_bodies_are_encoded_as_gos_json_encoder_writes_them(engine):
-    engine.recent.add(record(8, "a<b>&c\u00e9", 80))
+    engine.probe.raw.append(record(8, "a<b>&c\u00e9", 80))
     status, _, raw, _ = call(engine, "GET", "/api/list-connections", query={"pid": ["8"]})
     assert b'"command":"a\\u003cb\\u003e\\u0026c\xc3\xa9"' in raw
     assert json.loads(raw)["connections"]["8"][0]["command"] == "a<b>&c\u00e9"

@@ -30,10 +30,12 @@ def test_tcx_is_found_by_its_btf_type_name(tmp_path):
 
 
 def test_each_fallback_is_named_once_with_its_reason():
-    old = KernelFeatures(release="5.10.0-46-amd64", task_pt_regs=False, tcx=False, ringbuf=True, sk_err_offset=-1)
+    old = KernelFeatures(release="5.10.0-46-amd64", task_pt_regs=False, tcx=False, ringbuf=True, sk_err_offset=-1,
+                         sockops_current_task=False)
     assert old.notes() == [
         "connect sockaddr read at sys_enter_connect (no bpf_task_pt_regs before Linux 5.15)",
         "TC classifier on clsact filters (no TCX links before Linux 6.6)",
+        "TCP handshake ends handed to connect() through a map (no bpf_get_current_pid_tgid in sock_ops programs)",
         "no kernel BTF: a non-blocking connect that fails after returning is counted as other_failed "
         "(refused and timed out are not told apart)",
     ]

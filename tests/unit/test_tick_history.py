@@ -51,12 +51,13 @@ def test_round_trip_oldest_first(tmp_path):
 
 def test_a_tick_is_written_as_earlier_versions_wrote_it():
     """The text stored per tick is what replay reads back, from files older versions wrote too:
-    the same JSON as the dataclass's own deep copy gave, without making that copy."""
+    the same JSON as the dataclass's own deep copy gave, without making that copy. (Those versions
+    had no command_starts: asdict() of its numpy columns is no JSON, and empty it is not written.)"""
     import json
     for n in range(6):
         obs = tick(n)
-        before = json.dumps({k: v for k, v in dataclasses.asdict(obs).items() if v}, separators=(",", ":"),
-                            sort_keys=True)
+        before = json.dumps({k: v for k, v in dataclasses.asdict(obs).items() if v and k != "command_starts"},
+                            separators=(",", ":"), sort_keys=True)
         assert obs.to_json() == before
         assert TickObservation.from_json(obs.to_json()) == obs
 
