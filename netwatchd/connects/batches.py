@@ -72,13 +72,14 @@ def split_batch(batch: RecordBatch, log: logging.Logger, malformed_before: int =
         rows, path_of = rows[order], path_of[order]
     kind = rows["kind"]
     is_end = kind == KIND_HANDSHAKE_END
-    calls = rows[~is_end] if is_end.any() else rows
-    call_paths = path_of[~is_end] if is_end.any() else path_of
+    calls, call_paths = (rows[~is_end], path_of[~is_end]) if is_end.any() else (rows, path_of)
     paths = {int(i): long_paths[int(call_paths[i])] for i in np.flatnonzero(call_paths >= 0)}
     family = rows["family"]
     latencies = rows[(rows["outcome"] == OUTCOME_SUCCEEDED) & (rows["syn_ns"] != 0)]
     ip = (kind == KIND_CONNECT) & ((family == socket.AF_INET) | (family == socket.AF_INET6))
-    return Split(calls, paths, rows[is_end], latencies, rows[ip], malformed)
+    # a busy drain is all calls to IP destinations: no copy then (a structured array's mask
+    # indexing costs as much as the rest of the split)
+    return Split(calls, paths, rows[is_end], latencies, rows if ip.all() else rows[ip], malformed)
 
 
 def _log_malformed(log: logging.Logger, total: int, what: str) -> None:

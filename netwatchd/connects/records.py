@@ -103,15 +103,12 @@ class ConnectLosses(NamedTuple):
     """The kernel's loss counters (bpf/connect.bpf.c NW_LOSS_*, in their order): ConnectProbe.losses(),
     as netwatchd.devices.records.DeviceLosses is the device probe's."""
 
-    ring_full: int = 0  # records that found the ring and its reserve full (a flow's first, too)
+    ring_full: int = 0  # records that found their ring full (a flow's first: the reserve too)
     processes: int = 0  # processes that found the counter map full
     handshakes: int = 0  # handshakes that found the handshake map full (their outcome: unknown)
     late_ends: int = 0  # handshake ends whose process counters were already freed
     latency: int = 0  # latencies that found the histogram map full
     repeats: int = 0  # records of a flow that already had one since the last drain, ring full
-
-
-KERNEL_LOSSES = 6
 
 
 @dataclass

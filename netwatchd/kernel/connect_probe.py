@@ -13,8 +13,7 @@ from typing import Dict, List, Set, Tuple
 
 from netwatchd.config import ConnectionsConfig
 from netwatchd.connects.history import CounterKeyT, Counts
-from netwatchd.connects.records import (EVENT_DTYPE, KERNEL_LOSSES, ConnectLosses, PendingHandshake, RecordBatch,
-                                        decode_comm)
+from netwatchd.connects.records import EVENT_DTYPE, ConnectLosses, PendingHandshake, RecordBatch, decode_comm
 from netwatchd.kernel import features
 from netwatchd.kernel import headers as kernel_env
 from netwatchd.kernel import links as bpf_links
@@ -81,6 +80,7 @@ class ConnectProbe:
         self._rings: List[MappedRing] = []
         self._long: RingReader | None = None
         self._drain_gen = 0
+        self._malformed = 0  # the rings' malformed records handed over so far
 
     # -- lifecycle -------------------------------------------------------------------------
     def start(self) -> None:
@@ -167,8 +167,9 @@ class ConnectProbe:
         """The records the kernel has committed since the last call (no wakeups involved): the
         main and reserve rings as arrays, the long records as bytes. Then a new drain generation:
         while the ring is full, each flow gets one record through the reserve per generation."""
-        batch = RecordBatch(self._rings[0].take(), self._rings[1].take(), self._long.drain(),
-                            sum(ring.malformed for ring in self._rings))
+        batch = RecordBatch(self._rings[0].take(), self._rings[1].take(), self._long.drain())
+        malformed = sum(ring.malformed for ring in self._rings)
+        batch.malformed, self._malformed = malformed - self._malformed, malformed
         self._drain_gen = (self._drain_gen + 1) & 0xFFFFFFFF
         self._bpf[b"drain_gen"][ctypes.c_int(0)] = ctypes.c_uint32(self._drain_gen)
         return batch
@@ -207,8 +208,7 @@ class ConnectProbe:
 
     def losses(self) -> ConnectLosses:
         table = self._bpf[b"losses"]
-        kernel = [int(sum(table[ctypes.c_int(i)])) for i in range(KERNEL_LOSSES)]
-        return ConnectLosses(*kernel)
+        return ConnectLosses(*(int(sum(table[ctypes.c_int(i)])) for i in range(len(ConnectLosses._fields))))
 
     def pending_handshakes(self) -> List[PendingHandshake]:
         """Handshakes still pending after their connect() returned (the kernel's `handshakes`)."""

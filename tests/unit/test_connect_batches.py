@@ -193,3 +193,34 @@ def test_a_handshake_end_completes_its_connect_in_the_ring_early_or_late():
     r.add(rows_of(raw(outcome=5, ret=-115, syn_ns=88, port=2)))
     first = r.newest(0, 1)[0][0]
     assert (first.outcome, first.end_error_name) == ("refused", "ECONNREFUSED")
+
+
+def test_each_drain_hands_over_the_rings_new_malformed_records_once_and_a_new_generation():
+    """ConnectProbe.drain without a kernel: the rings' malformed counts are cumulative, a batch
+    carries only the new ones; every drain writes the next generation for the overflow rule."""
+    from netwatchd.connects.records import EVENT_DTYPE as ROW
+    from netwatchd.kernel.connect_probe import ConnectProbe
+
+    class Ring:
+        malformed = 0
+
+        def take(self):
+            return np.zeros(0, ROW)
+
+    class Long:
+        def drain(self):
+            return []
+
+    class Gen(dict):
+        def __setitem__(self, key, value):
+            super().__setitem__(key.value, value.value)
+
+    probe = ConnectProbe.__new__(ConnectProbe)
+    probe._rings, probe._long, probe._drain_gen, probe._malformed = [Ring(), Ring()], Long(), 0, 0
+    gen = Gen()
+    probe._bpf = {b"drain_gen": gen}
+    probe._rings[1].malformed = 2
+    assert probe.drain().malformed == 2 and gen[0] == 1
+    assert probe.drain().malformed == 0 and gen[0] == 2
+    probe._rings[0].malformed = 1
+    assert probe.drain().malformed == 1 and gen[0] == 3
