@@ -34,6 +34,7 @@ MAX_BUFFERED = 600  # ticks held in memory before a write, whether flush() is ca
 # ...or this many bytes of them: a busy host's ticks (100k connection starts each) are MBs apiece,
 # and holding a minute of them would cost the daemon tens of MB of memory for nothing.
 MAX_BUFFERED_BYTES = 1 << 20
+CACHE_KIB = 256  # the writer's page cache
 READ_BATCH = 1000  # rows per query when reading: no read transaction stays open for long
 
 _SCHEMA = (
@@ -86,6 +87,9 @@ class TickHistory:
         # damage shows as CorruptHistoryError when the page is touched.
         conn = open_private(HISTORY, path, quick_check=False)
         try:
+            # appended to and pruned from its ends: a small page cache does (SQLite's default
+            # 2 MB stayed resident once a busy host's ticks, megabytes each, went through it)
+            conn.execute(f"PRAGMA cache_size = -{CACHE_KIB}")
             return cls(path, conn, keep, writable=True, max_buffered=max_buffered, max_bytes=max_bytes)
         except BaseException:
             conn.close()
