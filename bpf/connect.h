@@ -106,7 +106,7 @@ struct nw_pending {
     u64 end_ns; /* when it ended, with end_outcome */
 };
 
-/* A flow, as the ring's overflow rule tells a new one from a repeat (see reserve_record). */
+/* A flow, as the ring's overflow rule tells a new one from a repeat (see send_record). */
 struct nw_flow_key {
     u32 tgid;
     u16 family;
