@@ -160,10 +160,12 @@ static __always_inline void send_record(struct nw_conn_event *e)
         count_loss(NW_LOSS_REPEAT);
         return;
     }
+    if (events_reserve.ringbuf_output(e, sizeof(*e), BPF_RB_NO_WAKEUP) != 0) {
+        count_loss(NW_LOSS_RING); /* not remembered: the flow's next record may take the reserve */
+        return;
+    }
     u32 now_gen = *gen;
     flows_seen.update(&key, &now_gen);
-    if (events_reserve.ringbuf_output(e, sizeof(*e), BPF_RB_NO_WAKEUP) != 0)
-        count_loss(NW_LOSS_RING);
 }
 
 static __always_inline struct nw_proc_entry *proc_entry(u32 tgid)
