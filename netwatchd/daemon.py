@@ -46,6 +46,7 @@ class Daemon:
         self.alerting: AlertPipeline | None = None
         self.view: DaemonView | None = None  # the read model every edge is handed (netwatchd/read_model.py)
         self._last_alert_save = 0.0
+        self._big_tick_before = False  # the last tick had many connection starts (see _observe)
         self._stop = asyncio.Event()
         self._bus = None
         self._http = None  # api/http.py HttpApi when metrics.enabled
@@ -175,10 +176,14 @@ class Daemon:
         if self.devices is not None:
             self.devices.take_observation(obs)
         self.alerting.tick(obs)
-        if len(obs.connection_starts) + len(obs.command_starts) > BIG_TICK_STARTS:
+        big = len(obs.connection_starts) + len(obs.command_starts) > BIG_TICK_STARTS
+        if big or self._big_tick_before:
             # a tick of many distinct flows leaves MBs of freed small objects behind; hand the
-            # pages back, or RSS keeps the high-water mark of the busiest tick for good
+            # pages back, or RSS keeps the high-water mark of the busiest tick for good. Once more
+            # on the first quiet tick after: the drains between the last busy tick and it freed
+            # as much again
             return_freed_heap()
+        self._big_tick_before = big
         if time.monotonic() - self._last_alert_save >= self.cfg.alerts.state_save_interval_sec:
             self._last_alert_save = time.monotonic()
             self.alerting.save()
