@@ -111,12 +111,8 @@ def netwatchd_programs(pid: int) -> Dict[str, Prog]:
     for prog_id, name in attached.items():
         if prog_id not in progs:
             continue
-        if name in named:  # a second program on one hook (in attach order: ids grow)
-            first, second = sorted((named[name].id, prog_id))
-            later = Prog(second, pid, progs[second])
-            named[name] = Prog(first, pid, progs[first])
-            named[f"{name}#2"] = later
-            continue
+        if name in named:
+            raise RuntimeError(f"process {pid} holds two programs on {name}: {named[name].id}, {prog_id}")
         named[name] = Prog(prog_id, pid, progs[prog_id])
     return named
 

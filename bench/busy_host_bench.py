@@ -4,7 +4,7 @@
     .venv/bin/python bench/busy_host_bench.py --quick    (2 x 30k connects over 20k flows)
 
 Load (issue 24's): 2 workers x 150k refused connects over 2 x 50k distinct flows at full speed
-(bench/connect_flows_bench.py's workers: 127.77.0.0/16 at a port held bound here, refused by the
+(tests/support/connect_load.py: 127.77.0.0/16 at a port held bound here, refused by the
 loopback). Phases, one run:
   1. the load without netwatchd;
   2. netwatchd on the shipped config; a warm-up (one flow per worker); RSS;
@@ -32,8 +32,8 @@ sys.path[:0] = [str(BENCH.parent), str(BENCH)]
 import bpf_stats  # noqa: E402
 from bench_main import bench_daemon, run_benchmark  # noqa: E402
 from connect_bench import cpu_sec, rss_kib, settle  # noqa: E402
-from connect_flows_bench import run_workers  # noqa: E402
 from reference_probes import ReferenceProbes  # noqa: E402
+from tests.support.connect_load import refused_connects  # noqa: E402
 from tests.support.daemon import PrivateSystemBus, unvariant  # noqa: E402
 
 GOALS = {"rate_ratio": 0.9, "bpf_x_floor": 10.0, "cpu_usec_per_connect": 1.5, "lost": 0, "rss_growth_mb": 10.0}
@@ -48,7 +48,7 @@ def rss_anon_kib(pid: int) -> int:
 
 def timed_load(port: int, workers: int, flows: int, connects: int) -> Dict:
     t0 = time.monotonic()
-    tally = run_workers(port, workers, flows, connects)
+    tally = refused_connects(port, workers, flows, connects)
     wall = time.monotonic() - t0
     return {"tally": tally, "wall_sec": wall, "rate_per_sec": sum(tally.values()) / wall}
 
@@ -79,7 +79,7 @@ def run(args) -> Dict:
     try:
         r["without_before"] = timed_load(port, args.workers, args.flows, args.connects)
         with PrivateSystemBus() as bus, bench_daemon(bus, {}) as daemon:
-            run_workers(port, args.workers, args.workers, args.warm)
+            refused_connects(port, args.workers, args.workers, args.warm)
             settle(daemon)
             time.sleep(2.0)  # two ticks
             r["rss_kib_warm"], r["rss_anon_kib_warm"] = rss_kib(daemon.pid), rss_anon_kib(daemon.pid)

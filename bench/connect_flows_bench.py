@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import socket
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -25,41 +24,10 @@ sys.path[:0] = [str(BENCH.parent), str(BENCH)]
 
 from bench_main import bench_daemon, run_benchmark  # noqa: E402
 from connect_bench import cpu_sec, rss_kib, settle  # noqa: E402
+from tests.support.connect_load import refused_connects  # noqa: E402
 from tests.support.daemon import PrivateSystemBus, unvariant  # noqa: E402
 
 GOAL_RSS_GROWTH_MB = 10.0
-
-# argv: port, first flow, flows, connects. Prints its pid, then "done <refused>" after the connects.
-WORKER = r"""
-import os, socket, sys
-port, first, flows, n = map(int, sys.argv[1:5])
-print(os.getpid(), flush=True)
-addrs = [("127.%d.%d.%d" % (77 + (k >> 16), (k >> 8) & 255, k & 255), port) for k in range(first, first + flows)]
-refused = 0
-for i in range(n):
-    s = socket.socket()
-    if s.connect_ex(addrs[i % flows]) == 111:
-        refused += 1
-    s.close()
-print("done", refused, flush=True)
-"""
-
-
-def run_workers(port: int, workers: int, flows: int, connects: int) -> Dict[int, int]:
-    per_flows, per_connects = flows // workers, connects // workers
-    procs = [subprocess.Popen([sys.executable, "-c", WORKER, str(port), str(w * per_flows + 1), str(per_flows),
-                               str(per_connects)], stdout=subprocess.PIPE, text=True) for w in range(workers)]
-    out = {}
-    try:
-        pids = [int(p.stdout.readline()) for p in procs]
-        for pid, p in zip(pids, procs):
-            out[pid] = int(p.stdout.readline().split()[1])
-    finally:
-        for p in procs:
-            p.kill()
-            p.wait()
-    return out
-
 
 def run(args) -> Dict:
     holder = socket.socket()
@@ -70,11 +38,11 @@ def run(args) -> Dict:
         overrides = {"beacons": {"enabled": False}} if args.beacons_off else {}
         r["beacons"] = not args.beacons_off
         with PrivateSystemBus() as bus, bench_daemon(bus, overrides) as daemon:
-            warm = run_workers(port, args.workers, args.workers, args.warm)  # one flow each
+            warm = refused_connects(port, args.workers, args.workers, args.warm)  # one flow each
             settle(daemon)
             r["rss_kib_warm"] = rss_kib(daemon.pid)
             cpu0, t0 = cpu_sec(daemon.pid), time.monotonic()
-            main = run_workers(port, args.workers, args.flows, args.connects)
+            main = refused_connects(port, args.workers, args.flows, args.connects)
             settle(daemon)
             r["wall_sec"] = time.monotonic() - t0
             r["daemon_cpu_sec"] = cpu_sec(daemon.pid) - cpu0

@@ -23,15 +23,10 @@ from typing import Dict, List, Sequence, Tuple
 
 import numpy as np
 
+from netwatchd.column_hash import hash_columns
+
 _U64 = np.uint64
 _SEED = hash(("netwatchd", "beacon pairs")) & ((1 << 64) - 1)
-
-
-def _mix(x: np.ndarray) -> np.ndarray:
-    """splitmix64's finaliser (uint64 arithmetic wraps)."""
-    x = (x ^ (x >> _U64(30))) * _U64(0xBF58476D1CE4E5B9)
-    x = (x ^ (x >> _U64(27))) * _U64(0x94D049BB133111EB)
-    return x ^ (x >> _U64(31))
 
 
 def take_rows(a: np.ndarray, rows: np.ndarray) -> np.ndarray:
@@ -92,9 +87,8 @@ class PairTable:
     def hash(self, meta: np.ndarray, port: np.ndarray, addr: np.ndarray) -> np.ndarray:
         """64 bits of hash per key: a tick's keys sorted by it lie together, pair by pair (two
         pairs sharing all 64 are left to group()'s slower path); the index keeps the top 32."""
-        h = _mix(addr[:, 0] ^ self._seed)
-        h = _mix(h ^ addr[:, 1])
-        return _mix(h ^ ((meta.astype(_U64) << _U64(16)) | port.astype(_U64)))
+        return hash_columns([addr[:, 0], addr[:, 1], (meta.astype(_U64) << _U64(16)) | port.astype(_U64)],
+                            int(self._seed))
 
     @staticmethod
     def indexed(h: np.ndarray) -> np.ndarray:

@@ -63,6 +63,7 @@ from typing import Callable, Deque, Dict, Iterable, List, Sequence, Tuple
 import numpy as np
 
 from netwatchd.alerting.alerts import Alert, AlertIds
+from netwatchd.column_hash import splitmix
 
 MAX_PAIRS_PER_DEVICE = 4096
 MAX_DEVICES = 4096
@@ -128,16 +129,9 @@ class SortedCounts:
         return self.keys.nbytes + self.counts.nbytes
 
 
-def _mix(x: np.ndarray) -> np.ndarray:
-    """splitmix64's finaliser: a 64-bit hash of 64-bit keys (uint64 arithmetic wraps)."""
-    x = (x ^ (x >> _U64(30))) * _U64(0xBF58476D1CE4E5B9)
-    x = (x ^ (x >> _U64(27))) * _U64(0x94D049BB133111EB)
-    return x ^ (x >> _U64(31))
-
-
 def host_keys(rows: np.ndarray) -> np.ndarray:
     """(device slot, host folded to 48 bits): what ports are counted under."""
-    folded = _mix(rows["lo"] ^ _mix(rows["hi"])) >> _U64(16)
+    folded = splitmix(rows["lo"] ^ splitmix(rows["hi"])) >> _U64(16)
     return (rows["dev"].astype(np.uint64) << _U64(48)) | folded
 
 
@@ -148,7 +142,7 @@ def port_keys(rows: np.ndarray) -> np.ndarray:
 
 def pair_keys(rows: np.ndarray) -> np.ndarray:
     """A 64-bit hash of (device slot, host, transport and port): what makes a pair distinct."""
-    return _mix(host_keys(rows) ^ _mix(port_keys(rows)))
+    return splitmix(host_keys(rows) ^ splitmix(port_keys(rows)))
 
 
 def _local(rows: np.ndarray) -> np.ndarray:

@@ -9,7 +9,6 @@ command, and per record only for unix-socket records (rare).
 """
 from __future__ import annotations
 
-import logging
 import socket
 from dataclasses import dataclass, field
 from typing import Dict, Iterator, List, Tuple
@@ -17,9 +16,10 @@ from typing import Dict, Iterator, List, Tuple
 import numpy as np
 
 from netwatchd.connects.latency import buckets_of
+from netwatchd.column_hash import hash_columns
 from netwatchd.connects.records import (EVENT_DTYPE, EVENT_SIZE, LONG_EVENT_SIZE, OUTCOME_NAMES, RecordBatch,
                                         decode_comm)
-from netwatchd.record_decoding import LOG_EVERY
+from netwatchd.record_decoding import MalformedRecords
 from netwatchd.start_columns import StartColumns
 
 KIND_CONNECT, KIND_HANDSHAKE_END = 1, 3  # bpf/connect.h NW_KIND_*
@@ -38,19 +38,16 @@ class Split:
     ends: np.ndarray  # handshake ends: they complete their connect's record
     latencies: np.ndarray  # established handshakes with a latency (a connect's or an end's)
     starts: np.ndarray  # connect() calls to an IP destination
-    malformed: int = 0
 
 
-def split_batch(batch: RecordBatch, log: logging.Logger, malformed_before: int = 0) -> Split:
+def split_batch(batch: RecordBatch, dropped: MalformedRecords) -> Split:
     """Checks a drain's records (a record of the wrong size or with an unknown outcome is
-    counted, logged the first time and every LOG_EVERY-th, and dropped) and splits them."""
-    malformed = batch.malformed
+    counted in `dropped` and left out) and splits them."""
+    dropped.add(batch.malformed, "a record of another size in the ring")
     long_rows, long_paths = [], []
     for raw in batch.long:
         if len(raw) not in (EVENT_SIZE, LONG_EVENT_SIZE):
-            malformed += 1
-            _log_malformed(log, malformed_before + malformed, f"record of {len(raw)} bytes, expected "
-                                                               f"{EVENT_SIZE} or {LONG_EVENT_SIZE}")
+            dropped.add(1, f"record of {len(raw)} bytes, expected {EVENT_SIZE} or {LONG_EVENT_SIZE}")
             continue
         long_rows.append(raw[:EVENT_SIZE])
         long_paths.append(raw[EVENT_SIZE:])
@@ -63,9 +60,8 @@ def split_batch(batch: RecordBatch, log: logging.Logger, malformed_before: int =
     outcome = rows["outcome"]
     bad = (outcome < _OUTCOMES[0]) | (outcome > _OUTCOMES[1])
     if bad.any():
-        malformed += int(bad.sum())
-        _log_malformed(log, malformed_before + malformed,
-                       f"record with outcome {int(outcome[bad][0])}, expected one of {sorted(OUTCOME_NAMES)}")
+        dropped.add(int(bad.sum()), f"record with outcome {int(outcome[bad][0])}, expected one of "
+                                    f"{sorted(OUTCOME_NAMES)}")
         rows, path_of = rows[~bad], path_of[~bad]
     if len(rows) != len(batch.rows):  # the reserve's and the long records: into time order
         order = np.argsort(rows["boot_ns"], kind="stable")
@@ -79,12 +75,7 @@ def split_batch(batch: RecordBatch, log: logging.Logger, malformed_before: int =
     ip = (kind == KIND_CONNECT) & ((family == socket.AF_INET) | (family == socket.AF_INET6))
     # a busy drain is all calls to IP destinations: no copy then (a structured array's mask
     # indexing costs as much as the rest of the split)
-    return Split(calls, paths, rows[is_end], latencies, rows if ip.all() else rows[ip], malformed)
-
-
-def _log_malformed(log: logging.Logger, total: int, what: str) -> None:
-    if total == 1 or total % LOG_EVERY == 0:
-        log.warning("dropped malformed connect records (%d so far): %s", total, what)
+    return Split(calls, paths, rows[is_end], latencies, rows if ip.all() else rows[ip])
 
 
 def latency_groups(rows: np.ndarray, boot_offset_ns: int) -> Iterator[Tuple[int, Tuple[int, str], int, int]]:
@@ -130,7 +121,7 @@ class TickStarts:
         the whole key: flows whose hashes collide may then come out in pieces, each piece cut to
         `per_flow` (the beacon tracker cuts a pair's starts of a tick to as many again)."""
         cols = [np.concatenate(c) for c in zip(*self._parts)] if len(self._parts) > 1 else list(self._parts[0])
-        order = np.lexsort((cols[5], _mix(*cols[:5])))
+        order = np.lexsort((cols[5], hash_columns(cols[:5])))
         cols = [c[order] for c in cols]
         n = len(order)
         same = np.ones(n - 1, dtype=bool) if n else np.zeros(0, dtype=bool)
@@ -164,25 +155,11 @@ def _words(column: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(column).view("<u8").reshape(-1, 2)
 
 
-_PRIMES = [np.uint64(p) for p in (0x9E3779B97F4A7C15, 0xC2B2AE3D27D4EB4F, 0x165667B19E3779F9,
-                                  0x27D4EB2F165667C5, 0xFF51AFD7ED558CCD)]
-
-
-def _mix(*columns: np.ndarray) -> np.ndarray:
-    """A 64-bit hash per row of uint64 columns (multiply-xor; wraps by design)."""
-    h = np.zeros(len(columns[0]), dtype=np.uint64)
-    with np.errstate(over="ignore"):
-        for column, prime in zip(columns, _PRIMES):
-            h = (h ^ column) * prime
-            h ^= h >> np.uint64(29)
-    return h
-
-
 def _distinct_comms(word0: np.ndarray, word1: np.ndarray) -> Tuple[List[bytes], np.ndarray]:
     """The distinct command names (as the kernel's 16 bytes) and each row's index among them:
     grouped by a hash of the name, checked against the whole name (a process names itself:
     should two names ever share a hash, the exact, slower grouping takes over)."""
-    _, first, inverse = np.unique(_mix(word0, word1), return_index=True, return_inverse=True)
+    _, first, inverse = np.unique(hash_columns([word0, word1]), return_index=True, return_inverse=True)
     inverse = inverse.reshape(-1)
     words = np.stack([word0, word1], axis=1)
     if not (words == words[first[inverse]]).all():

@@ -20,6 +20,7 @@ from netwatchd.connects.history import ZERO, ConnectHistory, CounterDeltas, Coun
 from netwatchd.connects.latency import LatencyHistory, Log2Histogram, by_command
 from netwatchd.connects.recent import RecentConnections
 from netwatchd.connects.records import ConnectionRecord, PendingHandshake, decode_event
+from netwatchd.record_decoding import MalformedRecords
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +55,7 @@ class ConnectMonitor:
         self._boot_offset_ns = boot_to_realtime_ns() if boot_offset_ns is None else boot_offset_ns
         self.recent = RecentConnections(cfg.recent_records, lambda raw: decode_event(raw, self._boot_offset_ns))
         self.latency = LatencyHistory(cfg.max_window_sec)
-        self.malformed_records = 0
+        self._malformed = MalformedRecords("connect records", log)
         # handshakes pending at the last read: (pid, command, wall second of the SYN)
         self._pending: List[Tuple[int, str, float]] = []
         self.handshakes_abandoned = 0
@@ -86,8 +87,7 @@ class ConnectMonitor:
         with no Python work per record (connects/batches.py): a handshake's end completes the
         record of its connect; latencies and connection starts are filed by group."""
         batch = self.probe.drain()
-        split = split_batch(batch, log, self.malformed_records)
-        self.malformed_records += split.malformed
+        split = split_batch(batch, self._malformed)
         self.recent.add(split.calls, split.paths)
         self.recent.end_handshakes(split.ends)
         for second, key, bucket, n in latency_groups(split.latencies, self._boot_offset_ns):
@@ -200,6 +200,10 @@ class ConnectMonitor:
     def list_per_process(self, pid: int, limit: int, keep) -> Tuple[Dict[int, List[ConnectionRecord]], bool]:
         """Up to `limit` newest records per process, oldest first (ebpf-server's listing)."""
         return self.recent.newest_per_process(pid, limit, keep)
+
+    @property
+    def malformed_records(self) -> int:
+        return self._malformed.count
 
     def events_lost(self) -> int:
         """Records that never reached the recent ring: both rings full, a flow's repeats dropped

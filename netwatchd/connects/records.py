@@ -125,14 +125,6 @@ class RecordBatch:
     def __len__(self) -> int:
         return len(self.rows) + len(self.reserve) + len(self.long)
 
-    @classmethod
-    def from_raw(cls, raw: List[bytes]) -> "RecordBatch":
-        """A batch of raw records as bcc's callbacks hand them over (tests, the long ring):
-        the inet-sized ones become rows, any other size goes with the long ones."""
-        inet = [r for r in raw if len(r) == EVENT_SIZE]
-        rows = np.frombuffer(b"".join(inet), EVENT_DTYPE) if inet else np.zeros(0, EVENT_DTYPE)
-        return cls(rows, long=[r for r in raw if len(r) != EVENT_SIZE])
-
 
 class PendingHandshake(NamedTuple):
     """An entry of the kernel's `handshakes` map."""

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import mmap
 import os
+from typing import Optional
 
 import numpy as np
 
@@ -65,27 +66,28 @@ class MappedRing:
             if n:
                 out.append(rows["record"][:n].copy())
                 consumer += n * self.stride
-            if consumer >= producer or not self._skip_odd(consumer, producer):
+            after = self._past_odd(consumer, producer) if consumer < producer else None
+            if after is None:
                 break
-            consumer = self._skipped_to
+            consumer = after
         self._consumer_pos[0] = consumer  # hands the space back to the kernel
         if not out:
             return np.zeros(0, dtype=self.row["record"])
         return out[0] if len(out) == 1 else np.concatenate(out)
 
-    def _skip_odd(self, consumer: int, producer: int) -> bool:
-        """At a record that is not a plain committed one: False if it is still being written (or
-        nothing is there); else steps over it (a discarded one, or a malformed size) and True."""
+    def _past_odd(self, consumer: int, producer: int) -> Optional[int]:
+        """At a record that is not a plain committed one: None if it is still being written (or
+        nothing is there); else where the next record starts (a discarded one, or a malformed
+        size, stepped over)."""
         if producer - consumer < HEADER_SIZE:
-            return False
+            return None
         start = consumer & self.mask
         length = int(np.frombuffer(self._data, dtype="<u4", count=1, offset=start)[0])
         if length & BUSY:
-            return False
+            return None
         if not length & DISCARD:
             self.malformed += 1
-        self._skipped_to = consumer + (((length & LENGTH_MASK) + HEADER_SIZE + 7) & ~7)
-        return True
+        return consumer + (((length & LENGTH_MASK) + HEADER_SIZE + 7) & ~7)
 
     def close(self) -> None:
         for name in ("_consumer_pos", "_producer_pos", "_data"):

@@ -1,78 +1,25 @@
 """A busy host (issue 24), on the shipped config: connects at full speed lose no record, and when
 the daemon does fall behind, what is dropped is chosen and counted.
 
-Load: worker processes (copies of the interpreter, so their pids are theirs alone) connect in a
-loop to addresses in 127.77.0.0/16 and 127.78.0.0/16 at one port this module holds bound on
-127.0.0.1 and never listens on: every connect is refused at once by the loopback (nobody else
-can listen on that port on a wildcard address), and each (worker, address) is a flow of its own.
-Traffic: 127.0.0.0/8 only.
+Load: tests/support/connect_load.py's workers, refused connects over many flows at a port this
+module holds bound on 127.0.0.1. Traffic: 127.0.0.0/8 only.
 """
 from __future__ import annotations
 
 import signal
 import socket
-import subprocess
-import sys
 import time
 from typing import Dict, List
 
 import pytest
 
 from tests.conftest import require_root_and_bcc
+from tests.support.connect_load import Workers
 from tests.support.daemon import DaemonProcess, unvariant
 
 WINDOW = 3600
 RING_KIB = 4096  # connections.ring_buffer_kib, shipped
 RECORD_BYTES = 80 + 8  # struct nw_conn_event and the ring's header (bpf/connect.h)
-
-# argv: port, first flow, flows, connects, tail. Prints its pid, then waits for a line on stdin
-# (the start), then prints "done <refused>" and the addresses of its last `tail` connects.
-WORKER = r"""
-import os, socket, sys
-port, first, flows, n, tail = map(int, sys.argv[1:6])
-print(os.getpid(), flush=True)
-sys.stdin.readline()
-addrs = [("127.%d.%d.%d" % (77 + (k >> 16), (k >> 8) & 255, k & 255), port) for k in range(first, first + flows)]
-refused = 0
-for i in range(n):
-    s = socket.socket()
-    if s.connect_ex(addrs[i % flows]) == 111:
-        refused += 1
-    s.close()
-print("done", refused, " ".join(addrs[i % flows][0] for i in range(max(0, n - tail), n)), flush=True)
-"""
-
-
-class Workers:
-    """Worker processes, started together; ended by pid even when a test fails."""
-
-    def __init__(self, port: int, plan: List[tuple], tail: int = 0):
-        self.procs = [subprocess.Popen([sys.executable, "-c", WORKER, str(port), str(first), str(flows), str(n),
-                                        str(tail)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-                      for first, flows, n in plan]
-        self.pids = [int(p.stdout.readline()) for p in self.procs]
-
-    def run(self, timeout: float = 120) -> Dict[int, Dict]:
-        for p in self.procs:
-            p.stdin.write("go\n")
-            p.stdin.flush()
-        out = {}
-        deadline = time.monotonic() + timeout
-        for pid, p in zip(self.pids, self.procs):
-            line = p.stdout.readline().split()
-            assert line and line[0] == "done", f"worker {pid} ended without its tally"
-            out[pid] = {"refused": int(line[1]), "last": line[2:]}
-            assert time.monotonic() < deadline, "workers too slow"
-        return out
-
-    def close(self) -> None:
-        for p in self.procs:
-            if p.poll() is None:
-                p.kill()
-            p.wait()
-            p.stdin.close()
-            p.stdout.close()
-
 
 @pytest.fixture(scope="module")
 def daemon(make_daemon):

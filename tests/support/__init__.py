@@ -10,6 +10,7 @@ use it; it imports no test module):
   frames.py       Ethernet frames built by hand;  journal.py  a private systemd-journald
   processes.py    processes read line by line, with command names of their own, stopped by pid
   oracles.py      expected values from outside the code under test (the README's tables)
+  connect_load.py refused connect floods over many flows (the busy-host test, bench/)
 
 wait_for() is the one way a test waits: on a condition, never on a fixed sleep.
 """

@@ -15,9 +15,11 @@ from netwatchd.connects.latency import LatencyHistory, bucket_of, buckets_of
 from netwatchd.connects.recent import RecentConnections
 from netwatchd.connects.records import EVENT_DTYPE, EVENT_SIZE, RecordBatch, decode_event
 from netwatchd.kernel.mapped_ring import BUSY, DISCARD, PAGE_SIZE, MappedRing
+from netwatchd.record_decoding import MalformedRecords
 from tests.unit.test_connect_record import build_event
 
-LOG = logging.getLogger("test")
+def dropped():
+    return MalformedRecords("connect records", logging.getLogger("test"))
 
 
 def raw(pid=100, kind=1, outcome=2, at_ns=1_000, addr="0a000001", port=80, comm="curl", family=2, syn_ns=0,
@@ -119,16 +121,19 @@ def test_a_drain_is_split_in_time_order_with_the_reserve_and_the_long_records():
                                                                      syn_ns=5, latency_usec=30, ret=-115))
     reserve = rows_of(raw(at_ns=20, port=2))
     unix = raw(at_ns=25, family=1, addr="", port=0, path="/run/x.sock", path_len=11)
-    split = split_batch(RecordBatch(main, reserve, [unix, b"short"]), LOG)
-    assert split.calls["port"].tolist() == [1, 2, 0, 3] and split.malformed == 1
+    bad = dropped()
+    split = split_batch(RecordBatch(main, reserve, [unix, b"short"]), bad)
+    assert split.calls["port"].tolist() == [1, 2, 0, 3] and bad.count == 1
     assert decode_event(split.calls[2].tobytes() + split.paths[2], 0).destination == "/run/x.sock"
     assert split.ends["port"].tolist() == [9] and split.latencies["port"].tolist() == [9]
     assert split.starts["port"].tolist() == [1, 2, 3]  # connects to an IP destination
 
 
 def test_a_record_with_an_unknown_outcome_is_counted_and_dropped():
-    split = split_batch(RecordBatch(rows_of(raw(port=1), raw(port=2, outcome=99))), LOG, malformed_before=4)
-    assert split.calls["port"].tolist() == [1] and split.malformed == 1
+    bad = dropped()
+    bad.count = 4
+    split = split_batch(RecordBatch(rows_of(raw(port=1), raw(port=2, outcome=99))), bad)
+    assert split.calls["port"].tolist() == [1] and bad.count == 5
 
 
 def test_latencies_are_filed_by_group_as_one_by_one():

@@ -2,13 +2,14 @@
 losses, live reconfiguration."""
 import dataclasses
 
+import numpy as np
 import pytest
 
 from netwatchd.config import ConnectionsConfig
 from netwatchd.connects.history import Counts
 from netwatchd.connects.monitor import ConnectMonitor
 from netwatchd.connects.queries import InvalidQuery
-from netwatchd.connects.records import ConnectLosses, PendingHandshake, RecordBatch
+from netwatchd.connects.records import EVENT_DTYPE, EVENT_SIZE, ConnectLosses, PendingHandshake, RecordBatch
 from tests.unit.test_connect_record import CASES, build_event
 
 
@@ -24,8 +25,12 @@ class FakeProbe:
         self.cells = {}
 
     def drain(self):
+        """The raw records as a drain hands them over: the inet-sized ones as rows, any other
+        size with the long ones."""
         raw, self.raw = self.raw, []
-        return RecordBatch.from_raw(raw)
+        inet = [r for r in raw if len(r) == EVENT_SIZE]
+        rows = np.frombuffer(b"".join(inet), EVENT_DTYPE) if inet else np.zeros(0, EVENT_DTYPE)
+        return RecordBatch(rows, long=[r for r in raw if len(r) != EVENT_SIZE])
 
     def read_counters(self):
         return dict(self.counters)
