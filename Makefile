@@ -7,7 +7,7 @@ UNITDIR ?= /etc/systemd/system
 DBUS_POLICYDIR ?= /usr/share/dbus-1/system.d
 PYTEST_ARGS ?=
 
-.PHONY: run test setup setup-test install uninstall deb man bench bench-devices bench-tc bench-alerts bench-api bench-beacons bench-flows bench-busy
+.PHONY: run test setup setup-test install uninstall deb man bench bench-devices bench-tc bench-alerts bench-api bench-beacons bench-flows bench-busy bench-fleet
 
 setup:
 	@scripts/setup.sh
@@ -33,6 +33,11 @@ bench-flows: setup
 # records lost, RSS (~2 min)
 bench-busy: setup
 	.venv/bin/python bench/busy_host_bench.py
+
+# issue 25: alerts to Alertmanager: delivery latency, daemon CPU per tick with 1000 alerts firing
+# vs none, spool bytes per alert, series per host at max_devices (~2 min)
+bench-fleet: setup
+	.venv/bin/python bench/fleet_bench.py
 
 # The device path (issue 3): BPF ns per packet, sender packet rate, per-device counts (~2 min).
 bench-devices: setup

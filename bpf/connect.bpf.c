@@ -698,8 +698,22 @@ static __always_inline u8 follow_handshake(struct nw_pending *p, struct nw_proc_
     return err ? outcome_of_errno(err) : NW_OUT_OTHER_FAILED;
 }
 
+#ifndef NW_CGROUP_SCOPE
+#define NW_CGROUP_SCOPE 0
+#endif
+#if NW_CGROUP_SCOPE
+/* The daemon's cgroup root is a subtree (it runs in a container): the tracepoints see the whole
+ * machine, the cgroup hooks only that subtree, so the counts keep to it too -- one container's
+ * connects are its own netwatchd's, not every container's. Never compiled on a host. */
+BPF_CGROUP_ARRAY(scope_cgroup, 1);
+#endif
+
 TRACEPOINT_PROBE(syscalls, sys_exit_connect)
 {
+#if NW_CGROUP_SCOPE
+    if (scope_cgroup.check_current_task(0) != 1)
+        return 0;
+#endif
     u64 id = bpf_get_current_pid_tgid();
     u32 tid = (u32)id;
     u32 tgid = id >> 32;

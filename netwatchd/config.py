@@ -24,6 +24,7 @@ from netwatchd.beacon_allow import parse_command, parse_destination, parse_name
 # ConfigError and split_listen are the config's names for its users too (netwatchd.config.ConfigError)
 from netwatchd.config_values import ConfigError, IntRange, convert_value, split_listen, type_name  # noqa: F401
 from netwatchd.dns_domains import parse_allow_domain
+from netwatchd.fleet_settings import check_identity, file_problem, parse_alertmanager_url
 from netwatchd.interfaces import SYS_NET, Interface, not_ethernet, read_interfaces
 
 DEFAULT_CONFIG_PATH = "/etc/netwatchd/netwatchd.yaml"
@@ -251,6 +252,90 @@ class EbpfServerApiConfig:
     allowed_hosts: tuple = field(default=(), metadata={"allow": parse_allowed_host})
 
 
+def _lifetime(seconds: int):
+    return field(default=seconds, metadata={"range": IntRange(1, 30 * 86400)})
+
+
+@dataclass(frozen=True)
+class AlertLifetimes:
+    """Time setting: how long an alert of each kind stays firing in Alertmanager after it was raised
+    (a raise of the same alert while it fires starts its lifetime again); then it is resolved.
+    One field per alert kind (a unit test keeps them equal to netwatchd.alerting.alerts.KINDS)."""
+    new_device: int = _lifetime(3600)
+    address_change: int = _lifetime(3600)
+    connect_rate: int = _lifetime(1200)
+    fan_out: int = _lifetime(1200)
+    beacon: int = _lifetime(7200)
+    mac_flood: int = _lifetime(1200)
+    dhcp_server_new: int = _lifetime(3600)
+    dhcp_server_change: int = _lifetime(3600)
+    dns_nxdomain_burst: int = _lifetime(1200)
+    dns_tunnel: int = _lifetime(3600)
+    port_scan: int = _lifetime(1200)
+    host_scan: int = _lifetime(1200)
+    address_sweep: int = _lifetime(1200)
+
+    def of(self, kind: str) -> int:
+        return getattr(self, kind, 3600)
+
+
+@dataclass(frozen=True)
+class FleetConfig:
+    # Alertmanager base URLs (API v2); every alert goes to every one, as Prometheus sends (an HA
+    # cluster dedups). Empty: off.
+    alertmanager_urls: tuple = field(default=(), metadata={"allow": parse_alertmanager_url})
+    # The L2 segment's id in alert labels; "" = computed alike by every host on the segment.
+    segment: str = ""
+    # This host's id in labels; "" = /etc/machine-id.
+    host_id: str = ""
+    # Base of generatorURL; "" = http://<hostname>:<metrics port>.
+    external_url: str = ""
+    # Time setting: seconds between re-sends of the firing alerts (and retries of what failed).
+    resend_interval_sec: float = field(default=60.0, metadata={"float_range": (0.1, 3600.0)})
+    # Seconds one request to one Alertmanager may take.
+    timeout_sec: float = field(default=10.0, metadata={"float_range": (0.1, 300.0)})
+    # Alerts the spool holds (firing, or resolved and not yet delivered); beyond, the oldest
+    # resolved go first, then the oldest firing, counted.
+    spool_max_alerts: int = field(default=10000, metadata={"range": IntRange(10, 1_000_000)})
+    # TLS: a CA file instead of the system's; basic auth or a bearer token, from files.
+    ca_file: str = ""
+    username: str = ""
+    password_file: str = ""
+    bearer_token_file: str = ""
+    lifetime_sec: AlertLifetimes = field(default_factory=AlertLifetimes)
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.alertmanager_urls)
+
+    @property
+    def urls(self) -> tuple:
+        """alertmanager_urls as requests use them: trimmed, no trailing slash."""
+        return tuple(parse_alertmanager_url(url) for url in self.alertmanager_urls)
+
+    @property
+    def external_base(self) -> str:
+        return parse_alertmanager_url(self.external_url) if self.external_url else ""
+
+    def check(self):
+        for key in ("segment", "host_id"):
+            problem = check_identity(getattr(self, key))
+            if problem:
+                return key, problem
+        if self.external_url:
+            try:
+                parse_alertmanager_url(self.external_url)
+            except ValueError as e:
+                return "external_url", str(e).replace("an Alertmanager base URL", "a base URL")
+        if self.password_file and self.bearer_token_file:
+            return "bearer_token_file", "set either password_file (basic auth) or bearer_token_file, not both"
+        if self.password_file and not self.username:
+            return "username", "password_file is set: basic auth needs a username"
+        if self.username and not self.password_file:
+            return "password_file", "username is set: basic auth needs a password_file"
+        return None
+
+
 @dataclass(frozen=True)
 class DaemonConfig:
     # Seconds between reads of the kernel counters (the resolution of Summary windows).
@@ -266,6 +351,7 @@ class DaemonConfig:
     beacons: BeaconsConfig = field(default_factory=BeaconsConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
     ebpf_server_api: EbpfServerApiConfig = field(default_factory=EbpfServerApiConfig)
+    fleet: FleetConfig = field(default_factory=FleetConfig)
 
 
 RESTART = "restart"  # field metadata: the key takes effect on restart only
@@ -305,7 +391,17 @@ def load_config(path: str, sys_net: str = SYS_NET) -> DaemonConfig:
         raise ConfigError(path, "", f"cannot read: {e.strerror}") from None
     cfg = parse_config(text, path)
     check_interfaces(cfg, path, read_interfaces(sys_net))
+    check_fleet_files(cfg, path)
     return cfg
+
+
+def check_fleet_files(cfg: "DaemonConfig", source: str) -> None:
+    """The fleet's CA and secret files can be read now (at start, reload, --check-config)."""
+    for key, kind in (("ca_file", "ca"), ("password_file", "secret"), ("bearer_token_file", "secret")):
+        path = getattr(cfg.fleet, key)
+        problem = file_problem(kind, path) if path else ""
+        if problem:
+            raise ConfigError(source, f"fleet.{key}", problem)
 
 
 def check_interfaces(cfg: "DaemonConfig", source: str, available: Mapping[str, Interface]) -> None:

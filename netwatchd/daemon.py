@@ -28,6 +28,8 @@ from netwatchd.kernel.bpf_util import return_freed_heap
 log = logging.getLogger("netwatchd")
 
 BIG_TICK_STARTS = 10_000  # connection starts in one tick above which freed heap is returned
+IDENTITY_REFRESH_SEC = 10.0  # the segment follows DHCP and gateway changes this closely
+IDENTITY_RETRY_SEC = 0.2  # ...and is looked for this often while a gateway's MAC is unknown
 
 EXIT_CONFIG = 78  # EX_CONFIG; the unit's RestartPreventExitStatus stops a restart loop on it
 EXIT_FAILURE = 1
@@ -51,6 +53,10 @@ class Daemon:
         self._bus = None
         self._http = None  # api/http.py HttpApi when metrics.enabled
         self._ebpf_http = None  # ebpf-server's API when ebpf_server_api.enabled
+        self.fleet = None  # api/fleet_sender.py FleetSender: alerts to Alertmanager (fleet.*)
+        self._identity_reader = None
+        self._identity = None  # read_model.HostIdentity, refreshed every IDENTITY_REFRESH_SEC
+        self._identity_read_at = 0.0
 
     @property
     def kernel(self):
@@ -85,13 +91,16 @@ class Daemon:
             self.connects = ConnectMonitor(self._probe, self.cfg.connections)
             if self.cfg.devices.enabled:
                 self.devices = start_devices(self.cfg)
-            self.alerting = AlertPipeline(self.cfg.alerts, AlertStateFiles(state_directory(self.cfg)), sinks=[JournalSink()],
+            journal = JournalSink()
+            self.alerting = AlertPipeline(self.cfg.alerts, AlertStateFiles(state_directory(self.cfg)), sinks=[journal],
                                           history=open_history(state_directory(self.cfg), self.cfg.alerts.history_ticks,
                                                                self.cfg.alerts.history_max_bytes),
                                           beacons=self.cfg.beacons)
             self.view = DaemonView(self.connects, self.devices, self.alerting, config=lambda: self.cfg,
                                    config_path=self.config_path, started_at_usec=self.started_at_usec,
-                                   kernel=lambda: self.kernel)
+                                   kernel=lambda: self.kernel, identity=self.host_identity,
+                                   fleet=lambda: self.fleet.status())
+            self._start_fleet(journal)
             interface = dbus_service.export(self._bus, self.view)  # AlertRaised, PatternSeen registered
             warn_beyond_localhost(self.cfg)  # the unit's IPAddressAllow= lets only localhost through
             if self.cfg.metrics.enabled:
@@ -140,8 +149,49 @@ class Daemon:
                 stop_devices(self.devices)
             if self.alerting is not None:
                 self.alerting.close()
+            if self.fleet is not None:
+                self.fleet.close()
             self._probe.stop()
         return 0
+
+    def _start_fleet(self, journal: JournalSink) -> None:
+        """Journal entries carry the fleet's ids; alerts go to Alertmanager while fleet.* says so."""
+        from netwatchd.api import fleet_labels
+        from netwatchd.api.fleet_sender import FleetSender, alert_interface
+        from netwatchd.store.alert_spool import open_spool
+
+        view = self.view
+        journal.identity_fields = lambda alert: fleet_labels.journal_fields(alert, view.host_identity(),
+                                                                            alert_interface(alert, view))
+        self.fleet = FleetSender(view, lambda: open_spool(state_directory(self.started_cfg)))
+        self.alerting.sinks.append(self.fleet)
+
+    def host_identity(self):
+        """Who this host is to a fleet (api/fleet_identity.py), read again every few seconds."""
+        from netwatchd.api.fleet_identity import IdentityReader
+
+        if self._identity_reader is None:
+            self._identity_reader = IdentityReader(neighbour=self._neighbour)
+        now = time.monotonic()
+        complete = self._identity is not None and all("@" in seg for _, seg in self._identity.segments)
+        # while a gateway's MAC is unknown, looked for again at once: the first alerts must already
+        # carry the segment the other hosts compute
+        if self._identity is None or now - self._identity_read_at >= (IDENTITY_REFRESH_SEC if complete
+                                                                      else IDENTITY_RETRY_SEC):
+            interfaces = self.devices.interfaces() if self.devices is not None else []
+            self._identity = self._identity_reader.read(interfaces, self.cfg.fleet.host_id, self.cfg.fleet.segment)
+            self._identity_read_at = now
+        return self._identity
+
+    def _neighbour(self, ip: str) -> str:
+        """The MAC the device inventory knows for `ip` ('' when none): a gateway's, before the
+        kernel's neighbour table has it."""
+        if self.devices is None:
+            return ""
+        try:
+            return self.devices.get_device(ip).mac
+        except (LookupError, ValueError):
+            return ""
 
     def _set_bus(self, bus) -> None:
         self._bus = bus
@@ -204,6 +254,12 @@ class Daemon:
                 self.devices.reconfigure(new.devices)
             logsetup.set_level(new.log_level)
             self.cfg = new
+            self._identity = None  # fleet.host_id, fleet.segment
+            self.fleet.reconfigure()
+            from netwatchd.api.listen_scope import urls_beyond_localhost, warn_beyond_localhost
+
+            if urls_beyond_localhost(new):
+                warn_beyond_localhost(new)
             log.info("configuration reloaded from %s", self.config_path)
             if restart_keys:
                 log.warning("changed settings that take effect on restart: %s", ", ".join(restart_keys))

@@ -13,8 +13,8 @@ from netwatchd.config import DaemonConfig
 from netwatchd.connects.queries import check_list
 from netwatchd.devices.queries import device_answer, device_summary
 from netwatchd.errors import NoSuchDevice
-from netwatchd.read_model import (KINDS, Alert, AlertSink, CommandTotals, ConnectionRecord, EventsLost, Log2Histogram,
-                                  PatternListener)
+from netwatchd.read_model import (KINDS, Alert, AlertSink, CommandTotals, ConnectionRecord, EventsLost, FleetStatus,
+                                  HostIdentity, Log2Histogram, PatternListener)
 
 
 def alert_counts(alerting) -> Dict[str, int]:
@@ -39,7 +39,8 @@ class DaemonView:
     the running kernel's features (netwatchd/kernel/features.py: release, notes())."""
 
     def __init__(self, connects, devices, alerting, *, config: Callable[[], DaemonConfig], config_path: str,
-                 started_at_usec: int, kernel: Callable[[], Any]):
+                 started_at_usec: int, kernel: Callable[[], Any],
+                 identity: Callable[[], HostIdentity] = HostIdentity, fleet: Callable[[], FleetStatus] = FleetStatus):
         self._connects = connects
         self._devices = devices
         self._alerting = alerting
@@ -47,6 +48,8 @@ class DaemonView:
         self._config_path = config_path
         self._started_at_usec = started_at_usec
         self._kernel = kernel
+        self._identity = identity
+        self._fleet = fleet
 
     @property
     def cfg(self) -> DaemonConfig:
@@ -127,6 +130,9 @@ class DaemonView:
         for part in (self._devices, self._alerting):
             if part is not None:
                 counts.update(part.dropped())
+        fleet = self._fleet()
+        if fleet.enabled:
+            counts["fleet_alerts_dropped"] = fleet.dropped
         return counts
 
     def protocol_totals(self) -> Dict[str, int]:
@@ -200,6 +206,13 @@ class DaemonView:
 
     def beacon_pairs_dropped(self) -> int:
         return self._alerting.beacons.dropped if self._alerting is not None else 0
+
+    # -- the fleet ------------------------------------------------------------------------------------
+    def host_identity(self) -> HostIdentity:
+        return self._identity()
+
+    def fleet_status(self) -> FleetStatus:
+        return self._fleet()
 
     # -- what the daemon announces ---------------------------------------------------------------------
     def add_alert_sink(self, sink: AlertSink) -> None:

@@ -36,7 +36,7 @@ VOCABULARY = {
 }
 
 __all__ = ["KINDS", "Alert", "Log2Histogram", "ConnectionRecord", "EventsLost", "CommandTotals", "AlertSink",
-           "PatternListener", "ConnectQueries", "ReadModel"]
+           "PatternListener", "ConnectQueries", "ReadModel", "HostIdentity", "FleetStatus"]
 
 # called as listener(mac, peer, port, transport, name) for each new (device, peer, port,
 # transport) the TC classifier reports; name is the DNS name the device looked the peer up by, or ""
@@ -55,6 +55,33 @@ class CommandTotals(NamedTuple):
 
     attempts: int = 0
     failed: int = 0
+
+
+class HostIdentity(NamedTuple):
+    """Who this host is to a fleet (netwatchd/api/fleet_identity.py reads it): the ids its alerts'
+    labels and journal fields carry."""
+
+    host: str = ""  # fleet.host_id, else /etc/machine-id
+    hostname: str = ""  # for people: not an identity (renamed, cloned)
+    segments: Tuple[Tuple[str, str], ...] = ()  # (interface, segment id) per watched interface
+
+    def segment_of(self, interface: str = "") -> str:
+        """The segment of `interface`, else of the first watched interface ('' with none)."""
+        for name, segment in self.segments:
+            if name == interface:
+                return segment
+        return self.segments[0][1] if self.segments else ""
+
+
+class FleetStatus(NamedTuple):
+    """Delivery to Alertmanager (fleet.*): the spool and what failed, since the start."""
+
+    enabled: bool = False
+    spooled: int = 0  # alerts in the spool: firing, or resolved and not yet delivered everywhere
+    firing: int = 0
+    dropped: int = 0  # pushed out of the full spool before every Alertmanager had them
+    delivered: int = 0  # alerts (firing or resolved) an Alertmanager accepted
+    failures: Tuple[Tuple[str, str, int], ...] = ()  # (alertmanager URL, cause, failed requests)
 
 
 class AlertSink(Protocol):
@@ -179,6 +206,13 @@ class ReadModel(ConnectQueries, Protocol):
 
     def beacon_pairs_dropped(self) -> int:
         """Pairs pushed out by beacons.max_pairs while still active."""
+
+    # -- the fleet -----------------------------------------------------------------------------------------
+    def host_identity(self) -> HostIdentity:
+        """This host's fleet ids, as the last refresh read them (they follow DHCP and reloads)."""
+
+    def fleet_status(self) -> FleetStatus:
+        """Delivery to Alertmanager; enabled False (and zeros) when fleet.alertmanager_urls is empty."""
 
     # -- what the daemon announces ----------------------------------------------------------------------
     def add_alert_sink(self, sink: AlertSink) -> None:

@@ -8,7 +8,9 @@ cd "$(dirname "$0")/.."
 RUNTIME_PKGS="python3-bpfcc python3-venv python3-systemd dbus dbus-daemon libbpf1 iproute2 bpftool ieee-data"
 # busybox-static (not busybox, which conflicts with it): the kernel matrix's VMs need the static
 # one for their initramfs (tests/kernels/vmrun.sh), and udhcpc in the device tests is the same.
-TEST_PKGS="gcc libc6-dev systemd systemd-container mmdebstrap util-linux procps zstd git bind9-dnsutils curl jq openssl busybox-static nmap prometheus man-db nftables"
+# prometheus and prometheus-alertmanager: promtool, amtool and Alertmanager itself check the
+# examples of examples/fleet/ (tests/integration/test_fleet_examples.py).
+TEST_PKGS="gcc libc6-dev systemd systemd-container mmdebstrap util-linux procps zstd git bind9-dnsutils curl jq openssl busybox-static nmap prometheus prometheus-alertmanager man-db nftables"
 
 want="$RUNTIME_PKGS"
 [ "${1:-}" = "--test" ] && want="$want $TEST_PKGS"

@@ -302,6 +302,27 @@ class ManagerInterface(ServiceInterface):
         return self._model.kernel_release()
 
     @dbus_property(access=PropertyAccess.READ)
+    def HostId(self) -> "s":  # noqa: F821
+        """This host's id in the fleet's labels and journal fields (fleet.host_id or /etc/machine-id)."""
+        return self._model.host_identity().host
+
+    @dbus_property(access=PropertyAccess.READ)
+    def Segments(self) -> "a{ss}":  # noqa: F821
+        """The segment id of each watched interface (fleet.segment, or prefix@gateway MAC)."""
+        return dict(self._model.host_identity().segments)
+
+    # Empty while fleet.alertmanager_urls is: delivery to Alertmanager is off.
+    @dbus_property(access=PropertyAccess.READ)
+    def FleetDelivery(self) -> "a{st}":  # noqa: F821
+        """Alerts spooled, firing, delivered and dropped, and failed requests by "<url> <cause>"."""
+        fleet = self._model.fleet_status()
+        if not fleet.enabled:
+            return {}
+        out = {"spooled": fleet.spooled, "firing": fleet.firing, "delivered": fleet.delivered, "dropped": fleet.dropped}
+        out.update((f"failed {url} {cause}", n) for url, cause, n in fleet.failures)
+        return out
+
+    @dbus_property(access=PropertyAccess.READ)
     def KernelFallbacks(self) -> "as":  # noqa: F821
         """What this kernel gives another way, or not at all (empty on a kernel with everything)."""
         return self._model.kernel_fallbacks()

@@ -13,7 +13,7 @@ import logging
 import os
 import re
 import sys
-from typing import Dict, Optional, TextIO
+from typing import Callable, Dict, Optional, TextIO
 
 from netwatchd.read_model import Alert
 from netwatchd.logsetup import JOURNAL_SOCKET
@@ -38,7 +38,7 @@ def number(value: float) -> str:
     return str(int(value)) if value.is_integer() else repr(value)
 
 
-def journal_fields(alert: Alert) -> Dict[str, str]:
+def journal_fields(alert: Alert, identity_fields: Optional[Dict[str, str]] = None) -> Dict[str, str]:
     """Every field of the alert's journal entry, all as printable strings (pure, for tests).
 
     Command names, hostnames and DNS names are escaped where they are decoded (netwatchd.text);
@@ -56,6 +56,10 @@ def journal_fields(alert: Alert) -> Dict[str, str]:
         "NETWATCHD_BASELINE": number(alert.baseline),
         "NETWATCHD_SCORE": number(alert.score),
     }
+    # the fleet's ids (NETWATCHD_HOST, NETWATCHD_SEGMENT, NETWATCHD_MAC...: api/fleet_labels.py),
+    # so journal-remote's record of many hosts is searched by the ids Alertmanager groups by
+    for name, value in (identity_fields or {}).items():
+        fields.setdefault(name, value)
     for key, value in sorted(alert.details.items()):
         name = field_name(key)
         # The fixed fields above, and an earlier detail that sanitizes to the same name, win:
@@ -81,14 +85,16 @@ def stderr_line(fields: Dict[str, str]) -> str:
 class JournalSink:
     """An alert sink (AlertPipeline calls emit) writing to journald, or to stderr without it."""
 
-    def __init__(self, socket_path: str = JOURNAL_SOCKET, stream: Optional[TextIO] = None):
+    def __init__(self, socket_path: str = JOURNAL_SOCKET, stream: Optional[TextIO] = None,
+                 identity_fields: Optional[Callable[[Alert], Dict[str, str]]] = None):
         # socket_path only decides journald or stderr (tests point it elsewhere); systemd.journal
         # itself always sends to the standard socket. stream None = sys.stderr at the time.
         self.socket_path = socket_path
         self._stream = stream
+        self.identity_fields = identity_fields  # alert -> the fleet's id fields; the daemon sets it
 
     def emit(self, alert: Alert) -> None:
-        fields = journal_fields(alert)
+        fields = journal_fields(alert, self.identity_fields(alert) if self.identity_fields else None)
         # Checked per alert, as logsetup does at start: journald may come or go (a restart of
         # systemd-journald while we run) and an alert must reach whichever is there.
         if os.path.exists(self.socket_path):

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Tuple
 
-from netwatchd.read_model import KINDS, Log2Histogram, ReadModel
+from netwatchd.read_model import KINDS, FleetStatus, HostIdentity, Log2Histogram, ReadModel
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 OTHER = "other"
@@ -33,6 +33,11 @@ class Snapshot:
     http_connections_dropped: Dict[str, int] = field(default_factory=dict)
     # what the bounded tables dropped to stay bounded (ReadModel.dropped)
     dropped: Dict[str, int] = field(default_factory=dict)
+    identity: HostIdentity = field(default_factory=HostIdentity)
+    version: str = ""
+    # (segment, mac, vendor, last seen in unix seconds) per device in the inventory
+    devices_seen: List[Tuple[str, str, str, float]] = field(default_factory=list)
+    fleet: FleetStatus = field(default_factory=FleetStatus)
 
 
 def escape_label(value: str) -> str:
@@ -114,6 +119,7 @@ def render(snap: Snapshot, top_n: int) -> str:
              "beacon pairs")
     for what in sorted(snap.dropped):
         w.sample("netwatchd_dropped_total", snap.dropped[what], what=what)
+    _fleet(w, snap)
     w.family("netwatchd_bpf_run_time_seconds_total", "counter",
              "Time spent in each BPF program (needs sysctl kernel.bpf_stats_enabled=1, else 0)")
     for program in sorted(snap.bpf):
@@ -123,6 +129,45 @@ def render(snap: Snapshot, top_n: int) -> str:
     for program in sorted(snap.bpf):
         w.sample("netwatchd_bpf_run_count_total", snap.bpf[program][1], program=program)
     return "\n".join(w.lines) + "\n"
+
+
+def _fleet(w: _Writer, snap: Snapshot) -> None:
+    """Who this host is, its inventory by segment (one series per device: bounded by
+    devices.max_devices), and the delivery to Alertmanager. Prometheus adds `instance`: `count by
+    (segment, mac) (netwatchd_device_info)` is how many hosts see a device."""
+    ident = snap.identity
+    w.family("netwatchd_host_info", "gauge", "This host's id in the fleet's labels (fleet.host_id or /etc/machine-id)")
+    w.sample("netwatchd_host_info", 1, host=ident.host, hostname=ident.hostname, version=snap.version)
+    w.family("netwatchd_segment_info", "gauge", "The segment id of each watched interface (fleet.segment or computed)")
+    for interface, segment in ident.segments:
+        w.sample("netwatchd_segment_info", 1, interface=interface, segment=segment)
+    w.family("netwatchd_device_info", "gauge", "A device in this host's inventory, by segment and MAC")
+    for segment, mac, vendor, _seen in snap.devices_seen:
+        w.sample("netwatchd_device_info", 1, segment=segment, mac=mac, vendor=vendor)
+    w.family("netwatchd_device_last_seen_timestamp_seconds", "gauge", "When this host last saw the device (unix time)")
+    for segment, mac, _vendor, seen in snap.devices_seen:
+        w.sample("netwatchd_device_last_seen_timestamp_seconds", float(seen), segment=segment, mac=mac)
+    fleet = snap.fleet
+    w.family("netwatchd_fleet_spool_alerts", "gauge",
+             "Alerts in the fleet spool: firing, or resolved and not yet accepted by every Alertmanager")
+    w.sample("netwatchd_fleet_spool_alerts", fleet.spooled)
+    w.family("netwatchd_fleet_alerts_firing", "gauge", "Alerts this host has firing in Alertmanager")
+    w.sample("netwatchd_fleet_alerts_firing", fleet.firing)
+    w.family("netwatchd_fleet_spool_dropped_total", "counter",
+             "Alerts dropped before every Alertmanager had them (fleet.spool_max_alerts reached)")
+    w.sample("netwatchd_fleet_spool_dropped_total", fleet.dropped)
+    w.family("netwatchd_fleet_alerts_delivered_total", "counter",
+             "Alerts (firing or resolved) an Alertmanager accepted")
+    w.sample("netwatchd_fleet_alerts_delivered_total", fleet.delivered)
+    w.family("netwatchd_fleet_delivery_failures_total", "counter",
+             "Failed requests to an Alertmanager, by URL and cause")
+    for url, cause, n in fleet.failures:
+        w.sample("netwatchd_fleet_delivery_failures_total", n, alertmanager=url, cause=cause)
+
+
+def device_rows(model: ReadModel, identity: HostIdentity) -> List[Tuple[str, str, str, float]]:
+    return [(identity.segment_of(d.get("interface", "")), d["mac"], d.get("vendor", ""), d["last_seen_usec"] / 1e6)
+            for d in model.device_summaries()]
 
 
 def _latency(w: _Writer, snap: Snapshot, top: List[str]) -> None:
@@ -183,4 +228,8 @@ def snapshot(model: ReadModel) -> Snapshot:
     snap.beacon_pairs_dropped = model.beacon_pairs_dropped()
     snap.dropped = model.dropped()
     snap.bpf = read_bpf_stats(model.program_fds())
+    snap.identity = model.host_identity()
+    snap.version = model.version()
+    snap.devices_seen = device_rows(model, snap.identity)
+    snap.fleet = model.fleet_status()
     return snap

@@ -76,7 +76,27 @@ def render_status(props: Dict[str, Any], now_usec: int = 0) -> str:
         f"  Events lost: {props.get('EventsLost', 0)} connect records, {props.get('DeviceEventsLost', 0)} device events,"
         f" {props.get('MalformedFrames', 0)} malformed frames",
         f"  Untracked processes: {props.get('ProcessesUntracked', 0)}",
-    ] + render_dropped(props) + render_alert_status(props))
+    ] + render_dropped(props) + render_alert_status(props) + render_fleet(props))
+
+
+def render_fleet(props: Dict[str, Any]) -> List[str]:
+    """Who this host is to a fleet and how delivery to Alertmanager goes."""
+    lines = []
+    if props.get("HostId"):
+        segments = ", ".join(f"{name} {seg}" for name, seg in props.get("Segments", {}).items())
+        said = f" (segments: {shown(segments)})" if segments else ""
+        lines.append(f"      Host id: {shown(props['HostId'])}{said}")
+    if "FleetDelivery" not in props:
+        return lines
+    fleet = dict(props["FleetDelivery"])
+    if not fleet:
+        return lines + ["        Fleet: off (fleet.alertmanager_urls is empty)"]
+    failed = [f"{n} {key[len('failed '):]}" for key, n in sorted(fleet.items()) if key.startswith("failed ")]
+    lines.append(f"        Fleet: {fleet.get('firing', 0)} alerts firing, {fleet.get('spooled', 0)} spooled, "
+                 f"{fleet.get('delivered', 0)} delivered, {fleet.get('dropped', 0)} dropped (spool full)")
+    if failed:
+        lines.append(f"  Failed sends: {shown('; '.join(failed))}")
+    return lines
 
 
 # What Dropped's keys say, in the order said (a key this netwatchctl does not know is shown as is).
@@ -98,6 +118,7 @@ DROPPED_WORDS = {
     "dns_windows_dropped": "DNS anomaly windows dropped (16384 per kind)",
     "device_probes_dropped": "probes beyond 512 a device a tick",
     "scan_pairs_dropped": "scan-window pairs dropped (4096 a device, 2^20 in all)",
+    "fleet_alerts_dropped": "alerts dropped before Alertmanager had them (fleet.spool_max_alerts)",
 }
 
 

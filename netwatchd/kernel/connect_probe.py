@@ -50,7 +50,17 @@ def long_ring_kib(ring_kib: int) -> int:
     return max(16, ring_kib // 16)
 
 
-def cflags_for(cfg: ConnectionsConfig, bpf_dir: Path, kernel: features.KernelFeatures = None) -> List[str]:
+CGROUP_ROOT_INO = 1  # cgroup2's root directory; in a container the mount's root is a subtree
+
+
+def cgroup_subtree(cgroup_dir: str) -> bool:
+    """True when the cgroup2 mount seen here is not the machine's root (a container's cgroup
+    namespace): the tracepoints must then keep to it (NW_CGROUP_SCOPE)."""
+    return os.stat(cgroup_dir).st_ino != CGROUP_ROOT_INO
+
+
+def cflags_for(cfg: ConnectionsConfig, bpf_dir: Path, kernel: features.KernelFeatures = None,
+               scoped: bool = False) -> List[str]:
     kernel = kernel or features.current()
     return [
         f"-I{bpf_dir}",
@@ -68,6 +78,7 @@ def cflags_for(cfg: ConnectionsConfig, bpf_dir: Path, kernel: features.KernelFea
         f"-DNW_RECORD_EVENTS={1 if cfg.record_events else 0}",
         f"-DNW_SOCKADDR_AT_ENTER={0 if kernel.task_pt_regs else 1}",
         f"-DNW_SOCKOPS_CURRENT_TASK={1 if kernel.sockops_current_task else 0}",
+        f"-DNW_CGROUP_SCOPE={1 if scoped else 0}",
     ] + QUIET_KERNEL_HEADER_WARNINGS
 
 
@@ -89,13 +100,18 @@ class ConnectProbe:
         from bcc import BPF  # imported late: bcc fixes the tracefs path when imported
 
         bpf_dir = bpf_source_dir()
+        cgroup = kernel_env.cgroup2_root()
+        scoped = cgroup_subtree(cgroup)
         try:
             # TRACEPOINT_PROBE programs attach while the module loads.
-            self._bpf = BPF(src_file=str(bpf_dir / "connect.bpf.c").encode(), cflags=cflags_for(self.cfg, bpf_dir))
+            self._bpf = BPF(src_file=str(bpf_dir / "connect.bpf.c").encode(),
+                            cflags=cflags_for(self.cfg, bpf_dir, scoped=scoped))
         except Exception as e:  # bcc raises bare Exception on compile/load errors
             raise ProbeError(f"cannot load {bpf_dir / 'connect.bpf.c'}: {e}") from None
-        cgroup = kernel_env.cgroup2_root()
         self._cgroup_fd = os.open(cgroup, os.O_RDONLY | os.O_DIRECTORY)
+        if scoped:
+            self._bpf[b"scope_cgroup"][0] = self._cgroup_fd
+            log.info("cgroup %s is a container's: counting the connects of its processes only", cgroup)
         # the connect hooks note each TCP connect's socket; sock_ops ends its handshake
         self._attach_cgroup("nw_connect4", bpf_links.CGROUP_INET4_CONNECT)
         self._attach_cgroup("nw_connect6", bpf_links.CGROUP_INET6_CONNECT)

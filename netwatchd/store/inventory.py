@@ -35,7 +35,7 @@ import os
 import sqlite3
 import threading
 import time
-from typing import Dict, Iterable, List, Optional, Tuple
+from typing import Callable, Dict, Iterable, List, Optional, Tuple, TypeVar
 
 from netwatchd.devices.model import Device, normalize_mac
 from netwatchd.errors import StoreError
@@ -130,6 +130,25 @@ def move_aside(path: str, now: Optional[float] = None) -> str:
             os.rename(path + suffix, target + suffix)
     os.rename(path, target)
     return target
+
+
+T = TypeVar("T")
+
+
+def open_or_start_anew(open_file: Callable[[str], T], path: str, what: str, meanwhile: str = "") -> Optional[T]:
+    """`open_file(path)`; a corrupt file is kept aside (move_aside) and a new one started, so a bad
+    file costs its contents, never the daemon; None (logged) when the file cannot be had for
+    another reason (permissions, a newer schema, a full disk): the daemon runs without it."""
+    try:
+        try:
+            return open_file(path)
+        except CorruptStoreError as e:
+            kept = move_aside(path)
+            log.error("%s %s unusable (%s); kept it as %s and started anew", what, path, e.problem, kept)
+            return open_file(path)
+    except (StoreError, OSError) as e:
+        log.error("%s not persisted this run%s: %s", what, f" ({meanwhile})" if meanwhile else "", e)
+        return None
 
 
 class InventoryStore:

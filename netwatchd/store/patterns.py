@@ -23,7 +23,7 @@ import sqlite3
 from dataclasses import dataclass
 from typing import List, Optional, Tuple
 
-from netwatchd.store.inventory import CorruptStoreError, StoreError, move_aside
+from netwatchd.store.inventory import CorruptStoreError, StoreError, open_or_start_anew
 from netwatchd.store.sqlite import FileKind, in_transaction, open_private
 
 log = logging.getLogger(__name__)
@@ -128,14 +128,5 @@ def _now_usec() -> int:
 
 def open_patterns(state_dir: str, capacity: int) -> Optional[PatternStore]:
     """The pattern store of a state directory, or None (logged) when it cannot be had."""
-    path = os.path.join(state_dir, PATTERNS_FILE)
-    try:
-        try:
-            return PatternStore.open(path, capacity)
-        except CorruptStoreError as e:
-            kept = move_aside(path)
-            log.error("known patterns %s unusable (%s); kept it as %s and started anew", path, e.problem, kept)
-            return PatternStore.open(path, capacity)
-    except (StoreError, OSError) as e:
-        log.error("known patterns not persisted this run: %s", e)
-        return None
+    return open_or_start_anew(lambda path: PatternStore.open(path, capacity), os.path.join(state_dir, PATTERNS_FILE),
+                              "known patterns")

@@ -15,7 +15,11 @@ import yaml
 SHIPPED_CONFIG = Path(__file__).resolve().parents[2] / "config" / "netwatchd.yaml"
 TIME_KEYS = frozenset({"tick_interval_sec", "alerts.learning_period_sec", "alerts.warmup_ticks",
                        "alerts.state_save_interval_sec", "devices.store_interval_sec",
-                       "connections.poll_interval_ms"})
+                       "connections.poll_interval_ms", "fleet.resend_interval_sec",
+                       *(f"fleet.lifetime_sec.{kind}" for kind in (
+                           "new_device", "address_change", "connect_rate", "fan_out", "beacon", "mac_flood",
+                           "dhcp_server_new", "dhcp_server_change", "dns_nxdomain_burst", "dns_tunnel", "port_scan",
+                           "host_scan", "address_sweep"))})
 ENVIRONMENT_KEYS = frozenset({"state_directory"})
 # Environment variables that change every daemon the tests start, and the key each is about.
 # NETWATCHD_TEST_TC_ATTACH=tc: tests/integration/test_tc_attach.py runs test_devices.py over

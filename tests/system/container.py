@@ -37,6 +37,11 @@ SUITE = "bookworm"
 MIRROR = "http://deb.debian.org/debian"
 # What the container needs besides the project's run-time packages (read from scripts/setup.sh).
 BASE_PACKAGES = ("systemd", "systemd-sysv", "dbus", "python3", "python3-venv", "make", "procps", "util-linux")
+# The rootfs the Debian package is installed into: systemd and what the tests themselves drive
+# (man, bash-completion, bpftool, ip); none of the package's own dependencies but dbus, which
+# booting needs anyway (tests/system/test_debian_package.py, tests/system/fleet_lab.py).
+DEB_ROOTFS_PACKAGES = ("systemd", "systemd-sysv", "dbus", "man-db", "bash-completion", "bpftool", "iproute2",
+                       "procps", "util-linux")
 CA_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"
 CLEAN_ENV = {
     "PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
@@ -168,17 +173,34 @@ class Container:
         self.console_log = workdir / "console.log"
         self.nspawn: Optional[subprocess.Popen] = None
         self.pid1: Optional[int] = None
+        self.cgroup: Optional[Path] = None
+        self._v1_mirror: Optional[Path] = None
         self._mounted = False
 
     # -- build -----------------------------------------------------------------------------
     def create(self, tarball: Path) -> None:
+        self._mount()
+        subprocess.run(["tar", "--zstd", "-xpf", str(tarball), "-C", str(self.root)], check=True)
+        self._prepare()
+
+    def create_copy(self, source: "Container") -> None:
+        """This container's rootfs as a copy of `source`'s (stopped, or never booted): a rootfs
+        provisioned once serves many containers."""
+        if source.pid1 is not None:
+            raise ContainerError(f"copying {source.name}'s rootfs while it runs")
+        self._mount()
+        subprocess.run(["cp", "-a", f"{source.root}/.", str(self.root)], check=True)
+        self._prepare()
+
+    def _mount(self) -> None:
         # A tmpfs: unpacking is quicker, and tearing down is one umount instead of a slow rm of
         # ~500 MB on a busy disk. Sized to cap what a runaway install could take.
         self.root.mkdir(parents=True)
         subprocess.run(["mount", "-t", "tmpfs", "-o", "mode=755,size=3g", "netwatchd-test", str(self.root)],
                        check=True)
         self._mounted = True
-        subprocess.run(["tar", "--zstd", "-xpf", str(tarball), "-C", str(self.root)], check=True)
+
+    def _prepare(self) -> None:
         (self.root / "etc" / "hostname").write_text(self.name + "\n")
         units = self.root / "etc" / "systemd" / "system"
         for unit in MASKED_UNITS:
@@ -189,7 +211,8 @@ class Container:
         (units / "test-kernfs.service").write_text(KERNFS_UNIT)
         wants = units / "sysinit.target.wants"
         wants.mkdir(exist_ok=True)
-        (wants / "test-kernfs.service").symlink_to("/etc/systemd/system/test-kernfs.service")
+        if not (wants / "test-kernfs.service").is_symlink():
+            (wants / "test-kernfs.service").symlink_to("/etc/systemd/system/test-kernfs.service")
 
     def copy_in(self, src: Path, files: Iterable[str], dest: str) -> None:
         """Copy `files` (relative to src) to `dest` inside the rootfs, keeping modes."""
@@ -214,11 +237,45 @@ class Container:
         return a
 
     @staticmethod
-    def _wrapped(nspawn_args: Sequence[str]) -> List[str]:
-        # The resulting process *is* systemd-nspawn (unshare and sh exec into it).
+    def _wrapped(nspawn_args: Sequence[str], cgroup: Optional[Path] = None) -> List[str]:
+        # The resulting process *is* systemd-nspawn (unshare and sh exec into it), in `cgroup`
+        # when given.
+        enter = f"echo $$ > '{cgroup}/cgroup.procs' && " if cgroup else ""
         return ["unshare", "-m", "--propagation", "private", "--", "/bin/sh", "-c",
-                'mount -t tmpfs -o mode=755 tmpfs /run/systemd && exec systemd-nspawn "$@"',
+                enter + 'mount -t tmpfs -o mode=755 tmpfs /run/systemd && exec systemd-nspawn "$@"',
                 "nspawn", *nspawn_args]
+
+    def _own_cgroup(self) -> Path:
+        """A cgroup2 directory of the container's own, below this process's. With --keep-unit,
+        nspawn splits the cgroup it runs in into payload/ (the container) and supervisor/ (itself):
+        containers started from one process would share payload/, and with it every unit's cgroup
+        (netwatchd.service's of one would be another's), and a daemon that counts the connects of
+        its own container's cgroup only would count all of theirs."""
+        mounts = [line.split() for line in Path("/proc/self/mounts").read_text().splitlines()]
+        own = dict(line.split(":", 2)[1:] for line in Path("/proc/self/cgroup").read_text().splitlines())
+        mount = next(m[1] for m in mounts if m[2] == "cgroup2")
+        self.cgroup = Path(mount + own[""].rstrip("/")) / f"netwatchd-test-{self.name}"
+        self.cgroup.mkdir(exist_ok=True)
+        # on a hybrid host nspawn mirrors it in the name=systemd hierarchy: removed with it
+        self._v1_mirror = next((Path(m[1] + own.get("name=systemd", "/").rstrip("/")) / self.cgroup.name
+                                for m in mounts if m[2] == "cgroup" and "name=systemd" in m[3].split(",")), None)
+        return self.cgroup
+
+    def _remove_cgroup(self) -> None:
+        if self.cgroup is None:
+            return
+        if "populated 1" in (self.cgroup / "cgroup.events").read_text():  # nspawn was killed, not its payload
+            (self.cgroup / "cgroup.kill").write_text("1")
+            deadline = time.monotonic() + 10
+            while "populated 1" in (self.cgroup / "cgroup.events").read_text() and time.monotonic() < deadline:
+                time.sleep(0.1)
+        for top in (self.cgroup, self._v1_mirror):
+            for d, _, _ in sorted(os.walk(top), key=lambda w: -len(w[0])) if top else ():  # the deepest first
+                try:
+                    os.rmdir(d)
+                except OSError as e:
+                    log(f"cgroup {d} not removed: {e}")
+        self.cgroup = self._v1_mirror = None
 
     def provision(self, command: str, binds: Sequence[str] = (), timeout: float = 900) -> str:
         """Run a shell command in the rootfs, not booted, with the host's network (apt, pip)."""
@@ -238,14 +295,19 @@ class Container:
                                  f"{r.stdout[-3000:]}\n{r.stderr[-3000:]}")
         return r.stdout
 
-    def boot(self, timeout: float = 60) -> str:
-        """Boot systemd in the background with a private network; returns is-system-running."""
+    def boot(self, timeout: float = 60, network_bridge: Optional[str] = None, own_cgroup: bool = False) -> str:
+        """Boot systemd in the background with a private network (or, given `network_bridge`, a
+        veth whose container end is `host0` and whose host end is a port of that bridge), in a
+        cgroup of its own if asked (_own_cgroup: needed when containers run side by side);
+        returns is-system-running."""
         t0 = time.monotonic()
-        a = self._nspawn_args() + ["--private-network", "--console=read-only", "-b"]
+        network = [f"--network-bridge={network_bridge}"] if network_bridge else ["--private-network"]
+        a = self._nspawn_args() + network + ["--console=read-only", "-b"]
         env = dict(os.environ, SYSTEMD_NSPAWN_UNIFIED_HIERARCHY="1")
         os.makedirs("/run/systemd", exist_ok=True)
+        cgroup = self._own_cgroup() if own_cgroup else None
         with open(self.console_log, "wb") as out:
-            self.nspawn = subprocess.Popen(self._wrapped(a), stdin=subprocess.DEVNULL, stdout=out,
+            self.nspawn = subprocess.Popen(self._wrapped(a, cgroup), stdin=subprocess.DEVNULL, stdout=out,
                                            stderr=subprocess.STDOUT, env=env, start_new_session=True)
         deadline = t0 + timeout
         while self.pid1 is None:
@@ -310,6 +372,7 @@ class Container:
         p = self.nspawn
         if p is None or p.poll() is not None:
             self.pid1 = None
+            self._remove_cgroup()
             return
         t0 = time.monotonic()
         p.send_signal(signal.SIGTERM)
@@ -320,6 +383,7 @@ class Container:
             p.kill()
             p.wait(30)
         self.pid1 = None
+        self._remove_cgroup()
         log(f"container {self.name} stopped in {time.monotonic() - t0:.1f}s")
 
     def destroy(self) -> None:
@@ -355,6 +419,22 @@ def _child_named(ppid: int, comm: str) -> Optional[int]:
         if name == comm and int(fields[1]) == ppid:
             return int(d)
     return None
+
+
+def download_deb_dependencies(box: Container, deb: str) -> float:
+    """Provisions `box` (not booted, the host's network) for an offline `apt install /root/<deb>`:
+    apt's lists, and the package's dependencies in apt's own archive cache, downloaded into a
+    cache kept between runs (CACHE_DIR/apt-archives). Returns the seconds it took."""
+    archives = CACHE_DIR / "apt-archives"
+    (archives / "partial").mkdir(parents=True, exist_ok=True)
+    t0 = time.monotonic()
+    box.provision("apt-get update -qq && apt-get install -y -qq --download-only "
+                  f"-o Dir::Cache::Archives=/var/cache/netwatchd-test/ /root/{deb} >/dev/null && "
+                  "cp /var/cache/netwatchd-test/*.deb /var/cache/apt/archives/",
+                  binds=[f"{archives}:/var/cache/netwatchd-test"])
+    took = time.monotonic() - t0
+    log(f"dependencies downloaded (or cached) in {took:.1f}s")
+    return took
 
 
 def new_workdir() -> Path:

@@ -24,7 +24,6 @@ import json
 import os
 import re
 import signal
-import subprocess
 import time
 
 import pytest
@@ -32,7 +31,9 @@ import pytest
 from netwatchd import __version__
 from tests.conftest import REPO, requires, require_tools
 from tests.support.oracles import readme_alert_kinds
-from tests.system.container import CACHE_DIR, Container, log, new_workdir, rootfs_tarball
+from tests.system.conftest import DEB
+from tests.system.container import (DEB_ROOTFS_PACKAGES, Container, download_deb_dependencies, log,
+                                    new_workdir, rootfs_tarball)
 from tests.system.test_systemd_service import (
     LAN_MACS,
     BoxLan,
@@ -51,11 +52,9 @@ from tests.system.test_systemd_service import (
 pytestmark = [pytest.mark.system, pytest.mark.timeout(2400)]
 
 UNIT = "netwatchd.service"
-DEB = f"netwatchd_{__version__}_all.deb"
 # A minimal system with systemd and what the test itself drives (man, bash-completion, bpftool,
 # ip); none of the package's own dependencies but dbus, which booting needs anyway.
-ROOTFS_PACKAGES = ("systemd", "systemd-sysv", "dbus", "man-db", "bash-completion", "bpftool", "iproute2",
-                   "procps", "util-linux")
+ROOTFS_PACKAGES = DEB_ROOTFS_PACKAGES
 PULLED = ("python3-bpfcc", "python3-dbus-fast", "python3-sdnotify", "python3-numpy", "python3-yaml",
           "python3-systemd", "ieee-data")
 MAN_PAGES = {"netwatchctl": "NETWATCHCTL(1)", "netwatchd": "NETWATCHD(8)",
@@ -78,24 +77,6 @@ printf '%s\n' "${COMPREPLY[@]}"
 
 
 @pytest.fixture(scope="module")
-def deb():
-    """`make deb` on the host: the .deb, built from the checkout and checked by lintian."""
-    requires(os.geteuid() == 0, "needs root (build dependencies, mmdebstrap, systemd-nspawn, BPF)")
-    require_tools("make", "git", "apt-get")
-    t0 = time.monotonic()
-    r = subprocess.run(["make", "-s", "deb"], cwd=REPO, capture_output=True, text=True, timeout=1200,
-                       stdin=subprocess.DEVNULL)
-    out = r.stdout + r.stderr
-    assert r.returncode == 0, f"make deb failed (rc {r.returncode}):\n{out[-6000:]}"
-    tags = [line for line in out.splitlines() if re.match(r"[EW]: ", line)]
-    assert not tags, f"lintian: {tags}"
-    path = REPO / "dist" / DEB
-    assert path.is_file(), out
-    log(f"make deb: {time.monotonic() - t0:.1f}s (build and lintian), {path.stat().st_size / 1024:.0f} KiB")
-    return path
-
-
-@pytest.fixture(scope="module")
 def box(deb, request):
     require_tools("systemd-nspawn", "mmdebstrap", "unshare", "nsenter", "tar", "zstd")
     release = os.uname().release
@@ -107,15 +88,7 @@ def box(deb, request):
     try:
         box.create(tarball)
         box.copy_in(deb.parent, [deb.name], "/root")
-        archives = CACHE_DIR / "apt-archives"
-        (archives / "partial").mkdir(parents=True, exist_ok=True)
-        t0 = time.monotonic()
-        # Dependencies only, into a cache kept between runs, then into apt's own cache in the rootfs.
-        box.provision("apt-get update -qq && apt-get install -y -qq --download-only "
-                      f"-o Dir::Cache::Archives=/var/cache/netwatchd-test/ /root/{DEB} >/dev/null && "
-                      "cp /var/cache/netwatchd-test/*.deb /var/cache/apt/archives/",
-                      binds=[f"{archives}:/var/cache/netwatchd-test"])
-        log(f"dependencies downloaded (or cached) in {time.monotonic() - t0:.1f}s")
+        download_deb_dependencies(box, DEB)
         box.boot()
         yield box
     finally:

@@ -67,7 +67,7 @@ def test_every_setting_has_a_comment_with_its_bounds():
         *sections, key = path.split(".")
         start = 0
         for section in sections:  # the key is looked up inside its own section
-            start = next(i for i, line in enumerate(lines) if re.match(rf"{section}:", line))
+            start = next(i for i in range(start, len(lines)) if re.match(rf"\s*{section}:", lines[i]))
         pattern = rf"\s+{key}:" if sections else rf"{key}:"
         index = next(i for i in range(start, len(lines)) if re.match(pattern, lines[i]))
         comment = []
@@ -125,7 +125,7 @@ def test_unknown_key_lists_the_known_keys():
 def test_unknown_top_level_key():
     e = error_of("tick_interval: 1\n")
     assert str(e) == (f"{SRC}: tick_interval: unknown key "
-                      "(known keys here: alerts, beacons, connections, devices, ebpf_server_api, log_level, metrics, "
+                      "(known keys here: alerts, beacons, connections, devices, ebpf_server_api, fleet, log_level, metrics, "
                       "state_directory, tick_interval_sec)")
 
 

@@ -26,3 +26,15 @@ def test_status_names_the_kernel_and_what_it_gives_another_way():
     assert "Kernel: 6.1.0-57-amd64 (TC classifier on clsact filters (no TCX links before Linux 6.6))" in [
         line.strip() for line in render_status(props, now_usec=1).splitlines()]
     assert "Kernel: 6.18.0 " not in render_status({"KernelRelease": "6.18.0", "KernelFallbacks": []}, now_usec=1)
+
+
+def test_status_says_who_this_host_is_and_how_delivery_to_alertmanager_goes():
+    props = {"HostId": "0123456789abcdef0123456789abcdef", "Segments": {"eth0": "192.0.2.0/24@02:00:00:00:00:01"},
+             "FleetDelivery": {"spooled": 5, "firing": 4, "delivered": 12, "dropped": 1,
+                               "failed http://am:9093 connection refused": 3}}
+    lines = [line.strip() for line in render_status(props, now_usec=1).splitlines()]
+    assert "Host id: 0123456789abcdef0123456789abcdef (segments: eth0 192.0.2.0/24@02:00:00:00:00:01)" in lines
+    assert "Fleet: 4 alerts firing, 5 spooled, 12 delivered, 1 dropped (spool full)" in lines
+    assert "Failed sends: 3 http://am:9093 connection refused" in lines
+    off = [line.strip() for line in render_status(dict(props, FleetDelivery={}), now_usec=1).splitlines()]
+    assert "Fleet: off (fleet.alertmanager_urls is empty)" in off

@@ -37,6 +37,18 @@ def test_fields_of_an_alert():
     }
 
 
+def test_the_fleet_ids_are_fields_and_no_detail_overrides_them():
+    """What the daemon adds (journal_fields of netwatchd/api/fleet_labels.py): the same ids as the Alertmanager
+    labels; a detail of the same name (mac) cannot replace them, nor they the fixed fields."""
+    ids = {"NETWATCHD_HOST": "0123456789abcdef0123456789abcdef", "NETWATCHD_SEGMENT": "192.0.2.0/24@02:00:00:00:00:01",
+           "NETWATCHD_MAC": "02:00:00:00:00:0a", "NETWATCHD_KIND": "forged"}
+    fields = journal_fields(SCAN, ids)
+    assert {k: fields[k] for k in ("NETWATCHD_HOST", "NETWATCHD_SEGMENT", "NETWATCHD_MAC")} == \
+        {k: ids[k] for k in ("NETWATCHD_HOST", "NETWATCHD_SEGMENT", "NETWATCHD_MAC")}
+    assert fields["NETWATCHD_KIND"] == "fan_out"
+    assert set(fields) == set(journal_fields(SCAN)) | {"NETWATCHD_HOST", "NETWATCHD_SEGMENT"}
+
+
 def test_the_readme_documents_every_kind():
     assert sorted(readme_alert_kinds()) == sorted(KINDS)
 

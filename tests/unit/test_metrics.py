@@ -7,7 +7,7 @@ from netwatchd.api.http import BadRequest, HttpApi, connection_summary, parse_he
 from netwatchd.api.metrics import Snapshot, escape_label, parse_fdinfo, read_bpf_stats, render
 from netwatchd.connects.queries import InvalidQuery
 from netwatchd.errors import NoSuchDevice
-from netwatchd.read_model import CommandTotals, EventsLost, ReadModel
+from netwatchd.read_model import CommandTotals, EventsLost, FleetStatus, HostIdentity, ReadModel
 
 
 def samples(text):
@@ -236,6 +236,12 @@ class FakeDaemon:
     def beacon_pairs_dropped(self):
         return 0
 
+    def host_identity(self):
+        return HostIdentity("0123456789abcdef0123456789abcdef", "box", (("eth0", "192.0.2.0/24@02:00:00:00:00:01"),))
+
+    def fleet_status(self):
+        return FleetStatus()
+
     def add_alert_sink(self, sink):
         pass
 
@@ -332,3 +338,23 @@ def test_connect_latency_is_a_histogram_per_bounded_command():
     assert s[f'{name}_sum{{command="curl"}}'] == "0.1"
     assert s[f'{name}_count{{command="other"}}'] == "1" and s[f'{name}_count{{command="wget"}}'] == "2"
     assert not any('command="ssh"' in k for k in s)
+
+
+def test_the_fleet_families_one_series_per_device():
+    from netwatchd.read_model import FleetStatus, HostIdentity
+
+    segment = "192.0.2.0/24@02:00:00:00:00:01"
+    snap = Snapshot(identity=HostIdentity("0123456789abcdef0123456789abcdef", "box", (("eth0", segment),)),
+                    version="0.1.0", devices_seen=[(segment, "00:16:3e:00:00:01", 'Xen "Inc"', 1_700_000_000.5)],
+                    fleet=FleetStatus(True, 3, 2, 1, 9, (("http://am:9093", "connection refused", 4),)))
+    lines = [line for line in render(snap, 20).splitlines() if not line.startswith("#")]
+    assert 'netwatchd_host_info{host="0123456789abcdef0123456789abcdef",hostname="box",version="0.1.0"} 1' in lines
+    assert 'netwatchd_segment_info{interface="eth0",segment="192.0.2.0/24@02:00:00:00:00:01"} 1' in lines
+    assert ('netwatchd_device_info{segment="192.0.2.0/24@02:00:00:00:00:01",mac="00:16:3e:00:00:01",'
+            'vendor="Xen \\"Inc\\""} 1') in lines
+    assert ('netwatchd_device_last_seen_timestamp_seconds{segment="192.0.2.0/24@02:00:00:00:00:01",'
+            'mac="00:16:3e:00:00:01"} 1700000000.5') in lines
+    assert [line for line in lines if line.startswith("netwatchd_fleet_")] == [
+        "netwatchd_fleet_spool_alerts 3", "netwatchd_fleet_alerts_firing 2",
+        "netwatchd_fleet_spool_dropped_total 1", "netwatchd_fleet_alerts_delivered_total 9",
+        'netwatchd_fleet_delivery_failures_total{alertmanager="http://am:9093",cause="connection refused"} 4']

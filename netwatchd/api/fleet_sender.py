@@ -1,0 +1,264 @@
+"""Alerts to Alertmanager (fleet.alertmanager_urls), from a thread of their own.
+
+The alert pipeline calls `emit` in the tick: the alert's labels and annotations are made there
+(netwatchd/api/fleet_labels.py; the read model is only read from the tick) and queued. The
+delivery thread owns everything else (netwatchd/api/fleet_alerts.py): it writes each raise to
+the spool before sending it, posts new alerts at once, re-sends the firing ones every
+fleet.resend_interval_sec (a failed post is retried then), resolves an alert when its
+lifetime ends, and reads back what other observers posted to merge their host ids into its own
+`observers` annotation (Alertmanager keeps the newest post's annotations: each observer re-posts
+the union it knows, and the union only grows). Requests to several Alertmanagers run side by
+side; a slow or dead one delays no tick, no D-Bus answer and no other Alertmanager's delivery.
+Failures are logged once per Alertmanager and cause, counted, and said again when it recovers.
+"""
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Callable, Dict, List, Optional, Tuple
+
+from netwatchd.api import fleet_labels
+from netwatchd.api.alertmanager import AlertmanagerClient, DeliveryError, Rejected
+from netwatchd.api.fleet_alerts import Entry, FleetAlerts
+from netwatchd.errors import NoSuchDevice, StoreError
+from netwatchd.read_model import Alert, FleetStatus, ReadModel
+
+log = logging.getLogger(__name__)
+
+QUEUE_MAX = 100_000  # raised alerts waiting for the thread; beyond, counted as dropped
+
+
+def alert_interface(alert: Alert, model: ReadModel) -> str:
+    """The interface a device alert's device was seen on, when the alert does not say."""
+    if alert.details.get("interface") or not alert.subject.startswith("device:"):
+        return alert.details.get("interface", "")
+    try:
+        return str(model.device(alert.subject.partition(":")[2]).get("interface", ""))
+    except (NoSuchDevice, ValueError):
+        return ""
+
+
+class FleetSender:
+    """An alert sink (AlertPipeline calls emit) that delivers to Alertmanager."""
+
+    def __init__(self, model: ReadModel, open_spool: Callable[[], Optional[object]],
+                 clock: Callable[[], float] = time.time):
+        self.model = model
+        self._open_spool = open_spool
+        self._clock = clock
+        self._queue: "queue.Queue[Tuple]" = queue.Queue(QUEUE_MAX)
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread: Optional[threading.Thread] = None
+        self._cfg = model.cfg.fleet
+        self._client = AlertmanagerClient(self._cfg)
+        self._spool = None
+        self.alerts = FleetAlerts(self._cfg.spool_max_alerts)
+        self.queue_dropped = 0
+        self.delivered = 0
+        self._lock = threading.Lock()  # the counters: the requests' threads add, status() reads
+        self._sizes = (0, 0)  # (spooled, firing) after the last cycle: status() never walks the table
+        self.failures: Dict[Tuple[str, str], int] = {}
+        self._down: Dict[str, Tuple[str, int]] = {}  # url -> (cause said, failed requests since)
+        self._next_resend = 0.0
+        self._store_problem = ""
+        if self._cfg.enabled:
+            self._start()
+
+    # -- the tick's side ---------------------------------------------------------------------------
+    def emit(self, alert: Alert) -> None:
+        cfg = self.model.cfg.fleet
+        if not cfg.enabled:
+            return
+        identity = self.model.host_identity()
+        interface = alert_interface(alert, self.model)
+        labels = fleet_labels.labels(alert, identity, interface)
+        item = (fleet_labels.fingerprint(labels), labels, fleet_labels.annotations(alert, identity),
+                float(cfg.lifetime_sec.of(alert.kind)), identity.host, self._generator_url(alert))
+        try:
+            self._queue.put_nowait(item)
+        except queue.Full:
+            self.queue_dropped += 1
+            return
+        self._wake.set()
+
+    def _generator_url(self, alert: Alert) -> str:
+        base = self.model.cfg.fleet.external_base
+        if not base:
+            port = self.model.cfg.metrics.listen.rpartition(":")[2]
+            base = f"http://{self.model.host_identity().hostname or 'localhost'}:{port}"
+        return f"{base}/metrics"
+
+    def reconfigure(self) -> None:
+        """After a reload: the new URLs, credentials and bounds apply from the next cycle."""
+        self._cfg = self.model.cfg.fleet
+        self._client = AlertmanagerClient(self._cfg)
+        self._next_resend = 0.0
+        if self._cfg.enabled and self._thread is None:
+            self._start()
+        self._wake.set()
+
+    def status(self) -> FleetStatus:
+        with self._lock:
+            failures = tuple((url, cause, n) for (url, cause), n in sorted(self.failures.items()))
+            delivered = self.delivered
+        spooled, firing = self._sizes
+        return FleetStatus(enabled=self.model.cfg.fleet.enabled, spooled=spooled, firing=firing,
+                           dropped=self.alerts.dropped + self.queue_dropped, delivered=delivered, failures=failures)
+
+    def close(self, timeout: float = 2.0) -> None:
+        """Stops the thread after what is queued is spooled (an in-flight request is abandoned:
+        it is retried from the spool at the next start)."""
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+            if self._thread.is_alive():
+                log.warning("fleet: delivery still waiting on an Alertmanager at stop; the spool has its alerts")
+
+    # -- the delivery thread -------------------------------------------------------------------------
+    def _start(self) -> None:
+        self._spool = self._open_spool()
+        if self._spool is not None:
+            entries = []
+            for d in self._spool.load():
+                try:
+                    entries.append(Entry.from_json(d))
+                except (KeyError, TypeError, ValueError) as e:
+                    log.warning("fleet: dropped an unreadable spooled alert (%s)", e)
+            self.alerts = FleetAlerts(self._cfg.spool_max_alerts, entries)
+            self._sizes = (len(self.alerts), self.alerts.firing_count())
+            if entries:
+                log.info("fleet: %d alerts from the spool (%d firing)", *self._sizes)
+        self._thread = threading.Thread(target=self._run, name="netwatchd-fleet", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while True:
+            self._wake.wait(max(0.0, self._next_resend - self._clock()))
+            self._wake.clear()
+            stopping = self._stop.is_set()
+            try:
+                self._cycle(stopping=stopping)
+                if self._stop.is_set() and not stopping:  # asked to stop meanwhile: spool what came
+                    self._cycle(stopping=True)
+            except Exception:  # one bad cycle must not end delivery
+                log.exception("fleet: delivery cycle failed")
+            if self._stop.is_set():
+                return
+
+    def _cycle(self, stopping: bool) -> None:
+        now = self._clock()
+        cfg = self._cfg
+        changed: Dict[str, Entry] = {}
+        removed: List[str] = []
+        if self.alerts.max_alerts != cfg.spool_max_alerts:
+            removed += [e.key for e in self.alerts.resize(cfg.spool_max_alerts)]
+        while True:
+            try:
+                key, labels, annotations, lifetime, host, generator = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            entry, pushed = self.alerts.add(key, labels, annotations, now, lifetime, host)
+            entry.annotations = dict(entry.annotations, generator_url=generator)
+            changed[entry.key] = entry
+            removed += [e.key for e in pushed]
+        changed.update((e.key, e) for e in self.alerts.expire(now))
+        removed = [key for key in removed if key not in changed]  # pushed out, then raised again
+        self._persist(changed, removed)  # on disk before the first send: a restart resends it
+        self._sizes = (len(self.alerts), self.alerts.firing_count())
+        urls = list(cfg.urls)
+        if stopping or not urls:
+            return
+        everything = now >= self._next_resend
+        if everything:
+            self._next_resend = now + cfg.resend_interval_sec
+            changed.update(self._learn_observers(urls))
+        with ThreadPoolExecutor(max_workers=len(urls), thread_name_prefix="netwatchd-am") as pool:
+            for done in pool.map(lambda url: self._deliver(url, now, everything), urls):
+                changed.update(done)
+        finished = self.alerts.done(urls)
+        self._persist({k: e for k, e in changed.items() if k in self.alerts.entries}, [e.key for e in finished])
+        self._sizes = (len(self.alerts), self.alerts.firing_count())
+
+    def _learn_observers(self, urls: List[str]) -> Dict[str, Entry]:
+        """Other observers' host ids, from what the Alertmanagers hold of our LAN-scope alerts."""
+        mine = {e.key for e in self.alerts.entries.values() if e.firing and "host" not in e.labels}
+        if not mine:
+            return {}
+        learnt: Dict[str, Entry] = {}
+        with ThreadPoolExecutor(max_workers=len(urls), thread_name_prefix="netwatchd-am") as pool:
+            answers = list(pool.map(self._get, urls))
+        for alerts in answers:
+            for a in alerts:
+                labels, notes = a.get("labels"), a.get("annotations")
+                if not isinstance(labels, dict) or not isinstance(notes, dict):
+                    continue
+                key = fleet_labels.fingerprint({str(k): str(v) for k, v in labels.items()})
+                if key in mine:
+                    hosts = [h for h in str(notes.get("observers", "")).split() if fleet_labels.HOST_ID.fullmatch(h)]
+                    entry = self.alerts.learn_observers(key, hosts)
+                    if entry is not None:
+                        learnt[key] = entry
+        return learnt
+
+    def _get(self, url: str) -> list:
+        try:
+            alerts = self._client.get(url)
+        except DeliveryError as e:
+            self._failed(url, e)
+            return []
+        return alerts
+
+    def _deliver(self, url: str, now: float, everything: bool) -> Dict[str, Entry]:
+        """Posts what `url` is owed: the firing alerts, then (only if that worked) the resolved."""
+        firing, resolved = self.alerts.owed(url, everything)
+        touched: Dict[str, Entry] = {}
+        for batch, as_firing in ((firing, True), (resolved, False)):
+            if not batch:
+                continue
+            sent = [(e, e.version) for e in batch]
+            body = [FleetAlerts.payload(e, now, self._cfg.resend_interval_sec, as_firing) for e in batch]
+            try:
+                self._client.post(url, body)
+            except Rejected as e:
+                self._failed(url, e)  # stored what was valid; the rest would be refused again
+            except DeliveryError as e:
+                self._failed(url, e)
+                return touched  # the resolves wait until their firing posts got through
+            else:
+                self._recovered(url)
+                with self._lock:
+                    self.delivered += len(batch)
+            touched.update((e.key, e) for e in FleetAlerts.accepted(url, sent, as_firing))
+        return touched
+
+    def _failed(self, url: str, e: DeliveryError) -> None:
+        with self._lock:
+            self.failures[(url, e.cause)] = self.failures.get((url, e.cause), 0) + 1
+        said, count = self._down.get(url, ("", 0))
+        if said != e.cause:
+            log.warning("fleet: Alertmanager %s: %s%s; %d alerts wait in the spool, retried every %gs", url, e.cause,
+                        f" ({e.detail})" if e.detail else "", len(self.alerts), self._cfg.resend_interval_sec)
+        self._down[url] = (e.cause, count + 1)
+
+    def _recovered(self, url: str) -> None:
+        said = self._down.pop(url, None)
+        if said is not None:
+            log.info("fleet: Alertmanager %s takes alerts again (after %d failed requests, last: %s)", url,
+                     said[1], said[0])
+
+    def _persist(self, changed: Dict[str, Entry], removed: List[str]) -> None:
+        if self._spool is None or (not changed and not removed):
+            return
+        try:
+            self._spool.write([e.to_json() for e in changed.values()], removed)
+        except StoreError as e:
+            if self._store_problem != e.problem:
+                self._store_problem = e.problem
+                log.error("fleet: cannot write the spool (alerts kept in memory): %s", e)
+        else:
+            self._store_problem = ""
