@@ -90,9 +90,10 @@ def annotations(alert: Alert, identity: HostIdentity, observers: Iterable[str] =
 
 
 def journal_fields(alert: Alert, identity: HostIdentity, interface: str = "") -> Dict[str, str]:
-    """NETWATCHD_HOST (always: who wrote the entry), NETWATCHD_SEGMENT and the alert's other
-    label ids as fields, so journal-remote's merged record is searched by the same ids."""
-    fields = {"NETWATCHD_HOST": identity.host}
+    """NETWATCHD_HOST_ID (always: who wrote the entry), NETWATCHD_SEGMENT and the alert's other
+    label ids as fields, so journal-remote's merged record is searched by the same ids. Not
+    NETWATCHD_HOST: port_scan's detail of that name is the host scanned."""
+    fields = {"NETWATCHD_HOST_ID": identity.host}
     for key, value in labels(alert, identity, interface).items():
         if key not in ("alertname", "kind", "severity", "host", "subject"):  # NETWATCHD_SUBJECT is the alert's
             fields["NETWATCHD_" + key.upper()] = value

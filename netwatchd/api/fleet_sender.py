@@ -1,15 +1,18 @@
-"""Alerts to Alertmanager (fleet.alertmanager_urls), from a thread of their own.
+"""Alerts to Alertmanager (fleet.alertmanager_urls), from threads of their own.
 
 The alert pipeline calls `emit` in the tick: the alert's labels and annotations are made there
-(netwatchd/api/fleet_labels.py; the read model is only read from the tick) and queued. The
-delivery thread owns everything else (netwatchd/api/fleet_alerts.py): it writes each raise to
-the spool before sending it, posts new alerts at once, re-sends the firing ones every
-fleet.resend_interval_sec (a failed post is retried then), resolves an alert when its
-lifetime ends, and reads back what other observers posted to merge their host ids into its own
-`observers` annotation (Alertmanager keeps the newest post's annotations: each observer re-posts
-the union it knows, and the union only grows). Requests to several Alertmanagers run side by
-side; a slow or dead one delays no tick, no D-Bus answer and no other Alertmanager's delivery.
-Failures are logged once per Alertmanager and cause, counted, and said again when it recovers.
+(netwatchd/api/fleet_labels.py; the read model is only read from the tick) and queued.
+- The intake thread takes the queue into the table (netwatchd/api/fleet_alerts.py), resolves
+  each alert when its lifetime ends, and writes every change to the spool before anything is
+  sent, so a restart sends it again.
+- One courier thread per Alertmanager posts new and changed alerts at once, re-sends the firing
+  ones every fleet.resend_interval_sec (a failed post is retried then), and before each re-send
+  reads back what other observers posted, to merge their host ids into its own `observers`
+  annotation (Alertmanager keeps the newest post's annotations: each observer re-posts the union
+  it knows, and the union only grows).
+A slow or dead Alertmanager delays no tick, no D-Bus answer, and no other Alertmanager: only its
+own courier waits (fleet.timeout_sec a request). Failures are logged once per Alertmanager and
+cause, counted, and said again when it recovers.
 """
 from __future__ import annotations
 
@@ -17,7 +20,6 @@ import logging
 import queue
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from typing import Callable, Dict, List, Optional, Tuple
 
 from netwatchd.api import fleet_labels
@@ -52,18 +54,19 @@ class FleetSender:
         self._queue: "queue.Queue[Tuple]" = queue.Queue(QUEUE_MAX)
         self._wake = threading.Event()
         self._stop = threading.Event()
-        self._thread: Optional[threading.Thread] = None
+        self._thread: Optional[threading.Thread] = None  # the intake
+        self._couriers: Dict[str, Courier] = {}  # one per Alertmanager URL
         self._cfg = model.cfg.fleet
         self._client = AlertmanagerClient(self._cfg)
         self._spool = None
         self.alerts = FleetAlerts(self._cfg.spool_max_alerts)
         self.queue_dropped = 0
         self.delivered = 0
-        self._lock = threading.Lock()  # the counters: the requests' threads add, status() reads
-        self._sizes = (0, 0)  # (spooled, firing) after the last cycle: status() never walks the table
+        # the table, the spool and the counters: the intake and the couriers change them, status() reads
+        self._lock = threading.RLock()
+        self._sizes = (0, 0)  # (spooled, firing) after the last change: status() never walks the table
         self.failures: Dict[Tuple[str, str], int] = {}
         self._down: Dict[str, Tuple[str, int]] = {}  # url -> (cause said, failed requests since)
-        self._next_resend = 0.0
         self._store_problem = ""
         if self._cfg.enabled:
             self._start()
@@ -93,33 +96,34 @@ class FleetSender:
         return f"{base}/metrics"
 
     def reconfigure(self) -> None:
-        """After a reload: the new URLs, credentials and bounds apply from the next cycle."""
+        """After a reload: the new URLs, credentials and bounds apply from the next round."""
         self._cfg = self.model.cfg.fleet
         self._client = AlertmanagerClient(self._cfg)
-        self._next_resend = 0.0
         if self._cfg.enabled and self._thread is None:
             self._start()
+        elif self._thread is not None:
+            with self._lock:
+                self._sync_couriers(resend=True)
         self._wake.set()
 
     def status(self) -> FleetStatus:
         with self._lock:
             failures = tuple((url, cause, n) for (url, cause), n in sorted(self.failures.items()))
-            delivered = self.delivered
-        spooled, firing = self._sizes
+            delivered, (spooled, firing) = self.delivered, self._sizes
         return FleetStatus(enabled=self.model.cfg.fleet.enabled, spooled=spooled, firing=firing,
                            dropped=self.alerts.dropped + self.queue_dropped, delivered=delivered, failures=failures)
 
     def close(self, timeout: float = 2.0) -> None:
-        """Stops the thread after what is queued is spooled (an in-flight request is abandoned:
-        it is retried from the spool at the next start)."""
+        """Stops delivery after what is queued is spooled (a request in flight is abandoned: it is
+        retried from the spool at the next start)."""
         self._stop.set()
         self._wake.set()
         if self._thread is not None:
             self._thread.join(timeout)
             if self._thread.is_alive():
-                log.warning("fleet: delivery still waiting on an Alertmanager at stop; the spool has its alerts")
+                log.warning("fleet: the spool was still being written at stop")
 
-    # -- the delivery thread -------------------------------------------------------------------------
+    # -- the intake thread: raises and lifetimes into the table and the spool -------------------------------
     def _start(self) -> None:
         self._spool = self._open_spool()
         if self._spool is not None:
@@ -133,67 +137,113 @@ class FleetSender:
             self._sizes = (len(self.alerts), self.alerts.firing_count())
             if entries:
                 log.info("fleet: %d alerts from the spool (%d firing)", *self._sizes)
+        with self._lock:
+            self._sync_couriers(resend=True)
         self._thread = threading.Thread(target=self._run, name="netwatchd-fleet", daemon=True)
         self._thread.start()
 
     def _run(self) -> None:
         while True:
-            self._wake.wait(max(0.0, self._next_resend - self._clock()))
+            self._wake.wait(self._until_next_end())
             self._wake.clear()
             stopping = self._stop.is_set()
             try:
-                self._cycle(stopping=stopping)
-                if self._stop.is_set() and not stopping:  # asked to stop meanwhile: spool what came
-                    self._cycle(stopping=True)
-            except Exception:  # one bad cycle must not end delivery
-                log.exception("fleet: delivery cycle failed")
-            if self._stop.is_set():
+                self._intake()
+            except Exception:  # one bad round must not end delivery
+                log.exception("fleet: taking alerts in failed")
+            if stopping:
+                with self._lock:
+                    for courier in self._couriers.values():
+                        courier.stop()
                 return
 
-    def _cycle(self, stopping: bool) -> None:
-        now = self._clock()
-        cfg = self._cfg
-        changed: Dict[str, Entry] = {}
-        removed: List[str] = []
-        if self.alerts.max_alerts != cfg.spool_max_alerts:
-            removed += [e.key for e in self.alerts.resize(cfg.spool_max_alerts)]
-        while True:
-            try:
-                key, labels, annotations, lifetime, host, generator = self._queue.get_nowait()
-            except queue.Empty:
-                break
-            entry, pushed = self.alerts.add(key, labels, annotations, now, lifetime, host)
-            entry.annotations = dict(entry.annotations, generator_url=generator)
-            changed[entry.key] = entry
-            removed += [e.key for e in pushed]
-        changed.update((e.key, e) for e in self.alerts.expire(now))
-        removed = [key for key in removed if key not in changed]  # pushed out, then raised again
-        self._persist(changed, removed)  # on disk before the first send: a restart resends it
-        self._sizes = (len(self.alerts), self.alerts.firing_count())
-        urls = list(cfg.urls)
-        if stopping or not urls:
-            return
-        everything = now >= self._next_resend
-        if everything:
-            self._next_resend = now + cfg.resend_interval_sec
-            changed.update(self._learn_observers(urls))
-        with ThreadPoolExecutor(max_workers=len(urls), thread_name_prefix="netwatchd-am") as pool:
-            for done in pool.map(lambda url: self._deliver(url, now, everything), urls):
-                changed.update(done)
-        finished = self.alerts.done(urls)
-        self._persist({k: e for k, e in changed.items() if k in self.alerts.entries}, [e.key for e in finished])
-        self._sizes = (len(self.alerts), self.alerts.firing_count())
+    def _until_next_end(self) -> float:
+        """Seconds to the next firing alert's lifetime end (when it is resolved), at most a re-send."""
+        with self._lock:
+            ends = [e.lifetime_end for e in self.alerts.entries.values() if e.firing]
+        wait = self._cfg.resend_interval_sec
+        return max(0.0, min([wait] + [end - self._clock() for end in ends]))
 
-    def _learn_observers(self, urls: List[str]) -> Dict[str, Entry]:
-        """Other observers' host ids, from what the Alertmanagers hold of our LAN-scope alerts."""
-        mine = {e.key for e in self.alerts.entries.values() if e.firing and "host" not in e.labels}
+    def _intake(self) -> None:
+        with self._lock:
+            now = self._clock()
+            changed: Dict[str, Entry] = {}
+            removed: List[str] = []
+            if self.alerts.max_alerts != self._cfg.spool_max_alerts:
+                removed += [e.key for e in self.alerts.resize(self._cfg.spool_max_alerts)]
+            while True:
+                try:
+                    key, labels, annotations, lifetime, host, generator = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                entry, pushed = self.alerts.add(key, labels, annotations, now, lifetime, host)
+                entry.annotations = dict(entry.annotations, generator_url=generator)
+                changed[entry.key] = entry
+                removed += [e.key for e in pushed]
+            changed.update((e.key, e) for e in self.alerts.expire(now))
+            removed = [key for key in removed if key not in changed]  # pushed out, then raised again
+            self._persist(changed, removed)  # on disk before the first send: a restart resends it
+            if changed:
+                for courier in self._couriers.values():
+                    courier.wake.set()
+
+    def _sync_couriers(self, resend: bool) -> None:
+        """One courier per configured URL (under the lock): new URLs get one, gone ones stop."""
+        urls = set(self._cfg.urls) if self._cfg.enabled else set()
+        for url in set(self._couriers) - urls:
+            self._couriers.pop(url).stop()
+        for url in urls - set(self._couriers):
+            self._couriers[url] = Courier(url, self._round, self._clock, lambda: self._cfg.resend_interval_sec)
+        if resend:
+            for courier in self._couriers.values():
+                courier.resend_now()
+
+    # -- one Alertmanager's round (its courier's thread) ---------------------------------------------------
+    def _round(self, url: str, everything: bool) -> None:
+        """Posts what `url` is owed: the firing alerts, then (only if that worked) the resolved.
+        On a re-send (`everything`), first reads back the observers of our LAN alerts there."""
+        if everything:
+            self._learn_observers(url)
+        with self._lock:
+            now = self._clock()
+            firing, resolved = self.alerts.owed(url, everything)
+            batches = [([(e, e.version) for e in batch],
+                        [FleetAlerts.payload(e, now, self._cfg.resend_interval_sec, as_firing) for e in batch], as_firing)
+                       for batch, as_firing in ((firing, True), (resolved, False)) if batch]
+        for sent, body, as_firing in batches:
+            rejected = False
+            try:
+                self._client.post(url, body)
+            except Rejected as e:
+                rejected = True
+                self._failed(url, e)  # stored what was valid; the rest would be refused again
+            except DeliveryError as e:
+                self._failed(url, e)
+                return  # the resolves wait until their firing posts got through
+            else:
+                self._recovered(url)
+            with self._lock:
+                if not rejected:
+                    self.delivered += len(sent)
+                changed = {e.key: e for e in FleetAlerts.accepted(url, sent, as_firing)}
+                finished = self.alerts.done(list(self._couriers))
+                self._persist({k: e for k, e in changed.items() if k in self.alerts.entries},
+                              [e.key for e in finished])
+
+    def _learn_observers(self, url: str) -> None:
+        """Other observers' host ids, from what `url` holds of our LAN-scope alerts."""
+        with self._lock:
+            mine = {e.key for e in self.alerts.entries.values() if e.firing and "host" not in e.labels}
         if not mine:
-            return {}
-        learnt: Dict[str, Entry] = {}
-        with ThreadPoolExecutor(max_workers=len(urls), thread_name_prefix="netwatchd-am") as pool:
-            answers = list(pool.map(self._get, urls))
-        for alerts in answers:
-            for a in alerts:
+            return
+        try:
+            held = self._client.get(url)
+        except DeliveryError as e:
+            self._failed(url, e)
+            return
+        with self._lock:
+            learnt: Dict[str, Entry] = {}
+            for a in held:
                 labels, notes = a.get("labels"), a.get("annotations")
                 if not isinstance(labels, dict) or not isinstance(notes, dict):
                     continue
@@ -203,38 +253,7 @@ class FleetSender:
                     entry = self.alerts.learn_observers(key, hosts)
                     if entry is not None:
                         learnt[key] = entry
-        return learnt
-
-    def _get(self, url: str) -> list:
-        try:
-            alerts = self._client.get(url)
-        except DeliveryError as e:
-            self._failed(url, e)
-            return []
-        return alerts
-
-    def _deliver(self, url: str, now: float, everything: bool) -> Dict[str, Entry]:
-        """Posts what `url` is owed: the firing alerts, then (only if that worked) the resolved."""
-        firing, resolved = self.alerts.owed(url, everything)
-        touched: Dict[str, Entry] = {}
-        for batch, as_firing in ((firing, True), (resolved, False)):
-            if not batch:
-                continue
-            sent = [(e, e.version) for e in batch]
-            body = [FleetAlerts.payload(e, now, self._cfg.resend_interval_sec, as_firing) for e in batch]
-            try:
-                self._client.post(url, body)
-            except Rejected as e:
-                self._failed(url, e)  # stored what was valid; the rest would be refused again
-            except DeliveryError as e:
-                self._failed(url, e)
-                return touched  # the resolves wait until their firing posts got through
-            else:
-                self._recovered(url)
-                with self._lock:
-                    self.delivered += len(batch)
-            touched.update((e.key, e) for e in FleetAlerts.accepted(url, sent, as_firing))
-        return touched
+            self._persist(learnt, [])
 
     def _failed(self, url: str, e: DeliveryError) -> None:
         with self._lock:
@@ -252,6 +271,8 @@ class FleetSender:
                      said[1], said[0])
 
     def _persist(self, changed: Dict[str, Entry], removed: List[str]) -> None:
+        """Writes what changed to the spool (called under the lock)."""
+        self._sizes = (len(self.alerts), self.alerts.firing_count())
         if self._spool is None or (not changed and not removed):
             return
         try:
@@ -262,3 +283,42 @@ class FleetSender:
                 log.error("fleet: cannot write the spool (alerts kept in memory): %s", e)
         else:
             self._store_problem = ""
+
+
+class Courier:
+    """One Alertmanager's deliveries, in a thread of their own: a slow or dead one holds up
+    neither the intake nor another Alertmanager. Woken when alerts change; every re-send interval
+    it sends everything firing again (`deliver(url, everything)`)."""
+
+    def __init__(self, url: str, deliver: Callable[[str, bool], None], clock: Callable[[], float],
+                 resend_sec: Callable[[], float]):
+        self.url = url
+        self.wake = threading.Event()
+        self._stopped = threading.Event()
+        self._deliver, self._clock, self._resend_sec = deliver, clock, resend_sec
+        self._next_resend = 0.0
+        self._thread = threading.Thread(target=self._run, name="netwatchd-am", daemon=True)
+        self._thread.start()
+
+    def resend_now(self) -> None:
+        self._next_resend = 0.0
+        self.wake.set()
+
+    def stop(self) -> None:
+        self._stopped.set()
+        self.wake.set()
+
+    def _run(self) -> None:
+        while True:
+            self.wake.wait(max(0.0, self._next_resend - self._clock()))
+            self.wake.clear()
+            if self._stopped.is_set():
+                return
+            now = self._clock()
+            everything = now >= self._next_resend
+            if everything:
+                self._next_resend = now + self._resend_sec()
+            try:
+                self._deliver(self.url, everything)
+            except Exception:  # one bad round must not end delivery
+                log.exception("fleet: delivery to %s failed", self.url)

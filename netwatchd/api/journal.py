@@ -56,10 +56,6 @@ def journal_fields(alert: Alert, identity_fields: Optional[Dict[str, str]] = Non
         "NETWATCHD_BASELINE": number(alert.baseline),
         "NETWATCHD_SCORE": number(alert.score),
     }
-    # the fleet's ids (NETWATCHD_HOST, NETWATCHD_SEGMENT, NETWATCHD_MAC...: api/fleet_labels.py),
-    # so journal-remote's record of many hosts is searched by the ids Alertmanager groups by
-    for name, value in (identity_fields or {}).items():
-        fields.setdefault(name, value)
     for key, value in sorted(alert.details.items()):
         name = field_name(key)
         # The fixed fields above, and an earlier detail that sanitizes to the same name, win:
@@ -68,6 +64,11 @@ def journal_fields(alert: Alert, identity_fields: Optional[Dict[str, str]] = Non
             fields[name] = str(value)
         else:
             log.debug("alert detail %r dropped from the journal entry: %s is taken", key, name)
+    # the fleet's ids (NETWATCHD_HOST_ID, NETWATCHD_SEGMENT, NETWATCHD_MAC...: api/fleet_labels.py),
+    # so journal-remote's record of many hosts is searched by the ids Alertmanager groups by; a
+    # detail of the same name (the device's mac) says the same, or means what the catalog says
+    for name, value in (identity_fields or {}).items():
+        fields.setdefault(name, value)
     return {name: printable(value, escape_backslash=False) for name, value in fields.items()}
 
 

@@ -231,7 +231,7 @@ def test_labels_are_not_changed_by_annotations_material():
 
 def test_journal_fields_of_a_device_alert():
     a = alert(details={"interface": "eth0"})
-    assert journal_fields(a, HOST_A) == {"NETWATCHD_HOST": "aaaa1111", "NETWATCHD_SEGMENT": GW_SEGMENT,
+    assert journal_fields(a, HOST_A) == {"NETWATCHD_HOST_ID": "aaaa1111", "NETWATCHD_SEGMENT": GW_SEGMENT,
                                          "NETWATCHD_MAC": MAC}
 
 
@@ -242,7 +242,7 @@ def test_journal_fields_of_a_device_alert_use_the_interface_argument():
 
 def test_journal_fields_of_a_command_alert():
     a = alert(kind="beacon", subject="command:updater", details={"destination": "203.0.113.9:443"})
-    assert journal_fields(a, HOST_A) == {"NETWATCHD_HOST": "aaaa1111", "NETWATCHD_COMMAND": "updater",
+    assert journal_fields(a, HOST_A) == {"NETWATCHD_HOST_ID": "aaaa1111", "NETWATCHD_COMMAND": "updater",
                                          "NETWATCHD_DESTINATION": "203.0.113.9:443"}
 
 
@@ -251,14 +251,14 @@ def test_journal_fields_never_set_subject_kind_or_alertname():
     must not replace it."""
     a = alert(kind="mac_flood", subject="interface:eth1", details={"interface": "eth1"})
     fields = journal_fields(a, HOST_A)
-    assert fields == {"NETWATCHD_HOST": "aaaa1111", "NETWATCHD_SEGMENT": OTHER_SEGMENT}
+    assert fields == {"NETWATCHD_HOST_ID": "aaaa1111", "NETWATCHD_SEGMENT": OTHER_SEGMENT}
     for name in ("NETWATCHD_SUBJECT", "NETWATCHD_KIND", "NETWATCHD_ALERTNAME", "NETWATCHD_SEVERITY"):
         assert name not in fields
 
 
 def test_journal_fields_of_an_address_change():
     a = alert(kind="address_change", subject="ip:192.168.1.20", details={"new_mac": MAC, "old_mac": "00:11:22:33:44:55"})
-    assert journal_fields(a, HOST_B) == {"NETWATCHD_HOST": "bbbb2222", "NETWATCHD_SEGMENT": GW_SEGMENT,
+    assert journal_fields(a, HOST_B) == {"NETWATCHD_HOST_ID": "bbbb2222", "NETWATCHD_SEGMENT": GW_SEGMENT,
                                          "NETWATCHD_IP": "192.168.1.20", "NETWATCHD_MAC": MAC}
 
 
@@ -267,7 +267,7 @@ def test_journal_fields_merge_into_the_journal_entry():
     a = alert(kind="mac_flood", subject="interface:eth1", details={"interface": "eth1"})
     fields = entry_fields(a, journal_fields(a, HOST_A))
     assert fields["NETWATCHD_SUBJECT"] == "interface:eth1"
-    assert fields["NETWATCHD_HOST"] == "aaaa1111"
+    assert fields["NETWATCHD_HOST_ID"] == "aaaa1111"
     assert fields["NETWATCHD_SEGMENT"] == OTHER_SEGMENT
 
 

@@ -37,16 +37,21 @@ def test_fields_of_an_alert():
     }
 
 
-def test_the_fleet_ids_are_fields_and_no_detail_overrides_them():
-    """What the daemon adds (journal_fields of netwatchd/api/fleet_labels.py): the same ids as the Alertmanager
-    labels; a detail of the same name (mac) cannot replace them, nor they the fixed fields."""
-    ids = {"NETWATCHD_HOST": "0123456789abcdef0123456789abcdef", "NETWATCHD_SEGMENT": "192.0.2.0/24@02:00:00:00:00:01",
-           "NETWATCHD_MAC": "02:00:00:00:00:0a", "NETWATCHD_KIND": "forged"}
-    fields = journal_fields(SCAN, ids)
-    assert {k: fields[k] for k in ("NETWATCHD_HOST", "NETWATCHD_SEGMENT", "NETWATCHD_MAC")} == \
-        {k: ids[k] for k in ("NETWATCHD_HOST", "NETWATCHD_SEGMENT", "NETWATCHD_MAC")}
-    assert fields["NETWATCHD_KIND"] == "fan_out"
-    assert set(fields) == set(journal_fields(SCAN)) | {"NETWATCHD_HOST", "NETWATCHD_SEGMENT"}
+def test_the_fleet_ids_are_fields_beside_the_details_they_never_replace():
+    """What the daemon adds (journal_fields of netwatchd/api/fleet_labels.py): the same ids as the
+    Alertmanager labels. The fixed fields and the details keep their names and meanings: a port
+    scan's NETWATCHD_HOST is the host scanned, the writer's id is NETWATCHD_HOST_ID."""
+    scan = Alert("6560f1a2-8", "port_scan", "device:02:00:00:00:00:0a", 1_700_000_000_123_456, "a port scan",
+                 details={"mac": "02:00:00:00:00:0a", "host": "10.0.0.9", "count": "15"})
+    ids = {"NETWATCHD_HOST_ID": "0123456789abcdef0123456789abcdef",
+           "NETWATCHD_SEGMENT": "192.0.2.0/24@02:00:00:00:00:01", "NETWATCHD_MAC": "02:00:00:00:00:0a",
+           "NETWATCHD_HOST": "forged", "NETWATCHD_KIND": "forged"}
+    fields = journal_fields(scan, ids)
+    assert fields["NETWATCHD_HOST_ID"] == ids["NETWATCHD_HOST_ID"]
+    assert fields["NETWATCHD_SEGMENT"] == ids["NETWATCHD_SEGMENT"]
+    assert (fields["NETWATCHD_HOST"], fields["NETWATCHD_KIND"], fields["NETWATCHD_MAC"]) == \
+        ("10.0.0.9", "port_scan", "02:00:00:00:00:0a")
+    assert set(fields) == set(journal_fields(scan)) | {"NETWATCHD_HOST_ID", "NETWATCHD_SEGMENT"}
 
 
 def test_the_readme_documents_every_kind():
