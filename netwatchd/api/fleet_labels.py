@@ -35,11 +35,6 @@ def severity(priority: int) -> str:
     return next(name for top, name in SEVERITIES if priority <= top)
 
 
-def lan_scope(alert: Alert) -> bool:
-    """An alert about the LAN (many hosts may see it), not about this host."""
-    return not alert.subject.startswith("command:")
-
-
 def labels(alert: Alert, identity: HostIdentity, interface: str = "") -> Dict[str, str]:
     """The alert's Alertmanager labels. `interface` is where the device was seen when the alert
     does not say (its segment)."""
