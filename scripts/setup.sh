@@ -10,8 +10,9 @@ RUNTIME_PKGS="python3-bpfcc python3-venv python3-systemd dbus dbus-daemon libbpf
 # one for their initramfs (tests/kernels/vmrun.sh), and udhcpc in the device tests is the same.
 # prometheus and prometheus-alertmanager: promtool, amtool and Alertmanager itself check the
 # examples of examples/fleet/ (tests/integration/test_fleet_examples.py); systemd-journal-remote: the
-# journal collected from many hosts (tests/integration/test_fleet_delivery.py).
-TEST_PKGS="gcc libc6-dev systemd systemd-container mmdebstrap util-linux procps zstd git bind9-dnsutils curl jq openssl busybox-static nmap prometheus prometheus-alertmanager systemd-journal-remote man-db nftables"
+# journal collected from many hosts (tests/integration/test_fleet_delivery.py); python3-bcrypt: the
+# hashed user of an Alertmanager behind basic auth (tests/integration/test_fleet_tls.py).
+TEST_PKGS="gcc libc6-dev systemd systemd-container mmdebstrap util-linux procps zstd git bind9-dnsutils curl jq openssl busybox-static nmap prometheus prometheus-alertmanager systemd-journal-remote python3-bcrypt man-db nftables"
 
 want="$RUNTIME_PKGS"
 [ "${1:-}" = "--test" ] && want="$want $TEST_PKGS"

@@ -3,9 +3,11 @@ and config in a temporary directory, no cluster gossip, stopped and started agai
 (by its pid) on the same port and storage."""
 from __future__ import annotations
 
+import base64
 import json
 import shutil
 import socket
+import ssl
 import subprocess
 import tempfile
 import time
@@ -26,28 +28,45 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 
 class Alertmanager:
-    def __init__(self, host: str = "127.0.0.1", config: str = CONFIG):
+    """`web_config`: Alertmanager's --web.config.file (TLS, basic auth users); its URL is then
+    https, and the test's own reads (ready, alerts) pass `ca_file` and `auth`."""
+
+    def __init__(self, host: str = "127.0.0.1", config: str = CONFIG, web_config: str = "", ca_file: str = "",
+                 auth: Optional[tuple] = None):
         self.host = host
         self.port = free_port(host)
         self.dir = Path(tempfile.mkdtemp(prefix="nwd-am-"))
         (self.dir / "alertmanager.yml").write_text(config)
+        self.web_config = web_config
+        if web_config:
+            (self.dir / "web.yml").write_text(web_config)
+        self._context = ssl.create_default_context(cafile=ca_file) if ca_file else None
+        self._auth = auth
         self.proc: Optional[subprocess.Popen] = None
 
     @property
     def url(self) -> str:
-        return f"http://{self.host}:{self.port}"
+        return f"{'https' if self._context else 'http'}://{self.host}:{self.port}"
+
+    def _open(self, url: str):
+        request = urllib.request.Request(url)
+        if self._auth:
+            pair = base64.b64encode(f"{self._auth[0]}:{self._auth[1]}".encode()).decode()
+            request.add_header("Authorization", f"Basic {pair}")
+        return urllib.request.urlopen(request, timeout=10, context=self._context)
 
     def start(self, timeout: float = 20) -> "Alertmanager":
         log = open(self.dir / "alertmanager.log", "ab")
         self.proc = subprocess.Popen(
             [BINARY, f"--config.file={self.dir / 'alertmanager.yml'}", f"--storage.path={self.dir / 'data'}",
-             f"--web.listen-address={self.host}:{self.port}", "--cluster.listen-address="],
+             f"--web.listen-address={self.host}:{self.port}", "--cluster.listen-address="]
+            + ([f"--web.config.file={self.dir / 'web.yml'}"] if self.web_config else []),
             stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
         log.close()
         deadline = time.monotonic() + timeout
         while True:
             try:
-                with urllib.request.urlopen(f"{self.url}/-/ready", timeout=2) as r:
+                with self._open(f"{self.url}/-/ready") as r:
                     if r.status == 200:
                         return self
             except OSError:
@@ -70,7 +89,7 @@ class Alertmanager:
         """The alerts it holds (active, silenced, inhibited, unprocessed) with these labels."""
         query = [("filter", f'{k}="{v}"') for k, v in labels.items()]
         url = f"{self.url}/api/v2/alerts?" + urllib.parse.urlencode(query)
-        with urllib.request.urlopen(url, timeout=10) as r:
+        with self._open(url) as r:
             return json.loads(r.read())
 
     def cleanup(self) -> None:
