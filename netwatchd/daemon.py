@@ -157,14 +157,12 @@ class Daemon:
     def _start_fleet(self, journal: JournalSink) -> None:
         """Journal entries carry the fleet's ids; alerts go to Alertmanager while fleet.* says so."""
         from netwatchd.api import fleet_labels
-        from netwatchd.api.fleet_sender import FleetSender, alert_interface
+        from netwatchd.api.fleet_sender import FleetSender
         from netwatchd.store.alert_spool import open_spool
 
-        view = self.view
-        journal.identity_fields = lambda alert: fleet_labels.journal_fields(alert, view.host_identity(),
-                                                                            alert_interface(alert, view))
-        self.fleet = FleetSender(view, lambda: open_spool(state_directory(self.started_cfg)))
-        self.alerting.sinks.append(self.fleet)
+        fleet = self.fleet = FleetSender(self.view, lambda: open_spool(state_directory(self.started_cfg)))
+        journal.identity_fields = lambda alert: fleet_labels.journal_fields(alert, *fleet.placed(alert))
+        self.alerting.sinks.append(fleet)
 
     def host_identity(self):
         """Who this host is to a fleet (api/fleet_identity.py), read again every few seconds."""

@@ -26,7 +26,7 @@ from netwatchd.api import fleet_labels
 from netwatchd.api.alertmanager import AlertmanagerClient, DeliveryError, Rejected
 from netwatchd.api.fleet_alerts import Entry, FleetAlerts
 from netwatchd.errors import NoSuchDevice, StoreError
-from netwatchd.read_model import Alert, FleetStatus, ReadModel
+from netwatchd.read_model import Alert, FleetStatus, HostIdentity, ReadModel
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +61,7 @@ class FleetSender:
         self._spool = None
         self.alerts = FleetAlerts(self._cfg.spool_max_alerts)
         self.queue_dropped = 0
+        self._placed: Tuple[str, Tuple[HostIdentity, str]] = ("", (HostIdentity(), ""))  # (alert id, placed())
         self.delivered = 0
         # the table, the spool and the counters: the intake and the couriers change them, status() reads
         self._lock = threading.RLock()
@@ -72,15 +73,21 @@ class FleetSender:
             self._start()
 
     # -- the tick's side ---------------------------------------------------------------------------
+    def placed(self, alert: Alert) -> Tuple[HostIdentity, str]:
+        """This host's identity and the interface of the alert's device, looked up once per alert:
+        the journal's id fields (the sink before this one) and the labels here both need them."""
+        if self._placed[0] != alert.id:
+            self._placed = (alert.id, (self.model.host_identity(), alert_interface(alert, self.model)))
+        return self._placed[1]
+
     def emit(self, alert: Alert) -> None:
         cfg = self.model.cfg.fleet
         if not cfg.enabled:
             return
-        identity = self.model.host_identity()
-        interface = alert_interface(alert, self.model)
+        identity, interface = self.placed(alert)
         labels = fleet_labels.labels(alert, identity, interface)
         item = (fleet_labels.fingerprint(labels), labels, fleet_labels.annotations(alert, identity),
-                float(cfg.lifetime_sec.of(alert.kind)), identity.host, self._generator_url(alert))
+                float(cfg.lifetime_sec.of(alert.kind)), identity.host, self._generator_url(identity))
         try:
             self._queue.put_nowait(item)
         except queue.Full:
@@ -88,11 +95,11 @@ class FleetSender:
             return
         self._wake.set()
 
-    def _generator_url(self, alert: Alert) -> str:
+    def _generator_url(self, identity: HostIdentity) -> str:
         base = self.model.cfg.fleet.external_base
         if not base:
             port = self.model.cfg.metrics.listen.rpartition(":")[2]
-            base = f"http://{self.model.host_identity().hostname or 'localhost'}:{port}"
+            base = f"http://{identity.hostname or 'localhost'}:{port}"
         return f"{base}/metrics"
 
     def reconfigure(self) -> None:

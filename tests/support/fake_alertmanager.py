@@ -4,11 +4,12 @@ records every request and, like Alertmanager's API v2, keeps the newest post of 
 from __future__ import annotations
 
 import json
-import socket
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Dict, List, NamedTuple, Optional
+
+from tests.support.alertmanager import free_port
 
 
 class Request(NamedTuple):
@@ -117,6 +118,4 @@ class FakeAlertmanager(ThreadingHTTPServer):
 
 def closed_port() -> int:
     """A port on 127.0.0.1 nobody listens on (just freed)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    return free_port()
