@@ -111,6 +111,8 @@ def netwatchd_programs(pid: int) -> Dict[str, Prog]:
     for prog_id, name in attached.items():
         if prog_id not in progs:
             continue
+        if name in named and name.startswith("tcp_receive_reset"):
+            name += "#2"  # connect.bpf.c's second RST mark program
         if name in named:
             raise RuntimeError(f"process {pid} holds two programs on {name}: {named[name].id}, {prog_id}")
         named[name] = Prog(prog_id, pid, progs[prog_id])

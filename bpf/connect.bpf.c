@@ -7,8 +7,8 @@
  *                        changes, and SYN_SENT -> ESTABLISHED or CLOSE ends the handshake:
  *                        counted under a followed handshake's process (histogram, a
  *                        handshake-end record), else left in `ended` for connect()'s return
- *   tcp_receive_reset    (a raw tracepoint) marks the socket an RST is closing (refused,
- *                        even if sk_err was read)
+ *   tcp_receive_reset    (a raw tracepoint, two programs) marks the socket an RST is
+ *                        closing (refused, even if sk_err was read)
  *   sys_exit_connect     counts the outcome per process and emits the record; takes a
  *                        handshake's end from `ended`, or follows a pending one in
  *                        `handshakes`; for what the cgroup hook never sees (unix sockets,
@@ -464,38 +464,70 @@ static __always_inline void count_late_end(struct nw_handshake *h, u8 outcome)
     count_outcome(&c->counts, outcome);
 }
 
-/* The socket whose RST this CPU is handling: tcp_reset() fires tcp_receive_reset, sets sk_err
- * and closes the socket, all on this CPU in one go. A caller polling the socket may read (and so
- * clear) sk_err before the close reaches nw_sockops: the mark still says "refused".
+/* The sockets whose RSTs this CPU handled lately: tcp_reset() fires tcp_receive_reset, sets
+ * sk_err and closes the socket, all on this CPU in one go. A caller polling the socket may read
+ * (and so clear) sk_err before the close reaches nw_sockops: the mark still says "refused".
  * A raw tracepoint, not a (perf) tracepoint: the kernel skips a perf tracepoint program whenever
  * its CPU is already in any tracing program (the RST's softirq interrupting our
- * sys_exit_connect, under load), and such a refusal then counted as other_failed. A raw
- * tracepoint program is only skipped if it interrupts itself. */
-struct nw_reset_mark {
-    u64 sk;
-    u64 at_ns;
+ * sys_exit_connect, under load), and such a refusal then counted as other_failed.
+ * A raw tracepoint program is skipped only when it would interrupt itself: an RST handled in
+ * process context (a socket's backlog, at release_sock) whose mark a softirq's RST interrupts.
+ * That refusal's mark was then missing, and if its caller had read sk_err in the microsecond
+ * before the close, it counted other_failed (1 in 20000 in CI). So two programs mark, each in a
+ * ring of its own (a program never interrupts itself, so its ring is never written by two runs
+ * at once): an RST that interrupts one is marked by the other. A ring, not one slot, because the
+ * interrupted RST's close comes after the softirq's: the softirq's RSTs must not overwrite it. */
+#define NW_RESET_MARKS 8 /* per program and CPU; a power of two */
+#define NW_RESET_MARKERS 2
+struct nw_reset_marks {
+    u64 sk[NW_RESET_MARKS];
+    u64 at_ns[NW_RESET_MARKS];
+    u32 next;
+    u32 pad;
 };
-BPF_PERCPU_ARRAY(resetting, struct nw_reset_mark, 1);
+BPF_PERCPU_ARRAY(resetting, struct nw_reset_marks, NW_RESET_MARKERS);
 /* tcp_reset() closes the socket microseconds after the mark; an older mark is of another socket
  * that happened to live at the same address. */
 #define NW_RESET_MARK_NS 1000000
 
+static __always_inline void mark_reset(int marker, u64 sk)
+{
+    struct nw_reset_marks *m = resetting.lookup(&marker);
+    if (!m)
+        return;
+    u32 i = m->next & (NW_RESET_MARKS - 1);
+    m->next = i + 1;
+    m->at_ns[i] = bpf_ktime_get_boot_ns();
+    m->sk[i] = sk;
+}
+
 RAW_TRACEPOINT_PROBE(tcp_receive_reset)
 {
-    int zero = 0;
-    struct nw_reset_mark *mark = resetting.lookup(&zero);
-    if (mark) {
-        mark->sk = ctx->args[0]; /* TP_PROTO(struct sock *sk): the address nw_sockops keys by */
-        mark->at_ns = bpf_ktime_get_boot_ns();
-    }
+    mark_reset(0, ctx->args[0]); /* TP_PROTO(struct sock *sk): the address nw_sockops keys by */
+    return 0;
+}
+
+/* The second marker: attached to the same tracepoint by netwatchd/kernel/connect_probe.py. */
+int nw_reset_mark_second(struct bpf_raw_tracepoint_args *ctx)
+{
+    mark_reset(1, ctx->args[0]);
     return 0;
 }
 
 static __always_inline int reset_here(u64 sk, u64 now)
 {
-    int zero = 0;
-    struct nw_reset_mark *mark = resetting.lookup(&zero);
-    return mark && mark->sk == sk && now - mark->at_ns < NW_RESET_MARK_NS;
+#pragma unroll
+    for (int marker = 0; marker < NW_RESET_MARKERS; marker++) {
+        int key = marker;
+        struct nw_reset_marks *m = resetting.lookup(&key);
+        if (!m)
+            continue;
+#pragma unroll
+        for (int i = 0; i < NW_RESET_MARKS; i++)
+            if (m->sk[i] == sk && now - m->at_ns[i] < NW_RESET_MARK_NS)
+                return 1;
+    }
+    return 0;
 }
 
 /* Ends of handshakes not (yet) followed, by socket: the connect() that began one takes it when it

@@ -88,6 +88,7 @@ class ConnectProbe:
         self._bpf = None
         self._cgroup_fd = -1
         self._links: Dict[str, int] = {}
+        self._reset_mark_fd = -1  # the RST mark's second program (_attach_second_reset_mark)
         self._rings: List[MappedRing] = []
         self._long: RingReader | None = None
         self._drain_gen = 0
@@ -112,6 +113,8 @@ class ConnectProbe:
         if scoped:
             self._bpf[b"scope_cgroup"][0] = self._cgroup_fd
             log.info("cgroup %s is a container's: counting the connects of its processes only", cgroup)
+        # the RST mark's second program: marks what the first, interrupted, is skipped for
+        self._attach_second_reset_mark()
         # the connect hooks note each TCP connect's socket; sock_ops ends its handshake
         self._attach_cgroup("nw_connect4", bpf_links.CGROUP_INET4_CONNECT)
         self._attach_cgroup("nw_connect6", bpf_links.CGROUP_INET6_CONNECT)
@@ -130,6 +133,9 @@ class ConnectProbe:
         self._rings = []
         for name in list(self._links):
             self._detach(name)
+        if self._reset_mark_fd >= 0:
+            os.close(self._reset_mark_fd)
+            self._reset_mark_fd = -1
         if self._cgroup_fd >= 0:
             os.close(self._cgroup_fd)
             self._cgroup_fd = -1
@@ -147,6 +153,7 @@ class ConnectProbe:
                 self._detach(name)
 
     def attached_programs(self) -> List[str]:
+        # tcp_receive_reset holds two programs (connect.bpf.c's RST marks): one attachment point
         tracepoints = ["sys_exit_connect", "tcp_receive_reset"] if self._bpf is not None else []
         if self._bpf is not None and self.cfg.record_events and not features.current().task_pt_regs:
             tracepoints.append("sys_enter_connect")  # the sockaddr fallback of kernels < 5.15
@@ -162,6 +169,18 @@ class ConnectProbe:
             fds[name.replace("tracepoint__syscalls__", "")
                 .replace("raw_tracepoint__", "")] = fn.fd
         return fds
+
+    def _attach_second_reset_mark(self) -> None:
+        """bcc holds one program per raw tracepoint (by name), so the second is attached through
+        libbcc itself; its fd is kept with the links, closed at stop."""
+        from bcc import BPF
+        from bcc.libbcc import lib
+
+        fn = self._bpf.load_func(b"nw_reset_mark_second", BPF.RAW_TRACEPOINT)
+        fd = lib.bpf_attach_raw_tracepoint(fn.fd, b"tcp_receive_reset")
+        if fd < 0:
+            raise ProbeError("cannot attach a second program to the tcp_receive_reset raw tracepoint")
+        self._reset_mark_fd = fd
 
     def _attach_cgroup(self, name: str, attach_type: int) -> None:
         from bcc import BPF

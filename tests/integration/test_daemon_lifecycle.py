@@ -164,9 +164,9 @@ def test_ready_only_when_programs_are_attached_and_the_name_is_owned(fresh):
     assert any(n.endswith("sys_exit_connect") for n in names), names
     kernel = kernel_programs()
     assert {i for i in progs if kernel[i]["name"] in CGROUP_PROGRAMS} <= root_cgroup_programs()
-    # cgroup links, the RST mark's raw tracepoint (a link since 5.8), and on TCX a link per hook
-    # (clsact filters and perf tracepoints are no links)
-    assert len(links) == len(CGROUP_PROGRAMS) + 1 + (len(tc) if path == "tcx" else 0)
+    # cgroup links, the RST mark's two raw tracepoint programs (links since 5.8), and on TCX a link
+    # per hook (clsact filters and perf tracepoints are no links)
+    assert len(links) == len(CGROUP_PROGRAMS) + 2 + (len(tc) if path == "tcx" else 0)
 
     ready = [m for m in d.notify.messages if "READY=1" in m.split("\n")]
     assert len(ready) == 1 and STATUS_RE.search(ready[0]), d.notify.messages
