@@ -40,11 +40,11 @@ def run_benchmark(name: str, needs: str, args, run: Callable[[object], Dict],
     return 0
 
 
-def bench_daemon(bus, config: Dict):
+def bench_daemon(bus, config: Dict, command_prefix=None):
     """A test-harness daemon on the shipped config plus `config`. Benchmarks compare configured
     variants on purpose (records on/off, tc/tcx, the API's listener), so every key they set is
     declared as what they are about; the tests' shipped-config rule stays strict for tests."""
     from tests.support.config_rule import leaf_paths
     from tests.support.daemon import DaemonProcess
 
-    return DaemonProcess(bus, config, about=tuple(leaf_paths(config)))
+    return DaemonProcess(bus, config, about=tuple(leaf_paths(config)), command_prefix=command_prefix)

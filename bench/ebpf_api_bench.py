@@ -1,17 +1,20 @@
-"""ebpf-server's API (issue 13): request latency of its routes against GET /health, side by side in
-one run, on one daemon.
+"""ebpf-server's API (issue 13): request latency of its routes, on the HTTP edge (aiohttp,
+netwatchd/api/http_edge.py) and on the hand-written server it replaced (bench/legacy_http.py),
+side by side in one run, on one daemon.
 
-    .venv/bin/python bench/ebpf_api_bench.py            (make bench-api; as root; ~30 s)
+    .venv/bin/python bench/ebpf_api_bench.py            (make bench-api; as root; ~1 min)
     .venv/bin/python bench/ebpf_api_bench.py --quick    (smoke check)
 
 A daemon with the shipped config (ebpf_server_api on, a free loopback port) watches `--processes`
 children make `--connects` loopback TCP connects each, so the listing has that many processes
-with records. Then the client sends `--requests` rounds of GET /health, POST
-/api/connection-summary (the first child's pid), GET /api/list-connections (default limit, every
-process) and the same for one pid, interleaved so all share the machine's conditions, each over
-a new connection as the server closes every one. The figures: median and p90 per route, and each
-route's median over /health's (what the engine's query costs above the HTTP round trip).
-Everything started here is stopped by pid, on error and on Ctrl-C too. Traffic: 127.0.0.1.
+with records. The daemon runs through bench/legacy_http.py, which serves the same routes a second
+time with the old server on another port. Then the client sends `--requests` rounds of GET
+/health, POST /api/connection-summary (the first child's pid), GET /api/list-connections
+(default limit, every process) and the same for one pid, to the old server and the new, each
+over a new connection as both close every one unless asked, and to the new one over a kept-alive
+connection (`Connection: keep-alive`: no connect in its time), interleaved so all share the
+machine's conditions. The figures: p50 and p99 per route and server, new over old. Everything
+started here is stopped by pid, on error and on Ctrl-C too. Traffic: 127.0.0.1.
 """
 from __future__ import annotations
 
@@ -19,13 +22,12 @@ import argparse
 import http.client
 import json
 import socket
-import statistics
 import subprocess
 import sys
 import threading
 import time
 from pathlib import Path
-from typing import Dict, List
+from typing import Dict, List, Optional
 
 import yaml
 
@@ -55,17 +57,25 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def request(port: int, method: str, path: str, body: bytes = b"") -> float:
-    """Seconds from connect to the whole answer read; the status must be 200."""
+def request(port: int, method: str, path: str, body: bytes = b"", conn: Optional[http.client.HTTPConnection] = None) -> float:
+    """Seconds from connect (or, on a kept-alive `conn`, from sending) to the whole answer read;
+    the status must be 200."""
     start = time.perf_counter()
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
-    conn.request(method, path, body=body or None, headers={"Content-Type": "application/json"} if body else {})
+    kept = conn is not None
+    conn = conn or http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    headers = {"Content-Type": "application/json"} if body else {}
+    if kept:
+        headers["Connection"] = "keep-alive"
+    conn.request(method, path, body=body or None, headers=headers)
     reply = conn.getresponse()
     data = reply.read()
     elapsed = time.perf_counter() - start
-    conn.close()
+    if not kept:
+        conn.close()
     if reply.status != 200:
         raise RuntimeError(f"{method} {path}: {reply.status} {data[:200]!r}")
+    if kept and reply.will_close:
+        raise RuntimeError(f"{method} {path}: the kept-alive connection was closed")
     return elapsed
 
 
@@ -99,12 +109,14 @@ class Acceptor:
 def run(args) -> Dict:
     config = yaml.safe_load((REPO / "config" / "netwatchd.yaml").read_text())
     config["devices"]["enabled"] = False  # never attach to the host's interfaces
-    port = free_port()
+    port, legacy_port = free_port(), free_port()
     config["ebpf_server_api"].update(enabled=True, listen=f"127.0.0.1:{port}")
     children: List[subprocess.Popen] = []
     acceptor = Acceptor()
+    kept: Optional[http.client.HTTPConnection] = None
+    legacy = [sys.executable, str(BENCH / "legacy_http.py"), "--legacy-port", str(legacy_port)]
     try:
-        with PrivateSystemBus() as bus, bench_daemon(bus, config):
+        with PrivateSystemBus() as bus, bench_daemon(bus, config, command_prefix=legacy):
             for _ in range(args.processes):
                 child = subprocess.Popen([sys.executable, "-c", CHILD, str(acceptor.port), str(args.connects)],
                                          stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
@@ -119,17 +131,24 @@ def run(args) -> Dict:
                 "GET /api/list-connections": ("GET", "/api/list-connections", b""),
                 "GET /api/list-connections?pid=": ("GET", f"/api/list-connections?pid={pid}", b""),
             }
+            kept = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+            servers = {"old": lambda *a: request(legacy_port, *a), "new": lambda *a: request(port, *a),
+                       "new kept": lambda *a: request(port, *a, conn=kept)}
             for method, path, body in routes.values():  # warm-up
-                request(port, method, path, body)
-            times: Dict[str, List[float]] = {name: [] for name in routes}
+                for send in servers.values():
+                    send(method, path, body)
+            times: Dict[str, Dict[str, List[float]]] = {server: {name: [] for name in routes} for server in servers}
             for _ in range(args.requests):
                 for name, (method, path, body) in routes.items():
-                    times[name].append(request(port, method, path, body))
+                    for server, send in servers.items():
+                        times[server][name].append(send(method, path, body))
             conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
             conn.request("GET", "/api/list-connections")
             listed = json.loads(conn.getresponse().read())
             conn.close()
     finally:
+        if kept is not None:
+            kept.close()
         for child in children:
             if child.poll() is None:
                 child.stdin.close()
@@ -144,16 +163,24 @@ def run(args) -> Dict:
             "processes": args.processes, "connects": args.connects, "requests": args.requests}
 
 
+def percentile(values: List[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
+
+
 def report(r: Dict) -> str:
     times = r["times_sec"]
-    health = statistics.median(times["GET /health"])
     lines = [f"ebpf-server API latency: {r['requests']} rounds, {r['processes']} processes x {r['connects']} connects "
-             f"(listing: {r['total_pids']} processes, {r['listed']} connections)",
-             f"  {'route':34} {'median ms':>10} {'p90 ms':>8} {'x /health':>10}"]
-    for name, values in times.items():
-        median = statistics.median(values)
-        p90 = sorted(values)[int(0.9 * (len(values) - 1))]
-        lines.append(f"  {name:34} {median * 1e3:10.3f} {p90 * 1e3:8.3f} {median / health:10.2f}")
+             f"(listing: {r['total_pids']} processes, {r['listed']} connections); ms, new connection per request "
+             "unless kept",
+             f"  {'route':32} {'old p50':>8} {'old p99':>8} {'new p50':>8} {'new p99':>8} {'new/old p50':>11} "
+             f"{'new/old p99':>11} {'kept p50':>9} {'kept p99':>9}"]
+    for name in times["old"]:
+        old, new, kept = (times[server][name] for server in ("old", "new", "new kept"))
+        o50, o99, n50, n99 = (percentile(v, q) for v, q in ((old, .5), (old, .99), (new, .5), (new, .99)))
+        lines.append(f"  {name:32} {o50 * 1e3:8.3f} {o99 * 1e3:8.3f} {n50 * 1e3:8.3f} {n99 * 1e3:8.3f} "
+                     f"{n50 / o50:11.2f} {n99 / o99:11.2f} {percentile(kept, .5) * 1e3:9.3f} "
+                     f"{percentile(kept, .99) * 1e3:9.3f}")
     return "\n".join(lines)
 
 

@@ -12,9 +12,9 @@ false we report the truth: return_code is what connect() returned (ebpf-server r
 call, so always 0), protocol is the socket's (it guessed from the port), timestamps are UTC. The
 differences are listed in README.md, "Coming from ebpf-server".
 
-No I/O here: the asyncio server (netwatchd/api/http.py) parses the request and sends the answer;
-the numbers come from the read model's connect queries (read_model.ConnectQueries: summary,
-list_per_process, max_window_sec).
+No I/O here: the HTTP edge (netwatchd/api/http_edge.py, through netwatchd/api/http.py's
+ebpf_server_listener) parses the request and sends the answer; the numbers come from the read
+model's connect queries (read_model.ConnectQueries: summary, list_per_process, max_window_sec).
 """
 from __future__ import annotations
 

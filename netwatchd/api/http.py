@@ -12,8 +12,10 @@ They live under /netwatchd/ so they can never be mistaken for ebpf-server's rout
 name, which differ (POST, limit per process): those are served by netwatchd.api.ebpf_server on a
 listener of their own (ebpf_server_api.*).
 
-A deliberately small HTTP/1.1 server: one request per connection, request head at most 8 KiB,
-a body (ebpf-server's listener only; one Content-Length, at most 8 KiB) too, all read within 10 s.
+Both are served by the HTTP edge (netwatchd.api.http_edge, on aiohttp): keep-alive when the
+client asks for it (`Connection: keep-alive`), else one request per connection; a request head
+of at most 8 KiB and a body (ebpf-server's listener only: one Content-Length, at most 8 KiB; chunked
+is 411 there, as ebpf-server's contract has it) received within 10 s; HEAD answers headers only.
 Against a hostile LAN (netwatchd.api.http_guard): a Host naming anything but an IP address,
 localhost or a name in the listener's allowed_hosts is refused (403, DNS rebinding); at most
 MAX_CONNECTIONS live connections per listener, the oldest still sending its request closed to
@@ -21,76 +23,31 @@ admit a new one (netwatchd_http_connections_dropped_total); numbers are bounded 
 """
 from __future__ import annotations
 
-import asyncio
 import datetime
 import json
 import logging
-import os
 from typing import Any, Dict, List, Optional, Tuple
-from urllib.parse import parse_qs, urlsplit
 
 from netwatchd.api import metrics
-from netwatchd.api.http_guard import (MAX_CONNECTIONS, BadRequest, ConnectionCap, check_host, content_length, decimal,
-                                      parse_headers)
-from netwatchd.config import split_listen
+from netwatchd.api.http_edge import (LISTEN_BACKLOG, MAX_BODY_BYTES, MAX_HEAD_BYTES, READ_TIMEOUT_SEC, REASONS, RUNNING,
+                                     HttpEdge, ListenError)
+from netwatchd.api.http_guard import MAX_CONNECTIONS, BadRequest, decimal, parse_head
 from netwatchd.errors import InvalidQuery
 from netwatchd.read_model import ConnectQueries, ReadModel
 
+# What callers have always imported from here: the limits, the running caps, the errors.
+__all__ = ["HttpApi", "ebpf_server_listener", "ListenError", "BadRequest", "RUNNING", "REASONS", "parse_head",
+           "connection_summary", "list_connections", "MAX_HEAD_BYTES", "MAX_BODY_BYTES", "READ_TIMEOUT_SEC",
+           "LISTEN_BACKLOG", "MAX_CONNECTIONS", "OUR_PREFIX"]
+
 log = logging.getLogger(__name__)
 
-MAX_HEAD_BYTES = 8192
-MAX_BODY_BYTES = 8192
-READ_TIMEOUT_SEC = 10.0
-# The kernel's accept queue, and how many connections asyncio accepts per loop turn. Small, so
-# that under a connection flood a new connection is admitted (http_guard.ConnectionCap) within a
-# turn or two of its accept, and MAX_CONNECTIONS / LISTEN_BACKLOG (8) turns pass before it is the
-# oldest still sending: an honest request's head is read in 3-4. (Measured with a client that
-# reopens each closed connection at once, 3000-8000/s here: with asyncio's default of 100 and a
-# cap of 128, GET /health was closed unanswered 3 times in 10; with 32, 0 in 40 (caps 128 and
-# 256), the daemon's descriptors peaking at ~400 with 256.)
-LISTEN_BACKLOG = 32
 DEFAULT_DURATION_SEC = 60
 UINT32_MAX = 2**32 - 1
-REASONS = {200: "OK", 400: "Bad Request", 403: "Forbidden", 404: "Not Found", 405: "Method Not Allowed",
-           408: "Request Timeout", 411: "Length Required", 413: "Request Entity Too Large",
-           431: "Request Header Fields Too Large", 500: "Internal Server Error", 505: "HTTP Version Not Supported"}
 OUR_PREFIX = "/netwatchd/api"
-# The cap of each running listener, by its setting (metrics, ebpf_server_api): /metrics exports
-# every one's dropped count. A listener started again (in tests) replaces its entry.
-RUNNING: Dict[str, ConnectionCap] = {}
 
 
-class ListenError(Exception):
-    """The configured address cannot be listened on; the message names it."""
-
-
-# -- parsing (pure) ----------------------------------------------------------------------------
-
-def parse_head(head: bytes) -> Tuple[str, str, Dict[str, List[str]]]:
-    """(method, path, query) of a request head (request line + headers, CRLF CRLF included)."""
-    try:
-        text = head.decode("ascii")
-    except UnicodeDecodeError:
-        raise BadRequest(400, "request head is not ASCII") from None
-    lines = text.split("\r\n")
-    parts = lines[0].split(" ")
-    if len(parts) != 3 or not parts[0] or not parts[1]:
-        raise BadRequest(400, "malformed request line")
-    method, target, version = parts
-    if version not in ("HTTP/1.1", "HTTP/1.0"):
-        raise BadRequest(505, f"unsupported protocol {version!r}")
-    for line in lines[1:]:
-        if line and ":" not in line:
-            raise BadRequest(400, "malformed header line")
-    if not target.startswith("/"):
-        raise BadRequest(400, "request target must be a path")
-    url = urlsplit(target)
-    try:
-        query = parse_qs(url.query, keep_blank_values=True, strict_parsing=False, errors="strict")
-    except UnicodeDecodeError:
-        raise BadRequest(400, "query string is not UTF-8") from None
-    return method, url.path, query
-
+# -- our JSON routes (pure) ----------------------------------------------------------------------
 
 def _one(query: Dict[str, List[str]], *names: str) -> Optional[str]:
     values = [v for name in names for v in query.get(name, [])]
@@ -143,7 +100,8 @@ def list_connections(connects: ConnectQueries, query: Dict[str, List[str]]) -> D
 class HttpApi:
     """One listener over a ReadModel. `route(method, path, query, body)` and `error(status,
     message)` answer (status, content type, body[, headers]); by default the metrics listener's
-    routes."""
+    routes. The HTTP edge (netwatchd.api.http_edge) serves it on `cfg.listen`; `reads_body`: the
+    routes take a request body (at most MAX_BODY_BYTES), else a body is left unread."""
 
     def __init__(self, model: ReadModel, cfg, setting: str = "metrics", route=None, error=None,
                  reads_body: bool = False):
@@ -153,79 +111,19 @@ class HttpApi:
         self.route = route or (lambda method, path, query, body: self.respond(method, path, query))
         self.error = error or _error
         self.reads_body = reads_body
-        self.connections = ConnectionCap(MAX_CONNECTIONS)
-        self.server: Optional[asyncio.AbstractServer] = None
+        self.edge = HttpEdge(setting, cfg.listen, self.allowed_hosts, self.error, route=self.route,
+                             max_body=MAX_BODY_BYTES if reads_body else None)
+        self.connections = self.edge.connections
 
     async def start(self) -> None:
-        host, port = split_listen(self.cfg.listen)
-        try:
-            self.server = await asyncio.start_server(self._connected, host, port, reuse_address=True,
-                                                     backlog=LISTEN_BACKLOG, limit=MAX_HEAD_BYTES)
-        except OSError as e:
-            raise ListenError(f"{self.setting}.listen: cannot listen on {self.cfg.listen}: {os.strerror(e.errno) if e.errno else e}") from None
-        RUNNING[self.setting] = self.connections
-        log.info("HTTP %s on http://%s/", self.setting, self.cfg.listen)
+        await self.edge.start()
 
     async def stop(self) -> None:
-        if RUNNING.get(self.setting) is self.connections:
-            del RUNNING[self.setting]
-        if self.server is not None:
-            self.server.close()
-            await self.server.wait_closed()
-            self.server = None
+        await self.edge.stop()
 
     def allowed_hosts(self) -> Tuple[str, ...]:
         """The listener's allowed_hosts as the running config has them (a reload changes them)."""
         return getattr(self.model.cfg, self.setting).allowed_hosts
-
-    def _connected(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter):
-        """A new connection, admitted as its transport is made (at the cap, another is closed), not
-        one loop turn later in its task: accepted sockets wait for admission for less long."""
-        return self._serve(reader, writer, self.connections.admit(writer.transport.abort))
-
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, key: int) -> None:
-        method = ""
-        try:
-            deadline = asyncio.get_running_loop().time() + READ_TIMEOUT_SEC
-            try:
-                head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), READ_TIMEOUT_SEC)
-                if len(head) > MAX_HEAD_BYTES:
-                    raise BadRequest(431, f"request head over {MAX_HEAD_BYTES} bytes")
-                method, path, query = parse_head(head)
-                fields = parse_headers(head)
-                check_host(fields, self.allowed_hosts(), f"{self.setting}.allowed_hosts")
-                body = await self._read_body(reader, writer, fields, deadline) if self.reads_body else b""
-                answer = self.route(method, path, query, body)
-            except asyncio.LimitOverrunError:
-                answer = self.error(431, f"request head over {MAX_HEAD_BYTES} bytes")
-            except asyncio.TimeoutError:
-                answer = self.error(408, f"request not received within {READ_TIMEOUT_SEC:g} s")
-            except asyncio.IncompleteReadError:
-                return  # the client went away
-            except BadRequest as e:
-                answer = self.error(e.status, str(e))
-            except Exception:
-                log.exception("HTTP %s request failed", self.setting)
-                answer = self.error(500, "internal error; see the daemon's log")
-            self.connections.received(key)  # an error answer too: the request is over
-            status, ctype, body, *headers = answer
-            writer.write(_response(status, ctype, body, headers[0] if headers else None, head_only=method == "HEAD"))
-            await asyncio.wait_for(writer.drain(), READ_TIMEOUT_SEC)
-        except (ConnectionError, asyncio.TimeoutError):
-            pass
-        finally:
-            self.connections.release(key)
-            writer.close()
-
-    async def _read_body(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
-                         fields: Dict[str, List[str]], deadline: float) -> bytes:
-        length = content_length(fields, MAX_BODY_BYTES)
-        if not length:
-            return b""
-        if any(value.lower() == "100-continue" for value in fields.get("expect", ())):
-            writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
-        remaining = max(0.0, deadline - asyncio.get_running_loop().time())
-        return await asyncio.wait_for(reader.readexactly(length), remaining)
 
     def respond(self, method: str, path: str, query: Dict[str, List[str]]) -> Tuple[int, str, bytes]:
         routes = {
@@ -276,12 +174,3 @@ def ebpf_server_listener(model: ReadModel) -> HttpApi:
     return HttpApi(model, model.cfg.ebpf_server_api, "ebpf_server_api", route=route,
                    error=ebpf_server.error_response, reads_body=True)
 
-
-def _response(status: int, ctype: str, body: bytes, headers=None, head_only: bool = False) -> bytes:
-    head = (f"HTTP/1.1 {status} {REASONS.get(status, '')}\r\nContent-Type: {ctype}\r\n"
-            f"Content-Length: {len(body)}\r\nConnection: close\r\n")
-    if headers is None and status == 405:
-        headers = (("Allow", "GET"),)
-    for name, value in headers or ():
-        head += f"{name}: {value}\r\n"
-    return (head + "\r\n").encode() + (b"" if head_only else body)

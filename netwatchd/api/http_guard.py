@@ -9,22 +9,25 @@
   4300 digits, raises.
 - A cap on live connections: at the cap, the oldest connection still sending its request is
   closed to admit the newcomer (slowloris: idle connections must not starve GET /health).
+- The request head as each listener has always read it (parse_head), and the target and header
+  fields of a head aiohttp parsed (parse_target, header_fields), checked by the same rules.
 
-netwatchd.api.http uses them for the metrics and ebpf-server listeners; a new listener takes the
-same pieces. README.md ("Metrics and the JSON API") documents what a client sees.
+netwatchd.api.http_edge applies them to every listener (metrics, ebpf-server's, the web UI).
+README.md ("Metrics and the JSON API") documents what a client sees.
 """
 from __future__ import annotations
 
 import ipaddress
 import math
 import re
-from typing import Callable, Dict, Iterable, List, Optional, Union
+from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple, Union
+from urllib.parse import parse_qs, urlsplit
 
 from netwatchd.allowed_hosts import parse_allowed_host
 
 # Live connections per listener. Honest clients (a Prometheus scrape, a script) hold one or two
 # for milliseconds. Under a connection flood a listener holds up to ~400 descriptors (these plus
-# sockets accepted but not yet admitted: netwatchd.api.http.LISTEN_BACKLOG per loop turn), so
+# sockets accepted but not yet admitted: netwatchd.api.http_edge.LISTEN_BACKLOG per loop turn), so
 # both listeners and the daemon's own ~60 (BPF, D-Bus) stay inside the 1024 a systemd service
 # gets by default (DefaultLimitNOFILE); before the cap, idle connections alone exhausted them.
 MAX_CONNECTIONS = 256
@@ -60,11 +63,60 @@ def decimal(text: str, signed: bool = False) -> Union[int, float, None]:
     return -int(digits) if negative else int(digits)
 
 
+# -- the request head ------------------------------------------------------------------------------
+
+def parse_head(head: bytes) -> Tuple[str, str, Dict[str, List[str]]]:
+    """(method, path, query) of a request head (request line + headers, CRLF CRLF included), or
+    BadRequest with the listener's status and message. The HTTP edge frames requests with
+    aiohttp's parser; this says, in our words, what is wrong with a head aiohttp refused."""
+    try:
+        text = head.decode("ascii")
+    except UnicodeDecodeError:
+        raise BadRequest(400, "request head is not ASCII") from None
+    lines = text.split("\r\n")
+    parts = lines[0].split(" ")
+    if len(parts) != 3 or not parts[0] or not parts[1]:
+        raise BadRequest(400, "malformed request line")
+    method, target, version = parts
+    if version not in ("HTTP/1.1", "HTTP/1.0"):
+        raise BadRequest(505, f"unsupported protocol {version!r}")
+    for line in lines[1:]:
+        if line and ":" not in line:
+            raise BadRequest(400, "malformed header line")
+    path, query = parse_target(target)
+    return method, path, query
+
+
+def parse_target(target: str) -> Tuple[str, Dict[str, List[str]]]:
+    """(path, query) of a request target: a path (not a URL, not *), its query UTF-8."""
+    if not target.isascii():  # aiohttp hands over undecodable bytes as surrogates
+        raise BadRequest(400, "request head is not ASCII")
+    if not target.startswith("/"):
+        raise BadRequest(400, "request target must be a path")
+    url = urlsplit(target)
+    try:
+        query = parse_qs(url.query, keep_blank_values=True, strict_parsing=False, errors="strict")
+    except UnicodeDecodeError:
+        raise BadRequest(400, "query string is not UTF-8") from None
+    return url.path, query
+
+
 # -- header fields --------------------------------------------------------------------------------
 
+def header_fields(raw: Sequence[Tuple[bytes, bytes]]) -> Dict[str, List[str]]:
+    """parse_headers for the (name, value) pairs aiohttp parsed, as they came: the same dict,
+    and a non-ASCII byte is the same 400."""
+    fields: Dict[str, List[str]] = {}
+    for name, value in raw:
+        if not (name.isascii() and value.isascii()):
+            raise BadRequest(400, "request head is not ASCII")
+        fields.setdefault(name.decode("ascii").strip().lower(), []).append(value.decode("ascii").strip())
+    return fields
+
+
 def parse_headers(head: bytes) -> Dict[str, List[str]]:
-    """Every value of each header field, by lower-case name, of a request head that
-    netwatchd.api.http.parse_head accepted (ASCII, every line with a colon)."""
+    """Every value of each header field, by lower-case name, of a request head that parse_head
+    accepted (ASCII, every line with a colon)."""
     fields: Dict[str, List[str]] = {}
     for line in head.decode("ascii").split("\r\n")[1:]:
         name, sep, value = line.partition(":")
@@ -168,10 +220,11 @@ class ConnectionCap:
     """The live connections of one listener, each with the function that closes it.
 
     A connection is admitted as `receiving` (its request is still arriving) and becomes
-    `answering` once the whole request (head and body) is in. Admitting one beyond `limit` closes
-    the oldest receiving connection: a slowloris holds connections by sending nothing, or slowly,
-    so its connections are always the oldest receiving ones, while an honest client's request
-    arrives at once. Only when none is receiving is the oldest answering one closed. The
+    `answering` once the whole request (head and body) is in, for as long as its answer takes (a
+    streamed answer too); kept open for another request, it is `receiving` again (waiting).
+    Admitting one beyond `limit` closes the oldest receiving connection: a slowloris holds
+    connections by sending nothing, or slowly, so its connections are always the oldest receiving
+    ones, while an honest client's request arrives at once. Only when none is receiving is the oldest answering one closed. The
     newcomer is always admitted: refusing it would hand the listener to whoever holds the cap.
     `dropped` counts the connections closed so (netwatchd_http_connections_dropped_total)."""
 
@@ -205,6 +258,13 @@ class ConnectionCap:
         close = self._receiving.pop(key, None)
         if close is not None:
             self._answering[key] = close
+
+    def waiting(self, key: int) -> None:
+        """The connection was answered and is kept open for another request (keep-alive): it is
+        receiving again, as the newest, since what it sends next is as unknown as a newcomer's."""
+        close = self._answering.pop(key, None) or self._receiving.pop(key, None)
+        if close is not None:
+            self._receiving[key] = close
 
     def release(self, key: int) -> None:
         """The connection ended (answered, timed out, gone, or closed by admit)."""

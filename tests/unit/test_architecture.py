@@ -15,7 +15,7 @@ ROOT = Path(__file__).resolve().parents[2]
 PACKAGE = ROOT / "netwatchd"
 
 ENGINES = ("connects", "devices", "alerting")
-EDGE_LIBRARIES = {"bcc", "dbus_fast", "systemd", "sdnotify", "sqlite3", "asyncio", "socketserver", "http"}
+EDGE_LIBRARIES = {"bcc", "dbus_fast", "systemd", "sdnotify", "sqlite3", "asyncio", "socketserver", "http", "aiohttp"}
 EDGE_PACKAGES = ("netwatchd.kernel", "netwatchd.store", "netwatchd.api", "netwatchd.ctl",
                  "netwatchd.daemon", "netwatchd.device_setup", "netwatchd.notify", "netwatchd.logsetup",
                  "netwatchd.read_model", "netwatchd.daemon_view")  # the last two stand above the engines
@@ -38,6 +38,7 @@ LIBRARY_HOMES = {
     "systemd": ("netwatchd.api.journal", "netwatchd.logsetup"),
     "sdnotify": ("netwatchd.notify",),
     "sqlite3": ("netwatchd.store.",),
+    "aiohttp": ("netwatchd.api.",),  # the HTTP listeners (api/http_edge.py) and the web UI (api/web/)
 }
 # netwatchctl talks to the daemon over the bus: it may import the bus names, netwatchd.text (its
 # output is made printable by the same function the daemon escapes with) and itself. The one
