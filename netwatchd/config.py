@@ -25,6 +25,7 @@ from netwatchd.beacon_allow import parse_command, parse_destination, parse_name
 from netwatchd.config_values import ConfigError, IntRange, convert_value, split_listen, type_name  # noqa: F401
 from netwatchd.dns_domains import parse_allow_domain
 from netwatchd.fleet_settings import check_identity, file_problem, parse_alertmanager_url
+from netwatchd.web_settings import WebConfig, users_problem
 from netwatchd.interfaces import SYS_NET, Interface, not_ethernet, read_interfaces
 
 DEFAULT_CONFIG_PATH = "/etc/netwatchd/netwatchd.yaml"
@@ -352,6 +353,7 @@ class DaemonConfig:
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
     ebpf_server_api: EbpfServerApiConfig = field(default_factory=EbpfServerApiConfig)
     fleet: FleetConfig = field(default_factory=FleetConfig)
+    web: WebConfig = field(default_factory=WebConfig)
 
 
 RESTART = "restart"  # field metadata: the key takes effect on restart only
@@ -396,12 +398,16 @@ def load_config(path: str, sys_net: str = SYS_NET) -> DaemonConfig:
 
 
 def check_fleet_files(cfg: "DaemonConfig", source: str) -> None:
-    """The fleet's CA and secret files can be read now (at start, reload, --check-config)."""
-    for key, kind in (("ca_file", "ca"), ("password_file", "secret"), ("bearer_token_file", "secret")):
-        path = getattr(cfg.fleet, key)
-        problem = file_problem(kind, path) if path else ""
+    """The fleet's CA and secret files, and the web UI's auth files, can be read now (at start,
+    reload, --check-config)."""
+    for key, kind in (("fleet.ca_file", "ca"), ("fleet.password_file", "secret"),
+                      ("fleet.bearer_token_file", "secret"), ("web.basic_auth_file", "users"),
+                      ("web.token_file", "secret")):
+        section, name = key.split(".")
+        path = getattr(getattr(cfg, section), name)
+        problem = (users_problem(path) if kind == "users" else file_problem(kind, path)) if path else ""
         if problem:
-            raise ConfigError(source, f"fleet.{key}", problem)
+            raise ConfigError(source, key, problem)
 
 
 def check_interfaces(cfg: "DaemonConfig", source: str, available: Mapping[str, Interface]) -> None:
@@ -427,9 +433,13 @@ def parse_config(text: str, source: str = "<string>") -> DaemonConfig:
     if data is None:
         data = {}
     cfg = _build(DaemonConfig, data, source, "")
-    if cfg.metrics.enabled and cfg.ebpf_server_api.enabled and cfg.metrics.listen == cfg.ebpf_server_api.listen:
-        raise ConfigError(source, "ebpf_server_api.listen",
-                          f"{cfg.ebpf_server_api.listen} is also metrics.listen; each listener needs its own port")
+    listeners = [(key, getattr(cfg, key).listen) for key in ("metrics", "ebpf_server_api", "web")
+                 if getattr(cfg, key).enabled]
+    for n, (key, listen) in enumerate(listeners):
+        for other, same in listeners[:n]:
+            if same == listen:
+                raise ConfigError(source, f"{key}.listen", f"{listen} is also {other}.listen; each listener needs "
+                                                           "its own port")
     return cfg
 
 

@@ -23,6 +23,7 @@ from netwatchd.store.state_files import AlertStateFiles, open_history
 from netwatchd.api.journal import JournalSink
 from netwatchd.notify import Notifier, watchdog_interval_sec
 from netwatchd.alerting.observation import TickObservation
+from netwatchd.alerting.tick_series import TickSeries
 from netwatchd.kernel.bpf_util import return_freed_heap
 
 log = logging.getLogger("netwatchd")
@@ -53,6 +54,8 @@ class Daemon:
         self._bus = None
         self._http = None  # api/http.py HttpApi when metrics.enabled
         self._ebpf_http = None  # ebpf-server's API when ebpf_server_api.enabled
+        self._web = None  # api/web/listener.py WebListener when web.enabled
+        self._tick_listeners = []  # the read model's add_tick_listener (the web UI's live pages)
         self.fleet = None  # api/fleet_sender.py FleetSender: alerts to Alertmanager (fleet.*)
         self._identity_reader = None
         self._identity = None  # read_model.HostIdentity, refreshed every IDENTITY_REFRESH_SEC
@@ -95,11 +98,12 @@ class Daemon:
             self.alerting = AlertPipeline(self.cfg.alerts, AlertStateFiles(state_directory(self.cfg)), sinks=[journal],
                                           history=open_history(state_directory(self.cfg), self.cfg.alerts.history_ticks,
                                                                self.cfg.alerts.history_max_bytes),
-                                          beacons=self.cfg.beacons)
+                                          beacons=self.cfg.beacons,
+                                          series=TickSeries(self.cfg.web.series_ticks) if self.cfg.web.enabled else None)
             self.view = DaemonView(self.connects, self.devices, self.alerting, config=lambda: self.cfg,
                                    config_path=self.config_path, started_at_usec=self.started_at_usec,
                                    kernel=lambda: self.kernel, identity=self.host_identity,
-                                   fleet=lambda: self.fleet.status())
+                                   fleet=lambda: self.fleet.status(), tick_listeners=self._tick_listeners)
             self._start_fleet(journal)
             interface = dbus_service.export(self._bus, self.view)  # AlertRaised, PatternSeen registered
             warn_beyond_localhost(self.cfg)  # the unit's IPAddressAllow= lets only localhost through
@@ -113,6 +117,11 @@ class Daemon:
 
                 self._ebpf_http = ebpf_server_listener(self.view)
                 await self._ebpf_http.start()
+            if self.cfg.web.enabled:
+                from netwatchd.api.web.listener import WebListener
+
+                self._web = WebListener(self.view)
+                await self._web.start()
             loop = asyncio.get_running_loop()
             loop.add_signal_handler(signal.SIGTERM, self._stop.set)
             loop.add_signal_handler(signal.SIGINT, self._stop.set)
@@ -143,6 +152,8 @@ class Daemon:
                 await self._http.stop()
             if self._ebpf_http is not None:
                 await self._ebpf_http.stop()
+            if self._web is not None:
+                await self._web.stop()
             if self._bus.connected:
                 self._bus.disconnect()
             if self.devices is not None:
@@ -224,6 +235,11 @@ class Daemon:
         if self.devices is not None:
             self.devices.take_observation(obs)
         self.alerting.tick(obs)
+        for listener in self._tick_listeners:
+            try:
+                listener(obs.time_usec)
+            except Exception:  # one failing listener must not lose the others, nor the tick
+                log.exception("tick listener %r failed", listener)
         big = len(obs.connection_starts) + len(obs.command_starts) > BIG_TICK_STARTS
         if big or self._big_tick_before:
             # a tick of many distinct flows leaves MBs of freed small objects behind; hand the
@@ -254,6 +270,8 @@ class Daemon:
             self.cfg = new
             self._identity = None  # fleet.host_id, fleet.segment
             self.fleet.reconfigure()
+            if self._web is not None:
+                self._web.reconfigure()  # its auth files
             from netwatchd.api.listen_scope import urls_beyond_localhost, warn_beyond_localhost
 
             if urls_beyond_localhost(new):

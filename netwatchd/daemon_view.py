@@ -6,15 +6,16 @@ off: nothing listed, zeros, False.
 """
 from __future__ import annotations
 
-from typing import Any, Callable, Dict, List, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from netwatchd import __version__
+from netwatchd.alerting.tick_series import DETECTOR_TABLES
 from netwatchd.config import DaemonConfig
 from netwatchd.connects.queries import check_list
 from netwatchd.devices.queries import device_answer, device_summary
 from netwatchd.errors import NoSuchDevice
 from netwatchd.read_model import (KINDS, Alert, AlertSink, CommandTotals, ConnectionRecord, EventsLost, FleetStatus,
-                                  HostIdentity, Log2Histogram, PatternListener)
+                                  HostIdentity, Log2Histogram, PatternListener, TickListener)
 
 
 def alert_counts(alerting) -> Dict[str, int]:
@@ -40,7 +41,8 @@ class DaemonView:
 
     def __init__(self, connects, devices, alerting, *, config: Callable[[], DaemonConfig], config_path: str,
                  started_at_usec: int, kernel: Callable[[], Any],
-                 identity: Callable[[], HostIdentity] = HostIdentity, fleet: Callable[[], FleetStatus] = FleetStatus):
+                 identity: Callable[[], HostIdentity] = HostIdentity, fleet: Callable[[], FleetStatus] = FleetStatus,
+                 tick_listeners: Optional[List[TickListener]] = None):
         self._connects = connects
         self._devices = devices
         self._alerting = alerting
@@ -50,6 +52,7 @@ class DaemonView:
         self._kernel = kernel
         self._identity = identity
         self._fleet = fleet
+        self._tick_listeners = [] if tick_listeners is None else tick_listeners  # the daemon calls them
 
     @property
     def cfg(self) -> DaemonConfig:
@@ -133,6 +136,9 @@ class DaemonView:
         fleet = self._fleet()
         if fleet.enabled:
             counts["fleet_alerts_dropped"] = fleet.dropped
+        series = self._series()
+        if series is not None:
+            counts["chart_points"] = series.dropped
         return counts
 
     def protocol_totals(self) -> Dict[str, int]:
@@ -174,6 +180,33 @@ class DaemonView:
         limit = check_list(0, limit)  # the same limits as ListConnections: 0 = 100, <= 1000
         alerting = self._alerts_on()
         return alerting.log.newest(limit) if alerting is not None else []
+
+    def alert_log(self) -> List[Alert]:
+        alerting = self._alerts_on()
+        return alerting.log.all() if alerting is not None else []
+
+    # -- the charts ---------------------------------------------------------------------------------
+    def _series(self):
+        return self._alerting.series if self._alerting is not None else None
+
+    def tick_series(self, table: str, key: str) -> Dict[str, list]:
+        series = self._series()
+        if series is None or table not in DETECTOR_TABLES:
+            return {"time_usec": [], "value": [], "mean": [], "std": []}
+        try:
+            mean, std, _ = self._alerting.detector.tables[table].stats(key)
+            now = (mean, std)
+        except KeyError:
+            now = None
+        answer = series.series(table, key, now)
+        # the band the detector judges against: σ is never below alerts.min_stddev
+        floor = self.cfg.alerts.min_stddev
+        answer["std"] = [None if std is None else max(std, floor) for std in answer["std"]]
+        return answer
+
+    def tick_totals(self) -> Dict[str, list]:
+        series = self._series()
+        return series.totals() if series is not None else {"time_usec": []}
 
     # -- the metrics' inputs ------------------------------------------------------------------------
     def command_totals(self) -> Dict[str, CommandTotals]:
@@ -222,4 +255,7 @@ class DaemonView:
     def add_pattern_listener(self, listener: PatternListener) -> None:
         if self._devices is not None:
             self._devices.add_pattern_listener(listener)
+
+    def add_tick_listener(self, listener: TickListener) -> None:
+        self._tick_listeners.append(listener)
 

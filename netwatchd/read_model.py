@@ -1,6 +1,6 @@
 """The read model: everything an edge reads from the running daemon, and how it registers for
 what the daemon announces. One typed interface for D-Bus, the HTTP listeners (our JSON routes,
-/metrics, ebpf-server's routes), metrics, and the fleet client and web UI to come.
+/metrics, ebpf-server's routes), metrics, the fleet client and the web UI.
 
 Edges are handed a ReadModel, never the Daemon: netwatchd/daemon_view.py is the daemon's one
 implementation, over its parts (connect engine, device engine, alert pipeline, probes);
@@ -36,11 +36,17 @@ VOCABULARY = {
 }
 
 __all__ = ["KINDS", "Alert", "Log2Histogram", "ConnectionRecord", "EventsLost", "CommandTotals", "AlertSink",
-           "PatternListener", "ConnectQueries", "ReadModel", "HostIdentity", "FleetStatus"]
+           "PatternListener", "TickListener", "ConnectQueries", "ReadModel", "HostIdentity", "FleetStatus",
+           "CHART_TABLES"]
 
 # called as listener(mac, peer, port, transport, name) for each new (device, peer, port,
 # transport) the TC classifier reports; name is the DNS name the device looked the peer up by, or ""
 PatternListener = Callable[[str, str, int, str, str], None]
+# called as listener(time_usec) after each tick (the web UI's live pages)
+TickListener = Callable[[int], None]
+# The rates tick_series() draws: per device its SYNs and its fan-out (first-seen peers or ports),
+# per command its connect() calls; each judged against its own baseline by the detector
+CHART_TABLES = ("device_connects", "device_fan_out", "command_connects")
 
 
 class EventsLost(NamedTuple):
@@ -188,6 +194,19 @@ class ReadModel(ConnectQueries, Protocol):
     def newest_alerts(self, limit: int) -> List[Alert]:
         """Up to `limit` alerts, newest first (limit as ListConnections'); [] while alerts are off."""
 
+    def alert_log(self) -> List[Alert]:
+        """Every alert the log holds (alerts.max_alerts), oldest first; [] while alerts are off."""
+
+    # -- the charts (web.series_ticks) ---------------------------------------------------------------
+    def tick_series(self, table: str, key: str) -> Dict[str, List]:
+        """A key of a CHART_TABLES table over the last ticks, oldest first: "time_usec", "value"
+        (0 on a tick it had none, None where it was left out), and its baseline after each tick,
+        "mean" and "std" (None where unknown); lists all empty when the web UI is off."""
+
+    def tick_totals(self) -> Dict[str, List]:
+        """Per tick over the same ticks: "time_usec", "connects", "failed", "new_devices",
+        "alerts" (the host's); only "time_usec", empty, when the web UI is off."""
+
     # -- the metrics' inputs -------------------------------------------------------------------------
     def command_totals(self) -> Dict[str, CommandTotals]:
         """connect() calls per command since the start, for the commands tracked by name."""
@@ -220,3 +239,6 @@ class ReadModel(ConnectQueries, Protocol):
 
     def add_pattern_listener(self, listener: PatternListener) -> None:
         """`listener(...)` for each new pattern from now on (nothing when devices are not watched)."""
+
+    def add_tick_listener(self, listener: TickListener) -> None:
+        """`listener(time_usec)` after each tick from now on, its alerts raised and its figures in."""

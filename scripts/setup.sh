@@ -5,14 +5,17 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-RUNTIME_PKGS="python3-bpfcc python3-venv python3-systemd dbus dbus-daemon libbpf1 iproute2 bpftool ieee-data"
+# libjs-chart.js: the web UI's charts (netwatchd/api/web/app.py serves Debian's copy)
+RUNTIME_PKGS="python3-bpfcc python3-venv python3-systemd python3-aiohttp libjs-chart.js dbus dbus-daemon libbpf1 iproute2 bpftool ieee-data"
 # busybox-static (not busybox, which conflicts with it): the kernel matrix's VMs need the static
 # one for their initramfs (tests/kernels/vmrun.sh), and udhcpc in the device tests is the same.
 # prometheus and prometheus-alertmanager: promtool, amtool and Alertmanager itself check the
 # examples of examples/fleet/ (tests/integration/test_fleet_examples.py); systemd-journal-remote: the
 # journal collected from many hosts (tests/integration/test_fleet_delivery.py); python3-bcrypt: the
 # hashed user of an Alertmanager behind basic auth (tests/integration/test_fleet_tls.py).
-TEST_PKGS="gcc libc6-dev systemd systemd-container mmdebstrap util-linux procps zstd git bind9-dnsutils curl jq openssl busybox-static nmap prometheus prometheus-alertmanager systemd-journal-remote python3-bcrypt man-db nftables"
+# chromium, chromium-driver and python3-selenium: the web UI's browser tests drive headless
+# Chromium through chromedriver (tests/support/browser.py; nothing is downloaded at test time).
+TEST_PKGS="gcc libc6-dev systemd systemd-container mmdebstrap util-linux procps zstd git bind9-dnsutils curl jq openssl busybox-static nmap prometheus prometheus-alertmanager systemd-journal-remote python3-bcrypt man-db nftables chromium chromium-driver python3-selenium"
 
 want="$RUNTIME_PKGS"
 [ "${1:-}" = "--test" ] && want="$want $TEST_PKGS"

@@ -42,6 +42,13 @@ PRUNE_EVERY_USEC = 60 * 1_000_000  # idle keys and spent cooldowns go once a min
 MAX_TICK_GAP_USEC = 120 * 1_000_000
 
 
+def fan_out_values(obs: TickObservation) -> Dict[str, int]:
+    """Per device, what the fan-out baseline learns: its first-seen peers or ports this tick,
+    whichever is more."""
+    return {mac: max(obs.device_new_peers.get(mac, 0), obs.device_new_ports.get(mac, 0))
+            for mac in set(obs.device_new_peers) | set(obs.device_new_ports)}
+
+
 class Detector:
     def __init__(self, cfg: AlertsConfig, ids: AlertIds, learning_until_usec: int):
         self.cfg = cfg
@@ -99,9 +106,7 @@ class Detector:
         c = self.cfg
         now = obs.time_usec
         # baselines learn every tick, whether alerts are on or not
-        fan = {mac: max(obs.device_new_peers.get(mac, 0), obs.device_new_ports.get(mac, 0))
-               for mac in set(obs.device_new_peers) | set(obs.device_new_ports)}
-        fan_out = self._score("device_fan_out", fan, c.fan_out_floor, c.fan_out_floor, now)
+        fan_out = self._score("device_fan_out", fan_out_values(obs), c.fan_out_floor, c.fan_out_floor, now)
         device_rate = self._score("device_connects", obs.device_connects, c.device_connect_floor,
                                   c.cold_connect_rate, now)
         command_rate = self._score("command_connects", obs.command_connects, c.process_connect_floor,

@@ -2,17 +2,20 @@
 
 No file I/O here: what was learnt is loaded from and saved to a state object (in the daemon,
 netwatchd.store.state_files.AlertStateFiles), and each tick is recorded into a history object
-(netwatchd.store.tick_history.TickHistory) when one is given.
+(netwatchd.store.tick_history.TickHistory) when one is given, and into the web UI's series
+(netwatchd.alerting.tick_series.TickSeries) when one is given.
 """
 from __future__ import annotations
 
 import logging
 import time
-from typing import Callable, Dict, List
+from typing import Callable, Dict, List, Optional
 
 from netwatchd.alerting.alerts import Alert, AlertLog
 from netwatchd.alerting.core import AlertingCore
+from netwatchd.alerting.detector import fan_out_values
 from netwatchd.alerting.observation import TickObservation
+from netwatchd.alerting.tick_series import TickSeries
 from netwatchd.config import AlertsConfig, BeaconsConfig
 
 log = logging.getLogger(__name__)
@@ -35,8 +38,10 @@ class AlertPipeline:
     the tick history for replay, the alert log behind ListAlerts, and the sinks."""
 
     def __init__(self, cfg: AlertsConfig, state, sinks: List = (), history=None,
-                 clock: Callable[[], float] = time.time, beacons: BeaconsConfig = BeaconsConfig()):
+                 clock: Callable[[], float] = time.time, beacons: BeaconsConfig = BeaconsConfig(),
+                 series: Optional[TickSeries] = None):
         self.state = state
+        self.series = series  # the web UI's charts (alerting/tick_series.py), when it runs
         self.sinks = list(sinks)
         self.history = history
         self.clock = clock
@@ -96,6 +101,8 @@ class AlertPipeline:
         if self.history is not None:
             self.history.record(obs)
         alerts = self.core.tick(obs)
+        if self.series is not None:
+            self._record_series(obs, alerts)
         for alert in alerts:
             self.log.add(alert)
             for sink in self.sinks:
@@ -104,3 +111,19 @@ class AlertPipeline:
                 except Exception:  # a sink that fails must not lose the others
                     log.exception("alert sink %s failed", type(sink).__name__)
         return alerts
+
+    def _record_series(self, obs: TickObservation, alerts: List[Alert]) -> None:
+        tables = self.detector.tables
+
+        def stats(table: str, key: str):
+            try:
+                mean, std, _ = tables[table].stats(key)
+            except KeyError:  # pruned, or never a key (a value of 0)
+                return None
+            return mean, std
+
+        values = {"device_connects": obs.device_connects, "device_fan_out": fan_out_values(obs),
+                  "command_connects": obs.command_connects}
+        totals = {"connects": sum(obs.command_connects.values()), "failed": sum(obs.command_failed.values()),
+                  "new_devices": len(obs.new_devices), "alerts": len(alerts)}
+        self.series.record(obs.time_usec, values, stats, totals)

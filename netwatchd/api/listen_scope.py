@@ -2,7 +2,7 @@
 
 netwatchd.service allows IP traffic only with localhost (IPAddressDeny=any, IPAddressAllow=
 localhost: systemd checks the source address of what comes in and the destination of what goes
-out). A listener configured on another address (metrics.listen, ebpf_server_api.listen) still
+out). A listener configured on another address (metrics.listen, ebpf_server_api.listen, web.listen) still
 binds, but answers no one until a drop-in allows its clients' addresses; even a client on this
 host is refused when it connects to that address. An Alertmanager the fleet posts to
 (fleet.alertmanager_urls) elsewhere than on loopback is refused the same way (EPERM). Said once at
@@ -27,7 +27,8 @@ DROP_IN = "systemctl edit netwatchd: [Service] IPAddressAllow=<the clients' addr
 def listeners_beyond_localhost(cfg: DaemonConfig) -> List[Tuple[str, str]]:
     """(key, host:port) of each enabled listener whose address is not a loopback address."""
     out = []
-    for key, section in (("metrics.listen", cfg.metrics), ("ebpf_server_api.listen", cfg.ebpf_server_api)):
+    for key, section in (("metrics.listen", cfg.metrics), ("ebpf_server_api.listen", cfg.ebpf_server_api),
+                         ("web.listen", cfg.web)):
         if not section.enabled:
             continue
         host, _port = split_listen(section.listen)

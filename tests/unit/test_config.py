@@ -126,7 +126,7 @@ def test_unknown_top_level_key():
     e = error_of("tick_interval: 1\n")
     assert str(e) == (f"{SRC}: tick_interval: unknown key "
                       "(known keys here: alerts, beacons, connections, devices, ebpf_server_api, fleet, log_level, metrics, "
-                      "state_directory, tick_interval_sec)")
+                      "state_directory, tick_interval_sec, web)")
 
 
 @pytest.mark.parametrize("text, key_path, problem", [

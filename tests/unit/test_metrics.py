@@ -218,6 +218,15 @@ class FakeDaemon:
     def newest_alerts(self, limit):
         return []
 
+    def alert_log(self):
+        return []
+
+    def tick_series(self, table, key):
+        return {"time_usec": [], "value": [], "mean": [], "std": []}
+
+    def tick_totals(self):
+        return {"time_usec": []}
+
     def command_totals(self):
         return {"curl": CommandTotals(attempts=3, failed=1)}
 
@@ -246,6 +255,9 @@ class FakeDaemon:
         pass
 
     def add_pattern_listener(self, listener):
+        pass
+
+    def add_tick_listener(self, listener):
         pass
 
 

@@ -22,6 +22,7 @@ RESTART_ONLY = [
     "beacons.max_device_pairs",
     "metrics.enabled", "metrics.listen",
     "ebpf_server_api.enabled", "ebpf_server_api.listen",
+    "web.enabled", "web.listen", "web.series_ticks",
 ]
 
 
@@ -61,6 +62,7 @@ devices: {enabled: false, max_devices: 8192, max_patterns: 1024, ring_buffer_kib
 beacons: {max_device_pairs: 1024}
 metrics: {enabled: true, listen: "127.0.0.1:9999"}
 ebpf_server_api: {enabled: true, listen: "127.0.0.1:8888"}
+web: {enabled: true, listen: "127.0.0.1:7777", series_ticks: 60}
 """)
     assert restart_only_changes(DaemonConfig(), new) == RESTART_ONLY
 
