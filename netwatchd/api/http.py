@@ -14,8 +14,8 @@ listener of their own (ebpf_server_api.*).
 
 Both are served by the HTTP edge (netwatchd.api.http_edge, on aiohttp): keep-alive when the
 client asks for it (`Connection: keep-alive`), else one request per connection; a request head
-of at most 8 KiB and a body (ebpf-server's listener only: one Content-Length, at most 8 KiB; chunked
-is 411 there, as ebpf-server's contract has it) received within 10 s; HEAD answers headers only.
+of at most 8 KiB and a body (ebpf-server's listener only: one Content-Length or chunked, at most
+8 KiB, as ebpf-server's Go server takes it) received within 10 s; HEAD answers headers only.
 Against a hostile LAN (netwatchd.api.http_guard): a Host naming anything but an IP address,
 localhost or a name in the listener's allowed_hosts is refused (403, DNS rebinding); at most
 MAX_CONNECTIONS live connections per listener, the oldest still sending its request closed to
@@ -111,8 +111,9 @@ class HttpApi:
         self.route = route or (lambda method, path, query, body: self.respond(method, path, query))
         self.error = error or _error
         self.reads_body = reads_body
+        # a body with a Content-Length or chunked, as ebpf-server's Go server takes it
         self.edge = HttpEdge(setting, cfg.listen, self.allowed_hosts, self.error, route=self.route,
-                             max_body=MAX_BODY_BYTES if reads_body else None)
+                             max_body=MAX_BODY_BYTES if reads_body else None, chunked=reads_body)
         self.connections = self.edge.connections
 
     async def start(self) -> None:

@@ -135,8 +135,8 @@ def single(fields: Dict[str, List[str]], name: str, shown: str) -> Optional[str]
 
 
 def content_length(fields: Dict[str, List[str]], max_bytes: int) -> int:
-    """The body's length from Content-Length (0 when absent). Chunked bodies are refused (411):
-    a listener reads one request of known size."""
+    """The body's length from Content-Length (0 when absent). A chunked body is refused (411) here;
+    a listener that takes them (netwatchd/api/http_edge.py, `chunked`) does not ask."""
     if "transfer-encoding" in fields:
         raise BadRequest(411, "send the body with a Content-Length (chunked bodies are not accepted)")
     text = single(fields, "content-length", "Content-Length")
