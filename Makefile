@@ -7,7 +7,7 @@ UNITDIR ?= /etc/systemd/system
 DBUS_POLICYDIR ?= /usr/share/dbus-1/system.d
 PYTEST_ARGS ?=
 
-.PHONY: run test setup setup-test install uninstall deb man bench bench-devices bench-tc bench-alerts bench-api bench-beacons bench-flows bench-busy bench-fleet
+.PHONY: run test setup setup-test install uninstall deb man bench bench-devices bench-tc bench-alerts bench-api bench-beacons bench-flows bench-busy bench-fleet screenshots
 
 setup:
 	@scripts/setup.sh
@@ -64,6 +64,14 @@ bench-api: setup
 bench-beacons: setup
 	.venv/bin/python bench/beacon_bench.py
 	.venv/bin/python bench/beacon_kernel_bench.py
+
+# issue 26: the README's screenshots of the web UI (docs/screenshots/), taken by the browser test
+# in its lab run (a namespace LAN, Debian's headless chromium; root, ~30 s)
+screenshots: setup-test
+	rm -rf build/screenshots
+	NETWATCHD_ARTIFACTS=build/screenshots CI=true .venv/bin/python -m pytest -q -p no:cacheprovider tests/integration/test_web_browser.py
+	mkdir -p docs/screenshots
+	cp build/screenshots/test_web_browser/*.png docs/screenshots/
 
 # The package into its own venv, the unit, the bus policy, the journal catalog, the config if absent.
 install: setup
