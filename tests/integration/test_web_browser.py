@@ -132,6 +132,11 @@ def test_the_new_device_alert_page_draws_the_series_band_and_the_point_that_fire
     browser.open(lab.base + "/alerts")
     link = f"document.querySelector('tr[data-id=\"{alert['id']}\"] a')"
     browser.wait_js(f"{link} !== null")
+    # the timeline: the log's alerts per kind per bucket, this one among them
+    timeline = browser.wait_js("window.netwatchd.charts.timeline && window.netwatchd.charts.timeline.data.datasets"
+                               ".map(d => [d.label, d.data.reduce((a, b) => a + b, 0)])")
+    assert dict(timeline)["new_device"] == sum(1 for a in lab.alerts() if a["kind"] == "new_device")
+    shoot(browser, "alerts")
     browser.driver.execute_script(f"{link}.click()")  # at once: a tick may draw the table again
     browser.wait_js("window.netwatchd.charts.alert !== undefined")
     assert browser.driver.current_url == f"{lab.base}/alerts/{alert['id']}"

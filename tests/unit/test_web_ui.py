@@ -226,3 +226,16 @@ def test_command_totals_unused_by_pages_stay_in_processes():
     model = WebFake()
     model.command_totals = lambda: {"a": CommandTotals(1, 0), "b": CommandTotals(5, 5)}
     assert [c["command"] for c in views.processes(model, {"limit": "1"})["commands"]] == ["b"]
+
+
+def test_the_alerts_timeline_counts_each_kind_per_bucket():
+    minute = 60_000_000
+    log = [Alert(f"t-{i}", kind, "device:x", t, "m") for i, (kind, t) in enumerate(
+        [("new_device", 0), ("new_device", 30_000_000), ("fan_out", 2 * minute + 1), ("new_device", 59 * minute)])]
+    t = views.timeline(log)
+    assert t["bucket_sec"] == 60 and len(t["start_usec"]) == 60
+    assert t["counts"]["new_device"][:3] == [2, 0, 0] and t["counts"]["new_device"][59] == 1
+    assert t["counts"]["fan_out"][2] == 1 and sum(t["counts"]["fan_out"]) == 1
+    wide = views.timeline(log + [Alert("t-9", "beacon", "command:x", 61 * minute, "m")])
+    assert wide["bucket_sec"] == 300 and list(wide["counts"]) == ["new_device", "fan_out", "beacon"]
+    assert views.timeline([]) == {"bucket_sec": 0, "start_usec": [], "counts": {}}

@@ -165,8 +165,31 @@ def alert_row(a: Alert) -> Dict[str, Any]:
     return dict(a.to_dict(), message_id=a.message_id)
 
 
+TIMELINE_BUCKETS = 60  # at most, over the log's span
+BUCKET_SECONDS = (60, 300, 900, 3600, 3 * 3600, 6 * 3600, 86400, 7 * 86400)
+
+
+def timeline(matched: List[Alert]) -> Dict[str, Any]:
+    """The matched alerts counted per kind in time buckets: the smallest bucket of BUCKET_SECONDS
+    that spans them in at most TIMELINE_BUCKETS (an alert log holds at most alerts.max_alerts)."""
+    if not matched:
+        return {"bucket_sec": 0, "start_usec": [], "counts": {}}
+    first = min(a.timestamp_usec for a in matched)
+    last = max(a.timestamp_usec for a in matched)
+    span_sec = (last - first) / 1e6
+    bucket = next((b for b in BUCKET_SECONDS if span_sec / b < TIMELINE_BUCKETS), BUCKET_SECONDS[-1])
+    start = int(first // (bucket * 1_000_000)) * bucket * 1_000_000
+    n = int((last - start) // (bucket * 1_000_000)) + 1
+    counts: Dict[str, List[int]] = {}
+    for a in matched:
+        counts.setdefault(a.kind, [0] * n)[int((a.timestamp_usec - start) // (bucket * 1_000_000))] += 1
+    return {"bucket_sec": bucket, "start_usec": [start + i * bucket * 1_000_000 for i in range(n)],
+            "counts": {kind: counts[kind] for kind in KINDS if kind in counts}}
+
+
 def alerts(model: ReadModel, query: Mapping[str, str]) -> Dict[str, Any]:
-    """The alert log newest first, filtered by `kind` and `subject` (part of it), paged."""
+    """The alert log newest first, filtered by `kind` and `subject` (part of it), paged; and the
+    timeline of all it matched."""
     kind = query.get("kind", "")
     if kind and kind not in KINDS:
         raise WebQueryError(f"kind must be one of {', '.join(KINDS)}, got {kind[:40]!r}")
@@ -177,7 +200,7 @@ def alerts(model: ReadModel, query: Mapping[str, str]) -> Dict[str, Any]:
     matched = [a for a in reversed(log) if (not kind or a.kind == kind) and subject in a.subject.lower()]
     return {"total": len(log), "matched": len(matched), "offset": offset, "limit": limit, "kinds": list(KINDS),
             "kind": kind, "subject": subject, "alerts_enabled": model.alerts_enabled(),
-            "alerts": [alert_row(a) for a in matched[offset:offset + limit]]}
+            "timeline": timeline(matched), "alerts": [alert_row(a) for a in matched[offset:offset + limit]]}
 
 
 def chart_of(a: Alert) -> Optional[Tuple[str, str]]:

@@ -140,6 +140,24 @@
       },
     });
   }
+  const KIND_COLOURS = ["#2563eb", "#dc2626", "#d97706", "#059669", "#7c3aed", "#db2777", "#0891b2", "#65a30d",
+    "#ea580c", "#4f46e5", "#be123c", "#0d9488", "#a16207"];
+  /* the alert log as stacked bars: alerts per kind per time bucket */
+  function drawTimeline(t) {
+    const canvas = document.getElementById("timeline");
+    if (!canvas) return;
+    if (typeof Chart === "undefined") { drawChart("timeline", canvas, []); return; }
+    if (charts.timeline) charts.timeline.destroy();
+    const label = (usec) => (t.bucket_sec >= 86400 ? fmtTime(usec).slice(0, 10) : fmtTime(usec).slice(5, 16));
+    charts.timeline = new Chart(canvas, {
+      type: "bar",
+      data: { labels: t.start_usec.map(label), datasets: Object.entries(t.counts).map(([kind, counts], i) => (
+        { label: kind, data: counts, maxBarThickness: 48, backgroundColor: KIND_COLOURS[i % KIND_COLOURS.length] })) },
+      options: { animation: false, responsive: true, maintainAspectRatio: false,
+        scales: { x: { stacked: true, ticks: { maxTicksLimit: 8 } }, y: { stacked: true, beginAtZero: true, ticks: { precision: 0 } } },
+        plugins: { title: { display: true, text: `alerts per ${t.bucket_sec >= 3600 ? t.bucket_sec / 3600 + " h" : t.bucket_sec / 60 + " min"}` } } },
+    });
+  }
   const canvasBox = (id, label) => el("div", { class: "chart" }, el("canvas", { id: id, "aria-label": label, role: "img" }));
 
   // -- views ----------------------------------------------------------------------------------
@@ -300,6 +318,7 @@
     show(el("h1", { text: "Alerts" }),
       a.alerts_enabled ? null : el("p", { class: "note", text: "Alerts are off (alerts.enabled): the log below is what was raised before." }),
       el("div", { class: "controls" }, kind, subject, el("span", { id: "alert-count", text: `${fmtNum(a.matched)} of ${fmtNum(a.total)} alerts` })),
+      a.timeline.start_usec.length ? el("div", { class: "chart short" }, el("canvas", { id: "timeline", role: "img", "aria-label": "alerts per kind over time" })) : null,
       table(["time", "kind", "subject", "message"], rows, { id: "alerts" }),
       el("div", { class: "pager" },
         el("button", { type: "button", disabled: page <= 1, on: { click: go(Math.max(0, a.offset - a.limit)) }, text: "‹ newer" }),
@@ -307,6 +326,7 @@
         el("button", { type: "button", disabled: page >= pages, on: { click: go(a.offset + a.limit) }, text: "older ›" })));
     if (focused) { const f = document.getElementById("subject"); f.focus(); }
     alertCount = a.total;
+    drawTimeline(a.timeline);
   };
   views.alerts.onTick = (s) => { if (s.alerts !== alertCount && document.activeElement?.id !== "subject") return views.alerts(); };
 
