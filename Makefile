@@ -7,7 +7,7 @@ UNITDIR ?= /etc/systemd/system
 DBUS_POLICYDIR ?= /usr/share/dbus-1/system.d
 PYTEST_ARGS ?=
 
-.PHONY: run test setup setup-test install uninstall deb man bench bench-devices bench-tc bench-alerts bench-api bench-beacons bench-flows bench-busy bench-fleet screenshots
+.PHONY: run test setup setup-test install uninstall deb man bench bench-devices bench-tc bench-alerts bench-api bench-beacons bench-flows bench-busy bench-fleet bench-web screenshots
 
 setup:
 	@scripts/setup.sh
@@ -38,6 +38,12 @@ bench-busy: setup
 # vs none, spool bytes per alert, series per host at max_devices (~2 min)
 bench-fleet: setup
 	.venv/bin/python bench/fleet_bench.py
+
+# issue 26: the web UI with 1000 devices and 10000 alerts: time to first data per page, the API's
+# server time, bytes per page load cold and warm, daemon CPU per live page per tick, tick time
+# with 50 open pages vs none (~3 min)
+bench-web: setup
+	.venv/bin/python bench/web_bench.py
 
 # The device path (issue 3): BPF ns per packet, sender packet rate, per-device counts (~2 min).
 bench-devices: setup

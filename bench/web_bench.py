@@ -1,9 +1,10 @@
 """Issue 26's figures: the web UI against a real daemon (the shipped config plus web.enabled,
-web.listen on a free loopback port, devices.interfaces = a veth pair the bench makes, and
-alerts.max_alerts 10000), whose state directory is filled before it starts with an inventory of
---devices devices (real OUIs: Cisco, Intel, Raspberry Pi, VMware, Apple, Google, and 5 %
-randomized MACs; IPv4s, host names, counters, names, peers) and an alert log of --alerts alerts
-(alerts.json); GET /api/overview must report both before anything is measured. One run, side by
+web.listen on a free loopback port, devices.interfaces = a veth pair the bench makes,
+alerts.max_alerts 10000, and alerts.state_save_interval_sec 3600: saving 10000 alerts takes tens
+of ms every 5 s, which would land unevenly in the CPU windows of 3.), whose state directory is
+filled before it starts with an inventory of --devices devices (real OUIs: Cisco, Intel,
+Raspberry Pi, VMware, Apple, Google, and 5 % randomized MACs; IPv4s, host names, counters, names,
+peers) and an alert log of --alerts alerts (alerts.json); GET /api/overview must report both before anything is measured. One run, side by
 side:
 
 1. time to first data: headless Chromium (tests/support/browser.py) loads /, /devices and
@@ -12,7 +13,7 @@ side:
    increment of window.netwatchd.renders (a setter injected before the page's scripts through
    CDP Page.addScriptToEvaluateOnNewDocument: nothing in netwatchd/ changes); median and max.
    And the server's time for GET /api/overview, /api/devices (first page of 100, as the page
-   asks) and /api/alerts (newest 100) from a plain keep-alive http.client with gzip, median and
+   asks), /api/alerts (newest 100) and /api/devices/<mac> from a plain keep-alive http.client with gzip, median and
    p90 of --requests, interleaved;
 2. bytes per page load, for /, /devices, /devices/<mac>, /alerts, /alerts/<id>, /processes: the
    sum of transferSize over the navigation and resource timing entries (headers and the
@@ -22,16 +23,17 @@ side:
    GET /api/events open and reading every event as a page does: variant A "overview/devices"
    (events only; the real pages also refetch their data every 10 s, priced from 1.), variant B
    "device pages" (also GET /api/devices/<mac>, a different device each, when 2 s have passed
-   at a tick, as app.js's device view does). Daemon utime+stime (/proc/<pid>/stat) over
-   --window s, divided by the ticks it ended in that window (its STATUS= sd_notify lines);
-   --rounds rounds, the configurations interleaved, medians. Per client per tick =
-   (CPU(K) - CPU(0)) / K / tick;
+   at a tick, as app.js's device view does). The daemon's CPU seconds (to the ns from
+   /proc/<pid>/task/*/sched; utime+stime of /proc/<pid>/stat beside it) over --window/--tick
+   whole ticks, from the end of a tick (its STATUS= sd_notify line) to the end of the n-th
+   after it, over n; --rounds rounds, the configurations interleaved, medians. At the shipped
+   tick of 1 s. Per client per tick = (CPU(K) - CPU(0)) / K, and the marginal one from 10 to 50;
 4. tick time with 50 open pages vs none: the daemon has no tick-duration figure, so this is the
    tick's period as systemd sees it, the spacing of consecutive STATUS= lines (each tick ends
    with one; `_every` sleeps tick_interval_sec between ticks), minus tick_interval_sec: the
-   tick's own work plus any lateness of the event loop (median; the mean includes the alert log
-   saves every alerts.state_save_interval_sec), as a ratio K=50 over K=0; and the CPU per tick
-   ratio. A true tick duration needs netwatchd/daemon.py to time `_tick` (see the report).
+   tick's own work plus any lateness of the event loop (median and mean), as a ratio K=50 over
+   K=0; and the CPU per tick ratio. A true tick duration needs netwatchd/daemon.py to time
+   `_tick` (time.perf_counter() around it, written into its STATUS= line, which this reads).
 
     make bench-web     (root; ~3 min)
 """
@@ -42,6 +44,7 @@ import asyncio
 import http.client
 import json
 import multiprocessing
+import os
 import random
 import socket
 import statistics
@@ -79,6 +82,21 @@ FIRST_RENDER_HOOK = """(() => { let v; Object.defineProperty(window, 'netwatchd'
 ENTRIES = ("return performance.getEntriesByType('navigation').concat(performance.getEntriesByType('resource'))"
            ".map(e => [e.name, e.transferSize, e.encodedBodySize, e.decodedBodySize])")
 CONFIGS = (("none", 0), ("A", 10), ("A", 50), ("B", 10), ("B", 50))
+
+
+def cpu_exact(pid: int) -> float:
+    """On-CPU seconds of every thread of a process, to the nanosecond (se.sum_exec_runtime, ms,
+    of /proc/<pid>/task/*/sched): /proc/<pid>/stat's utime+stime come in 10 ms clock ticks, too
+    coarse for a few ms per tick over a 10 s window."""
+    total = 0.0
+    for task in os.listdir(f"/proc/{pid}/task"):
+        try:
+            text = Path(f"/proc/{pid}/task/{task}/sched").read_text()
+        except OSError:
+            continue
+        total += next((float(line.split(":")[1]) for line in text.splitlines()
+                       if line.startswith("se.sum_exec_runtime")), 0.0)
+    return total / 1000
 
 
 def free_port() -> int:
@@ -162,10 +180,11 @@ def overview(port: int) -> dict:
         conn.close()
 
 
-def api_times(port: int, n: int) -> Dict[str, Dict]:
+def api_times(port: int, n: int, mac: str) -> Dict[str, Dict]:
     paths = {"/api/overview": "/api/overview",
              "/api/devices": "/api/devices?sort=first_seen&order=asc&q=&offset=0&limit=100",
-             "/api/alerts": "/api/alerts?kind=&subject=&offset=0&limit=100"}
+             "/api/alerts": "/api/alerts?kind=&subject=&offset=0&limit=100",
+             "/api/devices/<mac>": f"/api/devices/{mac}"}  # what variant B's clients ask
     samples: Dict[str, List[float]] = {k: [] for k in paths}
     size = {}
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
@@ -201,8 +220,8 @@ def page_bytes(b: Browser, url: str, cold: bool) -> Dict:
     files: Dict[str, List[int]] = {}
     for name, transfer, encoded, decoded in b.driver.execute_script(ENTRIES):
         key = "/" + name.split("/", 3)[3].split("?")[0]
-        f = files.setdefault(key, [0, 0, 0])
-        f[0], f[1], f[2] = f[0] + transfer, f[1] + encoded, f[2] + decoded
+        f = files.setdefault(key, [0, 0, 0, 0])  # transferred, encoded, decoded bytes; requests
+        f[0], f[1], f[2], f[3] = f[0] + transfer, f[1] + encoded, f[2] + decoded, f[3] + 1
     biggest = max(files, key=lambda k: files[k][0])
     return {"bytes": sum(f[0] for f in files.values()), "files": files, "biggest": biggest}
 
@@ -278,6 +297,14 @@ def status_times(d, since: int) -> List[float]:
     return [t for m, t in zip(list(d.notify.messages)[since:], list(d.notify.times)[since:]) if "STATUS=" in m]
 
 
+def at_status(d, since: int, count: int) -> None:
+    deadline = time.monotonic() + 60
+    while len(status_times(d, since)) < count:
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"fewer than {count} ticks in 60 s")
+        time.sleep(0.001)
+
+
 def window(d, base: str, macs: List[str], variant: str, k: int, args) -> Dict:
     ctx = multiprocessing.get_context("spawn")
     proc = None
@@ -289,23 +316,28 @@ def window(d, base: str, macs: List[str], variant: str, k: int, args) -> Dict:
         if proc is not None and not ready.wait(30):
             raise RuntimeError(f"{k} live clients did not all get a first event in 30 s")
         time.sleep(1.0)
-        since, c0, t0 = len(d.notify.messages), cpu_sec(d.pid), time.monotonic()
-        time.sleep(args.window)
-        c1, t1 = cpu_sec(d.pid), time.monotonic()
-        times = [t for t in status_times(d, since) if t <= t1]
+        since, n = len(d.notify.messages), max(2, round(args.window / args.tick))
+        at_status(d, since, 1)  # from the end of a tick to the end of the n-th after it
+        c0, e0, t0 = cpu_sec(d.pid), cpu_exact(d.pid), time.monotonic()
+        at_status(d, since, n + 1)
+        c1, e1, t1 = cpu_sec(d.pid), cpu_exact(d.pid), time.monotonic()
+        times = status_times(d, since)[:n + 1]
         counts = {}
         if proc is not None:
             stop.set()
             counts = out.get(timeout=30)
     finally:
         if proc is not None:
+            stop.set()
             proc.join(10)
             if proc.is_alive():
                 proc.kill()
                 proc.join()
     gaps = [(b - a) * 1000 - args.tick * 1000 for a, b in zip(times, times[1:])]
-    return {"variant": variant, "clients": k, "sec": t1 - t0, "cpu_sec": c1 - c0, "ticks": len(times),
-            "cpu_ms_per_tick": (c1 - c0) * 1000 / max(1, len(times)),
+    ticks = len(times) - 1
+    return {"variant": variant, "clients": k, "sec": t1 - t0, "cpu_sec": e1 - e0, "stat_cpu_sec": c1 - c0,
+            "ticks": ticks, "cpu_ms_per_tick": (e1 - e0) * 1000 / ticks,
+            "stat_cpu_ms_per_tick": (c1 - c0) * 1000 / ticks,
             "excess_median_ms": statistics.median(gaps), "excess_mean_ms": statistics.fmean(gaps),
             "client_events": counts.get("events", 0) - counts.get("events_at_ready", 0),
             "device_gets": counts.get("gets", 0) - counts.get("gets_at_ready", 0), "refused": counts.get("refused", 0)}
@@ -321,12 +353,14 @@ def live(d, base: str, macs: List[str], args) -> Dict:
     for variant, k in CONFIGS:
         mine = [w for w in windows if (w["variant"], w["clients"]) == (variant, k)]
         out[f"{variant}{k}"] = dict({key: statistics.median(w[key] for w in mine)
-                                     for key in ("cpu_ms_per_tick", "excess_median_ms", "excess_mean_ms", "ticks",
-                                                 "client_events", "device_gets")}, clients=k)
+                                     for key in ("cpu_ms_per_tick", "stat_cpu_ms_per_tick", "excess_median_ms",
+                                                 "excess_mean_ms", "ticks", "client_events", "device_gets")}, clients=k)
     base0 = out["none0"]
     for m in out.values():
         if m["clients"]:
             m["per_client_per_tick_us"] = (m["cpu_ms_per_tick"] - base0["cpu_ms_per_tick"]) / m["clients"] * 1000
+    for v in ("A", "B"):  # one more page, once some are open: the event is built once a tick for all
+        out[f"{v}50"]["marginal_10_to_50_us"] = (out[f"{v}50"]["cpu_ms_per_tick"] - out[f"{v}10"]["cpu_ms_per_tick"]) / 40 * 1000
     return {"configs": out, "windows": windows}
 
 
@@ -340,13 +374,14 @@ def run(args) -> Dict:
         port = free_port()
         base = f"http://127.0.0.1:{port}"
         config = {"state_directory": str(state), "tick_interval_sec": args.tick, "devices": {"interfaces": [ifname]},
-                  "alerts": {"max_alerts": args.alerts}, "web": {"enabled": True, "listen": f"127.0.0.1:{port}"}}
+                  "alerts": {"max_alerts": args.alerts, "state_save_interval_sec": args.save_interval},
+                  "web": {"enabled": True, "listen": f"127.0.0.1:{port}"}}
         with PrivateSystemBus() as bus, bench_daemon(bus, config) as d:
             o = wait_for(lambda: (lambda o: o["devices"]["total"] == args.devices and o["alerts"]["total"] == args.alerts
                                   and o)(overview(port)), timeout=30, what="the prepared devices and alerts",
                          detail=lambda: str(overview(port)["devices"]) + str(overview(port)["alerts"]["total"]))
             startup = time.monotonic() - started
-            api = api_times(port, args.requests)
+            api = api_times(port, args.requests, macs[0])
             browser = in_browser(base, macs[0], alert_ids[-1], args, Path(tmp) / "artifacts")
             clients = live(d, base, macs, args)
     return {"devices": o["devices"]["total"], "alerts": o["alerts"]["total"], "vendors_resolved": resolved,
@@ -365,25 +400,30 @@ def report(r: Dict) -> str:
                      f"{t['warm']['median_ms']:9.0f} {t['warm']['max_ms']:9.0f}")
     lines.append("   server side, keep-alive client with gzip:")
     for path, a in r["api"].items():
-        lines.append(f"   {path:<14} median {a['median_ms']:6.1f} ms  p90 {a['p90_ms']:6.1f} ms  {kib(a['gzip_bytes'])} gzipped")
+        lines.append(f"   {path:<18} median {a['median_ms']:6.1f} ms  p90 {a['p90_ms']:6.1f} ms  {kib(a['gzip_bytes'])} gzipped")
     lines += ["", "2. bytes per page load (transferSize: headers + compressed bodies; /api/events not included)",
               f"   {'page':<34} {'cold':>10} {'warm':>10}  biggest on a cold load"]
     for page, s in r["bytes"].items():
         big = s["cold"]["biggest"]
+        twice = ", ".join(f"{f} x{v[3]}" for f, v in s["cold"]["files"].items() if v[3] > 1)
         lines.append(f"   {page:<34} {kib(s['cold']['bytes']):>10} {kib(s['warm']['bytes']):>10}  {big} "
-                     f"{kib(s['cold']['files'][big][0])} ({kib(s['cold']['files'][big][2])} raw)")
+                     f"{kib(s['cold']['files'][big][0])} ({kib(s['cold']['files'][big][2])} raw)"
+                     + (f"; fetched more than once: {twice}" if twice else ""))
     lines += ["", f"3./4. live clients, daemon CPU per tick and tick period - {r['tick_sec']} s (medians)",
-              f"   {'clients':<12} {'CPU/tick':>9} {'per client/tick':>16} {'excess med':>11} {'excess mean':>12} {'ticks':>6}"]
+              f"   {'clients':<8} {'CPU/tick':>9} {'(stat)':>6} {'per client/tick':>16} {'10->50':>8} "
+              f"{'excess med':>11} {'excess mean':>12} {'ticks':>6}"]
     c = r["live"]["configs"]
     for name, m in c.items():
         per = f"{m['per_client_per_tick_us']:.0f} us" if "per_client_per_tick_us" in m else "-"
-        lines.append(f"   {name:<12} {m['cpu_ms_per_tick']:6.2f} ms {per:>16} {m['excess_median_ms']:8.2f} ms "
-                     f"{m['excess_mean_ms']:9.2f} ms {m['ticks']:6.0f}")
+        marginal = f"{m['marginal_10_to_50_us']:.0f} us" if "marginal_10_to_50_us" in m else ""
+        lines.append(f"   {name:<8} {m['cpu_ms_per_tick']:6.2f} ms {m['stat_cpu_ms_per_tick']:6.1f} {per:>16} {marginal:>8} "
+                     f"{m['excess_median_ms']:8.2f} ms {m['excess_mean_ms']:9.2f} ms {m['ticks']:6.0f}")
     summary = {"first_data_ms": {p: t["cold"]["median_ms"] for p, t in r["first_data"].items()},
                "api_ms": {p: a["median_ms"] for p, a in r["api"].items()},
                "bytes": {p: [s["cold"]["bytes"], s["warm"]["bytes"]] for p, s in r["bytes"].items()},
                "cpu_ms_per_tick": {n: round(m["cpu_ms_per_tick"], 3) for n, m in c.items()},
-               "per_client_per_tick_us": {n: round(m["per_client_per_tick_us"], 1) for n, m in c.items() if n != "none0"}}
+               "per_client_per_tick_us": {n: round(m["per_client_per_tick_us"], 1) for n, m in c.items() if n != "none0"},
+               "marginal_10_to_50_us": {v: round(c[f"{v}50"]["marginal_10_to_50_us"], 1) for v in "AB"}}
     for v in ("A", "B"):
         excess = c[f"{v}50"]["excess_median_ms"] / c["none0"]["excess_median_ms"] if c["none0"]["excess_median_ms"] > 0 else 0
         cpu = c[f"{v}50"]["cpu_ms_per_tick"] / c["none0"]["cpu_ms_per_tick"] if c["none0"]["cpu_ms_per_tick"] else 0
@@ -402,6 +442,9 @@ def main() -> int:
     p.add_argument("--requests", type=int, default=50, help="requests per API path (default 50)")
     p.add_argument("--tick", type=float, default=1.0, help="tick_interval_sec (default 1.0: the shipped one)")
     p.add_argument("--window", type=float, default=10.0, help="seconds of CPU per configuration and round (default 10)")
+    p.add_argument("--save-interval", type=float, default=3600.0,
+                   help="alerts.state_save_interval_sec (default 3600, shipped 5: the saves of 10000 alerts, "
+                        "tens of ms each, would land unevenly in the windows)")
     p.add_argument("--rounds", type=int, default=2, help="rounds of the live configurations (default 2)")
     p.add_argument("--results-dir", default=str(BENCH / "results"))
     return run_benchmark("web_bench", "BPF, a private bus, a veth pair", p.parse_args(), run, report)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import re
 
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
@@ -239,3 +240,33 @@ def test_the_alerts_timeline_counts_each_kind_per_bucket():
     wide = views.timeline(log + [Alert("t-9", "beacon", "command:x", 61 * minute, "m")])
     assert wide["bucket_sec"] == 300 and list(wide["counts"]) == ["new_device", "fan_out", "beacon"]
     assert views.timeline([]) == {"bucket_sec": 0, "start_usec": [], "counts": {}}
+
+
+def test_the_page_script_never_parses_text_as_markup():
+    """Names, paths and messages come from devices and processes that may lie: app.js puts them
+    in the page as text only (el() sets textContent / text nodes). No API that parses a string as
+    HTML or code may appear in it; the CSP forbids inline script as a second wall."""
+    from netwatchd.api.web.app import STATIC
+
+    script = (STATIC / "app.js").read_text()
+    for sink in ("innerHTML", "outerHTML", "insertAdjacentHTML", "document.write", "eval(", "new Function",
+                 "setTimeout(\"", "srcdoc"):
+        assert sink not in script, sink
+    page = (STATIC / "page.html").read_text()
+    assert "<script>" not in page and not re.search(r"\son[a-z]+\s*=", page)  # no inline handlers
+
+
+def test_a_reload_reads_the_users_file_again_and_a_bad_one_keeps_the_old(tmp_path):
+    """About web.basic_auth_file (Daemon.reload calls WebUi.reconfigure once the file checked)."""
+    users = tmp_path / "users"
+    users.write_text("alice:one\n")
+    model = WebFake(f'web: {{basic_auth_file: "{users}"}}')
+    ui = WebUi(model, chart_js=tmp_path / "absent.js")
+    basic = lambda text: {"Authorization": "Basic " + base64.b64encode(text.encode()).decode()}  # noqa: E731
+    users.write_text("alice:two\n")
+    assert ui.credentials.allows(basic("alice:one"))  # read at start, not at each request
+    ui.reconfigure()
+    assert ui.credentials.allows(basic("alice:two")) and not ui.credentials.allows(basic("alice:one"))
+    users.write_text("nobody\n")
+    ui.reconfigure()  # logged; the users read before stay
+    assert ui.credentials.allows(basic("alice:two"))
