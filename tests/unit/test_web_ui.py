@@ -243,15 +243,19 @@ def test_the_alerts_timeline_counts_each_kind_per_bucket():
 
 
 def test_the_page_script_never_parses_text_as_markup():
-    """Names, paths and messages come from devices and processes that may lie: app.js puts them
-    in the page as text only (el() sets textContent / text nodes). No API that parses a string as
-    HTML or code may appear in it; the CSP forbids inline script as a second wall."""
-    from netwatchd.api.web.app import STATIC
+    """Names, paths and messages come from devices and processes that may lie: the page's scripts
+    put them in the page as text only (dom.js's el() sets textContent / text nodes). No API that
+    parses a string as HTML or code may appear in them; the CSP forbids inline script as a second
+    wall. Every script of ours is one the server serves."""
+    from netwatchd.api.web.app import OWN_FILES, STATIC
 
-    script = (STATIC / "app.js").read_text()
-    for sink in ("innerHTML", "outerHTML", "insertAdjacentHTML", "document.write", "eval(", "new Function",
-                 "setTimeout(\"", "srcdoc"):
-        assert sink not in script, sink
+    scripts = sorted(p.name for p in STATIC.glob("*.js"))
+    assert scripts == sorted(name for name in OWN_FILES if name.endswith(".js"))
+    for name in scripts:
+        script = (STATIC / name).read_text()
+        for sink in ("innerHTML", "outerHTML", "insertAdjacentHTML", "document.write", "eval(", "new Function",
+                     "setTimeout(\"", "srcdoc"):
+            assert sink not in script, (name, sink)
     page = (STATIC / "page.html").read_text()
     assert "<script>" not in page and not re.search(r"\son[a-z]+\s*=", page)  # no inline handlers
 
@@ -270,3 +274,16 @@ def test_a_reload_reads_the_users_file_again_and_a_bad_one_keeps_the_old(tmp_pat
     users.write_text("nobody\n")
     ui.reconfigure()  # logged; the users read before stay
     assert ui.credentials.allows(basic("alice:two"))
+
+
+def test_a_device_s_alerts_follow_the_log_as_it_grows_and_turns_over():
+    model = WebFake()
+    index = views.AlertsByDevice()
+    assert [a.id for a in index.of(model, MACS[1])] == ["a-3"]
+    model.log.append(Alert("a-4", "address_change", "ip:192.0.2.2", 40, "moved", details={"old_mac": MACS[1],
+                                                                                          "new_mac": MACS[2]}))
+    assert [a.id for a in index.of(model, MACS[1])] == ["a-3", "a-4"]
+    assert [a.id for a in index.of(model, MACS[2])] == ["a-4"]
+    model.log.pop(0)  # a full log drops its oldest as it takes a new one: same length, new newest
+    model.log.append(Alert("a-5", "new_device", f"device:{MACS[0]}", 50, "again"))
+    assert [a.id for a in index.of(model, MACS[0])] == ["a-5"]
