@@ -154,6 +154,10 @@ def test_the_new_device_alert_page_draws_the_series_band_and_the_point_that_fire
     browser.open(lab.base + f"/devices/{mac}")
     browser.wait_js("window.netwatchd.charts.device_connects !== undefined")
     browser.wait_text("main h1", mac)
+    # its alerts on the same time axis as its series
+    fired = browser.driver.execute_script("return window.netwatchd.charts.device_connects.data.datasets"
+                                          ".filter(d => d.label === 'fired').map(d => d.data.map(p => p.x))")
+    assert fired == [[alert["timestamp_usec"] / 1000]]
     shoot(browser, "device")
     browser.open(lab.base + "/")
     browser.wait_js("window.netwatchd.charts.connects !== undefined")

@@ -18,10 +18,17 @@ function run(work) {
   return Promise.resolve().then(work).catch((e) => showError(e.message)).finally(() => { busy = false; });
 }
 
+/* A page in a background tab asks nothing; it catches up when it is shown again. */
+let missed = null;
 function onTick(state) {
   const handler = views[view] && views[view].onTick;
-  if (handler && !busy) run(() => handler(state));
+  if (!handler) return;
+  if (document.hidden) { missed = state; return; }
+  if (!busy) run(() => handler(state));
 }
+document.addEventListener("visibilitychange", () => {
+  if (!document.hidden && missed) { const state = missed; missed = null; onTick(state); }
+});
 
 function connectLive() {
   const source = new EventSource("/api/events");

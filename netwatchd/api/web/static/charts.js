@@ -7,8 +7,9 @@ import { el, fmtClock, fmtTime, page } from "/static/dom.js";
 
 export const points = (times, values) => times.map((t, i) => ({ x: t / 1000, y: values[i] }));
 
-/* series: {time_usec, value, mean, std}; band mean ± z·σ; marker {time_usec, value}: the point that fired */
-export function seriesChart(name, canvas, series, z, marker) {
+/* series: {time_usec, value, mean, std}; band mean ± z·σ; markers [{time_usec, value}]: the points
+ * alerts fired at, on the same time axis */
+export function seriesChart(name, canvas, series, z, markers) {
   if (typeof Chart === "undefined") {
     canvas.replaceWith(el("p", { class: "note", text: "Charts need Chart.js (Debian's libjs-chart.js) on the daemon's host." }));
     return;
@@ -23,8 +24,8 @@ export function seriesChart(name, canvas, series, z, marker) {
     { label: "value", data: points(series.time_usec, series.value), borderColor: "#c2410c", borderWidth: 1.5,
       pointRadius: 0, spanGaps: false },
   ];
-  if (marker) {
-    datasets.push({ type: "scatter", label: "fired", data: [{ x: marker.time_usec / 1000, y: marker.value }],
+  if (markers && markers.length) {
+    datasets.push({ type: "scatter", label: "fired", data: markers.map((m) => ({ x: m.time_usec / 1000, y: m.value })),
       pointRadius: 6, pointStyle: "triangle", backgroundColor: "#dc2626", borderColor: "#7f1d1d" });
   }
   drawChart(name, canvas, datasets);

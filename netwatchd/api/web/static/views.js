@@ -136,11 +136,25 @@ views.device = async function () {
     el("h2", { text: "Names" }),
     names("DNS names asked", x.dns_names), names("HTTP hosts", x.http_hosts), names("TLS server names", x.tls_names),
     x.http_requests.length ? [el("h3", { text: "HTTP requests" }), table(["method", "host", "path"], x.http_requests.map((r) => row(r[0], r[1], r[2])))] : []);
-  seriesChart("device_connects", document.getElementById("device-connects"), d.series.connects, d.z_threshold);
-  seriesChart("device_fan_out", document.getElementById("device-fanout"), d.series.fan_out, d.z_threshold);
+  seriesChart("device_connects", document.getElementById("device-connects"), d.series.connects, d.z_threshold,
+    alertMarkers(d.series.connects, d.alerts, (kind) => kind !== "fan_out"));
+  seriesChart("device_fan_out", document.getElementById("device-fanout"), d.series.fan_out, d.z_threshold,
+    alertMarkers(d.series.fan_out, d.alerts, (kind) => kind === "fan_out"));
 };
 const SERIES_EVERY_MS = 2000; // a chart's new points: every 2 s is live enough, and cheap for the daemon
 views.device.onTick = () => { if (Date.now() - deviceAt >= SERIES_EVERY_MS) return views.device(); };
+
+/* the device's alerts on its chart's time axis: a rate alert at the value it fired on, any other
+ * at the series' value that tick */
+function alertMarkers(series, alerts, onThisChart) {
+  const times = series.time_usec;
+  if (!times.length) return [];
+  return alerts.filter((a) => onThisChart(a.kind) && a.timestamp_usec >= times[0]).map((a) => {
+    let i = times.findIndex((t) => t >= a.timestamp_usec);
+    if (i < 0) i = times.length - 1;
+    return { time_usec: a.timestamp_usec, value: a.score ? a.observed : series.value[i] || 0 };
+  });
+}
 
 let alertCount = null;
 views.alerts = async function () {
@@ -203,7 +217,7 @@ views.alert = async function () {
     let i = s.time_usec.findIndex((t) => t >= a.timestamp_usec);
     if (i < 0) i = s.time_usec.length - 1;
     const value = a.score ? a.observed : (i >= 0 ? s.value[i] : 0);
-    seriesChart("alert", document.getElementById("alert-series"), s, d.z_threshold, { time_usec: a.timestamp_usec, value: value || 0 });
+    seriesChart("alert", document.getElementById("alert-series"), s, d.z_threshold, [{ time_usec: a.timestamp_usec, value: value || 0 }]);
   }
 };
 views.alert.onTick = () => { if (Date.now() - alertAt >= SERIES_EVERY_MS) return views.alert(); };
