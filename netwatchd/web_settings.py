@@ -10,7 +10,6 @@ from netwatchd.allowed_hosts import parse_allowed_host
 from netwatchd.config_values import IntRange, split_listen
 
 
-
 @dataclass(frozen=True)
 class WebConfig:
     # A read-only web UI: devices, alerts, rates against their baselines, live.

@@ -49,3 +49,10 @@ def test_a_flood_of_keys_keeps_the_largest_and_counts_the_rest_as_unknown_not_ze
     assert s.series("device_connects", "k8")["value"] == [9.0]
     assert s.series("device_connects", "k0")["value"] == [None]  # left out: unknown
     assert s.series("device_fan_out", "k0")["value"] == [0.0]  # another table, not truncated
+
+
+def test_the_read_model_names_the_same_tables():
+    from netwatchd.alerting.tick_series import DETECTOR_TABLES
+    from netwatchd.read_model import CHART_TABLES
+
+    assert CHART_TABLES == DETECTOR_TABLES

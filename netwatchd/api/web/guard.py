@@ -1,6 +1,7 @@
 """Who may read the web UI, and what every answer of it carries (pure: no I/O but the auth files).
 
-- The Host header is checked like every listener's (netwatchd/api/http_guard.py, DNS rebinding).
+- The Host header is checked by the HTTP edge, as for every listener (netwatchd/api/http_edge.py,
+  DNS rebinding).
 - Beyond loopback the configuration demands web.basic_auth_file or web.token_file (config's
   WebConfig.check); when either is set, every request needs it, on loopback too: an operator who
   set a password expects it asked. The files are read at start and at each reload (a password

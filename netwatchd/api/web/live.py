@@ -15,12 +15,9 @@ from __future__ import annotations
 
 import asyncio
 import json
-import logging
 from typing import Any, Dict, Optional, Set
 
 from netwatchd.read_model import ReadModel
-
-log = logging.getLogger(__name__)
 
 MAX_PAGES = 128  # open live pages per daemon; more get 503 (the listener's connection cap is 256)
 RETRY_MS = 1000  # how soon a browser reconnects after the stream ends (a daemon restart)
@@ -42,7 +39,6 @@ class LiveHub:
         self.model = model
         self.pages: Set[Page] = set()
         self.closed = False
-        self.events_sent = 0
         model.add_tick_listener(self.tick)
 
     def state(self, time_usec: int = 0) -> Dict[str, Any]:
@@ -85,7 +81,6 @@ class LiveHub:
                 if page.pending is not None:
                     event, page.pending = page.pending, None
                     await write(event)
-                    self.events_sent += 1
                     continue
                 page.wake.clear()
                 try:
