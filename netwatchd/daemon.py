@@ -11,6 +11,8 @@ import logging
 import signal
 import sys
 import time
+from collections import deque
+from typing import Deque
 
 from netwatchd import __version__, logsetup
 from netwatchd.config import (DEFAULT_CONFIG_PATH, ConfigError, DaemonConfig, load_config, restart_only_changes,
@@ -31,6 +33,7 @@ log = logging.getLogger("netwatchd")
 BIG_TICK_STARTS = 10_000  # connection starts in one tick above which freed heap is returned
 IDENTITY_REFRESH_SEC = 10.0  # the segment follows DHCP and gateway changes this closely
 IDENTITY_RETRY_SEC = 0.2  # ...and is looked for this often while a gateway's MAC is unknown
+RECENT_TICKS = 60  # the ticks whose mean and max the read model's tick_time() gives
 
 EXIT_CONFIG = 78  # EX_CONFIG; the unit's RestartPreventExitStatus stops a restart loop on it
 EXIT_FAILURE = 1
@@ -56,6 +59,9 @@ class Daemon:
         self._ebpf_http = None  # ebpf-server's API when ebpf_server_api.enabled
         self._web = None  # api/web/listener.py WebListener when web.enabled
         self._tick_listeners = []  # the read model's add_tick_listener (the web UI's live pages)
+        self._ticks = 0
+        self._tick_sec = 0.0
+        self._recent_ticks: Deque[float] = deque(maxlen=RECENT_TICKS)
         self.fleet = None  # api/fleet_sender.py FleetSender: alerts to Alertmanager (fleet.*)
         self._identity_reader = None
         self._identity = None  # read_model.HostIdentity, refreshed every IDENTITY_REFRESH_SEC
@@ -103,7 +109,8 @@ class Daemon:
             self.view = DaemonView(self.connects, self.devices, self.alerting, config=lambda: self.cfg,
                                    config_path=self.config_path, started_at_usec=self.started_at_usec,
                                    kernel=lambda: self.kernel, identity=self.host_identity,
-                                   fleet=lambda: self.fleet.status(), tick_listeners=self._tick_listeners)
+                                   fleet=lambda: self.fleet.status(), tick_listeners=self._tick_listeners,
+                                   tick_time=self.tick_time)
             self._start_fleet(journal)
             interface = dbus_service.export(self._bus, self.view)  # AlertRaised, PatternSeen registered
             warn_beyond_localhost(self.cfg)  # the unit's IPAddressAllow= lets only localhost through
@@ -222,11 +229,24 @@ class Daemon:
             self.devices.poll()
 
     def _tick(self) -> None:
+        started = time.perf_counter()
         self.connects.tick()
         if self.devices is not None:
             self.devices.tick()
         self._observe()
         self.notifier.status(self.status_line())
+        took = time.perf_counter() - started
+        self._ticks += 1
+        self._tick_sec += took
+        self._recent_ticks.append(took)
+
+    def tick_time(self):
+        """The read model's TickTime: what the ticks cost, since the start and over RECENT_TICKS."""
+        from netwatchd.read_model import TickTime
+
+        recent = self._recent_ticks
+        return TickTime(self._ticks, self._tick_sec, sum(recent) / len(recent) if recent else 0.0,
+                        max(recent, default=0.0))
 
     def _observe(self) -> None:
         """One tick's observation through the detector; what was learnt saved now and then."""

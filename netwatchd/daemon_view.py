@@ -15,7 +15,7 @@ from netwatchd.connects.queries import check_list
 from netwatchd.devices.queries import device_answer, device_summary
 from netwatchd.errors import NoSuchDevice
 from netwatchd.read_model import (KINDS, Alert, AlertSink, CommandTotals, ConnectionRecord, EventsLost, FleetStatus,
-                                  HostIdentity, Log2Histogram, PatternListener, TickListener)
+                                  HostIdentity, Log2Histogram, PatternListener, TickListener, TickTime)
 
 
 def alert_counts(alerting) -> Dict[str, int]:
@@ -42,7 +42,7 @@ class DaemonView:
     def __init__(self, connects, devices, alerting, *, config: Callable[[], DaemonConfig], config_path: str,
                  started_at_usec: int, kernel: Callable[[], Any],
                  identity: Callable[[], HostIdentity] = HostIdentity, fleet: Callable[[], FleetStatus] = FleetStatus,
-                 tick_listeners: Optional[List[TickListener]] = None):
+                 tick_listeners: Optional[List[TickListener]] = None, tick_time: Callable[[], TickTime] = TickTime):
         self._connects = connects
         self._devices = devices
         self._alerting = alerting
@@ -53,6 +53,7 @@ class DaemonView:
         self._identity = identity
         self._fleet = fleet
         self._tick_listeners = [] if tick_listeners is None else tick_listeners  # the daemon calls them
+        self._tick_time = tick_time
 
     @property
     def cfg(self) -> DaemonConfig:
@@ -127,6 +128,9 @@ class DaemonView:
 
     def latency_samples_lost(self) -> int:
         return self._connects.latency_samples_lost() if self._connects is not None else 0
+
+    def tick_time(self) -> TickTime:
+        return self._tick_time()
 
     def dropped(self) -> Dict[str, int]:
         counts: Dict[str, int] = {}
@@ -204,9 +208,9 @@ class DaemonView:
         answer["std"] = [None if std is None else max(std, floor) for std in answer["std"]]
         return answer
 
-    def tick_totals(self) -> Dict[str, list]:
+    def tick_totals(self, since_usec: int = 0) -> Dict[str, list]:
         series = self._series()
-        return series.totals() if series is not None else {"time_usec": []}
+        return series.totals(since_usec) if series is not None else {"time_usec": []}
 
     # -- the metrics' inputs ------------------------------------------------------------------------
     def command_totals(self) -> Dict[str, CommandTotals]:

@@ -37,7 +37,7 @@ VOCABULARY = {
 
 __all__ = ["KINDS", "Alert", "Log2Histogram", "ConnectionRecord", "EventsLost", "CommandTotals", "AlertSink",
            "PatternListener", "TickListener", "ConnectQueries", "ReadModel", "HostIdentity", "FleetStatus",
-           "CHART_TABLES"]
+           "CHART_TABLES", "TickTime"]
 
 # called as listener(mac, peer, port, transport, name) for each new (device, peer, port,
 # transport) the TC classifier reports; name is the DNS name the device looked the peer up by, or ""
@@ -88,6 +88,16 @@ class FleetStatus(NamedTuple):
     dropped: int = 0  # pushed out of the full spool before every Alertmanager had them
     delivered: int = 0  # alerts (firing or resolved) an Alertmanager accepted
     failures: Tuple[Tuple[str, str, int], ...] = ()  # (alertmanager URL, cause, failed requests)
+
+
+class TickTime(NamedTuple):
+    """The daemon's own ticks (reading the kernel's counters, the engines, the alerts, the tick
+    listeners): what they cost it, since the start and lately."""
+
+    ticks: int = 0
+    total_sec: float = 0.0
+    recent_mean_sec: float = 0.0  # over the last RECENT_TICKS (netwatchd/daemon.py)
+    recent_max_sec: float = 0.0
 
 
 class AlertSink(Protocol):
@@ -162,6 +172,9 @@ class ReadModel(ConnectQueries, Protocol):
     def latency_samples_lost(self) -> int:
         """Handshake latencies not added to the kernel's histograms (their map was full)."""
 
+    def tick_time(self) -> TickTime:
+        """How long the daemon's ticks take (time.perf_counter around each)."""
+
     def dropped(self) -> Dict[str, int]:
         """What the bounded tables (devices, DNS questions, baselines, beacon pairs) dropped to
         stay bounded since the start, by what: each part that runs says all its keys, 0 too."""
@@ -203,9 +216,10 @@ class ReadModel(ConnectQueries, Protocol):
         (0 on a tick it had none, None where it was left out), and its baseline after each tick,
         "mean" and "std" (None where unknown); lists all empty when the web UI is off."""
 
-    def tick_totals(self) -> Dict[str, List]:
-        """Per tick over the same ticks: "time_usec", "connects", "failed", "new_devices",
-        "alerts" (the host's); only "time_usec", empty, when the web UI is off."""
+    def tick_totals(self, since_usec: int = 0) -> Dict[str, List]:
+        """Per tick over the same ticks (only those after `since_usec` when given): "time_usec",
+        "connects", "failed", "new_devices", "alerts" (the host's); only "time_usec", empty, when
+        the web UI is off."""
 
     # -- the metrics' inputs -------------------------------------------------------------------------
     def command_totals(self) -> Dict[str, CommandTotals]:

@@ -94,7 +94,8 @@ class AlertLog:
         self.counts[alert.kind] += 1
 
     def newest(self, limit: int) -> List[Alert]:
-        return list(reversed(self._alerts))[:limit]
+        # from the newest end only: the web UI's live feed asks for one after every tick
+        return list(itertools.islice(reversed(self._alerts), limit))
 
     def resize(self, capacity: int) -> None:
         if capacity != self._alerts.maxlen:

@@ -117,9 +117,16 @@ class TickSeries:
                     out["mean"][i], out["std"][i] = now
         return out
 
-    def totals(self) -> Dict[str, list]:
-        """The host's TOTALS per tick over the window, oldest first."""
-        out: Dict[str, list] = {"time_usec": self.times()}
+    def totals(self, since_usec: int = 0) -> Dict[str, list]:
+        """The host's TOTALS per tick over the window, oldest first; only the ticks after
+        `since_usec` when given (the live feed asks for the newest one after every tick)."""
+        ticks: List[_Tick] = []
+        for tick in reversed(self._ticks):
+            if tick.time_usec <= since_usec:
+                break
+            ticks.append(tick)
+        ticks.reverse()
+        out: Dict[str, list] = {"time_usec": [t.time_usec for t in ticks]}
         for i, name in enumerate(TOTALS):
-            out[name] = [t.totals[i] for t in self._ticks]
+            out[name] = [t.totals[i] for t in ticks]
         return out

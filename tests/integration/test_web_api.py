@@ -185,6 +185,8 @@ def test_the_overview_counts_the_lab(lab):
     assert set(o["alerts"]["by_kind"]) >= {"new_device", "fan_out"}
     ticks = o["connects"]["per_tick"]
     assert len(ticks["time_usec"]) == len(ticks["connects"]) > 0
+    # what the daemon's ticks cost it, by its own clock
+    assert o["tick"]["ticks"] >= len(ticks["time_usec"]) and 0 < o["tick"]["recent_mean_ms"] <= o["tick"]["recent_max_ms"]
 
 
 def test_a_device_s_data_has_its_series_with_a_band(lab):

@@ -7,7 +7,7 @@ from netwatchd.api.http import BadRequest, HttpApi, connection_summary, parse_he
 from netwatchd.api.metrics import Snapshot, escape_label, parse_fdinfo, read_bpf_stats, render
 from netwatchd.connects.queries import InvalidQuery
 from netwatchd.errors import NoSuchDevice
-from netwatchd.read_model import CommandTotals, EventsLost, FleetStatus, HostIdentity, ReadModel
+from netwatchd.read_model import CommandTotals, EventsLost, FleetStatus, HostIdentity, ReadModel, TickTime
 
 
 def samples(text):
@@ -194,6 +194,9 @@ class FakeDaemon:
     def dropped(self):
         return {"devices_evicted": 4904, "dns_answers_unsolicited": 2}
 
+    def tick_time(self):
+        return TickTime()
+
     def protocol_totals(self):
         return {}
 
@@ -224,7 +227,7 @@ class FakeDaemon:
     def tick_series(self, table, key):
         return {"time_usec": [], "value": [], "mean": [], "std": []}
 
-    def tick_totals(self):
+    def tick_totals(self, since_usec=0):
         return {"time_usec": []}
 
     def command_totals(self):

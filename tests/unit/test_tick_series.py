@@ -35,6 +35,10 @@ def test_the_window_keeps_the_newest_ticks_and_totals_follow():
     assert s.totals() == {"time_usec": [3, 4], "connects": [3.0, 4.0], "failed": [1.0, 1.0], "new_devices": [0.0, 0.0],
                           "alerts": [2.0, 2.0]}
     assert set(s.totals()) == {"time_usec", *TOTALS}
+    # the live feed's question after each tick: only the ticks after the one before
+    assert s.totals(since_usec=3) == {"time_usec": [4], "connects": [4.0], "failed": [1.0], "new_devices": [0.0],
+                                      "alerts": [2.0]}
+    assert s.totals(since_usec=4)["time_usec"] == []
     s.resize(3)
     s.record(5, {}, stats_from({}), {})
     assert s.times() == [3, 4, 5]

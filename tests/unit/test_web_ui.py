@@ -17,7 +17,7 @@ from netwatchd.api.web.app import WebUi
 from netwatchd.api.web.guard import Credentials
 from netwatchd.config import ConfigError, load_config, parse_config
 from netwatchd.errors import NoSuchDevice
-from netwatchd.read_model import Alert, CommandTotals
+from netwatchd.read_model import Alert, CommandTotals, TickTime
 from netwatchd.web_settings import parse_users
 from tests.unit.test_metrics import FakeDaemon
 
@@ -75,6 +75,9 @@ class WebFake(FakeDaemon):
 
     def add_tick_listener(self, listener):
         self.listeners.append(listener)
+
+    def tick_time(self):
+        return TickTime(ticks=10, total_sec=0.05, recent_mean_sec=0.004, recent_max_sec=0.0091)
 
 
 # -- the data ----------------------------------------------------------------------------------------
@@ -287,3 +290,9 @@ def test_a_device_s_alerts_follow_the_log_as_it_grows_and_turns_over():
     model.log.pop(0)  # a full log drops its oldest as it takes a new one: same length, new newest
     model.log.append(Alert("a-5", "new_device", f"device:{MACS[0]}", 50, "again"))
     assert [a.id for a in index.of(model, MACS[0])] == ["a-5"]
+
+
+def test_the_overview_says_what_a_tick_costs():
+    o = views.overview(WebFake(), midnight_usec=1001)
+    assert o["tick"] == {"ticks": 10, "total_sec": 0.05, "recent_mean_ms": 4.0, "recent_max_ms": 9.1}
+    assert o["devices"] == {"total": 3, "new_today": 2}

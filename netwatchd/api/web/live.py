@@ -39,10 +39,12 @@ class LiveHub:
         self.model = model
         self.pages: Set[Page] = set()
         self.closed = False
+        self._previous_tick = self._newest_tick = 0  # tick times: the newest, and the one before it
         model.add_tick_listener(self.tick)
 
     def state(self, time_usec: int = 0) -> Dict[str, Any]:
-        totals = self.model.tick_totals()
+        # the newest tick's totals only: those after the tick before it
+        totals = self.model.tick_totals(self._previous_tick)
         last = {name: values[-1] for name, values in totals.items() if values}
         newest = self.model.newest_alerts(1) if self.model.alerts_enabled() else []
         return {"time_usec": time_usec or last.get("time_usec", 0), "devices": self.model.device_count(),
@@ -56,6 +58,7 @@ class LiveHub:
 
     def tick(self, time_usec: int) -> None:
         """After a tick (the event loop's thread): the event, into every page's slot."""
+        self._previous_tick, self._newest_tick = self._newest_tick, time_usec
         if not self.pages:
             return  # nobody to tell: nothing built
         event = self.encode(self.state(time_usec))

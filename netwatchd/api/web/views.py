@@ -85,7 +85,14 @@ def overview(model: ReadModel, midnight_usec: Optional[int] = None) -> Dict[str,
                  "malformed_frames": model.malformed_frames(), "processes_untracked": model.processes_untracked(),
                  "handshakes_untracked": model.handshakes_untracked()},
         "dropped": model.dropped(),
+        "tick": _tick_time(model),
     }
+
+
+def _tick_time(model: ReadModel) -> Dict[str, Any]:
+    t = model.tick_time()
+    return {"ticks": t.ticks, "total_sec": t.total_sec, "recent_mean_ms": round(t.recent_mean_sec * 1e3, 3),
+            "recent_max_ms": round(t.recent_max_sec * 1e3, 3)}
 
 
 # -- devices ---------------------------------------------------------------------------------------

@@ -32,7 +32,8 @@ views.overview = async function () {
     el("div", { class: "columns" },
       el("section", {}, el("h2", { text: "Alerts by kind" }), table(["kind", "alerts"], byKind)),
       el("section", {}, el("h2", { text: "Lost and dropped" }), table(["what", "count"], lost.concat(dropped)))),
-    el("p", { class: "meta", text: `netwatchd ${o.version}, watching ${o.interfaces.join(", ") || "no interface"} since ${fmtTime(o.started_at_usec)}` }));
+    el("p", { class: "meta", text: `netwatchd ${o.version}, watching ${o.interfaces.join(", ") || "no interface"} since ${fmtTime(o.started_at_usec)}; ` +
+      `a tick takes ${fmtNum(o.tick.recent_mean_ms)} ms (at most ${fmtNum(o.tick.recent_max_ms)} ms over the last 60)` }));
   const t = o.connects.per_tick;
   drawChart("connects", document.getElementById("connects-chart"), [
     { label: "connect() calls", data: points(t.time_usec, t.connects || []), borderColor: "#2563eb", pointRadius: 0, borderWidth: 1.5 },
