@@ -199,11 +199,13 @@ class FleetSender:
         urls = set(self._cfg.urls) if self._cfg.enabled else set()
         for url in set(self._couriers) - urls:
             self._couriers.pop(url).stop()
-        for url in urls - set(self._couriers):
+        new = urls - set(self._couriers)
+        for url in new:
             self._couriers[url] = Courier(url, self._round, self._clock, lambda: self._cfg.resend_interval_sec)
-        if resend:
-            for courier in self._couriers.values():
-                courier.resend_now()
+        if resend:  # a new courier's first round re-sends everything already: not twice
+            for url, courier in self._couriers.items():
+                if url not in new:
+                    courier.resend_now()
 
     # -- one Alertmanager's round (its courier's thread) ---------------------------------------------------
     def _round(self, url: str, everything: bool) -> None:

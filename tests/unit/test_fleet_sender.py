@@ -166,9 +166,11 @@ def test_a_rejected_post_counts_as_failed_and_is_not_resent_at_once(am, make_sen
     am.status = 400
     sender = make_sender(FakeModel(am.url))
     sender.emit(new_device())
-    assert am.wait_for(lambda: sender.status().failures)
-    ((_, cause, _),) = sender.status().failures
-    assert cause == "HTTP 400 (alerts refused)"
+    causes = lambda: {cause for _, cause, _ in sender.status().failures}  # noqa: E731
+    assert am.wait_for(lambda: "HTTP 400 (alerts refused)" in causes())
+    # and nothing else but, when the alert came before the courier's first round (a loaded
+    # machine), that round's read-back of the observers (GET), refused the same way
+    assert causes() <= {"HTTP 400 (alerts refused)", "HTTP 400"}, sender.status().failures
     time.sleep(0.3)
     assert len(am.posts()) == 1, "a refused alert would be refused again: not retried before the resend"
 
