@@ -45,7 +45,6 @@ import json
 import multiprocessing
 import os
 import random
-import socket
 import statistics
 import subprocess
 import sys
@@ -66,6 +65,7 @@ from netwatchd.devices.vendors import VendorDb  # noqa: E402
 from netwatchd.store.inventory import InventoryStore  # noqa: E402
 from netwatchd.store.state_files import AlertStateFiles  # noqa: E402
 from tests.support import wait_for  # noqa: E402
+from tests.support.alertmanager import free_port  # noqa: E402
 from tests.support.browser import Browser  # noqa: E402
 from tests.support.daemon import PrivateSystemBus  # noqa: E402
 
@@ -97,11 +97,6 @@ def cpu_exact(pid: int) -> float:
                        if line.startswith("se.sum_exec_runtime")), 0.0)
     return total / 1000
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @contextmanager

@@ -5,7 +5,6 @@ refused with a named error."""
 from __future__ import annotations
 
 import json
-import socket
 import sys
 import time
 import urllib.error
@@ -14,6 +13,7 @@ from typing import Dict, Optional, Tuple
 
 import pytest
 
+from tests.support.alertmanager import free_port  # a free loopback port, as every listener test takes
 from tests.support.lan import UDP_ECHO
 
 pytestmark = pytest.mark.root
@@ -23,11 +23,6 @@ ECHO_PORT = 7000
 LAB = {"pc": ("00:00:0c:5a:21:01", "Cisco Systems, Inc"), "srv": ("00:1b:21:5a:21:02", "Intel Corporate"),
        "pi": ("b8:27:eb:5a:21:03", "Raspberry Pi Foundation")}
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def request(base: str, path: str, method: str = "GET", headers: Optional[Dict[str, str]] = None,

@@ -10,7 +10,6 @@ reconnects after a daemon restart; no console error and no request leaves the ho
 from __future__ import annotations
 
 import json
-import socket
 import sys
 import time
 import urllib.request
@@ -20,6 +19,7 @@ import pytest
 from tests.conftest import requires
 from tests.support import browser as harness
 from tests.support.browser import Browser, artifacts_dir
+from tests.support.alertmanager import free_port
 from tests.support.lan import UDP_ECHO
 
 pytestmark = pytest.mark.root
@@ -42,11 +42,6 @@ for _ in range(int(sys.argv[3])):
     s.close()
 """
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def overview(base: str) -> dict:

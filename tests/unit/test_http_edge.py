@@ -19,13 +19,9 @@ from aiohttp import web
 from netwatchd.api import ebpf_server
 from netwatchd.api.http import HttpApi, ListenError
 from netwatchd.api.http_edge import RUNNING, HttpEdge
+from tests.support.alertmanager import free_port
 from tests.unit.test_metrics import FakeDaemon
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def echo(method, path, query, body):

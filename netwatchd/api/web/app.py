@@ -181,7 +181,7 @@ class WebUi:
     async def _alert_page(self, request: web.Request) -> web.Response:
         alert_id = request.match_info["id"]
         try:
-            views.alert(self.model, alert_id)
+            views.find_alert(self.model, alert_id)  # the page's data (and its series) come from /api/
         except views.NotFound as e:
             return self._error(request, 404, str(e))
         return self._html("alert", alert_id)

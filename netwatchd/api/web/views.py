@@ -238,10 +238,16 @@ def chart_of(a: Alert) -> Optional[Tuple[str, str]]:
     return ("device_fan_out" if kind == "fan_out" else "device_connects"), name
 
 
-def alert(model: ReadModel, alert_id: str) -> Dict[str, Any]:
+def find_alert(model: ReadModel, alert_id: str) -> Alert:
+    """The alert with this id in the log; NotFound names it."""
     found = next((a for a in reversed(model.alert_log()) if a.id == alert_id), None)
     if found is None:
         raise NotFound(f"no alert {alert_id[:80]!r} in the alert log (it keeps alerts.max_alerts)")
+    return found
+
+
+def alert(model: ReadModel, alert_id: str) -> Dict[str, Any]:
+    found = find_alert(model, alert_id)
     chart = chart_of(found)
     return {"alert": alert_row(found), "z_threshold": model.cfg.alerts.z_threshold,
             "series_table": chart[0] if chart else "", "series_key": chart[1] if chart else "",
